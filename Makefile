@@ -1,0 +1,51 @@
+# Entry points used by README.md and CI. Everything lands in .venv; nothing is installed globally.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := io features embedding optim train
+PIP := $(BIN)/python -m pip install --no-build-isolation --disable-pip-version-check
+CORE_SOURCES := $(shell find cpp -path cpp/tests -prune -o -path cpp/benchmarks -prune -o -type f \
+	\( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.py' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -print)
+PACKAGE_METADATA := $(foreach p,$(PACKAGES),packages/recis-$(p)/pyproject.toml)
+
+.PHONY: install test lint bench demo clean
+.DEFAULT_GOAL := test
+
+$(VENV)/.deps: requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+# The compiled core is a regular install (its build tree in build/cpp makes rebuilds incremental);
+# the pure-Python packages are editable.
+$(VENV)/.core: $(VENV)/.deps $(CORE_SOURCES)
+	@echo "building recis-core (C++; about a minute from scratch on 2 cores)"
+	$(PIP) -q -Cbuild-dir=build/cpp ./cpp
+	touch $@
+
+$(VENV)/.packages: $(VENV)/.core $(PACKAGE_METADATA)
+	$(PIP) -q $(foreach p,$(PACKAGES),-e packages/recis-$(p))
+	touch $@
+
+install: $(VENV)/.packages
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m pytest cpp/benchmarks $(wildcard packages/*/benchmarks) --benchmark-only \
+		--benchmark-json=build/bench/pytest-benchmark.json
+	$(BIN)/python tools/bench/ragged.py --json build/bench/ragged.json
+
+demo:
+	@echo "make demo: the end-to-end training demo arrives with the Trainer (issue #8)."
+	@echo "Until then, 'make test' builds everything and runs the test suite."
+	@exit 1
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -1,0 +1,159 @@
+// Bindings for the thread pool and the Ragged kernels. Thin: convert, release the GIL, call.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "recis/parallel.h"
+#include "recis/ragged.h"
+#include "tensor.h"
+
+namespace recis::bind {
+namespace {
+
+Offsets offsets_of(const I64Array& offsets, int64_t num_values, const char* op) {
+  if (offsets.shape(0) == 0) throw std::invalid_argument(std::string(op) + ": offsets must have at least one element");
+  return Offsets{offsets.data(), static_cast<int64_t>(offsets.shape(0)) - 1, num_values};
+}
+
+struct Inputs {
+  Offsets offsets;
+  std::vector<Column> columns;
+};
+
+// values and the optional weights share the offsets; weights must match values' first dimension.
+Inputs inputs_of(const I64Array& offsets, const AnyArray& values, const std::optional<AnyArray>& weights,
+                 const char* op) {
+  Inputs in{offsets_of(offsets, values.ndim() ? static_cast<int64_t>(values.shape(0)) : 0, op), {}};
+  in.columns.push_back(column_of(values, op, "values"));
+  if (weights) {
+    if (weights->ndim() == 0 || weights->shape(0) != values.shape(0))
+      throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(values.shape(0)) +
+                                  " entries (one per value), got " +
+                                  (weights->ndim() ? std::to_string(weights->shape(0)) : std::string("a scalar")));
+    in.columns.push_back(column_of(*weights, op, "weights"));
+  }
+  return in;
+}
+
+// Returns (offsets, values, weights or None) as torch tensors.
+nb::tuple ragged_out(RaggedResult&& r, const AnyArray& values, const std::optional<AnyArray>& weights) {
+  auto shape = shape_of(values);
+  shape[0] = static_cast<size_t>(r.num_values);
+  nb::object out_values = to_tensor(std::move(r.columns[0]), shape, values.dtype());
+  nb::object out_weights = nb::none();
+  if (weights) {
+    auto wshape = shape_of(*weights);
+    wshape[0] = static_cast<size_t>(r.num_values);
+    out_weights = to_tensor(std::move(r.columns[1]), wshape, weights->dtype());
+  }
+  nb::object out_offsets =
+      to_tensor(std::move(r.offsets), {static_cast<size_t>(r.num_rows + 1)}, nb::dtype<int64_t>());
+  return nb::make_tuple(out_offsets, out_values, out_weights);
+}
+
+}  // namespace
+
+void init_common(nb::module_& m) {
+  m.def(
+      "_parallel_for_hits",
+      [](int64_t n, int64_t grain, int64_t fail_at) {
+        std::vector<int32_t> hits(static_cast<size_t>(std::max<int64_t>(n, 0)));
+        {
+          nb::gil_scoped_release release;
+          parallel_for(n, grain, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+              if (i == fail_at) throw std::invalid_argument("parallel_for test: failed at " + std::to_string(i));
+              ++hits[static_cast<size_t>(i)];
+            }
+          });
+        }
+        return hits;
+      },
+      nb::arg("n"), nb::arg("grain"), nb::arg("fail_at") = -1,
+      "Test hook: how often parallel_for visited each index of [0, n); throws at index fail_at.");
+  m.def("num_threads", &recis::num_threads, "Threads the core's parallel loops use (the caller included).");
+  m.def("set_num_threads", &recis::set_num_threads, nb::arg("n"), nb::call_guard<nb::gil_scoped_release>(),
+        "Resizes the core's thread pool.");
+
+  m.def(
+      "validate_offsets",
+      [](const I64Array& offsets, int64_t num_values) {
+        Offsets o = offsets_of(offsets, num_values, "Ragged");
+        nb::gil_scoped_release release;
+        validate_offsets(o, "Ragged");
+      },
+      nb::arg("offsets"), nb::arg("num_values"),
+      "Raises ValueError unless offsets start at 0, never decrease and end at num_values.");
+
+  m.def(
+      "ragged_truncate",
+      [](const I64Array& offsets, const AnyArray& values, std::optional<AnyArray> weights, int64_t max_len,
+         bool keep_last) {
+        Inputs in = inputs_of(offsets, values, weights, "ragged_truncate");
+        RaggedResult r;
+        {
+          nb::gil_scoped_release release;
+          r = ragged_truncate(in.offsets, in.columns, max_len, keep_last);
+        }
+        return ragged_out(std::move(r), values, weights);
+      },
+      nb::arg("offsets"), nb::arg("values"), nb::arg("weights").none(), nb::arg("max_len"), nb::arg("keep_last"),
+      "Keeps at most max_len values per row; returns (offsets, values, weights).");
+
+  m.def(
+      "ragged_select",
+      [](const I64Array& offsets, const AnyArray& values, std::optional<AnyArray> weights, const I64Array& rows) {
+        Inputs in = inputs_of(offsets, values, weights, "ragged_select");
+        RaggedResult r;
+        {
+          nb::gil_scoped_release release;
+          r = ragged_select(in.offsets, in.columns, rows.data(), static_cast<int64_t>(rows.shape(0)));
+        }
+        return ragged_out(std::move(r), values, weights);
+      },
+      nb::arg("offsets"), nb::arg("values"), nb::arg("weights").none(), nb::arg("rows"),
+      "Gathers rows by index; returns (offsets, values, weights).");
+
+  m.def(
+      "ragged_to_dense",
+      [](const I64Array& offsets, const AnyArray& values, std::optional<AnyArray> weights, const AnyArray& pad,
+         int64_t max_len, bool keep_last) {
+        Inputs in = inputs_of(offsets, values, weights, "ragged_to_dense");
+        const Column pad_col = column_of(pad, "ragged_to_dense", "pad");
+        if (pad.dtype() != values.dtype() ||
+            pad_col.value_bytes * static_cast<int64_t>(pad.shape(0)) != in.columns[0].value_bytes)
+          throw std::invalid_argument("ragged_to_dense: pad must hold exactly one value of values' dtype and shape");
+        static const uint8_t zeros[16] = {};
+        std::vector<const uint8_t*> pads{pad_col.data};
+        if (weights) {
+          if (in.columns[1].value_bytes > 16)
+            throw std::invalid_argument("ragged_to_dense: weights must be scalars per value");
+          pads.push_back(zeros);
+        }
+        DenseResult r;
+        {
+          nb::gil_scoped_release release;
+          r = ragged_to_dense(in.offsets, in.columns, pads, max_len, keep_last);
+        }
+        auto shape = shape_of(values);
+        shape[0] = static_cast<size_t>(r.max_len);
+        shape.insert(shape.begin(), static_cast<size_t>(r.num_rows));
+        nb::object dense = to_tensor(std::move(r.columns[0]), shape, values.dtype());
+        nb::object dense_weights = nb::none();
+        if (weights)
+          dense_weights = to_tensor(std::move(r.columns[1]), {static_cast<size_t>(r.num_rows), static_cast<size_t>(r.max_len)},
+                                    weights->dtype());
+        nb::object mask = to_tensor(std::move(r.mask), {static_cast<size_t>(r.num_rows), static_cast<size_t>(r.max_len)},
+                                    nb::dtype<bool>());
+        return nb::make_tuple(dense, mask, dense_weights);
+      },
+      nb::arg("offsets"), nb::arg("values"), nb::arg("weights").none(), nb::arg("pad"), nb::arg("max_len"),
+      nb::arg("keep_last"), "Pads rows to a [rows, max_len, ...] array; returns (dense, mask, dense weights).");
+}
+
+}  // namespace recis::bind

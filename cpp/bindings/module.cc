@@ -1,0 +1,19 @@
+// The recis.core._C extension: one NB_MODULE, one init_<area> per binding file.
+#include <nanobind/nanobind.h>
+
+namespace nb = nanobind;
+
+namespace recis::bind {
+void init_common(nb::module_& m);
+}
+
+NB_MODULE(_C, m) {
+  m.doc() = "RecIS compiled core: C++ kernels over DLPack tensors (no libtorch link).";
+  m.attr("__version__") = RECIS_VERSION;
+#ifdef RECIS_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  recis::bind::init_common(m);
+}

@@ -1,0 +1,23 @@
+// A small reusable thread pool for the core's kernels.
+// One pool per process, sized once and resized on request; the calling thread takes part in
+// every loop, so a pool of size N runs N-1 workers. Nested parallel_for calls run inline.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace recis {
+
+// Number of threads a parallel_for may use (the caller included); at least 1.
+int num_threads();
+
+// Resizes the pool; n < 1 is an error. Blocks until running loops finish.
+void set_num_threads(int n);
+
+// Calls fn(begin, end) over disjoint chunks covering [0, n), each at least `grain` long
+// (except the last). Runs inline when the work is small, the pool has one thread, or the
+// caller is already inside a parallel_for. The first exception thrown by fn is rethrown here
+// after all chunks have stopped.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace recis

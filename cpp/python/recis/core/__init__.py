@@ -1,0 +1,33 @@
+"""RecIS core: the compiled kernels (`recis.core._C`) and the `Ragged` batch type.
+
+The extension links no libtorch: tensors cross as DLPack arrays, so the same build serves any
+torch >= 2.4. Importing checks that torch is new enough and that `_C` matches this package.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import torch
+
+if tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 4):
+    raise ImportError(f"recis.core needs torch >= 2.4, found {torch.__version__}")
+
+from . import _C  # noqa: E402
+
+__version__: str = _C.__version__
+
+try:
+    _dist_version = metadata.version("recis-core")
+except metadata.PackageNotFoundError:  # running from a build tree
+    _dist_version = __version__
+if _dist_version != __version__:
+    raise ImportError(
+        f"recis.core: the compiled extension is version {__version__} but the installed package is "
+        f"{_dist_version}; rebuild it (make install)"
+    )
+
+from .ragged import Padded, Ragged  # noqa: E402
+from .threads import num_threads, set_num_threads  # noqa: E402
+
+__all__ = ["Padded", "Ragged", "num_threads", "set_num_threads", "__version__"]

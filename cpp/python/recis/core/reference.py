@@ -1,0 +1,88 @@
+"""Pure-torch reference implementations of the core's Ragged kernels.
+
+They are the test oracle for the C++ kernels and the path taken wherever the core has no kernel:
+CUDA tensors, tensors that require grad (these ops are differentiable), and `torch.compile`.
+Each function mirrors the C++ binding of the same name: (offsets, values, weights, ...) in,
+plain tensors out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _gather_segments(values: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+    """Concatenates values[starts[i] : starts[i] + lengths[i]] over i."""
+    out_offsets = torch.cumsum(lengths, 0) - lengths  # exclusive prefix sum
+    total = int(lengths.sum()) if lengths.numel() else 0
+    row = torch.repeat_interleave(torch.arange(len(lengths), device=values.device), lengths, output_size=total)
+    index = starts[row] + torch.arange(total, device=values.device) - out_offsets[row]
+    return values.index_select(0, index)
+
+
+def _offsets_from_lengths(lengths: Tensor) -> Tensor:
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64, device=lengths.device)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    return offsets
+
+
+def _maybe(weights: Tensor | None, fn):  # type: ignore[no-untyped-def]
+    return None if weights is None else fn(weights)
+
+
+def ragged_truncate(
+    offsets: Tensor, values: Tensor, weights: Tensor | None, max_len: int, keep_last: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Keeps at most `max_len` values per row: the first ones, or the last when `keep_last`."""
+    if max_len < 0:
+        raise ValueError(f"ragged_truncate: max_len must be >= 0, got {max_len}")
+    lengths = offsets.diff()
+    kept = lengths.clamp(max=max_len)
+    starts = offsets[:-1] + (lengths - kept if keep_last else 0)
+    gather = lambda t: _gather_segments(t, starts, kept)  # noqa: E731
+    return _offsets_from_lengths(kept), gather(values), _maybe(weights, gather)
+
+
+def ragged_select(
+    offsets: Tensor, values: Tensor, weights: Tensor | None, rows: Tensor
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Gathers rows by index; negative indices count from the end."""
+    num_rows = len(offsets) - 1
+    bad = (rows < -num_rows) | (rows >= num_rows)
+    if bool(bad.any()):
+        pos = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"ragged_select: row index {int(rows[pos])} (at position {pos}) is out of range for {num_rows} rows"
+        )
+    rows = torch.where(rows < 0, rows + num_rows, rows)
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    gather = lambda t: _gather_segments(t, starts, lengths)  # noqa: E731
+    return _offsets_from_lengths(lengths), gather(values), _maybe(weights, gather)
+
+
+def ragged_to_dense(
+    offsets: Tensor, values: Tensor, weights: Tensor | None, pad: Tensor, max_len: int, keep_last: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Pads rows into a `[rows, max_len, *values.shape[1:]]` tensor plus a `[rows, max_len]` mask.
+
+    `max_len < 0` means the longest row. Longer rows keep their first `max_len` values, or their
+    last when `keep_last`; kept values are left-aligned.
+    """
+    lengths = offsets.diff()
+    if max_len < 0:
+        max_len = int(lengths.max()) if lengths.numel() else 0
+    kept = lengths.clamp(max=max_len)
+    starts = offsets[:-1] + (lengths - kept if keep_last else 0)
+    position = torch.arange(max_len, device=offsets.device)
+    mask = position < kept[:, None]  # (B, L)
+    index = (starts[:, None] + position)[mask]
+
+    def dense(t: Tensor, fill: Tensor) -> Tensor:
+        out = fill.to(t.dtype).expand(len(kept), max_len, *t.shape[1:]).clone()  # (B, L, ...)
+        out[mask] = t.index_select(0, index)
+        return out
+
+    zero = torch.zeros((), device=offsets.device)
+    return dense(values, pad.reshape(values.shape[1:])), mask, _maybe(weights, lambda w: dense(w, zero))

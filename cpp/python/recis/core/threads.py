@@ -1,0 +1,44 @@
+"""Size of the core's thread pool. It follows `torch.get_num_threads()` until set explicitly."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C
+
+_pinned: int | None = None
+_current = 0
+
+
+def set_num_threads(n: int | None) -> None:
+    """Pins the number of threads the core's kernels use; `None` follows torch again.
+
+    Args:
+        n: threads including the caller (>= 1), or None to follow `torch.get_num_threads()`.
+
+    Example:
+        >>> import recis.core
+        >>> recis.core.set_num_threads(2)
+        >>> recis.core.num_threads()
+        2
+    """
+    global _pinned
+    if n is not None and n < 1:
+        raise ValueError(f"set_num_threads: expected n >= 1 or None, got {n}")
+    _pinned = n
+    sync()
+
+
+def num_threads() -> int:
+    """Threads the core's kernels use now (the calling thread included)."""
+    sync()
+    return _current
+
+
+def sync() -> None:
+    """Resizes the pool if the wanted size changed; called before each kernel (cheap)."""
+    global _current
+    wanted = _pinned if _pinned is not None else torch.get_num_threads()
+    if wanted != _current:
+        _C.set_num_threads(wanted)
+        _current = wanted

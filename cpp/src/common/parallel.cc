@@ -1,0 +1,141 @@
+// Thread pool behind recis::parallel_for: workers sleep on a condition variable and pull chunk
+// indices from an atomic counter, so a loop costs one wake-up per worker, not one per chunk.
+#include "recis/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace recis {
+namespace {
+
+thread_local bool t_inside_loop = false;
+
+class ThreadPool {
+ public:
+  ~ThreadPool() { stop_workers(); }
+
+  int size() const { return size_.load(std::memory_order_relaxed); }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> lock(run_mutex_);
+    if (static_cast<int>(workers_.size()) + 1 == n) return;
+    stop_workers();
+    stopping_ = false;
+    // New workers must wait for the next loop, not join the last one again: they start from the
+    // current generation (no loop runs now, run_mutex_ is held).
+    for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this, g = generation_] { worker_loop(g); });
+    size_.store(n);
+  }
+
+  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+    std::lock_guard<std::mutex> run_lock(run_mutex_);
+    const int64_t threads = static_cast<int64_t>(workers_.size()) + 1;
+    // Four chunks per thread balance uneven rows without paying for many tiny chunks.
+    const int64_t chunk = std::max(grain, (n + threads * 4 - 1) / (threads * 4));
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = &fn;
+      n_ = n;
+      chunk_ = chunk;
+      next_.store(0);
+      error_ = nullptr;
+      active_ = static_cast<int>(workers_.size());
+      ++generation_;
+    }
+    wake_.notify_all();
+    work();
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return active_ == 0; });
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void work() {
+    t_inside_loop = true;
+    for (;;) {
+      const int64_t begin = next_.fetch_add(chunk_);
+      if (begin >= n_) break;
+      try {
+        (*fn_)(begin, std::min(n_, begin + chunk_));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_);  // stop handing out chunks
+      }
+    }
+    t_inside_loop = false;
+  }
+
+  void worker_loop(uint64_t seen) {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+      }
+      work();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--active_ == 0) done_.notify_one();
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  std::mutex run_mutex_;  // one loop at a time; also guards workers_
+  std::mutex mutex_;      // guards the loop state below
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  std::atomic<int> size_{1};
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t n_ = 0, chunk_ = 1;
+  std::atomic<int64_t> next_{0};
+  std::exception_ptr error_;
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+ThreadPool& pool() {
+  // Leaked on purpose: joining threads during static destruction at interpreter exit deadlocks
+  // on some platforms, and the OS reclaims the threads anyway.
+  static ThreadPool* p = new ThreadPool();
+  return *p;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: expected n >= 1, got " + std::to_string(n));
+  pool().resize(n);
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  if (t_inside_loop || n <= grain || num_threads() == 1) {
+    fn(0, n);
+    return;
+  }
+  pool().run(n, grain, fn);
+}
+
+}  // namespace recis

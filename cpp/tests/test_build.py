@@ -1,0 +1,30 @@
+"""Properties of the built extension: no libtorch link, generated stubs, version agreement."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recis.core
+from recis.core import _C
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ldd") is None, reason="needs ldd")
+def test_extension_links_no_libtorch():
+    out = subprocess.run(["ldd", _C.__file__], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++" in out  # ldd really listed the dependencies
+    assert not [line for line in out.splitlines() if "torch" in line or "c10" in line], out
+
+
+def test_stubs_are_generated_and_installed():
+    stub = Path(_C.__file__).with_name("_C.pyi")
+    text = stub.read_text()
+    for name in ("def ragged_select", "def ragged_truncate", "def ragged_to_dense", "def validate_offsets"):
+        assert name in text
+
+
+def test_versions_agree():
+    assert recis.core.__version__ == _C.__version__
+    assert _C.with_cuda is False
