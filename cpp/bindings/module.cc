@@ -9,7 +9,7 @@ void init_common(nb::module_& m);
 
 NB_MODULE(_C, m) {
   m.doc() = "RecIS compiled core: C++ kernels over DLPack tensors (no libtorch link).";
-  m.attr("__version__") = RECIS_VERSION;
+  m.attr("version") = RECIS_VERSION;
 #ifdef RECIS_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -26,5 +26,5 @@ def test_stubs_are_generated_and_installed():
 
 
 def test_versions_agree():
-    assert recis.core.__version__ == _C.__version__
+    assert recis.core.__version__ == _C.version == "0.1.0"
     assert _C.with_cuda is False

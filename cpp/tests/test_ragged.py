@@ -42,14 +42,26 @@ def test_empty_batch_and_empty_rows():
     "build, error, message",
     [
         (lambda: Ragged(torch.arange(3), torch.tensor([0, 2, 1, 3])), ValueError, "non-decreasing"),
-        (lambda: Ragged(torch.arange(3), torch.tensor([0, 2])), ValueError, "last offset must equal the number of values 3"),
+        (
+            lambda: Ragged(torch.arange(3), torch.tensor([0, 2])),
+            ValueError,
+            "last offset must equal the number of values 3",
+        ),
         (lambda: Ragged(torch.arange(3), torch.tensor([1, 3])), ValueError, r"offsets\[0\] must be 0"),
         (lambda: Ragged(torch.arange(3), torch.tensor([0.0, 3.0])), TypeError, "offsets must be a 1-D int64 tensor"),
         (lambda: Ragged(torch.arange(3), torch.tensor([], dtype=torch.int64)), ValueError, "at least one element"),
         (lambda: Ragged(torch.tensor(1), torch.tensor([0, 1])), ValueError, "at least one dimension"),
         (lambda: Ragged([1, 2], torch.tensor([0, 2])), TypeError, "values must be a tensor or a Ragged, got list"),
-        (lambda: Ragged(torch.arange(3), torch.tensor([0, 3]), torch.ones(2)), ValueError, "one entry per value \\(3\\), got 2"),
-        (lambda: Ragged(torch.arange(3), torch.tensor([0, 3]), torch.ones(3, dtype=torch.int64)), TypeError, "floating"),
+        (
+            lambda: Ragged(torch.arange(3), torch.tensor([0, 3]), torch.ones(2)),
+            ValueError,
+            "one entry per value \\(3\\), got 2",
+        ),
+        (
+            lambda: Ragged(torch.arange(3), torch.tensor([0, 3]), torch.ones(3, dtype=torch.int64)),
+            TypeError,
+            "floating",
+        ),
         (lambda: Ragged.from_lengths(torch.arange(3), [4, -1]), ValueError, "lengths must be >= 0, got -1"),
         (lambda: Ragged.from_lengths(torch.arange(3), [1, 1]), ValueError, "number of values 3, got offsets"),
         (lambda: Ragged.from_list([[1]], weights=[[1.0, 2.0]]), ValueError, "same row lengths"),
@@ -86,7 +98,7 @@ def test_select_and_indexing(rows, data):
     assert r.select(torch.tensor(idx, dtype=torch.int64)).tolist() == [rows[i] for i in idx]
     assert r[idx].tolist() == [rows[i] for i in idx]
     mask = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
-    assert r[torch.tensor(mask, dtype=torch.bool)].tolist() == [row for row, m in zip(rows, mask) if m]
+    assert r[torch.tensor(mask, dtype=torch.bool)].tolist() == [row for row, m in zip(rows, mask, strict=True) if m]
     a, b = sorted(data.draw(st.lists(st.integers(-n - 2, n + 2), min_size=2, max_size=2)))
     assert r[a:b].tolist() == rows[a:b]
     assert r[::2].tolist() == rows[::2]

@@ -32,7 +32,7 @@ def raggeds(draw):
 
 
 def assert_same(got, want):
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         if w is None:
             assert g is None
         else:
@@ -101,9 +101,7 @@ def test_parallel_path_matches_reference():
     assert _C.num_threads() >= 1
     for threads in (1, 2, 3):
         _C.set_num_threads(threads)
-        assert_same(
-            _C.ragged_select(offsets, values, None, rows), reference.ragged_select(offsets, values, None, rows)
-        )
+        assert_same(_C.ragged_select(offsets, values, None, rows), reference.ragged_select(offsets, values, None, rows))
         assert_same(
             _C.ragged_to_dense(offsets, values, None, torch.zeros(4, dtype=torch.int64), 30, True),
             reference.ragged_to_dense(offsets, values, None, torch.zeros(4, dtype=torch.int64), 30, True),
@@ -114,12 +112,18 @@ def test_parallel_path_matches_reference():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda o, v: _C.ragged_select(o, v, None, torch.tensor([0, 3])), r"row index 3 \(at position 1\) is out of range for 2 rows"),
+        (
+            lambda o, v: _C.ragged_select(o, v, None, torch.tensor([0, 3])),
+            r"row index 3 \(at position 1\) is out of range for 2 rows",
+        ),
         (lambda o, v: _C.ragged_select(o, v, None, torch.tensor([-3])), r"row index -3 \(at position 0\)"),
         (lambda o, v: _C.ragged_truncate(o, v, None, -1, False), "max_len must be >= 0, got -1"),
         (lambda o, v: _C.ragged_truncate(o, v, torch.ones(2), 1, False), "weights must have 3 entries"),
         (lambda o, v: _C.ragged_to_dense(o, v, None, torch.zeros(1, dtype=torch.int32), -1, False), "pad must hold"),
-        (lambda o, v: _C.validate_offsets(torch.tensor([0, 2, 1]), 1), r"non-decreasing, got offsets\[1\]=2 > offsets\[2\]=1"),
+        (
+            lambda o, v: _C.validate_offsets(torch.tensor([0, 2, 1]), 1),
+            r"non-decreasing, got offsets\[1\]=2 > offsets\[2\]=1",
+        ),
         (lambda o, v: _C.validate_offsets(torch.tensor([1, 3]), 3), r"offsets\[0\] must be 0, got 1"),
         (lambda o, v: _C.validate_offsets(torch.tensor([0, 2]), 3), r"number of values 3, got offsets\[1\]=2"),
     ],

@@ -13,9 +13,9 @@ import torch
 if tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 4):
     raise ImportError(f"recis.core needs torch >= 2.4, found {torch.__version__}")
 
-from . import _C  # noqa: E402
+from . import _C
 
-__version__: str = _C.__version__
+__version__: str = _C.version
 
 try:
     _dist_version = metadata.version("recis-core")
@@ -27,7 +27,7 @@ if _dist_version != __version__:
         f"{_dist_version}; rebuild it (make install)"
     )
 
-from .ragged import Padded, Ragged  # noqa: E402
-from .threads import num_threads, set_num_threads  # noqa: E402
+from .ragged import Padded, Ragged
+from .threads import num_threads, set_num_threads
 
-__all__ = ["Padded", "Ragged", "num_threads", "set_num_threads", "__version__"]
+__all__ = ["Padded", "Ragged", "__version__", "num_threads", "set_num_threads"]

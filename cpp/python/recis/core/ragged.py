@@ -70,7 +70,7 @@ class Ragged:
         [[1, 2, 3], [-1, -1, -1], [4, -1, -1]]
     """
 
-    __slots__ = ("values", "offsets", "weights")
+    __slots__ = ("offsets", "values", "weights")
 
     def __init__(self, values: Values, offsets: Tensor, weights: Tensor | None = None, *, validate: bool = True):
         if validate:
@@ -208,7 +208,9 @@ class Ragged:
         """
         if rows.dtype == torch.bool:
             if rows.shape != (self.num_rows,):
-                raise ValueError(f"Ragged.select: bool mask must have shape ({self.num_rows},), got {tuple(rows.shape)}")
+                raise ValueError(
+                    f"Ragged.select: bool mask must have shape ({self.num_rows},), got {tuple(rows.shape)}"
+                )
             rows = rows.nonzero().flatten()
         if rows.dim() != 1 or rows.dtype.is_floating_point:
             raise TypeError(f"Ragged.select: rows must be a 1-D integer tensor, got {_describe(rows)}")
@@ -230,9 +232,13 @@ class Ragged:
     def _restructure(self, op: str, *args: Any) -> Ragged:
         if isinstance(self.values, Ragged):
             # Restructure the row indices of the inner level, then gather those inner rows.
-            index = Ragged(torch.arange(self.num_values, device=self.device), self.offsets, self.weights, validate=False)
+            index = Ragged(
+                torch.arange(self.num_values, device=self.device), self.offsets, self.weights, validate=False
+            )
             index = index._restructure(op, *args)
-            return Ragged(self.values.select(index.values), index.offsets, index.weights, validate=False)
+            rows = index.values
+            assert isinstance(rows, Tensor)
+            return Ragged(self.values.select(rows), index.offsets, index.weights, validate=False)
         if _use_kernel(self.values, self.offsets, self.weights):
             kernel = _C.ragged_select if op == "select" else _C.ragged_truncate
             offsets, values, weights = kernel(self.offsets, self.values.contiguous(), _contig(self.weights), *args)
@@ -258,7 +264,9 @@ class Ragged:
             raise ValueError(f"Ragged.to_dense: max_len must be >= 0 or None, got {max_len}")
         if isinstance(self.values, Ragged):
             inner = self.values.to_dense(pad_value)
-            outer = Ragged(torch.arange(self.num_values, device=self.device), self.offsets, self.weights, validate=False)
+            outer = Ragged(
+                torch.arange(self.num_values, device=self.device), self.offsets, self.weights, validate=False
+            )
             idx = outer.to_dense(0, max_len, side)
             values = inner.values[idx.values]  # (B, L1, L2)
             mask = inner.mask[idx.values] & idx.mask[..., None]
@@ -285,17 +293,20 @@ class Ragged:
         if len({p.weights is None for p in parts}) > 1:
             raise ValueError("Ragged.cat: either all parts have weights or none")
         shifts = torch.tensor([0] + [p.num_values for p in parts[:-1]], device=parts[0].device).cumsum(0)
-        offsets = torch.cat([parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts)])
-        first = parts[0].values
-        values = Ragged.cat(p.values for p in parts) if isinstance(first, Ragged) else torch.cat([p.values for p in parts])
-        weights = None if parts[0].weights is None else torch.cat([p.weights for p in parts])  # type: ignore[misc]
-        return Ragged(values, offsets, weights, validate=False)
+        offsets = torch.cat([parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)])
+        nested = [p.values for p in parts if isinstance(p.values, Ragged)]
+        flat = [p.values for p in parts if isinstance(p.values, Tensor)]
+        if nested and flat:
+            raise ValueError("Ragged.cat: cannot mix nested and flat Raggeds")
+        values = Ragged.cat(nested) if nested else torch.cat(flat)
+        weights = [p.weights for p in parts if p.weights is not None]
+        return Ragged(values, offsets, torch.cat(weights) if weights else None, validate=False)
 
     # ---- devices -------------------------------------------------------------------------------
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Ragged:
         """Moves values, offsets and weights to `device`."""
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=non_blocking)
         w = None if self.weights is None else move(self.weights)
         return Ragged(move(self.values), move(self.offsets), w, validate=False)
 
@@ -364,7 +375,7 @@ def _flatten(r: Ragged) -> tuple[list[Any], None]:
 
 def _flatten_with_keys(r: Ragged) -> tuple[list[tuple[Any, Any]], None]:
     keys = (pytree.GetAttrKey("values"), pytree.GetAttrKey("offsets"), pytree.GetAttrKey("weights"))
-    return list(zip(keys, [r.values, r.offsets, r.weights])), None
+    return list(zip(keys, [r.values, r.offsets, r.weights], strict=True)), None
 
 
 def _unflatten(children: Iterable[Any], context: None) -> Ragged:

@@ -40,7 +40,7 @@ def ragged_truncate(
     lengths = offsets.diff()
     kept = lengths.clamp(max=max_len)
     starts = offsets[:-1] + (lengths - kept if keep_last else 0)
-    gather = lambda t: _gather_segments(t, starts, kept)  # noqa: E731
+    gather = lambda t: _gather_segments(t, starts, kept)
     return _offsets_from_lengths(kept), gather(values), _maybe(weights, gather)
 
 
@@ -58,7 +58,7 @@ def ragged_select(
     rows = torch.where(rows < 0, rows + num_rows, rows)
     starts = offsets[rows]
     lengths = offsets[rows + 1] - starts
-    gather = lambda t: _gather_segments(t, starts, lengths)  # noqa: E731
+    gather = lambda t: _gather_segments(t, starts, lengths)
     return _offsets_from_lengths(lengths), gather(values), _maybe(weights, gather)
 
 
