@@ -61,7 +61,7 @@ def compare(
     """Times the baseline and each case (interleaved per round, so drift hits all alike)."""
     entries = [(baseline[0], baseline[1], True)] + [(n, f, False) for n, f in cases]
     times: dict[str, list[float]] = {n: [] for n, _, _ in entries}
-    for n, f, _ in entries:
+    for _, f, _ in entries:
         measure(f, warmup, 0)
     for _ in range(repeat):
         for n, f, _ in entries:

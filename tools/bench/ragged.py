@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import compare, parser, print_table, write_json  # noqa: E402
+from harness import compare, parser, print_table, write_json
 
-from recis.core import Ragged, reference  # noqa: E402
+from recis.core import Ragged, reference
 
 
 def batch(rows: int, min_len: int, max_len: int, seed: int = 0) -> Ragged:
