@@ -5,6 +5,7 @@ namespace nb = nanobind;
 
 namespace recis::bind {
 void init_common(nb::module_& m);
+void init_embedding(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -16,4 +17,5 @@ NB_MODULE(_C, m) {
   m.attr("with_cuda") = false;
 #endif
   recis::bind::init_common(m);
+  recis::bind::init_embedding(m);
 }

@@ -1,0 +1,261 @@
+// Bindings for HashTable and the pooling kernels.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "recis/hash_table.h"
+#include "recis/pooling.h"
+#include "tensor.h"
+
+namespace recis::bind {
+namespace {
+
+using F32Array2 = nb::ndarray<nb::pytorch, const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using F32Out2 = nb::ndarray<nb::pytorch, float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using F32Array1 = nb::ndarray<nb::pytorch, const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+Initializer parse_init(const std::string& kind, double a, double b) {
+  static const std::pair<const char*, InitKind> kinds[] = {
+      {"constant", InitKind::kConstant},
+      {"uniform", InitKind::kUniform},
+      {"normal", InitKind::kNormal},
+      {"truncated_normal", InitKind::kTruncatedNormal},
+      {"xavier_uniform", InitKind::kXavierUniform}};
+  for (const auto& [name, k] : kinds)
+    if (kind == name) return Initializer{k, a, b};
+  throw std::invalid_argument("HashTable: unknown initializer '" + kind +
+                              "' (expected constant, uniform, normal, truncated_normal or xavier_uniform)");
+}
+
+Combiner parse_combiner(const std::string& c, const char* op) {
+  if (c == "sum") return Combiner::kSum;
+  if (c == "mean") return Combiner::kMean;
+  if (c == "sqrtn") return Combiner::kSqrtn;
+  throw std::invalid_argument(std::string(op) + ": unknown combiner '" + c + "' (expected sum, mean or sqrtn)");
+}
+
+template <typename T>
+nb::object vector_tensor(std::vector<T>&& v, nb::dlpack::dtype dtype) {
+  Buffer b(v.size() * sizeof(T));
+  if (!v.empty()) std::memcpy(b.data(), v.data(), v.size() * sizeof(T));
+  return to_tensor(std::move(b), {v.size()}, dtype);
+}
+
+const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char* op) {
+  if (!w) return nullptr;
+  if (static_cast<int64_t>(w->shape(0)) != n)
+    throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(n) + " entries, got " +
+                                std::to_string(w->shape(0)));
+  return w->data();
+}
+
+// Batch lookup over several ID arrays (one per feature) with their logical-table tags: returns
+// (unique rows, inverse into them for the concatenated IDs, unique embeddings U x dim).
+nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t step,
+                 bool insert) {
+  if (ids.size() != tags.size())
+    throw std::invalid_argument("HashTable.lookup: got " + std::to_string(ids.size()) + " ID arrays but " +
+                                std::to_string(tags.size()) + " tags");
+  int64_t n = 0;
+  for (const auto& a : ids) n += static_cast<int64_t>(a.shape(0));
+  std::vector<int64_t> all_ids(static_cast<size_t>(n));
+  std::vector<uint16_t> all_tags(static_cast<size_t>(n));
+  Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
+  std::vector<int64_t> uids;
+  std::vector<uint16_t> utags;
+  std::vector<int64_t> rows;
+  Buffer emb;
+  {
+    nb::gil_scoped_release release;
+    int64_t at = 0;
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const int64_t m = static_cast<int64_t>(ids[k].shape(0));
+      if (m) std::memcpy(all_ids.data() + at, ids[k].data(), static_cast<size_t>(m) * sizeof(int64_t));
+      std::fill(all_tags.begin() + at, all_tags.begin() + at + m, static_cast<uint16_t>(tags[k]));
+      at += m;
+    }
+    unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inverse.as<int64_t>());
+    rows.resize(uids.size());
+    t.find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
+    emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
+    t.gather(rows.data(), static_cast<int64_t>(rows.size()), emb.as<float>());
+  }
+  const size_t u = rows.size();
+  return nb::make_tuple(vector_tensor(std::move(rows), nb::dtype<int64_t>()),
+                        to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()),
+                        to_tensor(std::move(emb), {u, static_cast<size_t>(t.dim())}, nb::dtype<float>()));
+}
+
+}  // namespace
+
+void init_embedding(nb::module_& m) {
+  nb::class_<HashTable>(m, "HashTable", "Dynamic hash table: int64 ID (+ 16-bit tag) -> embedding row.")
+      .def(
+          "__init__",
+          [](HashTable* self, int64_t dim, const std::string& init, double a, double b, int64_t admit_count,
+             int64_t block_rows) { new (self) HashTable(dim, parse_init(init, a, b), admit_count, block_rows); },
+          nb::arg("dim"), nb::arg("init") = "normal", nb::arg("a") = 0.0, nb::arg("b") = 0.01,
+          nb::arg("admit_count") = 1, nb::arg("block_rows") = 8192)
+      .def_prop_ro("dim", &HashTable::dim)
+      .def("__len__", &HashTable::size)
+      .def("set_tag_seed", &HashTable::set_tag_seed, nb::arg("tag"), nb::arg("seed"))
+      .def("add_slot", &HashTable::add_slot, nb::arg("name"), nb::arg("width"), nb::arg("init"),
+           "Adds an optimizer slot of `width` floats per row; returns its index.")
+      .def("slot_names",
+           [](const HashTable& t) {
+             std::vector<std::string> names;
+             for (int s = 0; s < t.num_slots(); ++s) names.push_back(t.slot_name(s));
+             return names;
+           })
+      .def("lookup", &lookup, nb::arg("ids"), nb::arg("tags"), nb::arg("step"), nb::arg("insert"),
+           "De-duplicates, finds or inserts, gathers: returns (unique_rows, inverse, unique_embeddings).")
+      .def(
+          "gather",
+          [](const HashTable& t, const I64Array& rows) {
+            const size_t n = rows.shape(0);
+            Buffer out(n * static_cast<size_t>(t.dim()) * sizeof(float));
+            {
+              nb::gil_scoped_release release;
+              std::lock_guard<std::mutex> lock(t.mutex());
+              t.gather(rows.data(), static_cast<int64_t>(n), out.as<float>());
+            }
+            return to_tensor(std::move(out), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
+          },
+          nb::arg("rows"), "Embeddings of rows (n x dim); row -1 gives zeros.")
+      .def(
+          "evict_older_than",
+          [](HashTable& t, int64_t min_step) {
+            nb::gil_scoped_release release;
+            return t.evict_older_than(min_step);
+          },
+          nb::arg("min_step"), "Removes rows whose last step is < min_step; returns how many.")
+      .def(
+          "evict_to_capacity",
+          [](HashTable& t, int64_t capacity, const std::string& policy) {
+            if (policy != "lru" && policy != "lfu")
+              throw std::invalid_argument("HashTable.evict_to_capacity: policy must be 'lru' or 'lfu', got '" + policy +
+                                          "'");
+            nb::gil_scoped_release release;
+            return t.evict_to_capacity(capacity, policy == "lru" ? EvictPolicy::kLru : EvictPolicy::kLfu);
+          },
+          nb::arg("capacity"), nb::arg("policy"), "Keeps at most capacity rows; returns how many were dropped.")
+      .def(
+          "export",
+          [](const HashTable& t) {
+            std::vector<int64_t> rows = t.live_rows();
+            const size_t n = rows.size();
+            std::vector<int64_t> ids(n), steps(n), freqs(n);
+            std::vector<int16_t> tags(n);
+            Buffer emb(n * static_cast<size_t>(t.dim()) * sizeof(float));
+            std::vector<Buffer> slots;
+            {
+              nb::gil_scoped_release release;
+              std::lock_guard<std::mutex> lock(t.mutex());
+              for (size_t i = 0; i < n; ++i) {
+                ids[i] = t.row_id(rows[i]);
+                tags[i] = static_cast<int16_t>(t.row_tag(rows[i]));
+                steps[i] = t.row_step(rows[i]);
+                freqs[i] = t.row_freq(rows[i]);
+              }
+              t.gather(rows.data(), static_cast<int64_t>(n), emb.as<float>());
+              for (int s = 0; s < t.num_slots(); ++s) {
+                const int64_t w = t.slot_width(s);
+                slots.emplace_back(n * static_cast<size_t>(w) * sizeof(float));
+                for (size_t i = 0; i < n; ++i)
+                  std::memcpy(slots.back().as<float>() + i * w, t.slot_row(s, rows[i]), static_cast<size_t>(w) * 4);
+              }
+            }
+            nb::dict out;
+            out["ids"] = vector_tensor(std::move(ids), nb::dtype<int64_t>());
+            out["tags"] = vector_tensor(std::move(tags), nb::dtype<int16_t>());
+            out["steps"] = vector_tensor(std::move(steps), nb::dtype<int64_t>());
+            out["freqs"] = vector_tensor(std::move(freqs), nb::dtype<int64_t>());
+            out["embeddings"] = to_tensor(std::move(emb), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
+            nb::dict slot_dict;
+            for (int s = 0; s < t.num_slots(); ++s)
+              slot_dict[t.slot_name(s).c_str()] = to_tensor(std::move(slots[static_cast<size_t>(s)]),
+                                                            {n, static_cast<size_t>(t.slot_width(s))}, nb::dtype<float>());
+            out["slots"] = slot_dict;
+            return out;
+          },
+          "Live rows as tensors: ids, tags, steps, freqs, embeddings (n x dim), slots {name: n x width}.")
+      .def(
+          "assign",
+          [](HashTable& t, const I64Array& ids, const nb::ndarray<nb::pytorch, const int16_t, nb::ndim<1>, nb::c_contig,
+                                                                  nb::device::cpu>& tags,
+             const I64Array& steps, const I64Array& freqs, const F32Array2& emb) {
+            const int64_t n = static_cast<int64_t>(ids.shape(0));
+            if (tags.shape(0) != ids.shape(0) || steps.shape(0) != ids.shape(0) || freqs.shape(0) != ids.shape(0) ||
+                emb.shape(0) != ids.shape(0) || static_cast<int64_t>(emb.shape(1)) != t.dim())
+              throw std::invalid_argument("HashTable.assign: expected " + std::to_string(n) + " ids, tags, steps, freqs and a " +
+                                          std::to_string(n) + " x " + std::to_string(t.dim()) + " embedding matrix");
+            std::vector<int64_t> rows(static_cast<size_t>(n));
+            {
+              nb::gil_scoped_release release;
+              std::vector<uint16_t> utags(tags.data(), tags.data() + n);
+              t.assign(ids.data(), utags.data(), n, steps.data(), freqs.data(), rows.data());
+              std::lock_guard<std::mutex> lock(t.mutex());
+              for (int64_t i = 0; i < n; ++i)
+                std::memcpy(t.row(rows[static_cast<size_t>(i)]), emb.data() + i * t.dim(), static_cast<size_t>(t.dim()) * 4);
+            }
+            return vector_tensor(std::move(rows), nb::dtype<int64_t>());
+          },
+          nb::arg("ids"), nb::arg("tags"), nb::arg("steps"), nb::arg("freqs"), nb::arg("embeddings"),
+          "Inserts or overwrites rows with the given embeddings and metadata; returns their row indices.")
+      .def("counters",
+           [](const HashTable& t) {
+             TableCounters c = t.counters();
+             nb::dict d;
+             d["lookups"] = c.lookups;
+             d["hits"] = c.hits;
+             d["inserts"] = c.inserts;
+             d["rejected"] = c.rejected;
+             d["evicted"] = c.evicted;
+             return d;
+           })
+      .def("memory_bytes", &HashTable::memory_bytes, "Bytes held by blocks, metadata and the ID map.");
+
+  m.def(
+      "pooled_forward",
+      [](const F32Array2& emb, const I64Array& inverse, const I64Array& offsets, std::optional<F32Array1> weights,
+         const std::string& combiner, F32Out2 out) {
+        const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+        const int64_t dim = static_cast<int64_t>(emb.shape(1));
+        const Combiner c = parse_combiner(combiner, "pooled_forward");
+        if (bags < 0 || static_cast<int64_t>(out.shape(0)) != bags || static_cast<int64_t>(out.shape(1)) != dim)
+          throw std::invalid_argument("pooled_forward: out must be " + std::to_string(bags) + " x " + std::to_string(dim));
+        const float* w = weights_of(weights, n, "pooled_forward");
+        nb::gil_scoped_release release;
+        check_pooling_inputs("pooled_forward", inverse.data(), n, static_cast<int64_t>(emb.shape(0)), offsets.data(), bags);
+        pooled_forward(emb.data(), static_cast<int64_t>(emb.shape(0)), dim, inverse.data(), offsets.data(), bags, w, c,
+                       out.data());
+      },
+      nb::arg("emb"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
+      nb::arg("out"), "out[b] = pooled rows emb[inverse[j]] over bag b (sum, mean or sqrtn).");
+
+  m.def(
+      "pooled_backward",
+      [](const F32Array2& grad_out, const I64Array& inverse, const I64Array& offsets, std::optional<F32Array1> weights,
+         const std::string& combiner, F32Out2 grad_emb) {
+        const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+        const int64_t dim = static_cast<int64_t>(grad_out.shape(1));
+        const Combiner c = parse_combiner(combiner, "pooled_backward");
+        if (bags < 0 || static_cast<int64_t>(grad_out.shape(0)) != bags || static_cast<int64_t>(grad_emb.shape(1)) != dim)
+          throw std::invalid_argument("pooled_backward: grad_out must be " + std::to_string(bags) + " x dim and grad_emb U x dim");
+        const float* w = weights_of(weights, n, "pooled_backward");
+        const int64_t u = static_cast<int64_t>(grad_emb.shape(0));
+        nb::gil_scoped_release release;
+        check_pooling_inputs("pooled_backward", inverse.data(), n, u, offsets.data(), bags);
+        pooled_backward(grad_out.data(), dim, inverse.data(), offsets.data(), bags, w, c, u, grad_emb.data());
+      },
+      nb::arg("grad_out"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
+      nb::arg("grad_emb"), "Reduces the pooled output's gradient onto the unique rows (U x dim).");
+}
+
+}  // namespace recis::bind

@@ -1,0 +1,167 @@
+// HashTable: int64 feature ID (plus a 16-bit logical-table tag, for merged tables) -> row.
+//
+// The ID map is open addressing with linear probing over 16-byte slots that hold the key, so a
+// probe touches one cache line and never the rows. Rows live in fixed-size blocks that never move
+// when the table grows (only the map is rehashed); optimizer slots are parallel block arrays under
+// the same row index; per-row metadata (ID, tag, last step, frequency) sits in flat arrays that
+// eviction scans without touching embeddings. Freed rows are reused. All batch operations take
+// the table's lock; their heavy parts run on the core's thread pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace recis {
+
+enum class InitKind { kConstant, kUniform, kNormal, kTruncatedNormal, kXavierUniform };
+
+// constant: value=a. uniform: [a, b). normal: mean a, stddev b. truncated normal: mean a, stddev
+// b, redrawn outside 2 stddev. xavier uniform: [-sqrt(6/(1+dim)), +sqrt(6/(1+dim))), treating a
+// row as a (1, dim) matrix.
+struct Initializer {
+  InitKind kind = InitKind::kNormal;
+  double a = 0.0, b = 0.01;
+};
+
+// Fills out[0..dim) for one ID; depends only on (seed, id), never on order or threads.
+void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, int64_t dim);
+
+struct TableCounters {
+  int64_t lookups = 0;   // unique keys looked up
+  int64_t hits = 0;      // of those, found in the table
+  int64_t inserts = 0;   // rows created
+  int64_t rejected = 0;  // misses that got no row (read-only lookup or below the admission count)
+  int64_t evicted = 0;   // rows removed by eviction
+};
+
+enum class EvictPolicy { kLru, kLfu };
+
+class HashTable {
+ public:
+  // dim: embedding width. admit_count: an ID gets a row once seen this many times (1: at once);
+  // counting happens in a side map and allocates no row. block_rows: rows per block.
+  HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows);
+
+  int64_t dim() const { return dim_; }
+  int64_t size() const;  // live rows
+
+  // Seed for the rows of logical table `tag` (merged tables: one tag per logical table).
+  void set_tag_seed(int tag, uint64_t seed);
+
+  // Adds an optimizer slot of `width` floats per row, initialized to `init` for every row (and
+  // reset to it when a row is created or reused). Returns its index.
+  int add_slot(const std::string& name, int64_t width, float init);
+  int num_slots() const { return static_cast<int>(slots_.size()); }
+  const std::string& slot_name(int s) const { return slots_[static_cast<size_t>(s)].name; }
+  int64_t slot_width(int s) const { return slots_[static_cast<size_t>(s)].width; }
+
+  // Maps n keys to rows. Misses are inserted (when `insert` and admitted) and initialized; keys
+  // without a row get -1. Every key with a row gets last_step = step and frequency + 1.
+  void find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+                      int64_t* rows);
+
+  // Copies rows into out (n x dim); row -1 gives zeros.
+  void gather(const int64_t* rows, int64_t n, float* out) const;
+
+  // Row and slot pointers (valid until the row is evicted; blocks never move).
+  float* row(int64_t r) const { return ptr(emb_, r, dim_); }
+  float* slot_row(int s, int64_t r) const {
+    const Slot& sl = slots_[static_cast<size_t>(s)];
+    return ptr(sl.blocks, r, sl.width);
+  }
+
+  // Removes rows not seen since `min_step` (last_step < min_step). Returns how many.
+  int64_t evict_older_than(int64_t min_step);
+  // Keeps at most `capacity` rows, dropping least recently (LRU) or least frequently (LFU) seen
+  // ones, ties broken by the older step. Returns how many were dropped.
+  int64_t evict_to_capacity(int64_t capacity, EvictPolicy policy);
+
+  // Export: live rows in row order. ids/tags/steps/freqs: n entries; emb: n x dim; slot s: n x width.
+  std::vector<int64_t> live_rows() const;
+  int64_t row_id(int64_t r) const { return ids_[static_cast<size_t>(r)]; }
+  uint16_t row_tag(int64_t r) const { return tags_[static_cast<size_t>(r)]; }
+  int64_t row_step(int64_t r) const { return steps_[static_cast<size_t>(r)]; }
+  int64_t row_freq(int64_t r) const { return freqs_[static_cast<size_t>(r)]; }
+
+  // Import: inserts or overwrites rows for keys, with the given metadata; returns the rows.
+  void assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps, const int64_t* freqs,
+              int64_t* rows);
+
+  TableCounters counters() const;
+  int64_t memory_bytes() const;
+  std::mutex& mutex() const { return mutex_; }
+
+ private:
+  struct Slot {
+    std::string name;
+    int64_t width;
+    float init;
+    std::vector<std::unique_ptr<float[]>> blocks;
+  };
+  struct Entry {  // one map slot; row < 0 marks it empty
+    int64_t id;
+    int32_t row;
+    uint16_t tag;
+    uint16_t pad;
+  };
+
+  float* ptr(const std::vector<std::unique_ptr<float[]>>& blocks, int64_t r, int64_t width) const {
+    return blocks[static_cast<size_t>(r >> block_shift_)].get() + (r & block_mask_) * width;
+  }
+  int64_t probe(int64_t id, uint16_t tag) const;  // row or -1
+  int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
+  void init_new_rows(const std::vector<int64_t>& rows);
+  void remove(int64_t r);
+  void grow_map();
+  void add_block();
+  size_t home(int64_t id, uint16_t tag) const;
+
+  int64_t dim_;
+  Initializer init_;
+  int64_t admit_count_;
+  int block_shift_;
+  int64_t block_mask_;
+  std::vector<uint64_t> tag_seeds_;
+
+  std::vector<Entry> map_;
+  size_t map_mask_ = 0;
+  int64_t live_ = 0;
+
+  std::vector<std::unique_ptr<float[]>> emb_;
+  std::vector<Slot> slots_;
+  int64_t allocated_rows_ = 0;  // rows backed by blocks that were ever handed out
+  std::vector<int64_t> free_rows_;
+  std::vector<int64_t> ids_, steps_, freqs_;
+  std::vector<uint16_t> tags_;
+  std::vector<uint8_t> is_live_;
+
+  struct KeyHash {
+    size_t operator()(const std::pair<int64_t, uint16_t>& k) const;
+  };
+  // Seen-but-not-admitted keys -> times seen (admit_count > 1 only).
+  std::unordered_map<std::pair<int64_t, uint16_t>, int64_t, KeyHash> pending_;
+
+  TableCounters counters_;
+  mutable std::mutex mutex_;
+};
+
+// Hash-based de-duplication: unique keys in first-seen order and, per input, its unique index.
+void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
+                 std::vector<uint16_t>& unique_tags, int64_t* inverse);
+
+// 64-bit mixer (the splitmix64 finalizer): spreads sequential and skewed IDs evenly.
+inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+}  // namespace recis

@@ -1,0 +1,360 @@
+// HashTable implementation. Lookups probe in parallel (read-only), then insert misses serially
+// (map growth and row allocation), then initialize the new rows in parallel.
+#include "recis/hash_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "recis/parallel.h"
+
+namespace recis {
+namespace {
+
+constexpr int64_t kProbeGrain = 2048;
+constexpr int kPrefetchAhead = 8;
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+// Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
+// function of (seed, id, k).
+struct RowRandom {
+  uint64_t base;
+  uint64_t k = 0;
+  double next() { return static_cast<double>(mix64(base + 0x9e3779b97f4a7c15ULL * ++k) >> 11) * 0x1.0p-53; }
+  double normal() {  // Box-Muller; 1 - u keeps the log argument in (0, 1]
+    const double u = 1.0 - next(), v = next();
+    return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+  }
+};
+
+}  // namespace
+
+size_t HashTable::KeyHash::operator()(const std::pair<int64_t, uint16_t>& k) const {
+  return static_cast<size_t>(mix64(static_cast<uint64_t>(k.first) ^ (static_cast<uint64_t>(k.second) << 48)));
+}
+
+void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, int64_t dim) {
+  RowRandom rng{mix64(seed ^ mix64(static_cast<uint64_t>(id)))};
+  switch (init.kind) {
+    case InitKind::kConstant:
+      std::fill(out, out + dim, static_cast<float>(init.a));
+      break;
+    case InitKind::kUniform:
+      for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(init.a + (init.b - init.a) * rng.next());
+      break;
+    case InitKind::kNormal:
+      for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(init.a + init.b * rng.normal());
+      break;
+    case InitKind::kTruncatedNormal:
+      for (int64_t i = 0; i < dim; ++i) {
+        double z;
+        do z = rng.normal();
+        while (std::fabs(z) > 2.0);
+        out[i] = static_cast<float>(init.a + init.b * z);
+      }
+      break;
+    case InitKind::kXavierUniform: {
+      const double bound = std::sqrt(6.0 / (1.0 + static_cast<double>(dim)));
+      for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(bound * (2.0 * rng.next() - 1.0));
+      break;
+    }
+  }
+}
+
+HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows)
+    : dim_(dim), init_(init), admit_count_(admit_count) {
+  if (dim < 1) throw std::invalid_argument("HashTable: dim must be >= 1, got " + str(dim));
+  if (admit_count < 1) throw std::invalid_argument("HashTable: admit_count must be >= 1, got " + str(admit_count));
+  if (block_rows < 1 || (block_rows & (block_rows - 1)))
+    throw std::invalid_argument("HashTable: block_rows must be a power of two, got " + str(block_rows));
+  block_shift_ = 0;
+  while ((int64_t{1} << block_shift_) < block_rows) ++block_shift_;
+  block_mask_ = block_rows - 1;
+  tag_seeds_.assign(1, 0);
+  map_.assign(1024, Entry{0, -1, 0, 0});
+  map_mask_ = map_.size() - 1;
+}
+
+int64_t HashTable::size() const { return live_; }
+
+void HashTable::set_tag_seed(int tag, uint64_t seed) {
+  if (tag < 0 || tag > 0xffff) throw std::invalid_argument("HashTable: tag must be in [0, 65535], got " + str(tag));
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (tag_seeds_.size() <= static_cast<size_t>(tag)) tag_seeds_.resize(static_cast<size_t>(tag) + 1, 0);
+  tag_seeds_[static_cast<size_t>(tag)] = seed;
+}
+
+int HashTable::add_slot(const std::string& name, int64_t width, float init) {
+  if (width < 1) throw std::invalid_argument("HashTable.add_slot: width must be >= 1, got " + str(width));
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const Slot& s : slots_)
+    if (s.name == name) throw std::invalid_argument("HashTable.add_slot: slot '" + name + "' exists already");
+  Slot s{name, width, init, {}};
+  const int64_t block_rows = block_mask_ + 1;
+  for (size_t b = 0; b < emb_.size(); ++b) {
+    s.blocks.emplace_back(new float[static_cast<size_t>(block_rows * width)]);
+    std::fill(s.blocks.back().get(), s.blocks.back().get() + block_rows * width, init);
+  }
+  slots_.push_back(std::move(s));
+  return static_cast<int>(slots_.size()) - 1;
+}
+
+size_t HashTable::home(int64_t id, uint16_t tag) const {
+  return static_cast<size_t>(mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag)) & map_mask_;
+}
+
+int64_t HashTable::probe(int64_t id, uint16_t tag) const {
+  for (size_t i = home(id, tag);; i = (i + 1) & map_mask_) {
+    const Entry& e = map_[i];
+    if (e.row < 0) return -1;
+    if (e.id == id && e.tag == tag) return e.row;
+  }
+}
+
+void HashTable::grow_map() {
+  std::vector<Entry> old(map_.size() * 2, Entry{0, -1, 0, 0});
+  old.swap(map_);
+  map_mask_ = map_.size() - 1;
+  for (const Entry& e : old) {
+    if (e.row < 0) continue;
+    size_t i = home(e.id, e.tag);
+    while (map_[i].row >= 0) i = (i + 1) & map_mask_;
+    map_[i] = e;
+  }
+}
+
+void HashTable::add_block() {
+  const int64_t block_rows = block_mask_ + 1;
+  emb_.emplace_back(new float[static_cast<size_t>(block_rows * dim_)]);
+  for (Slot& s : slots_) s.blocks.emplace_back(new float[static_cast<size_t>(block_rows * s.width)]);
+  const size_t rows = static_cast<size_t>(emb_.size()) << block_shift_;
+  ids_.resize(rows, 0);
+  tags_.resize(rows, 0);
+  steps_.resize(rows, 0);
+  freqs_.resize(rows, 0);
+  is_live_.resize(rows, 0);
+}
+
+int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
+  if (live_ >= (int64_t{1} << 31) - 1) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
+  if (static_cast<size_t>(live_ + 1) * 2 > map_.size()) grow_map();  // load factor <= 0.5
+  int64_t r;
+  if (!free_rows_.empty()) {
+    r = free_rows_.back();
+    free_rows_.pop_back();
+  } else {
+    if (allocated_rows_ == static_cast<int64_t>(emb_.size()) << block_shift_) add_block();
+    r = allocated_rows_++;
+  }
+  size_t i = home(id, tag);
+  while (map_[i].row >= 0) i = (i + 1) & map_mask_;
+  map_[i] = Entry{id, static_cast<int32_t>(r), tag, 0};
+  ids_[static_cast<size_t>(r)] = id;
+  tags_[static_cast<size_t>(r)] = tag;
+  steps_[static_cast<size_t>(r)] = 0;
+  freqs_[static_cast<size_t>(r)] = 0;
+  is_live_[static_cast<size_t>(r)] = 1;
+  ++live_;
+  return r;
+}
+
+void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
+  parallel_for(static_cast<int64_t>(rows.size()), 256, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t r = rows[static_cast<size_t>(k)];
+      const uint16_t tag = tags_[static_cast<size_t>(r)];
+      const uint64_t seed = tag < tag_seeds_.size() ? tag_seeds_[tag] : 0;
+      init_row(init_, seed, ids_[static_cast<size_t>(r)], row(r), dim_);
+      for (int s = 0; s < num_slots(); ++s) {
+        float* p = slot_row(s, r);
+        std::fill(p, p + slot_width(s), slots_[static_cast<size_t>(s)].init);
+      }
+    }
+  });
+}
+
+void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+                               int64_t* rows) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + kPrefetchAhead < end)
+        __builtin_prefetch(&map_[home(ids[i + kPrefetchAhead], tags ? tags[i + kPrefetchAhead] : 0)]);
+      rows[i] = probe(ids[i], tags ? tags[i] : 0);
+    }
+  });
+  std::vector<int64_t> created;
+  int64_t hits = 0, rejected = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (rows[i] >= 0) {
+      ++hits;
+      continue;
+    }
+    const uint16_t tag = tags ? tags[i] : 0;
+    if ((rows[i] = probe(ids[i], tag)) >= 0) continue;  // a repeated key inserted just above
+    if (insert && admit_count_ > 1) {
+      auto it = pending_.try_emplace({ids[i], tag}, 0).first;
+      if (++it->second < admit_count_) {
+        ++rejected;
+        continue;
+      }
+      pending_.erase(it);
+    }
+    if (!insert) {
+      ++rejected;
+      continue;
+    }
+    rows[i] = insert_new(ids[i], tag);
+    created.push_back(rows[i]);
+  }
+  init_new_rows(created);
+  for (int64_t i = 0; i < n; ++i) {
+    if (rows[i] < 0) continue;
+    steps_[static_cast<size_t>(rows[i])] = step;
+    ++freqs_[static_cast<size_t>(rows[i])];
+  }
+  counters_.lookups += n;
+  counters_.hits += hits;
+  counters_.inserts += static_cast<int64_t>(created.size());
+  counters_.rejected += rejected;
+}
+
+void HashTable::gather(const int64_t* rows, int64_t n, float* out) const {
+  const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
+  parallel_for(n, std::max<int64_t>(1, 16384 / dim_), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0) __builtin_prefetch(row(rows[i + kPrefetchAhead]));
+      if (rows[i] >= 0)
+        std::memcpy(out + i * dim_, row(rows[i]), bytes);
+      else
+        std::memset(out + i * dim_, 0, bytes);
+    }
+  });
+}
+
+void HashTable::remove(int64_t r) {
+  // Backward-shift deletion keeps linear-probing chains intact without tombstones.
+  size_t i = home(ids_[static_cast<size_t>(r)], tags_[static_cast<size_t>(r)]);
+  while (map_[i].row != r) i = (i + 1) & map_mask_;
+  for (size_t j = (i + 1) & map_mask_;; j = (j + 1) & map_mask_) {
+    if (map_[j].row < 0) break;
+    const size_t h = home(map_[j].id, map_[j].tag);
+    // Move entry j into the hole at i unless its home lies cyclically in (i, j].
+    const bool stays = (i <= j) ? (i < h && h <= j) : (i < h || h <= j);
+    if (!stays) {
+      map_[i] = map_[j];
+      i = j;
+    }
+  }
+  map_[i].row = -1;
+  is_live_[static_cast<size_t>(r)] = 0;
+  free_rows_.push_back(r);
+  --live_;
+  ++counters_.evicted;
+}
+
+int64_t HashTable::evict_older_than(int64_t min_step) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  int64_t n = 0;
+  for (int64_t r = 0; r < allocated_rows_; ++r) {
+    if (is_live_[static_cast<size_t>(r)] && steps_[static_cast<size_t>(r)] < min_step) {
+      remove(r);
+      ++n;
+    }
+  }
+  return n;
+}
+
+int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
+  if (capacity < 0) throw std::invalid_argument("HashTable.evict: capacity must be >= 0, got " + str(capacity));
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t excess = live_ - capacity;
+  if (excess <= 0) return 0;
+  std::vector<int64_t> rows;
+  rows.reserve(static_cast<size_t>(live_));
+  for (int64_t r = 0; r < allocated_rows_; ++r)
+    if (is_live_[static_cast<size_t>(r)]) rows.push_back(r);
+  auto older = [&](int64_t a, int64_t b) {
+    const auto sa = static_cast<size_t>(a), sb = static_cast<size_t>(b);
+    if (policy == EvictPolicy::kLfu && freqs_[sa] != freqs_[sb]) return freqs_[sa] < freqs_[sb];
+    if (steps_[sa] != steps_[sb]) return steps_[sa] < steps_[sb];
+    return a < b;
+  };
+  std::nth_element(rows.begin(), rows.begin() + (excess - 1), rows.end(), older);
+  for (int64_t k = 0; k < excess; ++k) remove(rows[static_cast<size_t>(k)]);
+  return excess;
+}
+
+std::vector<int64_t> HashTable::live_rows() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<int64_t> rows;
+  rows.reserve(static_cast<size_t>(live_));
+  for (int64_t r = 0; r < allocated_rows_; ++r)
+    if (is_live_[static_cast<size_t>(r)]) rows.push_back(r);
+  return rows;
+}
+
+void HashTable::assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps,
+                       const int64_t* freqs, int64_t* rows) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t tag = tags ? tags[i] : 0;
+    int64_t r = probe(ids[i], tag);
+    if (r < 0) {
+      r = insert_new(ids[i], tag);
+      ++counters_.inserts;
+    }
+    steps_[static_cast<size_t>(r)] = steps ? steps[i] : 0;
+    freqs_[static_cast<size_t>(r)] = freqs ? freqs[i] : 0;
+    rows[i] = r;
+  }
+}
+
+TableCounters HashTable::counters() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return counters_;
+}
+
+int64_t HashTable::memory_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t block_rows = block_mask_ + 1;
+  int64_t width = dim_;
+  for (const Slot& s : slots_) width += s.width;
+  const int64_t rows = static_cast<int64_t>(emb_.size()) * block_rows;
+  const int64_t meta = static_cast<int64_t>(sizeof(int64_t) * 3 + sizeof(uint16_t) + sizeof(uint8_t));
+  return rows * (width * static_cast<int64_t>(sizeof(float)) + meta) +
+         static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
+         static_cast<int64_t>(pending_.size()) * 48;  // approximate node cost of the count map
+}
+
+void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
+                 std::vector<uint16_t>& unique_tags, int64_t* inverse) {
+  size_t cap = 16;
+  while (cap < static_cast<size_t>(n) * 2) cap <<= 1;
+  const size_t mask = cap - 1;
+  std::vector<int32_t> table(cap, -1);  // index into unique_ids
+  unique_ids.clear();
+  unique_tags.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t tag = tags ? tags[i] : 0;
+    size_t h = static_cast<size_t>(mix64(static_cast<uint64_t>(ids[i]) + 0x632be59bd9b4e019ULL * tag)) & mask;
+    for (;; h = (h + 1) & mask) {
+      const int32_t u = table[h];
+      if (u < 0) {
+        table[h] = static_cast<int32_t>(unique_ids.size());
+        inverse[i] = static_cast<int64_t>(unique_ids.size());
+        unique_ids.push_back(ids[i]);
+        unique_tags.push_back(tag);
+        break;
+      }
+      if (unique_ids[static_cast<size_t>(u)] == ids[i] && unique_tags[static_cast<size_t>(u)] == tag) {
+        inverse[i] = u;
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace recis
