@@ -1,6 +1,22 @@
 """Dynamic hash-table embeddings: an ID map plus row blocks that grow, forget and stay fast.
 
-The engine arrives with its issue; this package depends only on recis-core.
+`HashTable` is one table (C++ in recis-core); `EmbeddingEngine` maps a batch of ID features to
+embeddings through merged tables; `ops.pooled_embedding` is the differentiable pooled lookup.
 """
 
+from .engine import EmbeddingEngine, EmbeddingSpec, SparseGrad
+from .ops import pooled_embedding, pooled_embedding_reference
+from .table import Eviction, HashTable, Initializer, Lookup
+
 __version__ = "0.1.0"
+__all__ = [
+    "EmbeddingEngine",
+    "EmbeddingSpec",
+    "Eviction",
+    "HashTable",
+    "Initializer",
+    "Lookup",
+    "SparseGrad",
+    "pooled_embedding",
+    "pooled_embedding_reference",
+]

@@ -1,0 +1,223 @@
+"""`EmbeddingEngine`: a batch of ID features in, their embeddings out, one probe pipeline per table.
+
+Features that name the same `table` share its rows. Logical tables whose settings match (dim,
+initializer, admission, eviction, dtype) are merged into one physical `HashTable`: each logical
+table gets a 16-bit tag and the table key is the exact pair (ID, tag), so merging never makes two
+features' IDs collide, and each physical table costs one de-duplicate/probe/gather call per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from recis.core import Padded, Ragged
+
+from . import ops
+from .table import Eviction, HashTable, Initializer
+
+Combiner = Literal["sum", "mean", "sqrtn", "tile"]
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """How one feature is embedded.
+
+    Args:
+        dim: embedding width.
+        table: logical table name; features naming the same table share rows (default: the feature's name).
+        combiner: "sum", "mean", "sqrtn" (pooled to (B, D)), "tile" (the first `max_len` positions
+            side by side, (B, max_len * D)), or None for a sequence: per-position rows (B, L, D) plus a mask.
+        max_len: sequences and "tile": keep at most this many IDs per row (required for "tile").
+        side: which end `max_len` cuts: "left" keeps the last IDs (the latest events of a history
+            stored oldest first), "right" the first.
+        ragged: sequences only: return a `Ragged` of (N, D) rows instead of a padded tensor.
+        initializer: how new rows are filled.
+        min_count: frequency admission: an ID gets a row after this many sightings.
+        eviction: what `EmbeddingEngine.evict()` drops.
+        dtype: row storage type; float32 (bf16/fp16 storage is planned).
+        seed: base seed of the table's initializer.
+
+    Example:
+        >>> EmbeddingSpec(dim=16, combiner="mean")
+        EmbeddingSpec(dim=16, table=None, combiner='mean', ...)
+    """
+
+    dim: int
+    table: str | None = None
+    combiner: Combiner | None = "sum"
+    max_len: int | None = None
+    side: Literal["left", "right"] = "left"
+    ragged: bool = False
+    initializer: Initializer = Initializer()
+    min_count: int = 1
+    eviction: Eviction | None = None
+    dtype: torch.dtype = torch.float32
+    seed: int = 0
+
+    def __repr__(self) -> str:
+        return f"EmbeddingSpec(dim={self.dim}, table={self.table!r}, combiner={self.combiner!r}, ...)"
+
+    def table_settings(self) -> tuple:
+        """What must match for two logical tables to share one physical table."""
+        return (self.dim, self.initializer, self.min_count, self.eviction, self.dtype, self.seed)
+
+
+class SparseGrad(NamedTuple):
+    """Gradient of one lookup: rows (U,) of `table` (-1: no row) and grads (U, D) summed per row."""
+
+    table: HashTable
+    rows: Tensor
+    grad: Tensor
+
+
+@dataclass
+class _Group:  # one physical table and the features that read it
+    table: HashTable
+    features: list[str]
+    tags: list[int]
+
+
+class EmbeddingEngine(nn.Module):
+    """Maps `dict[str, Tensor | Ragged]` batches to embeddings for the configured features.
+
+    Inputs per feature: a `Ragged` of int IDs (optionally weighted), a (B,) tensor (one ID per
+    row) or a (B, k) tensor (k IDs per row). Outputs: (B, D) for pooled features, (B, max_len * D)
+    for "tile", `Padded(values (B, L, D), mask (B, L), weights)` or a `Ragged` of (N, D) rows for
+    sequences. Keys without a spec pass through unchanged.
+
+    In training mode lookups insert unknown IDs and record, per physical table, the unique rows
+    and their (U, D) embedding leaf; after backward, `sparse_grads()` hands (table, rows, grads) to
+    a sparse optimizer. In eval mode lookups are read-only and record nothing. `step` (the
+    training step recorded per row, for eviction) advances by one per training forward.
+
+    Example:
+        >>> engine = EmbeddingEngine({"user": EmbeddingSpec(8), "clicks": EmbeddingSpec(8, combiner=None)})
+        >>> batch = {"user": torch.tensor([3, 9]), "clicks": Ragged.from_list([[1, 2, 3], [4]]), "label": torch.ones(2)}
+        >>> out = engine(batch)
+        >>> out["user"].shape, out["clicks"].values.shape, out["label"].shape
+        (torch.Size([2, 8]), torch.Size([2, 3, 8]), torch.Size([2]))
+    """
+
+    def __init__(self, specs: dict[str, EmbeddingSpec]):
+        super().__init__()
+        self.specs = dict(specs)
+        self.step = 0
+        self._pending: list[SparseGrad] = []
+        self.groups: list[_Group] = []
+        logical: dict[str, tuple[str, EmbeddingSpec]] = {}  # table name -> (first feature, spec)
+        by_settings: dict[tuple, _Group] = {}
+        for name, spec in self.specs.items():
+            _check_spec(name, spec)
+            table = spec.table or name
+            if table in logical:
+                first, other = logical[table]
+                if other.table_settings() != spec.table_settings():
+                    raise ValueError(
+                        f"EmbeddingEngine: feature {name!r} uses table {table!r} with settings {spec.table_settings()} "
+                        f"but feature {first!r} declared it with {other.table_settings()}"
+                    )
+            logical.setdefault(table, (name, spec))
+            group = by_settings.get(spec.table_settings())
+            if group is None:
+                physical = HashTable(spec.dim, spec.initializer, spec.min_count, spec.eviction, spec.seed)
+                group = by_settings[spec.table_settings()] = _Group(physical, [], [])
+                self.groups.append(group)
+            group.features.append(name)
+            group.tags.append(group.table.add_logical_table(table))
+
+    def forward(self, batch: dict[str, Tensor | Ragged]) -> dict[str, object]:
+        out: dict[str, object] = dict(batch)
+        insert = self.training
+        for group in self.groups:
+            present = [(f, t) for f, t in zip(group.features, group.tags, strict=True) if f in batch]
+            missing = [f for f in group.features if f not in batch]
+            if missing:
+                raise KeyError(f"EmbeddingEngine: features {missing} are missing from the batch (keys: {sorted(batch)})")
+            inputs = [self._prepare(f, batch[f]) for f, _ in present]
+            device = inputs[0].device if inputs else torch.device("cpu")
+            found = group.table.lookup([r.values for r in inputs], self.step, insert, [t for _, t in present])  # type: ignore[misc]
+            emb = found.embeddings
+            if self.training and torch.is_grad_enabled():
+                emb.requires_grad_()
+                self._pending.append(SparseGrad(group.table, found.rows, emb))
+            emb_d = emb.to(device)
+            at = 0
+            for (name, _), ids in zip(present, inputs, strict=True):
+                inverse = found.inverse[at : at + ids.num_values].to(device)
+                at += ids.num_values
+                out[name] = self._embed(self.specs[name], emb_d, ids, inverse)
+        if self.training:
+            self.step += 1
+        return out
+
+    def _prepare(self, name: str, x: Tensor | Ragged) -> Ragged:
+        spec = self.specs[name]
+        if isinstance(x, Tensor):
+            if x.dim() not in (1, 2):
+                raise ValueError(f"EmbeddingEngine: feature {name!r} must be (B,), (B, k) or a Ragged, got {tuple(x.shape)}")
+            rows = x.reshape(len(x), -1)  # (B, k)
+            k = rows.shape[1]
+            offsets = torch.arange(0, (len(x) + 1) * k, k, device=x.device) if len(x) else torch.zeros(1, dtype=torch.int64)
+            x = Ragged(rows.reshape(-1), offsets, validate=False)
+        elif not isinstance(x, Ragged):
+            raise TypeError(f"EmbeddingEngine: feature {name!r} must be a Tensor or a Ragged, got {type(x).__name__}")
+        if isinstance(x.values, Ragged):
+            raise TypeError(f"EmbeddingEngine: feature {name!r} is a nested Ragged; embed its inner lists instead")
+        if x.values.dtype.is_floating_point or x.values.dtype == torch.bool:
+            raise TypeError(f"EmbeddingEngine: feature {name!r} has {x.values.dtype} IDs; expected integers (int64)")
+        if spec.max_len is not None and spec.combiner in (None, "tile"):
+            x = x.truncate(spec.max_len, side=spec.side)
+        return x
+
+    def _embed(self, spec: EmbeddingSpec, emb: Tensor, ids: Ragged, inverse: Tensor) -> Tensor | Padded | Ragged:
+        if spec.combiner in ("sum", "mean", "sqrtn"):
+            return ops.pooled_embedding(emb, inverse, ids.offsets, ids.weights, spec.combiner)
+        rows = Ragged(emb.index_select(0, inverse), ids.offsets, ids.weights, validate=False)  # (N, D) per position
+        if spec.combiner == "tile":
+            assert spec.max_len is not None
+            return rows.to_dense(0.0, spec.max_len).values.reshape(ids.num_rows, spec.max_len * spec.dim)
+        if spec.ragged:
+            return rows
+        return rows.to_dense(0.0, spec.max_len)
+
+    def sparse_grads(self) -> list[SparseGrad]:
+        """The (table, rows, grads) of every training lookup since the last call, after backward.
+
+        Rows may repeat across entries (gradient accumulation over micro-batches); an optimizer sums them.
+        """
+        pending, self._pending = self._pending, []
+        missing = [i for i, p in enumerate(pending) if p.grad.grad is None]
+        if missing:
+            raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
+        return [SparseGrad(p.table, p.rows, p.grad.grad) for p in pending]  # type: ignore[misc]
+
+    def clear_sparse_grads(self) -> None:
+        """Drops recorded lookups (e.g. after a skipped step)."""
+        self._pending = []
+
+    def evict(self) -> dict[str, int]:
+        """Applies every table's eviction policy at the current step; rows dropped per physical table."""
+        return {f"table{i}:{'+'.join(g.features)}": g.table.evict(self.step) for i, g in enumerate(self.groups)}
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters, rows and memory per physical table."""
+        return {f"table{i}:{'+'.join(g.features)}": g.table.stats() for i, g in enumerate(self.groups)}
+
+
+def _check_spec(name: str, spec: EmbeddingSpec) -> None:
+    if spec.dim < 1:
+        raise ValueError(f"EmbeddingSpec for {name!r}: dim must be >= 1, got {spec.dim}")
+    if spec.combiner not in ("sum", "mean", "sqrtn", "tile", None):
+        raise ValueError(f"EmbeddingSpec for {name!r}: unknown combiner {spec.combiner!r}")
+    if spec.combiner == "tile" and spec.max_len is None:
+        raise ValueError(f"EmbeddingSpec for {name!r}: combiner 'tile' needs max_len")
+    if spec.max_len is not None and spec.max_len < 0:
+        raise ValueError(f"EmbeddingSpec for {name!r}: max_len must be >= 0, got {spec.max_len}")
+    if spec.dtype != torch.float32:
+        raise ValueError(f"EmbeddingSpec for {name!r}: only float32 rows are supported so far, got {spec.dtype}")
+    if spec.min_count < 1:
+        raise ValueError(f"EmbeddingSpec for {name!r}: min_count must be >= 1, got {spec.min_count}")

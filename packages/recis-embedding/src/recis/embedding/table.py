@@ -1,0 +1,232 @@
+"""`HashTable`: the Python face of the core's dynamic embedding table.
+
+IDs are int64 (all 64 bits, negative allowed) plus a 16-bit tag naming the logical table inside
+a merged physical table. Rows are created on first sight (or after `min_count` sightings), are
+initialized from (seed, ID) alone, and are dropped by age or capacity on `evict`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from recis.core import _C
+
+InitKind = Literal["constant", "uniform", "normal", "truncated_normal", "xavier_uniform"]
+
+
+@dataclass(frozen=True)
+class Initializer:
+    """How a new row is filled; a pure function of (table seed, ID).
+
+    Use the constructors: `Initializer.constant(0.0)`, `.uniform(-0.05, 0.05)`, `.normal(0, 0.01)`,
+    `.truncated_normal(0, 0.01)` (redrawn beyond 2 stddev), `.xavier_uniform()` (bound
+    sqrt(6 / (1 + dim)), a row seen as a (1, dim) matrix).
+    """
+
+    kind: InitKind = "truncated_normal"
+    a: float = 0.0  # value | low | mean
+    b: float = 0.01  # high | stddev
+
+    @classmethod
+    def constant(cls, value: float) -> Initializer:
+        return cls("constant", value, 0.0)
+
+    @classmethod
+    def uniform(cls, low: float, high: float) -> Initializer:
+        if not low < high:
+            raise ValueError(f"Initializer.uniform: expected low < high, got {low} and {high}")
+        return cls("uniform", low, high)
+
+    @classmethod
+    def normal(cls, mean: float = 0.0, std: float = 0.01) -> Initializer:
+        if std < 0:
+            raise ValueError(f"Initializer.normal: std must be >= 0, got {std}")
+        return cls("normal", mean, std)
+
+    @classmethod
+    def truncated_normal(cls, mean: float = 0.0, std: float = 0.01) -> Initializer:
+        if std < 0:
+            raise ValueError(f"Initializer.truncated_normal: std must be >= 0, got {std}")
+        return cls("truncated_normal", mean, std)
+
+    @classmethod
+    def xavier_uniform(cls) -> Initializer:
+        return cls("xavier_uniform", 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Eviction:
+    """When `HashTable.evict(step)` drops rows.
+
+    Args:
+        max_age: drop rows not seen in the last `max_age` steps (None: no age limit).
+        capacity: keep at most this many rows (None: unbounded), dropping by `policy`.
+        policy: "lru" (least recently seen first) or "lfu" (least often seen first, then oldest).
+    """
+
+    max_age: int | None = None
+    capacity: int | None = None
+    policy: Literal["lru", "lfu"] = "lru"
+
+    def __post_init__(self) -> None:
+        if self.max_age is not None and self.max_age < 1:
+            raise ValueError(f"Eviction: max_age must be >= 1, got {self.max_age}")
+        if self.capacity is not None and self.capacity < 0:
+            raise ValueError(f"Eviction: capacity must be >= 0, got {self.capacity}")
+        if self.policy not in ("lru", "lfu"):
+            raise ValueError(f"Eviction: policy must be 'lru' or 'lfu', got {self.policy!r}")
+
+
+class Lookup(NamedTuple):
+    """Result of a batch lookup: `rows` (U,) table rows (-1: no row), `inverse` (N,) index into
+    them for each input ID, `embeddings` (U, D) the rows' values (zeros for -1)."""
+
+    rows: Tensor
+    inverse: Tensor
+    embeddings: Tensor
+
+
+def stable_seed(seed: int, name: str) -> int:
+    """A 64-bit seed from (seed, table name), the same in every process."""
+    return (seed * 0x9E3779B97F4A7C15 + zlib.crc32(name.encode())) % 2**64
+
+
+class HashTable:
+    """A dynamic embedding table of `dim`-wide float32 rows keyed by int64 ID.
+
+    Args:
+        dim: embedding width.
+        initializer: how new rows are filled (default truncated normal, std 0.01).
+        min_count: an ID gets a row once it was looked up this many times (frequency admission);
+            counting allocates no row, and until then the ID reads zeros.
+        eviction: what `evict(step)` drops; None keeps every row.
+        seed: base seed; logical table `name` uses `stable_seed(seed, name)`.
+        block_rows: rows per memory block (a power of two).
+
+    Example:
+        >>> t = HashTable(dim=4, initializer=Initializer.uniform(-1, 1))
+        >>> hit = t.lookup(torch.tensor([7, -3, 7]), step=1)
+        >>> hit.embeddings.shape, hit.inverse.tolist(), len(t)
+        (torch.Size([2, 4]), [0, 1, 0], 2)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        initializer: Initializer = Initializer(),
+        min_count: int = 1,
+        eviction: Eviction | None = None,
+        seed: int = 0,
+        block_rows: int = 8192,
+    ):
+        self.initializer = initializer
+        self.eviction = eviction
+        self.seed = seed
+        self.min_count = min_count
+        self._c = _C.HashTable(dim, initializer.kind, initializer.a, initializer.b, min_count, block_rows)
+        self._c.set_tag_seed(0, seed % 2**64)  # until logical tables are named
+        self.tag_names: list[str] = []
+
+    @property
+    def dim(self) -> int:
+        return int(self._c.dim)
+
+    def add_logical_table(self, name: str) -> int:
+        """Registers a logical table in this physical one; returns its tag (stable per name)."""
+        if name in self.tag_names:
+            return self.tag_names.index(name)
+        if len(self.tag_names) >= 2**16:
+            raise ValueError(f"HashTable: at most 65536 logical tables per physical table, adding {name!r}")
+        self.tag_names.append(name)
+        tag = len(self.tag_names) - 1
+        self._c.set_tag_seed(tag, stable_seed(self.seed, name))
+        return tag
+
+    def lookup(
+        self, ids: Tensor | Sequence[Tensor], step: int = 0, insert: bool = True, tags: Sequence[int] | None = None
+    ) -> Lookup:
+        """De-duplicates `ids`, finds or inserts their rows and gathers them, in one C++ call.
+
+        Args:
+            ids: int64 IDs, or one tensor per feature (their inverses are concatenated in order).
+            step: the training step, recorded per row for age-based eviction and LRU.
+            insert: False makes the lookup read-only: unknown IDs read zeros and get no row.
+            tags: logical-table tag per tensor in `ids` (default 0 for all).
+        """
+        parts = [ids] if isinstance(ids, Tensor) else list(ids)
+        tags = [0] * len(parts) if tags is None else list(tags)
+        parts = [_as_ids(p, "HashTable.lookup") for p in parts]
+        rows, inverse, emb = self._c.lookup(parts, tags, step, insert)
+        return Lookup(rows, inverse, emb)
+
+    def gather(self, rows: Tensor) -> Tensor:
+        """Embeddings of table rows (n, D); row -1 reads zeros."""
+        return self._c.gather(_as_ids(rows, "HashTable.gather"))
+
+    def evict(self, step: int) -> int:
+        """Applies the eviction policy at `step`; returns how many rows were dropped."""
+        if self.eviction is None:
+            return 0
+        dropped = 0
+        if self.eviction.max_age is not None:
+            dropped += self._c.evict_older_than(step - self.eviction.max_age + 1)
+        if self.eviction.capacity is not None:
+            dropped += self._c.evict_to_capacity(self.eviction.capacity, self.eviction.policy)
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._c)
+
+    def ids(self) -> Tensor:
+        """IDs of the live rows, int64."""
+        return self._c.export()["ids"]
+
+    def memory_bytes(self) -> int:
+        """Bytes held by row blocks, optimizer slots, metadata and the ID map."""
+        return int(self._c.memory_bytes())
+
+    def stats(self) -> dict[str, int]:
+        """Counters: lookups, hits, inserts, rejected, evicted; plus rows and memory_bytes."""
+        return dict(self._c.counters()) | {"rows": len(self), "memory_bytes": self.memory_bytes()}
+
+    def add_slot(self, name: str, width: int, init: float = 0.0) -> int:
+        """Adds an optimizer state slot (width floats per row, reset to `init` for new rows)."""
+        return int(self._c.add_slot(name, width, init))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Live rows as tensors: ids, tags, steps, freqs, embeddings and `slot.<name>` per slot."""
+        e = self._c.export()
+        out = {k: e[k] for k in ("ids", "tags", "steps", "freqs", "embeddings")}
+        out |= {f"slot.{name}": t for name, t in e["slots"].items()}
+        return out
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Inserts or overwrites the rows in `state` (as produced by `state_dict`)."""
+        emb = state["embeddings"]
+        if emb.dim() != 2 or emb.shape[1] != self.dim:
+            raise ValueError(f"HashTable.load_state_dict: embeddings must be (n, {self.dim}), got {tuple(emb.shape)}")
+        self._c.assign(
+            _as_ids(state["ids"], "load_state_dict"),
+            state["tags"].to(torch.int16).contiguous(),
+            state["steps"].to(torch.int64).contiguous(),
+            state["freqs"].to(torch.int64).contiguous(),
+            emb.to(torch.float32).contiguous(),
+        )
+
+    def __repr__(self) -> str:
+        return f"HashTable(dim={self.dim}, rows={len(self)}, initializer={self.initializer.kind})"
+
+
+def _as_ids(t: Tensor, where: str) -> Tensor:
+    """int64, contiguous, on the CPU; integer dtypes widen, others are refused."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{where}: expected an int64 tensor of IDs, got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{where}: IDs must be integers (int64), got {t.dtype}")
+    return t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous()
