@@ -12,6 +12,8 @@ PACKAGE_METADATA := $(foreach p,$(PACKAGES),packages/recis-$(p)/pyproject.toml)
 .DEFAULT_GOAL := test
 
 $(VENV)/.deps: requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "RecIS needs Python >= 3.11; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
@@ -38,6 +40,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
+	mkdir -p build/bench
 	$(BIN)/python -m pytest cpp/benchmarks $(wildcard packages/*/benchmarks) --benchmark-only \
 		--benchmark-json=build/bench/pytest-benchmark.json
 	$(BIN)/python tools/bench/ragged.py --json build/bench/ragged.json

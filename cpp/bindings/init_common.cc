@@ -5,6 +5,10 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <optional>
 #include <string>
 
@@ -31,10 +35,10 @@ Inputs inputs_of(const I64Array& offsets, const AnyArray& values, const std::opt
   Inputs in{offsets_of(offsets, values.ndim() ? static_cast<int64_t>(values.shape(0)) : 0, op), {}};
   in.columns.push_back(column_of(values, op, "values"));
   if (weights) {
-    if (weights->ndim() == 0 || weights->shape(0) != values.shape(0))
-      throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(values.shape(0)) +
-                                  " entries (one per value), got " +
-                                  (weights->ndim() ? std::to_string(weights->shape(0)) : std::string("a scalar")));
+    if (weights->ndim() != 1 || weights->shape(0) != values.shape(0))
+      throw std::invalid_argument(std::string(op) + ": weights must be 1-D with " + std::to_string(values.shape(0)) +
+                                  " entries (one per value), got " + std::to_string(weights->ndim()) + "-D with " +
+                                  (weights->ndim() ? std::to_string(weights->shape(0)) : std::string("1")));
     in.columns.push_back(column_of(*weights, op, "weights"));
   }
   return in;
@@ -61,21 +65,30 @@ nb::tuple ragged_out(RaggedResult&& r, const AnyArray& values, const std::option
 void init_common(nb::module_& m) {
   m.def(
       "_parallel_for_hits",
-      [](int64_t n, int64_t grain, int64_t fail_at) {
+      [](int64_t n, int64_t grain, int64_t fail_at, int64_t spin_us) {
         std::vector<int32_t> hits(static_cast<size_t>(std::max<int64_t>(n, 0)));
+        std::mutex m;
+        std::set<std::thread::id> threads;
         {
           nb::gil_scoped_release release;
           parallel_for(n, grain, [&](int64_t begin, int64_t end) {
+            {
+              std::lock_guard<std::mutex> lock(m);
+              threads.insert(std::this_thread::get_id());
+            }
             for (int64_t i = begin; i < end; ++i) {
               if (i == fail_at) throw std::invalid_argument("parallel_for test: failed at " + std::to_string(i));
               ++hits[static_cast<size_t>(i)];
+              const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+              while (std::chrono::steady_clock::now() < until) {
+              }
             }
           });
         }
-        return hits;
+        return std::make_tuple(hits, static_cast<int64_t>(threads.size()));
       },
-      nb::arg("n"), nb::arg("grain"), nb::arg("fail_at") = -1,
-      "Test hook: how often parallel_for visited each index of [0, n); throws at index fail_at.");
+      nb::arg("n"), nb::arg("grain"), nb::arg("fail_at") = -1, nb::arg("spin_us") = 0,
+      "Test hook: (visits per index of [0, n), distinct threads used); throws at fail_at; spins spin_us per index.");
   m.def("num_threads", &recis::num_threads, "Threads the core's parallel loops use (the caller included).");
   m.def("set_num_threads", &recis::set_num_threads, nb::arg("n"), nb::call_guard<nb::gil_scoped_release>(),
         "Resizes the core's thread pool.");
@@ -130,11 +143,7 @@ void init_common(nb::module_& m) {
           throw std::invalid_argument("ragged_to_dense: pad must hold exactly one value of values' dtype and shape");
         static const uint8_t zeros[16] = {};
         std::vector<const uint8_t*> pads{pad_col.data};
-        if (weights) {
-          if (in.columns[1].value_bytes > 16)
-            throw std::invalid_argument("ragged_to_dense: weights must be scalars per value");
-          pads.push_back(zeros);
-        }
+        if (weights) pads.push_back(zeros);  // 1-D, at most 16 bytes per value
         DenseResult r;
         {
           nb::gil_scoped_release release;

@@ -237,7 +237,7 @@ void init_embedding(nb::module_& m) {
                        out.data());
       },
       nb::arg("emb"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
-      nb::arg("out"), "out[b] = pooled rows emb[inverse[j]] over bag b (sum, mean or sqrtn).");
+      nb::arg("out").noconvert(), "out[b] = pooled rows emb[inverse[j]] over bag b (sum, mean or sqrtn).");
 
   m.def(
       "pooled_backward",
@@ -255,7 +255,7 @@ void init_embedding(nb::module_& m) {
         pooled_backward(grad_out.data(), dim, inverse.data(), offsets.data(), bags, w, c, u, grad_emb.data());
       },
       nb::arg("grad_out"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
-      nb::arg("grad_emb"), "Reduces the pooled output's gradient onto the unique rows (U x dim).");
+      nb::arg("grad_emb").noconvert(), "Reduces the pooled output's gradient onto the unique rows (U x dim).");
 }
 
 }  // namespace recis::bind

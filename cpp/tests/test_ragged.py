@@ -63,7 +63,7 @@ def test_empty_batch_and_empty_rows():
             "floating",
         ),
         (lambda: Ragged.from_lengths(torch.arange(3), [4, -1]), ValueError, "lengths must be >= 0, got -1"),
-        (lambda: Ragged.from_lengths(torch.arange(3), [1, 1]), ValueError, "number of values 3, got offsets"),
+        (lambda: Ragged.from_lengths(torch.arange(3), [1, 1]), ValueError, "lengths sum to 2 but there are 3"),
         (lambda: Ragged.from_list([[1]], weights=[[1.0, 2.0]]), ValueError, "same row lengths"),
     ],
 )
@@ -217,3 +217,38 @@ def test_torch_compile_traces_ragged():
     compiled = torch.compile(pooled, backend="eager", fullgraph=True)
     assert torch.equal(compiled(r), pooled(r))
     assert pooled(r).tolist() == [3.0, 0.0, 17.0]
+
+
+def test_more_index_kinds_and_conversions():
+    import numpy as np
+
+    r = Ragged.from_list([[1, 2], [3]])
+    assert r[np.int64(1)].tolist() == [3] and r[torch.tensor(0)].tolist() == [1, 2]
+    assert r[(1, 0)].tolist() == [[3], [1, 2]]
+    t = r.values[::2]  # non-contiguous values are fine
+    assert Ragged.from_lengths(t, [1, 1]).truncate(1).tolist() == [[1], [3]]
+    with pytest.raises((TypeError, RuntimeError)):
+        r.to(torch.float16)  # a dtype is not a device
+    with pytest.raises(ValueError, match="share dtype and device"):
+        Ragged.cat([r, Ragged.from_list([[1.5]])])
+    with pytest.raises(TypeError, match="mix lists and scalars"):
+        Ragged.from_list([[1, [2]]])
+    with pytest.raises(ValueError, match="lengths sum to 2 but there are 3 values"):
+        Ragged.from_lengths(torch.arange(3), [1, 1])
+
+
+def test_nested_with_no_inner_rows_and_wide_inner_values():
+    r = Ragged(Ragged.from_list([]), torch.tensor([0, 0, 0]))
+    d = r.to_dense(max_len=2)
+    assert d.values.shape == (2, 2, 0) and d.mask.shape == (2, 2, 0)
+    wide = Ragged(Ragged.from_lengths(torch.arange(6.0).reshape(3, 2), [2, 1]), torch.tensor([0, 2]))
+    dw = wide.to_dense(pad_value=-1)
+    assert dw.values.shape == (1, 2, 2, 2) and dw.values[0, 1].tolist() == [[4.0, 5.0], [-1.0, -1.0]]
+
+
+def test_no_grad_uses_the_kernel_path_with_equal_results():
+    emb = torch.randn(6, 3, requires_grad=True)
+    r = Ragged.from_lengths(emb, [2, 4])
+    with torch.no_grad():
+        fast = r.to_dense(max_len=3).values
+    assert not fast.requires_grad and torch.equal(fast, r.to_dense(max_len=3).values.detach())

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from recis.core import _C, reference
 
+ZERO = torch.zeros(1, dtype=torch.int64)
 INT64_EDGES = torch.tensor([0, -1, 1, 2**63 - 1, -(2**63), 2**32, -(2**31)], dtype=torch.int64)
 
 
@@ -118,7 +119,7 @@ def test_parallel_path_matches_reference():
         ),
         (lambda o, v: _C.ragged_select(o, v, None, torch.tensor([-3])), r"row index -3 \(at position 0\)"),
         (lambda o, v: _C.ragged_truncate(o, v, None, -1, False), "max_len must be >= 0, got -1"),
-        (lambda o, v: _C.ragged_truncate(o, v, torch.ones(2), 1, False), "weights must have 3 entries"),
+        (lambda o, v: _C.ragged_truncate(o, v, torch.ones(2), 1, False), "weights must be 1-D with 3 entries"),
         (lambda o, v: _C.ragged_to_dense(o, v, None, torch.zeros(1, dtype=torch.int32), -1, False), "pad must hold"),
         (
             lambda o, v: _C.validate_offsets(torch.tensor([0, 2, 1]), 1),
@@ -126,6 +127,17 @@ def test_parallel_path_matches_reference():
         ),
         (lambda o, v: _C.validate_offsets(torch.tensor([1, 3]), 3), r"offsets\[0\] must be 0, got 1"),
         (lambda o, v: _C.validate_offsets(torch.tensor([0, 2]), 3), r"number of values 3, got offsets\[1\]=2"),
+        # kernels check offsets themselves: a Ragged built with validate=False must not crash them
+        (lambda o, v: _C.ragged_truncate(torch.tensor([0, 10**12, 3]), v, None, 1, False), "non-decreasing"),
+        (lambda o, v: _C.ragged_select(torch.tensor([0, 1, 4]), v, None, torch.tensor([1])), "last offset"),
+        (
+            lambda o, v: _C.ragged_to_dense(
+                torch.tensor([2, 3]), v, None, torch.zeros(1, dtype=torch.int64), -1, False
+            ),
+            "must be 0",
+        ),
+        (lambda o, v: _C.ragged_to_dense(o, v, None, torch.zeros(1, dtype=torch.int64), 2**62, False), "too large"),
+        (lambda o, v: _C.ragged_select(o, v, torch.ones(3, 2), torch.tensor([0])), "weights must be 1-D with 3"),
     ],
 )
 def test_bad_input_raises_value_error(call, message):

@@ -1,5 +1,8 @@
 """The core's thread pool: exact coverage, error propagation, resizing, following torch."""
 
+import concurrent.futures
+import multiprocessing
+
 import pytest
 import torch
 
@@ -13,7 +16,7 @@ def test_parallel_for_visits_every_index_once(threads, n, grain):
     _C.set_num_threads(threads)
     try:
         assert _C.num_threads() == threads
-        assert _C._parallel_for_hits(n, grain) == [1] * n
+        assert _C._parallel_for_hits(n, grain)[0] == [1] * n
     finally:
         recis.core.set_num_threads(None)
 
@@ -23,7 +26,7 @@ def test_parallel_for_rethrows_the_first_error_and_stays_usable():
     try:
         with pytest.raises(ValueError, match="failed at 5000"):
             _C._parallel_for_hits(100000, 10, 5000)
-        assert _C._parallel_for_hits(1000, 1) == [1] * 1000
+        assert _C._parallel_for_hits(1000, 1)[0] == [1] * 1000
     finally:
         recis.core.set_num_threads(None)
 
@@ -48,3 +51,41 @@ def test_bad_thread_counts():
         recis.core.set_num_threads(0)
     with pytest.raises(ValueError, match="expected n >= 1, got -2"):
         _C.set_num_threads(-2)
+
+
+def test_work_really_spreads_over_threads():
+    recis.core.set_num_threads(2)
+    try:
+        hits, threads = _C._parallel_for_hits(64, 1, -1, 2000)  # 64 chunks of 2 ms
+        assert hits == [1] * 64 and threads == 2
+    finally:
+        recis.core.set_num_threads(None)
+
+
+def _child_runs_a_loop(queue):
+    queue.put(_C._parallel_for_hits(10000, 10)[0] == [1] * 10000)
+
+
+def test_pool_works_in_a_forked_child():
+    recis.core.set_num_threads(2)
+    try:
+        _C._parallel_for_hits(10000, 10)  # the parent's workers exist and have run
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_runs_a_loop, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0, "the forked child hung or crashed"
+        assert queue.get(timeout=5) is True
+    finally:
+        recis.core.set_num_threads(None)
+
+
+def test_kernels_from_several_python_threads():
+    from recis.core import Ragged
+
+    r = Ragged.from_lengths(torch.arange(200000), torch.full((1000,), 200))
+    want = r.truncate(7, side="left").values
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: r.truncate(7, side="left").values, range(16)))
+    assert all(torch.equal(x, want) for x in results)

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=$(mktemp -d)/venv
 trap 'rm -rf "$(dirname "$venv")"' EXIT
-python3 -m venv "$venv"
+"${PYTHON:-python3}" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check torch==2.13.0
 "$venv/bin/pip" install -q --disable-pip-version-check ./cpp ./packages/recis-io
 recis=$("$venv/bin/pip" list --format=freeze 2>/dev/null | grep -i '^recis' | cut -d= -f1 | sort | tr '\n' ' ')

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <pthread.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -112,11 +113,22 @@ class ThreadPool {
   bool stopping_ = false;
 };
 
+// Leaked on purpose: joining threads during static destruction at interpreter exit deadlocks on
+// some platforms, and the OS reclaims the threads anyway.
+ThreadPool* g_pool = nullptr;
+
+// A forked child inherits the pool object but none of its threads (and maybe a locked mutex):
+// it starts over with a fresh single-threaded pool, leaking the parent's copy.
+void reset_pool_in_child() { g_pool = new ThreadPool(); }
+
 ThreadPool& pool() {
-  // Leaked on purpose: joining threads during static destruction at interpreter exit deadlocks
-  // on some platforms, and the OS reclaims the threads anyway.
-  static ThreadPool* p = new ThreadPool();
-  return *p;
+  static bool once = [] {
+    g_pool = new ThreadPool();
+    pthread_atfork(nullptr, nullptr, reset_pool_in_child);
+    return true;
+  }();
+  (void)once;
+  return *g_pool;
 }
 
 }  // namespace

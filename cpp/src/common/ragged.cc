@@ -73,6 +73,7 @@ void validate_offsets(const Offsets& o, const char* op) {
 RaggedResult ragged_truncate(const Offsets& o, const std::vector<Column>& columns, int64_t max_len,
                              bool keep_last) {
   if (max_len < 0) throw std::invalid_argument("ragged_truncate: max_len must be >= 0, got " + str(max_len));
+  validate_offsets(o, "ragged_truncate");
   std::vector<int64_t> starts(static_cast<size_t>(o.num_rows));
   Buffer out_offsets(static_cast<size_t>(o.num_rows + 1) * sizeof(int64_t));
   int64_t* oo = out_offsets.as<int64_t>();
@@ -88,6 +89,7 @@ RaggedResult ragged_truncate(const Offsets& o, const std::vector<Column>& column
 
 RaggedResult ragged_select(const Offsets& o, const std::vector<Column>& columns, const int64_t* rows,
                            int64_t num_selected) {
+  validate_offsets(o, "ragged_select");
   std::vector<int64_t> starts(static_cast<size_t>(num_selected));
   Buffer out_offsets(static_cast<size_t>(num_selected + 1) * sizeof(int64_t));
   int64_t* oo = out_offsets.as<int64_t>();
@@ -109,6 +111,7 @@ DenseResult ragged_to_dense(const Offsets& o, const std::vector<Column>& columns
   if (pads.size() != columns.size())
     throw std::invalid_argument("ragged_to_dense: expected one pad value per column, got " + str(pads.size()) +
                                 " for " + str(static_cast<int64_t>(columns.size())) + " columns");
+  validate_offsets(o, "ragged_to_dense");
   if (max_len < 0) {
     max_len = 0;
     for (int64_t i = 0; i < o.num_rows; ++i) max_len = std::max(max_len, o.data[i + 1] - o.data[i]);
@@ -116,7 +119,11 @@ DenseResult ragged_to_dense(const Offsets& o, const std::vector<Column>& columns
   DenseResult r;
   r.num_rows = o.num_rows;
   r.max_len = max_len;
-  const int64_t cells = o.num_rows * max_len;
+  int64_t cells = 0, bytes = 0;
+  if (__builtin_mul_overflow(o.num_rows, max_len, &cells) ||
+      __builtin_mul_overflow(cells, total_value_bytes(columns) + 1, &bytes))
+    throw std::invalid_argument("ragged_to_dense: " + str(o.num_rows) + " rows x max_len " + str(max_len) +
+                                " is too large to allocate");
   for (const Column& c : columns) r.columns.emplace_back(static_cast<size_t>(cells * c.value_bytes));
   r.mask = Buffer(static_cast<size_t>(cells));
   std::vector<bool> pad_is_zero;
@@ -124,7 +131,7 @@ DenseResult ragged_to_dense(const Offsets& o, const std::vector<Column>& columns
     const uint8_t* p = pads[k];
     pad_is_zero.push_back(std::all_of(p, p + columns[k].value_bytes, [](uint8_t b) { return b == 0; }));
   }
-  const int64_t grain = row_grain(o.num_rows, cells * (total_value_bytes(columns) + 1));
+  const int64_t grain = row_grain(o.num_rows, bytes);
   parallel_for(o.num_rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t len = o.data[i + 1] - o.data[i];

@@ -25,7 +25,9 @@ def test_lookup_dedups_and_is_stable_across_calls():
     uniq = torch.tensor(sorted(set(ids.tolist())))
     assert set(t.ids().tolist()) == set(uniq.tolist())
     # inverse maps every input to its own row
-    assert [a.rows[i].item() for i in a.inverse.tolist()] == [t.lookup(torch.tensor([x])).rows.item() for x in ids.tolist()]
+    assert [a.rows[i].item() for i in a.inverse.tolist()] == [
+        t.lookup(torch.tensor([x])).rows.item() for x in ids.tolist()
+    ]
 
 
 def test_against_python_model_with_growth_and_eviction():

@@ -8,6 +8,7 @@ The heavy operations run as C++ kernels on CPU tensors and fall back to the pure
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Union
 
@@ -32,8 +33,9 @@ def _use_kernel(*tensors: Tensor | None) -> bool:
     """True when the C++ core can serve these tensors (CPU, no autograd, not being compiled)."""
     if torch.compiler.is_compiling():
         return False
+    grad = torch.is_grad_enabled()
     for t in tensors:
-        if t is not None and (t.device.type != "cpu" or t.requires_grad):
+        if t is not None and (t.device.type != "cpu" or (grad and t.requires_grad)):
             return False
     threads.sync()
     return True
@@ -99,6 +101,10 @@ class Ragged:
             raise ValueError(f"Ragged.from_lengths: lengths must be >= 0, got {lengths.min().item()}")
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64, device=device)
         torch.cumsum(lengths, 0, out=offsets[1:])
+        if int(offsets[-1]) != len(values):
+            raise ValueError(
+                f"Ragged.from_lengths: lengths sum to {int(offsets[-1])} but there are {len(values)} values"
+            )
         return cls(values, offsets, weights)
 
     @classmethod
@@ -118,11 +124,17 @@ class Ragged:
             >>> Ragged.from_list([[[1], [2, 3]], []]).values.tolist()
             [[1], [2, 3]]
         """
-        rows = [list(r) for r in rows]
+        try:
+            rows = [list(r) for r in rows]
+        except TypeError as e:
+            raise TypeError(f"Ragged.from_list: every row must be a list, got {rows!r:.80}") from e
         lengths = [len(r) for r in rows]
         flat = [v for r in rows for v in r]
         values: Values
-        if any(isinstance(v, (list, tuple)) for v in flat):
+        nested = [isinstance(v, (list, tuple)) for v in flat]
+        if any(nested) and not all(nested):
+            raise TypeError("Ragged.from_list: rows mix lists and scalars at the same depth")
+        if any(nested):
             values = cls.from_list(flat, dtype=dtype)
         else:
             values = torch.tensor(flat, dtype=dtype if dtype is not None or flat else torch.int64)
@@ -176,7 +188,8 @@ class Ragged:
 
     def __getitem__(self, index: int | slice | Tensor | Sequence[int]) -> Values:
         """`r[i]` is row i's values; `r[a:b]` a zero-copy Ragged; `r[index_tensor or bool_mask]` a copy."""
-        if isinstance(index, int):
+        if not isinstance(index, (slice, list, tuple)) and (not isinstance(index, Tensor) or index.dim() == 0):
+            index = operator.index(index)  # type: ignore[arg-type]  # ints, numpy ints, 0-d integer tensors
             i = index + self.num_rows if index < 0 else index
             if not 0 <= i < self.num_rows:
                 raise IndexError(f"Ragged: row {index} is out of range for {self.num_rows} rows")
@@ -263,15 +276,20 @@ class Ragged:
         if max_len is not None and max_len < 0:
             raise ValueError(f"Ragged.to_dense: max_len must be >= 0 or None, got {max_len}")
         if isinstance(self.values, Ragged):
+            # Inner weights are not densified; the outer ones are, as (B, L1).
             inner = self.values.to_dense(pad_value)
             outer = Ragged(
                 torch.arange(self.num_values, device=self.device), self.offsets, self.weights, validate=False
             )
             idx = outer.to_dense(0, max_len, side)
-            values = inner.values[idx.values]  # (B, L1, L2)
-            mask = inner.mask[idx.values] & idx.mask[..., None]
-            values = values.masked_fill(~mask, pad_value)
-            return Padded(values, mask, idx.weights)
+            if self.num_values == 0:  # no inner rows to index: all padding
+                shape = (*idx.values.shape, *inner.values.shape[1:])
+                values = torch.full(shape, pad_value, dtype=inner.values.dtype, device=self.device)
+                return Padded(values, torch.zeros(shape[:3], dtype=torch.bool, device=self.device), idx.weights)
+            values = inner.values[idx.values]  # (B, L1, L2, ...)
+            mask = inner.mask[idx.values] & idx.mask[..., None]  # (B, L1, L2)
+            fill = mask.reshape(*mask.shape, *([1] * (values.dim() - mask.dim())))
+            return Padded(values.masked_fill(~fill, pad_value), mask, idx.weights)
         length = -1 if max_len is None else max_len
         pad = torch.full(self.values.shape[1:], pad_value, dtype=self.values.dtype, device=self.device)
         if _use_kernel(self.values, self.offsets, self.weights):
@@ -292,6 +310,9 @@ class Ragged:
             raise ValueError("Ragged.cat: expected at least one Ragged")
         if len({p.weights is None for p in parts}) > 1:
             raise ValueError("Ragged.cat: either all parts have weights or none")
+        kinds = {(p.dtype, p.device) for p in parts}
+        if len(kinds) > 1:
+            raise ValueError(f"Ragged.cat: parts must share dtype and device, got {sorted(map(str, kinds))}")
         shifts = torch.tensor([0] + [p.num_values for p in parts[:-1]], device=parts[0].device).cumsum(0)
         offsets = torch.cat([parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)])
         nested = [p.values for p in parts if isinstance(p.values, Ragged)]
@@ -305,7 +326,8 @@ class Ragged:
     # ---- devices -------------------------------------------------------------------------------
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Ragged:
-        """Moves values, offsets and weights to `device`."""
+        """Moves values, offsets and weights to `device` (dtypes never change)."""
+        device = torch.device(device)  # refuses dtypes and other non-devices
         move = lambda t: t.to(device, non_blocking=non_blocking)
         w = None if self.weights is None else move(self.weights)
         return Ragged(move(self.values), move(self.offsets), w, validate=False)

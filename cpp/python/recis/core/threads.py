@@ -7,7 +7,6 @@ import torch
 from . import _C
 
 _pinned: int | None = None
-_current = 0
 
 
 def set_num_threads(n: int | None) -> None:
@@ -32,13 +31,11 @@ def set_num_threads(n: int | None) -> None:
 def num_threads() -> int:
     """Threads the core's kernels use now (the calling thread included)."""
     sync()
-    return _current
+    return int(_C.num_threads())
 
 
 def sync() -> None:
     """Resizes the pool if the wanted size changed; called before each kernel (cheap)."""
-    global _current
     wanted = _pinned if _pinned is not None else torch.get_num_threads()
-    if wanted != _current:
+    if wanted != _C.num_threads():
         _C.set_num_threads(wanted)
-        _current = wanted

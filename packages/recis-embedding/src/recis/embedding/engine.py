@@ -8,7 +8,7 @@ features' IDs collide, and each physical table costs one de-duplicate/probe/gath
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import torch
@@ -52,7 +52,7 @@ class EmbeddingSpec:
     max_len: int | None = None
     side: Literal["left", "right"] = "left"
     ragged: bool = False
-    initializer: Initializer = Initializer()
+    initializer: Initializer = field(default_factory=Initializer)
     min_count: int = 1
     eviction: Eviction | None = None
     dtype: torch.dtype = torch.float32
@@ -136,7 +136,9 @@ class EmbeddingEngine(nn.Module):
             present = [(f, t) for f, t in zip(group.features, group.tags, strict=True) if f in batch]
             missing = [f for f in group.features if f not in batch]
             if missing:
-                raise KeyError(f"EmbeddingEngine: features {missing} are missing from the batch (keys: {sorted(batch)})")
+                raise KeyError(
+                    f"EmbeddingEngine: features {missing} are missing from the batch (keys: {sorted(batch)})"
+                )
             inputs = [self._prepare(f, batch[f]) for f, _ in present]
             device = inputs[0].device if inputs else torch.device("cpu")
             found = group.table.lookup([r.values for r in inputs], self.step, insert, [t for _, t in present])  # type: ignore[misc]
@@ -158,11 +160,12 @@ class EmbeddingEngine(nn.Module):
         spec = self.specs[name]
         if isinstance(x, Tensor):
             if x.dim() not in (1, 2):
-                raise ValueError(f"EmbeddingEngine: feature {name!r} must be (B,), (B, k) or a Ragged, got {tuple(x.shape)}")
-            rows = x.reshape(len(x), -1)  # (B, k)
-            k = rows.shape[1]
-            offsets = torch.arange(0, (len(x) + 1) * k, k, device=x.device) if len(x) else torch.zeros(1, dtype=torch.int64)
-            x = Ragged(rows.reshape(-1), offsets, validate=False)
+                raise ValueError(
+                    f"EmbeddingEngine: feature {name!r} must be (B,), (B, k) or a Ragged, got {tuple(x.shape)}"
+                )
+            k = 1 if x.dim() == 1 else x.shape[1]  # IDs per row
+            offsets = torch.arange(len(x) + 1, device=x.device) * k
+            x = Ragged(x.reshape(-1), offsets, validate=False)
         elif not isinstance(x, Ragged):
             raise TypeError(f"EmbeddingEngine: feature {name!r} must be a Tensor or a Ragged, got {type(x).__name__}")
         if isinstance(x.values, Ragged):
@@ -190,18 +193,19 @@ class EmbeddingEngine(nn.Module):
         Rows may repeat across entries (gradient accumulation over micro-batches); an optimizer sums them.
         """
         pending, self._pending = self._pending, []
-        missing = [i for i, p in enumerate(pending) if p.grad.grad is None]
-        if missing:
+        grads = [p.grad.grad for p in pending]
+        if any(g is None for g in grads):
             raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
-        return [SparseGrad(p.table, p.rows, p.grad.grad) for p in pending]  # type: ignore[misc]
+        return [SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None]
 
     def clear_sparse_grads(self) -> None:
         """Drops recorded lookups (e.g. after a skipped step)."""
         self._pending = []
 
     def evict(self) -> dict[str, int]:
-        """Applies every table's eviction policy at the current step; rows dropped per physical table."""
-        return {f"table{i}:{'+'.join(g.features)}": g.table.evict(self.step) for i, g in enumerate(self.groups)}
+        """Applies every table's eviction policy as of the last training step; rows dropped per physical table."""
+        last = self.step - 1
+        return {f"table{i}:{'+'.join(g.features)}": g.table.evict(last) for i, g in enumerate(self.groups)}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -167,10 +167,13 @@ class HashTable:
 
     def gather(self, rows: Tensor) -> Tensor:
         """Embeddings of table rows (n, D); row -1 reads zeros."""
-        return self._c.gather(_as_ids(rows, "HashTable.gather"))
+        return cast(Tensor, self._c.gather(_as_ids(rows, "HashTable.gather")))
 
     def evict(self, step: int) -> int:
-        """Applies the eviction policy at `step`; returns how many rows were dropped."""
+        """Applies the eviction policy after training step `step`; returns how many rows were dropped.
+
+        With `max_age=N`, rows last seen before step `step - N + 1` go (those seen in the last N steps stay).
+        """
         if self.eviction is None:
             return 0
         dropped = 0
@@ -185,7 +188,8 @@ class HashTable:
 
     def ids(self) -> Tensor:
         """IDs of the live rows, int64."""
-        return self._c.export()["ids"]
+        ids: Tensor = self._c.export()["ids"]
+        return ids
 
     def memory_bytes(self) -> int:
         """Bytes held by row blocks, optimizer slots, metadata and the ID map."""

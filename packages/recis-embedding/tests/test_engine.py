@@ -1,0 +1,158 @@
+"""EmbeddingEngine: outputs, table sharing and merging, sequences, modes, gradients, bad input."""
+
+import pytest
+import torch
+
+from recis.core import Padded, Ragged
+from recis.embedding import EmbeddingEngine, EmbeddingSpec, Eviction, Initializer, pooled_embedding_reference
+
+
+def batch():
+    return {
+        "user": torch.tensor([3, -(2**63), 3]),
+        "tags": Ragged.from_list([[1, 2], [], [2, 2, 5]], weights=[[0.5, 1.0], [], [1.0, 2.0, 1.0]]),
+        "clicks": Ragged.from_list([[10, 11, 12], [13], []]),
+        "label": torch.tensor([1.0, 0.0, 1.0]),
+    }
+
+
+def test_pooled_output_equals_reference_over_table_rows():
+    engine = EmbeddingEngine({"tags": EmbeddingSpec(4, combiner="mean")})
+    b = batch()
+    out = engine(b)["tags"]
+    table = engine.groups[0].table
+    ids = b["tags"].values
+    rows = table.lookup(ids, insert=False)
+    emb = rows.embeddings[rows.inverse]  # (N, D)
+    ref = pooled_embedding_reference(emb, torch.arange(len(ids)), b["tags"].offsets, b["tags"].weights, "mean")
+    torch.testing.assert_close(out, ref)
+    assert out[1].abs().sum() == 0  # empty row
+
+
+def test_unconfigured_keys_pass_through_and_shapes():
+    engine = EmbeddingEngine(
+        {
+            "user": EmbeddingSpec(8),
+            "clicks": EmbeddingSpec(8, combiner=None, max_len=2),
+            "tags": EmbeddingSpec(8, combiner="tile", max_len=2),
+        }
+    )
+    out = engine(batch())
+    assert out["label"] is batch()["label"] or torch.equal(out["label"], batch()["label"])
+    assert out["user"].shape == (3, 8) and out["tags"].shape == (3, 16)
+    seq = out["clicks"]
+    assert isinstance(seq, Padded) and seq.values.shape == (3, 2, 8)
+    assert seq.mask.tolist() == [[True, True], [True, False], [False, False]]
+    # side="left" keeps the latest clicks: row 0 holds IDs 11, 12
+    table = engine.groups[0].table
+    tag = engine.groups[0].tags[engine.groups[0].features.index("clicks")]
+    want = table.lookup([torch.tensor([11, 12])], insert=False, tags=[tag])
+    torch.testing.assert_close(seq.values[0], want.embeddings[want.inverse])
+
+
+def test_ragged_sequence_output():
+    engine = EmbeddingEngine({"clicks": EmbeddingSpec(4, combiner=None, ragged=True)})
+    out = engine(batch())["clicks"]
+    assert isinstance(out, Ragged) and out.values.shape == (4, 4) and out.lengths().tolist() == [3, 1, 0]
+
+
+def test_tables_are_shared_by_name_and_merged_by_settings():
+    engine = EmbeddingEngine(
+        {
+            "user": EmbeddingSpec(4),
+            "tags": EmbeddingSpec(4, table="shared"),
+            "clicks": EmbeddingSpec(4, table="shared"),
+            "wide": EmbeddingSpec(6),
+        }
+    )
+    assert len(engine.groups) == 2  # dim 4 merged, dim 6 apart
+    group = engine.groups[0]
+    assert group.features == ["user", "tags", "clicks"] and group.tags == [0, 1, 1]
+    b = {"user": torch.tensor([5]), "tags": torch.tensor([5]), "clicks": torch.tensor([5]), "wide": torch.tensor([5])}
+    out = engine(b)
+    assert torch.equal(out["tags"], out["clicks"])  # same table, same ID, same row
+    assert not torch.equal(out["user"], out["tags"])  # same ID in another logical table: another row
+    assert len(group.table) == 2
+
+
+def test_conflicting_table_settings_are_rejected():
+    with pytest.raises(ValueError, match="feature 'b' uses table 't' with settings"):
+        EmbeddingEngine({"a": EmbeddingSpec(4, table="t"), "b": EmbeddingSpec(8, table="t")})
+
+
+def test_eval_mode_is_read_only_and_records_nothing():
+    engine = EmbeddingEngine({"user": EmbeddingSpec(4, initializer=Initializer.constant(1.0))})
+    engine(batch())
+    engine.clear_sparse_grads()
+    engine.eval()
+    out = engine({"user": torch.tensor([3, 777])})["user"]
+    assert out[0].tolist() == [1.0] * 4 and out[1].tolist() == [0.0] * 4
+    assert len(engine.groups[0].table) == 2 and engine.sparse_grads() == []
+
+
+def test_sparse_grads_match_dense_autograd():
+    engine = EmbeddingEngine({"tags": EmbeddingSpec(3, combiner="sqrtn"), "user": EmbeddingSpec(3, combiner="sum")})
+    b = batch()
+    out = engine(b)
+    w = torch.randn(3, 3)
+    ((out["tags"] * w).sum() + (out["user"] * w).sum()).backward()
+    (grad,) = engine.sparse_grads()
+    # Dense twin: the same rows as a parameter, the same pooling in plain torch.
+    table = grad.table
+    dense = table.gather(grad.rows).requires_grad_()
+    tags, user = b["tags"], b["user"]
+    tag_rows = table.lookup([tags.values], insert=False, tags=[0])
+    user_rows = table.lookup([user], insert=False, tags=[1])
+    index = {r: i for i, r in enumerate(grad.rows.tolist())}
+    t_idx = torch.tensor([index[int(tag_rows.rows[i])] for i in tag_rows.inverse])
+    u_idx = torch.tensor([index[int(user_rows.rows[i])] for i in user_rows.inverse])
+    ref_t = pooled_embedding_reference(dense, t_idx, tags.offsets, tags.weights, "sqrtn")
+    ref_u = dense[u_idx]
+    ((ref_t * w).sum() + (ref_u * w).sum()).backward()
+    torch.testing.assert_close(grad.grad, dense.grad)
+
+
+def test_step_advances_and_eviction_by_age():
+    engine = EmbeddingEngine({"user": EmbeddingSpec(2, eviction=Eviction(max_age=2))})
+    engine({"user": torch.tensor([1])})
+    engine({"user": torch.tensor([2])})
+    engine({"user": torch.tensor([3])})
+    assert engine.step == 3
+    (dropped,) = engine.evict().values()
+    assert dropped == 1 and set(engine.groups[0].table.ids().tolist()) == {2, 3}
+
+
+def test_empty_batch_and_int32_ids():
+    engine = EmbeddingEngine({"user": EmbeddingSpec(4), "tags": EmbeddingSpec(4, combiner="mean")})
+    out = engine({"user": torch.tensor([], dtype=torch.int64), "tags": Ragged.from_list([])})
+    assert out["user"].shape == (0, 4) and out["tags"].shape == (0, 4)
+    out = engine({"user": torch.tensor([7], dtype=torch.int32), "tags": Ragged.from_list([[]])})
+    assert out["user"].shape == (1, 4) and out["tags"].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda e: e({"user": torch.tensor([1.0])}), TypeError, "feature 'user' has torch.float32 IDs"),
+        (lambda e: e({}), KeyError, r"features \['user'\] are missing"),
+        (lambda e: e({"user": torch.zeros(1, 1, 1, dtype=torch.int64)}), ValueError, "feature 'user' must be"),
+        (lambda e: e({"user": [1, 2]}), TypeError, "must be a Tensor or a Ragged, got list"),
+    ],
+)
+def test_bad_batches(make, error, message):
+    with pytest.raises(error, match=message):
+        make(EmbeddingEngine({"user": EmbeddingSpec(4)}))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (EmbeddingSpec(0), "dim must be >= 1, got 0"),
+        (EmbeddingSpec(4, combiner="tile"), "'tile' needs max_len"),
+        (EmbeddingSpec(4, combiner="max"), "unknown combiner 'max'"),  # type: ignore[arg-type]
+        (EmbeddingSpec(4, dtype=torch.float16), "only float32"),
+    ],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddingEngine({"f": spec})
