@@ -82,9 +82,10 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
     }
     unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inverse.as<int64_t>());
     rows.resize(uids.size());
-    t.find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
     emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
-    t.gather(rows.data(), static_cast<int64_t>(rows.size()), emb.as<float>());
+    std::lock_guard<std::mutex> lock(t.mutex());
+    t.find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
+    t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, emb.as<float>());
   }
   const size_t u = rows.size();
   return nb::make_tuple(vector_tensor(std::move(rows), nb::dtype<int64_t>()),

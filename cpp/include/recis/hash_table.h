@@ -60,12 +60,17 @@ class HashTable {
   const std::string& slot_name(int s) const { return slots_[static_cast<size_t>(s)].name; }
   int64_t slot_width(int s) const { return slots_[static_cast<size_t>(s)].width; }
 
-  // Maps n keys to rows. Misses are inserted (when `insert` and admitted) and initialized; keys
-  // without a row get -1. Every key with a row gets last_step = step and frequency + 1.
+  // Maps n distinct keys to rows (de-duplicate with unique_keys first). Misses are inserted (when
+  // `insert` and admitted) and initialized; keys without a row get -1. Call touch_and_gather on
+  // the result under the same lock to record the step. Caller holds mutex().
   void find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                       int64_t* rows);
 
-  // Copies rows into out (n x dim); row -1 gives zeros.
+  // Copies rows into out (n x dim), row -1 giving zeros, and marks each row seen at `step`
+  // (last step = step, frequency + 1). Rows must be distinct. Caller holds mutex().
+  void touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out);
+
+  // Copies rows into out (n x dim); row -1 gives zeros. Caller holds mutex().
   void gather(const int64_t* rows, int64_t n, float* out) const;
 
   // Row and slot pointers (valid until the row is evicted; blocks never move).
@@ -83,10 +88,10 @@ class HashTable {
 
   // Export: live rows in row order. ids/tags/steps/freqs: n entries; emb: n x dim; slot s: n x width.
   std::vector<int64_t> live_rows() const;
-  int64_t row_id(int64_t r) const { return ids_[static_cast<size_t>(r)]; }
-  uint16_t row_tag(int64_t r) const { return tags_[static_cast<size_t>(r)]; }
-  int64_t row_step(int64_t r) const { return steps_[static_cast<size_t>(r)]; }
-  int64_t row_freq(int64_t r) const { return freqs_[static_cast<size_t>(r)]; }
+  int64_t row_id(int64_t r) const { return meta_[static_cast<size_t>(r)].id; }
+  uint16_t row_tag(int64_t r) const { return meta_[static_cast<size_t>(r)].tag; }
+  int64_t row_step(int64_t r) const { return meta_[static_cast<size_t>(r)].step; }
+  int64_t row_freq(int64_t r) const { return meta_[static_cast<size_t>(r)].freq; }
 
   // Import: inserts or overwrites rows for keys, with the given metadata; returns the rows.
   void assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps, const int64_t* freqs,
@@ -103,6 +108,14 @@ class HashTable {
     float init;
     std::vector<std::unique_ptr<float[]>> blocks;
   };
+  struct RowMeta {  // 24 bytes: one cache-line touch per row for lookups and eviction scans
+    int64_t id;
+    int64_t step;
+    uint32_t freq;
+    uint16_t tag;
+    uint8_t live;
+    uint8_t pad;
+  };
   struct Entry {  // one map slot; row < 0 marks it empty
     int64_t id;
     int32_t row;
@@ -117,7 +130,7 @@ class HashTable {
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
   void init_new_rows(const std::vector<int64_t>& rows);
   void remove(int64_t r);
-  void grow_map();
+  void reserve_map(int64_t rows);  // rehashes once so `rows` live rows keep load <= 0.5
   void add_block();
   size_t home(int64_t id, uint16_t tag) const;
 
@@ -136,9 +149,7 @@ class HashTable {
   std::vector<Slot> slots_;
   int64_t allocated_rows_ = 0;  // rows backed by blocks that were ever handed out
   std::vector<int64_t> free_rows_;
-  std::vector<int64_t> ids_, steps_, freqs_;
-  std::vector<uint16_t> tags_;
-  std::vector<uint8_t> is_live_;
+  std::vector<RowMeta> meta_;
 
   struct KeyHash {
     size_t operator()(const std::pair<int64_t, uint16_t>& k) const;
@@ -150,7 +161,8 @@ class HashTable {
   mutable std::mutex mutex_;
 };
 
-// Hash-based de-duplication: unique keys in first-seen order and, per input, its unique index.
+// Hash-based de-duplication (radix-partitioned, parallel): unique keys and, per input, the index
+// of its key among them. Keys come out grouped by hash partition, then in first-seen order.
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
                  std::vector<uint16_t>& unique_tags, int64_t* inverse);
 

@@ -113,8 +113,11 @@ int64_t HashTable::probe(int64_t id, uint16_t tag) const {
   }
 }
 
-void HashTable::grow_map() {
-  std::vector<Entry> old(map_.size() * 2, Entry{0, -1, 0, 0});
+void HashTable::reserve_map(int64_t rows) {
+  size_t cap = map_.size();
+  while (static_cast<size_t>(rows) * 2 > cap) cap *= 2;
+  if (cap == map_.size()) return;
+  std::vector<Entry> old(cap, Entry{0, -1, 0, 0});
   old.swap(map_);
   map_mask_ = map_.size() - 1;
   for (const Entry& e : old) {
@@ -129,17 +132,12 @@ void HashTable::add_block() {
   const int64_t block_rows = block_mask_ + 1;
   emb_.emplace_back(new float[static_cast<size_t>(block_rows * dim_)]);
   for (Slot& s : slots_) s.blocks.emplace_back(new float[static_cast<size_t>(block_rows * s.width)]);
-  const size_t rows = static_cast<size_t>(emb_.size()) << block_shift_;
-  ids_.resize(rows, 0);
-  tags_.resize(rows, 0);
-  steps_.resize(rows, 0);
-  freqs_.resize(rows, 0);
-  is_live_.resize(rows, 0);
+  meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_, RowMeta{0, 0, 0, 0, 0, 0});
 }
 
 int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
   if (live_ >= (int64_t{1} << 31) - 1) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
-  if (static_cast<size_t>(live_ + 1) * 2 > map_.size()) grow_map();  // load factor <= 0.5
+  reserve_map(live_ + 1);
   int64_t r;
   if (!free_rows_.empty()) {
     r = free_rows_.back();
@@ -151,11 +149,7 @@ int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
   size_t i = home(id, tag);
   while (map_[i].row >= 0) i = (i + 1) & map_mask_;
   map_[i] = Entry{id, static_cast<int32_t>(r), tag, 0};
-  ids_[static_cast<size_t>(r)] = id;
-  tags_[static_cast<size_t>(r)] = tag;
-  steps_[static_cast<size_t>(r)] = 0;
-  freqs_[static_cast<size_t>(r)] = 0;
-  is_live_[static_cast<size_t>(r)] = 1;
+  meta_[static_cast<size_t>(r)] = RowMeta{id, 0, 0, tag, 1, 0};
   ++live_;
   return r;
 }
@@ -164,9 +158,9 @@ void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
   parallel_for(static_cast<int64_t>(rows.size()), 256, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const int64_t r = rows[static_cast<size_t>(k)];
-      const uint16_t tag = tags_[static_cast<size_t>(r)];
-      const uint64_t seed = tag < tag_seeds_.size() ? tag_seeds_[tag] : 0;
-      init_row(init_, seed, ids_[static_cast<size_t>(r)], row(r), dim_);
+      const RowMeta& m = meta_[static_cast<size_t>(r)];
+      const uint64_t seed = m.tag < tag_seeds_.size() ? tag_seeds_[m.tag] : 0;
+      init_row(init_, seed, m.id, row(r), dim_);
       for (int s = 0; s < num_slots(); ++s) {
         float* p = slot_row(s, r);
         std::fill(p, p + slot_width(s), slots_[static_cast<size_t>(s)].init);
@@ -177,7 +171,8 @@ void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
 
 void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                                int64_t* rows) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  // Parallel probe. Hits get their metadata updated later, in touch_and_gather, where the row's
+  // cache lines are fetched anyway.
   parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       if (i + kPrefetchAhead < end)
@@ -185,16 +180,19 @@ void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t
       rows[i] = probe(ids[i], tags ? tags[i] : 0);
     }
   });
+  // Serial: admission and inserts (row allocation and map growth), one rehash at most.
   std::vector<int64_t> created;
-  int64_t hits = 0, rejected = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (rows[i] >= 0) {
-      ++hits;
+  int64_t misses = 0, rejected = 0;
+  for (int64_t i = 0; i < n; ++i) misses += rows[i] < 0;
+  if (insert) reserve_map(live_ + misses);
+  for (int64_t i = 0; i < n && misses > 0; ++i) {
+    if (rows[i] >= 0) continue;
+    const uint16_t tag = tags ? tags[i] : 0;
+    if (!insert) {
+      ++rejected;
       continue;
     }
-    const uint16_t tag = tags ? tags[i] : 0;
-    if ((rows[i] = probe(ids[i], tag)) >= 0) continue;  // a repeated key inserted just above
-    if (insert && admit_count_ > 1) {
+    if (admit_count_ > 1) {
       auto it = pending_.try_emplace({ids[i], tag}, 0).first;
       if (++it->second < admit_count_) {
         ++rejected;
@@ -202,23 +200,37 @@ void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t
       }
       pending_.erase(it);
     }
-    if (!insert) {
-      ++rejected;
-      continue;
-    }
     rows[i] = insert_new(ids[i], tag);
     created.push_back(rows[i]);
   }
   init_new_rows(created);
-  for (int64_t i = 0; i < n; ++i) {
-    if (rows[i] < 0) continue;
-    steps_[static_cast<size_t>(rows[i])] = step;
-    ++freqs_[static_cast<size_t>(rows[i])];
-  }
+  (void)step;
   counters_.lookups += n;
-  counters_.hits += hits;
+  counters_.hits += n - misses;
   counters_.inserts += static_cast<int64_t>(created.size());
   counters_.rejected += rejected;
+}
+
+void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out) {
+  const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
+  parallel_for(n, std::max<int64_t>(1, 16384 / dim_), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t ahead = i + kPrefetchAhead < end ? rows[i + kPrefetchAhead] : -1;
+      if (ahead >= 0) {
+        __builtin_prefetch(row(ahead));
+        __builtin_prefetch(&meta_[static_cast<size_t>(ahead)], 1);
+      }
+      const int64_t r = rows[i];
+      if (r >= 0) {
+        RowMeta& m = meta_[static_cast<size_t>(r)];
+        m.step = step;
+        ++m.freq;
+        std::memcpy(out + i * dim_, row(r), bytes);
+      } else {
+        std::memset(out + i * dim_, 0, bytes);
+      }
+    }
+  });
 }
 
 void HashTable::gather(const int64_t* rows, int64_t n, float* out) const {
@@ -236,7 +248,8 @@ void HashTable::gather(const int64_t* rows, int64_t n, float* out) const {
 
 void HashTable::remove(int64_t r) {
   // Backward-shift deletion keeps linear-probing chains intact without tombstones.
-  size_t i = home(ids_[static_cast<size_t>(r)], tags_[static_cast<size_t>(r)]);
+  RowMeta& m = meta_[static_cast<size_t>(r)];
+  size_t i = home(m.id, m.tag);
   while (map_[i].row != r) i = (i + 1) & map_mask_;
   for (size_t j = (i + 1) & map_mask_;; j = (j + 1) & map_mask_) {
     if (map_[j].row < 0) break;
@@ -249,7 +262,7 @@ void HashTable::remove(int64_t r) {
     }
   }
   map_[i].row = -1;
-  is_live_[static_cast<size_t>(r)] = 0;
+  m.live = 0;
   free_rows_.push_back(r);
   --live_;
   ++counters_.evicted;
@@ -259,7 +272,8 @@ int64_t HashTable::evict_older_than(int64_t min_step) {
   std::lock_guard<std::mutex> lock(mutex_);
   int64_t n = 0;
   for (int64_t r = 0; r < allocated_rows_; ++r) {
-    if (is_live_[static_cast<size_t>(r)] && steps_[static_cast<size_t>(r)] < min_step) {
+    const RowMeta& m = meta_[static_cast<size_t>(r)];
+    if (m.live && m.step < min_step) {
       remove(r);
       ++n;
     }
@@ -275,11 +289,11 @@ int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
   std::vector<int64_t> rows;
   rows.reserve(static_cast<size_t>(live_));
   for (int64_t r = 0; r < allocated_rows_; ++r)
-    if (is_live_[static_cast<size_t>(r)]) rows.push_back(r);
+    if (meta_[static_cast<size_t>(r)].live) rows.push_back(r);
   auto older = [&](int64_t a, int64_t b) {
-    const auto sa = static_cast<size_t>(a), sb = static_cast<size_t>(b);
-    if (policy == EvictPolicy::kLfu && freqs_[sa] != freqs_[sb]) return freqs_[sa] < freqs_[sb];
-    if (steps_[sa] != steps_[sb]) return steps_[sa] < steps_[sb];
+    const RowMeta &ma = meta_[static_cast<size_t>(a)], &mb = meta_[static_cast<size_t>(b)];
+    if (policy == EvictPolicy::kLfu && ma.freq != mb.freq) return ma.freq < mb.freq;
+    if (ma.step != mb.step) return ma.step < mb.step;
     return a < b;
   };
   std::nth_element(rows.begin(), rows.begin() + (excess - 1), rows.end(), older);
@@ -292,7 +306,7 @@ std::vector<int64_t> HashTable::live_rows() const {
   std::vector<int64_t> rows;
   rows.reserve(static_cast<size_t>(live_));
   for (int64_t r = 0; r < allocated_rows_; ++r)
-    if (is_live_[static_cast<size_t>(r)]) rows.push_back(r);
+    if (meta_[static_cast<size_t>(r)].live) rows.push_back(r);
   return rows;
 }
 
@@ -306,8 +320,8 @@ void HashTable::assign(const int64_t* ids, const uint16_t* tags, int64_t n, cons
       r = insert_new(ids[i], tag);
       ++counters_.inserts;
     }
-    steps_[static_cast<size_t>(r)] = steps ? steps[i] : 0;
-    freqs_[static_cast<size_t>(r)] = freqs ? freqs[i] : 0;
+    meta_[static_cast<size_t>(r)].step = steps ? steps[i] : 0;
+    meta_[static_cast<size_t>(r)].freq = static_cast<uint32_t>(freqs ? freqs[i] : 0);
     rows[i] = r;
   }
 }
@@ -323,38 +337,116 @@ int64_t HashTable::memory_bytes() const {
   int64_t width = dim_;
   for (const Slot& s : slots_) width += s.width;
   const int64_t rows = static_cast<int64_t>(emb_.size()) * block_rows;
-  const int64_t meta = static_cast<int64_t>(sizeof(int64_t) * 3 + sizeof(uint16_t) + sizeof(uint8_t));
+  const int64_t meta = static_cast<int64_t>(sizeof(RowMeta));
   return rows * (width * static_cast<int64_t>(sizeof(float)) + meta) +
          static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
          static_cast<int64_t>(pending_.size()) * 48;  // approximate node cost of the count map
 }
 
-void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
-                 std::vector<uint16_t>& unique_tags, int64_t* inverse) {
+namespace {
+
+uint64_t key_hash(int64_t id, uint16_t tag) { return mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag); }
+
+// De-duplicates positions order[0..m) (indices into ids/tags) with an open-addressing table that
+// stores the key beside its local index; local[k] gets the local unique index of order[k], and
+// first lists, per local unique key, the position where it was first seen.
+void dedup_run(const int64_t* ids, const uint16_t* tags, const int64_t* order, int64_t m, const uint64_t* hashes,
+               int32_t* local, std::vector<int64_t>& first) {
+  struct Slot {
+    int64_t id;
+    int32_t u;  // -1: empty
+    uint16_t tag;
+  };
   size_t cap = 16;
-  while (cap < static_cast<size_t>(n) * 2) cap <<= 1;
+  while (cap < static_cast<size_t>(m) * 2) cap <<= 1;
   const size_t mask = cap - 1;
-  std::vector<int32_t> table(cap, -1);  // index into unique_ids
-  unique_ids.clear();
-  unique_tags.clear();
-  for (int64_t i = 0; i < n; ++i) {
+  std::vector<Slot> table(cap, Slot{0, -1, 0});
+  first.clear();
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t i = order ? order[k] : k;
     const uint16_t tag = tags ? tags[i] : 0;
-    size_t h = static_cast<size_t>(mix64(static_cast<uint64_t>(ids[i]) + 0x632be59bd9b4e019ULL * tag)) & mask;
-    for (;; h = (h + 1) & mask) {
-      const int32_t u = table[h];
-      if (u < 0) {
-        table[h] = static_cast<int32_t>(unique_ids.size());
-        inverse[i] = static_cast<int64_t>(unique_ids.size());
-        unique_ids.push_back(ids[i]);
-        unique_tags.push_back(tag);
+    for (size_t h = static_cast<size_t>(hashes[i]) & mask;; h = (h + 1) & mask) {
+      Slot& s = table[h];
+      if (s.u < 0) {
+        s = Slot{ids[i], static_cast<int32_t>(first.size()), tag};
+        first.push_back(i);
+        local[k] = s.u;
         break;
       }
-      if (unique_ids[static_cast<size_t>(u)] == ids[i] && unique_tags[static_cast<size_t>(u)] == tag) {
-        inverse[i] = u;
+      if (s.id == ids[i] && s.tag == tag) {
+        local[k] = s.u;
         break;
       }
     }
   }
+}
+
+}  // namespace
+
+void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
+                 std::vector<uint16_t>& unique_tags, int64_t* inverse) {
+  // Radix-partition the keys by hash (parallel), then de-duplicate each partition on its own with
+  // a table small enough for the cache (parallel). Unique keys come out by partition, then in
+  // first-seen order: deterministic for a given input.
+  constexpr int kBits = 6, kParts = 1 << kBits;
+  std::vector<uint64_t> hashes(static_cast<size_t>(n));
+  const int64_t chunks = n < 65536 ? 1 : std::min<int64_t>(64, std::max<int64_t>(1, num_threads() * 4));
+  std::vector<int64_t> counts(static_cast<size_t>(chunks * kParts), 0);
+  auto chunk_begin = [&](int64_t c) { return n * c / chunks; };
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      int64_t* cnt = counts.data() + c * kParts;
+      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) {
+        const uint64_t h = key_hash(ids[i], tags ? tags[i] : 0);
+        hashes[static_cast<size_t>(i)] = h;
+        ++cnt[h >> (64 - kBits)];
+      }
+    }
+  });
+  // Partition-major layout: part p holds its elements chunk by chunk, so positions stay increasing.
+  std::vector<int64_t> part_start(kParts + 1, 0);
+  for (int p = 0; p < kParts; ++p) {
+    int64_t at = part_start[static_cast<size_t>(p)];
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t k = counts[static_cast<size_t>(c * kParts + p)];
+      counts[static_cast<size_t>(c * kParts + p)] = at;
+      at += k;
+    }
+    part_start[static_cast<size_t>(p) + 1] = at;
+  }
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      int64_t* at = counts.data() + c * kParts;
+      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i)
+        order[static_cast<size_t>(at[hashes[static_cast<size_t>(i)] >> (64 - kBits)]++)] = i;
+    }
+  });
+  std::vector<int32_t> local(static_cast<size_t>(n));
+  std::vector<std::vector<int64_t>> firsts(kParts);
+  parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t b = part_start[static_cast<size_t>(p)], e = part_start[static_cast<size_t>(p) + 1];
+      dedup_run(ids, tags, order.data() + b, e - b, hashes.data(), local.data() + b, firsts[static_cast<size_t>(p)]);
+    }
+  });
+  std::vector<int64_t> base(kParts + 1, 0);
+  for (int p = 0; p < kParts; ++p)
+    base[static_cast<size_t>(p) + 1] = base[static_cast<size_t>(p)] + static_cast<int64_t>(firsts[static_cast<size_t>(p)].size());
+  unique_ids.resize(static_cast<size_t>(base[kParts]));
+  unique_tags.resize(static_cast<size_t>(base[kParts]));
+  parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t at = base[static_cast<size_t>(p)];
+      const std::vector<int64_t>& first = firsts[static_cast<size_t>(p)];
+      for (size_t k = 0; k < first.size(); ++k) {
+        unique_ids[static_cast<size_t>(at) + k] = ids[first[k]];
+        unique_tags[static_cast<size_t>(at) + k] = tags ? tags[first[k]] : 0;
+      }
+      for (int64_t k = part_start[static_cast<size_t>(p)]; k < part_start[static_cast<size_t>(p) + 1]; ++k)
+        inverse[order[static_cast<size_t>(k)]] = at + local[static_cast<size_t>(k)];
+    }
+  });
 }
 
 }  // namespace recis
