@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "recis/buffer.h"
 #include "recis/parallel.h"
 #include "recis/ragged.h"
 #include "tensor.h"
@@ -89,6 +90,9 @@ void init_common(nb::module_& m) {
       },
       nb::arg("n"), nb::arg("grain"), nb::arg("fail_at") = -1, nb::arg("spin_us") = 0,
       "Test hook: (visits per index of [0, n), distinct threads used); throws at fail_at; spins spin_us per index.");
+  m.def("buffer_cache_bytes", &recis::buffer_cache_bytes, "Bytes of freed output blocks kept for reuse.");
+  m.def("set_buffer_cache_limit", &recis::set_buffer_cache_limit, nb::arg("bytes"),
+        "Budget of the output-block cache (default 1 GiB); 0 disables it and frees what it holds.");
   m.def("num_threads", &recis::num_threads, "Threads the core's parallel loops use (the caller included).");
   m.def("set_num_threads", &recis::set_num_threads, nb::arg("n"), nb::call_guard<nb::gil_scoped_release>(),
         "Resizes the core's thread pool.");

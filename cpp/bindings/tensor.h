@@ -37,7 +37,7 @@ inline Column column_of(const AnyArray& a, const char* op, const char* name) {
 // Hands an owned buffer to Python as a torch tensor of the given shape and dtype (no copy).
 inline nb::object to_tensor(Buffer&& buf, const std::vector<size_t>& shape, nb::dlpack::dtype dtype) {
   uint8_t* data = buf.release();
-  nb::capsule owner(data, [](void* p) noexcept { std::free(p); });
+  nb::capsule owner(data, [](void* p) noexcept { buffer_free(static_cast<uint8_t*>(p)); });
   return nb::cast(nb::ndarray<nb::pytorch>(data, shape.size(), shape.data(), owner, nullptr, dtype));
 }
 

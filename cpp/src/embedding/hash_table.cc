@@ -347,11 +347,11 @@ namespace {
 
 uint64_t key_hash(int64_t id, uint16_t tag) { return mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag); }
 
-// De-duplicates positions order[0..m) (indices into ids/tags) with an open-addressing table that
-// stores the key beside its local index; local[k] gets the local unique index of order[k], and
-// first lists, per local unique key, the position where it was first seen.
-void dedup_run(const int64_t* ids, const uint16_t* tags, const int64_t* order, int64_t m, const uint64_t* hashes,
-               int32_t* local, std::vector<int64_t>& first) {
+// De-duplicates m keys laid out contiguously, with an open-addressing table that stores the key
+// beside its local index; local[k] gets the local unique index of key k, and first lists, per
+// local unique key, the position k where it was first seen.
+void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes, int64_t m, int32_t* local,
+               std::vector<int64_t>& first) {
   struct Slot {
     int64_t id;
     int32_t u;  // -1: empty
@@ -363,17 +363,15 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const int64_t* order, i
   std::vector<Slot> table(cap, Slot{0, -1, 0});
   first.clear();
   for (int64_t k = 0; k < m; ++k) {
-    const int64_t i = order ? order[k] : k;
-    const uint16_t tag = tags ? tags[i] : 0;
-    for (size_t h = static_cast<size_t>(hashes[i]) & mask;; h = (h + 1) & mask) {
+    for (size_t h = static_cast<size_t>(hashes[k]) & mask;; h = (h + 1) & mask) {
       Slot& s = table[h];
       if (s.u < 0) {
-        s = Slot{ids[i], static_cast<int32_t>(first.size()), tag};
-        first.push_back(i);
+        s = Slot{ids[k], static_cast<int32_t>(first.size()), tags[k]};
+        first.push_back(k);
         local[k] = s.u;
         break;
       }
-      if (s.id == ids[i] && s.tag == tag) {
+      if (s.id == ids[k] && s.tag == tags[k]) {
         local[k] = s.u;
         break;
       }
@@ -385,25 +383,21 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const int64_t* order, i
 
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
                  std::vector<uint16_t>& unique_tags, int64_t* inverse) {
-  // Radix-partition the keys by hash (parallel), then de-duplicate each partition on its own with
-  // a table small enough for the cache (parallel). Unique keys come out by partition, then in
-  // first-seen order: deterministic for a given input.
+  // Radix-partition the keys by hash into contiguous runs (parallel), then de-duplicate each run
+  // with a table small enough for the cache (parallel). Unique keys come out by partition, then
+  // in first-seen order: deterministic for a given input.
   constexpr int kBits = 6, kParts = 1 << kBits;
-  std::vector<uint64_t> hashes(static_cast<size_t>(n));
   const int64_t chunks = n < 65536 ? 1 : std::min<int64_t>(64, std::max<int64_t>(1, num_threads() * 4));
   std::vector<int64_t> counts(static_cast<size_t>(chunks * kParts), 0);
   auto chunk_begin = [&](int64_t c) { return n * c / chunks; };
+  auto part_of = [](uint64_t h) { return static_cast<size_t>(h >> (64 - kBits)); };
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t* cnt = counts.data() + c * kParts;
-      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) {
-        const uint64_t h = key_hash(ids[i], tags ? tags[i] : 0);
-        hashes[static_cast<size_t>(i)] = h;
-        ++cnt[h >> (64 - kBits)];
-      }
+      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) ++cnt[part_of(key_hash(ids[i], tags ? tags[i] : 0))];
     }
   });
-  // Partition-major layout: part p holds its elements chunk by chunk, so positions stay increasing.
+  // Partition-major layout: run p holds its keys chunk by chunk, so positions stay increasing.
   std::vector<int64_t> part_start(kParts + 1, 0);
   for (int p = 0; p < kParts; ++p) {
     int64_t at = part_start[static_cast<size_t>(p)];
@@ -414,20 +408,31 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
     }
     part_start[static_cast<size_t>(p) + 1] = at;
   }
-  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::vector<int64_t> order(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));
+  std::vector<uint64_t> run_hashes(static_cast<size_t>(n));
+  std::vector<uint16_t> run_tags(static_cast<size_t>(n));
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t* at = counts.data() + c * kParts;
-      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i)
-        order[static_cast<size_t>(at[hashes[static_cast<size_t>(i)] >> (64 - kBits)]++)] = i;
+      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) {
+        const uint16_t tag = tags ? tags[i] : 0;
+        const uint64_t h = key_hash(ids[i], tag);
+        const auto k = static_cast<size_t>(at[part_of(h)]++);
+        order[k] = i;
+        run_ids[k] = ids[i];
+        run_tags[k] = tag;
+        run_hashes[k] = h;
+      }
     }
   });
   std::vector<int32_t> local(static_cast<size_t>(n));
   std::vector<std::vector<int64_t>> firsts(kParts);
   parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
-      const int64_t b = part_start[static_cast<size_t>(p)], e = part_start[static_cast<size_t>(p) + 1];
-      dedup_run(ids, tags, order.data() + b, e - b, hashes.data(), local.data() + b, firsts[static_cast<size_t>(p)]);
+      const auto b = static_cast<size_t>(part_start[static_cast<size_t>(p)]);
+      dedup_run(run_ids.data() + b, run_tags.data() + b, run_hashes.data() + b,
+                part_start[static_cast<size_t>(p) + 1] - part_start[static_cast<size_t>(p)], local.data() + b,
+                firsts[static_cast<size_t>(p)]);
     }
   });
   std::vector<int64_t> base(kParts + 1, 0);
@@ -437,14 +442,15 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
   unique_tags.resize(static_cast<size_t>(base[kParts]));
   parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
+      const auto b = static_cast<size_t>(part_start[static_cast<size_t>(p)]);
       const int64_t at = base[static_cast<size_t>(p)];
       const std::vector<int64_t>& first = firsts[static_cast<size_t>(p)];
       for (size_t k = 0; k < first.size(); ++k) {
-        unique_ids[static_cast<size_t>(at) + k] = ids[first[k]];
-        unique_tags[static_cast<size_t>(at) + k] = tags ? tags[first[k]] : 0;
+        unique_ids[static_cast<size_t>(at) + k] = run_ids[b + static_cast<size_t>(first[k])];
+        unique_tags[static_cast<size_t>(at) + k] = run_tags[b + static_cast<size_t>(first[k])];
       }
-      for (int64_t k = part_start[static_cast<size_t>(p)]; k < part_start[static_cast<size_t>(p) + 1]; ++k)
-        inverse[order[static_cast<size_t>(k)]] = at + local[static_cast<size_t>(k)];
+      for (size_t k = b; k < static_cast<size_t>(part_start[static_cast<size_t>(p) + 1]); ++k)
+        inverse[order[k]] = at + local[k];
     }
   });
 }
