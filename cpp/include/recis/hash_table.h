@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "recis/huge_pages.h"
+
 namespace recis {
 
 enum class InitKind { kConstant, kUniform, kNormal, kTruncatedNormal, kXavierUniform };
@@ -102,11 +104,12 @@ class HashTable {
   std::mutex& mutex() const { return mutex_; }
 
  private:
+  using Block = std::unique_ptr<float, HugeDeleter>;
   struct Slot {
     std::string name;
     int64_t width;
     float init;
-    std::vector<std::unique_ptr<float[]>> blocks;
+    std::vector<Block> blocks;
   };
   struct RowMeta {  // 24 bytes: one cache-line touch per row for lookups and eviction scans
     int64_t id;
@@ -123,7 +126,8 @@ class HashTable {
     uint16_t pad;
   };
 
-  float* ptr(const std::vector<std::unique_ptr<float[]>>& blocks, int64_t r, int64_t width) const {
+  static Block new_block(int64_t floats) { return Block(static_cast<float*>(huge_alloc(static_cast<size_t>(floats) * 4))); }
+  float* ptr(const std::vector<Block>& blocks, int64_t r, int64_t width) const {
     return blocks[static_cast<size_t>(r >> block_shift_)].get() + (r & block_mask_) * width;
   }
   int64_t probe(int64_t id, uint16_t tag) const;  // row or -1
@@ -141,15 +145,15 @@ class HashTable {
   int64_t block_mask_;
   std::vector<uint64_t> tag_seeds_;
 
-  std::vector<Entry> map_;
+  std::vector<Entry, HugePageAllocator<Entry>> map_;
   size_t map_mask_ = 0;
   int64_t live_ = 0;
 
-  std::vector<std::unique_ptr<float[]>> emb_;
+  std::vector<Block> emb_;
   std::vector<Slot> slots_;
   int64_t allocated_rows_ = 0;  // rows backed by blocks that were ever handed out
   std::vector<int64_t> free_rows_;
-  std::vector<RowMeta> meta_;
+  std::vector<RowMeta, HugePageAllocator<RowMeta>> meta_;
 
   struct KeyHash {
     size_t operator()(const std::pair<int64_t, uint16_t>& k) const;

@@ -94,7 +94,7 @@ int HashTable::add_slot(const std::string& name, int64_t width, float init) {
   Slot s{name, width, init, {}};
   const int64_t block_rows = block_mask_ + 1;
   for (size_t b = 0; b < emb_.size(); ++b) {
-    s.blocks.emplace_back(new float[static_cast<size_t>(block_rows * width)]);
+    s.blocks.push_back(new_block(block_rows * width));
     std::fill(s.blocks.back().get(), s.blocks.back().get() + block_rows * width, init);
   }
   slots_.push_back(std::move(s));
@@ -117,7 +117,7 @@ void HashTable::reserve_map(int64_t rows) {
   size_t cap = map_.size();
   while (static_cast<size_t>(rows) * 2 > cap) cap *= 2;
   if (cap == map_.size()) return;
-  std::vector<Entry> old(cap, Entry{0, -1, 0, 0});
+  std::vector<Entry, HugePageAllocator<Entry>> old(cap, Entry{0, -1, 0, 0});
   old.swap(map_);
   map_mask_ = map_.size() - 1;
   for (const Entry& e : old) {
@@ -130,8 +130,8 @@ void HashTable::reserve_map(int64_t rows) {
 
 void HashTable::add_block() {
   const int64_t block_rows = block_mask_ + 1;
-  emb_.emplace_back(new float[static_cast<size_t>(block_rows * dim_)]);
-  for (Slot& s : slots_) s.blocks.emplace_back(new float[static_cast<size_t>(block_rows * s.width)]);
+  emb_.push_back(new_block(block_rows * dim_));
+  for (Slot& s : slots_) s.blocks.push_back(new_block(block_rows * s.width));
   meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_, RowMeta{0, 0, 0, 0, 0, 0});
 }
 
@@ -217,7 +217,7 @@ void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, f
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ahead = i + kPrefetchAhead < end ? rows[i + kPrefetchAhead] : -1;
       if (ahead >= 0) {
-        __builtin_prefetch(row(ahead));
+        prefetch_lines(row(ahead), bytes);
         __builtin_prefetch(&meta_[static_cast<size_t>(ahead)], 1);
       }
       const int64_t r = rows[i];
@@ -237,7 +237,7 @@ void HashTable::gather(const int64_t* rows, int64_t n, float* out) const {
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
   parallel_for(n, std::max<int64_t>(1, 16384 / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0) __builtin_prefetch(row(rows[i + kPrefetchAhead]));
+      if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0) prefetch_lines(row(rows[i + kPrefetchAhead]), bytes);
       if (rows[i] >= 0)
         std::memcpy(out + i * dim_, row(rows[i]), bytes);
       else

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "recis/huge_pages.h"
 #include "recis/parallel.h"
 #include "recis/ragged.h"
 
@@ -40,14 +41,17 @@ void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int
 
 void pooled_forward(const float* emb, int64_t /*num_unique*/, int64_t dim, const int64_t* inverse,
                     const int64_t* offsets, int64_t bags, const float* weights, Combiner combiner, float* out) {
+  constexpr int64_t kAhead = 8;  // rows in flight; prefetch crosses bag boundaries
+  const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
+    const int64_t last = offsets[end];
     for (int64_t b = begin; b < end; ++b) {
-      float* o = out + b * dim;
-      std::memset(o, 0, static_cast<size_t>(dim) * sizeof(float));
+      float* __restrict o = out + b * dim;
+      std::memset(o, 0, row_bytes);
       for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-        if (j + 4 < offsets[b + 1]) __builtin_prefetch(emb + inverse[j + 4] * dim);
-        const float* e = emb + inverse[j] * dim;
+        if (j + kAhead < last) prefetch_lines(emb + inverse[j + kAhead] * dim, row_bytes);
+        const float* __restrict e = emb + inverse[j] * dim;
         const float w = weights ? weights[j] : 1.0f;
         for (int64_t d = 0; d < dim; ++d) o[d] += w * e[d];
       }
