@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python -m pytest cpp/benchmarks $(wildcard packages/*/benchmarks) --benchmark-only \
 		--benchmark-json=build/bench/pytest-benchmark.json
 	$(BIN)/python tools/bench/ragged.py --json build/bench/ragged.json
+	$(BIN)/python tools/bench/embedding.py --json build/bench/embedding.json
 
 demo:
 	@echo "make demo: the end-to-end training demo arrives with the Trainer (issue #8)."

@@ -47,8 +47,12 @@ def hit_lookup(rows: int, batch_keys: int, run: dict) -> list:
         dense.index_select(0, positions[state["i"]])
 
     results = compare(
-        f"hit lookup+gather D=64, {rows // 10**6}M rows", ("index_select ceiling", ceiling), [("recis lookup", ours)],
-        items=batch_keys, unit="keys", **run,
+        f"hit lookup+gather D=64, {rows // 10**6}M rows",
+        ("index_select ceiling", ceiling),
+        [("recis lookup", ours)],
+        items=batch_keys,
+        unit="keys",
+        **run,
     )
     print(f"memory per row: {table.memory_bytes() / len(table):.0f} bytes (raw embedding {D * 4} bytes)")
     return results
@@ -70,8 +74,14 @@ def insert_on_miss(batch_keys: int, run: dict) -> list:
             index[i] = len(index)
         rows.append(torch.empty(len(new), D).uniform_(-0.05, 0.05))
 
-    return compare("insert-on-miss D=64", ("dict + torch init", torch_dict), [("recis insert", ours)],
-                   items=batch_keys, unit="keys", **run)
+    return compare(
+        "insert-on-miss D=64",
+        ("dict + torch init", torch_dict),
+        [("recis insert", ours)],
+        items=batch_keys,
+        unit="keys",
+        **run,
+    )
 
 
 def pooled_forward(run: dict) -> list:
@@ -95,8 +105,14 @@ def pooled_forward(run: dict) -> list:
             for bag, (v, o) in zip(bags, inputs, strict=True):
                 bag(v, o)
 
-    return compare("pooled forward, Zipf 8x4096", ("nn.EmbeddingBag x8", baseline), [("recis engine", ours)],
-                   items=lookups, unit="lookups", **run)
+    return compare(
+        "pooled forward, Zipf 8x4096",
+        ("nn.EmbeddingBag x8", baseline),
+        [("recis engine", ours)],
+        items=lookups,
+        unit="lookups",
+        **run,
+    )
 
 
 def main() -> None:
