@@ -64,6 +64,9 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
                                 std::to_string(tags.size()) + " tags");
   int64_t n = 0;
   for (const auto& a : ids) n += static_cast<int64_t>(a.shape(0));
+  for (int tag : tags)
+    if (tag < 0 || tag > 0xffff)
+      throw std::invalid_argument("HashTable.lookup: tags must be in [0, 65535], got " + std::to_string(tag));
   std::vector<int64_t> all_ids(static_cast<size_t>(n));
   std::vector<uint16_t> all_tags(static_cast<size_t>(n));
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
@@ -85,7 +88,8 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
     emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     std::lock_guard<std::mutex> lock(t.mutex());
     t.find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
-    t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, emb.as<float>());
+    // Read-only lookups leave the metadata alone: eval traffic must not keep rows alive.
+    t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, insert, emb.as<float>());
   }
   const size_t u = rows.size();
   return nb::make_tuple(vector_tensor(std::move(rows), nb::dtype<int64_t>()),
@@ -124,6 +128,7 @@ void init_embedding(nb::module_& m) {
             {
               nb::gil_scoped_release release;
               std::lock_guard<std::mutex> lock(t.mutex());
+              t.check_rows(rows.data(), static_cast<int64_t>(n), "HashTable.gather");
               t.gather(rows.data(), static_cast<int64_t>(n), out.as<float>());
             }
             return to_tensor(std::move(out), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
@@ -149,15 +154,21 @@ void init_embedding(nb::module_& m) {
       .def(
           "export",
           [](const HashTable& t) {
-            std::vector<int64_t> rows = t.live_rows();
-            const size_t n = rows.size();
-            std::vector<int64_t> ids(n), steps(n), freqs(n);
-            std::vector<int16_t> tags(n);
-            Buffer emb(n * static_cast<size_t>(t.dim()) * sizeof(float));
+            std::vector<int64_t> rows, ids, steps, freqs;
+            std::vector<int16_t> tags;
+            Buffer emb;
             std::vector<Buffer> slots;
+            size_t n = 0;
             {
               nb::gil_scoped_release release;
-              std::lock_guard<std::mutex> lock(t.mutex());
+              std::lock_guard<std::mutex> lock(t.mutex());  // one consistent snapshot
+              rows = t.live_rows();
+              n = rows.size();
+              ids.resize(n);
+              steps.resize(n);
+              freqs.resize(n);
+              tags.resize(n);
+              emb = Buffer(n * static_cast<size_t>(t.dim()) * sizeof(float));
               for (size_t i = 0; i < n; ++i) {
                 ids[i] = t.row_id(rows[i]);
                 tags[i] = static_cast<int16_t>(t.row_tag(rows[i]));
@@ -188,27 +199,50 @@ void init_embedding(nb::module_& m) {
           "Live rows as tensors: ids, tags, steps, freqs, embeddings (n x dim), slots {name: n x width}.")
       .def(
           "assign",
-          [](HashTable& t, const I64Array& ids, const nb::ndarray<nb::pytorch, const int16_t, nb::ndim<1>, nb::c_contig,
-                                                                  nb::device::cpu>& tags,
-             const I64Array& steps, const I64Array& freqs, const F32Array2& emb) {
+          [](HashTable& t, const I64Array& ids,
+             const nb::ndarray<nb::pytorch, const int16_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>& tags,
+             const I64Array& steps, const I64Array& freqs, const F32Array2& emb, const nb::dict& slots) {
             const int64_t n = static_cast<int64_t>(ids.shape(0));
-            if (tags.shape(0) != ids.shape(0) || steps.shape(0) != ids.shape(0) || freqs.shape(0) != ids.shape(0) ||
-                emb.shape(0) != ids.shape(0) || static_cast<int64_t>(emb.shape(1)) != t.dim())
-              throw std::invalid_argument("HashTable.assign: expected " + std::to_string(n) + " ids, tags, steps, freqs and a " +
-                                          std::to_string(n) + " x " + std::to_string(t.dim()) + " embedding matrix");
-            std::vector<int64_t> rows(static_cast<size_t>(n));
+            const auto un = static_cast<size_t>(n);
+            if (tags.shape(0) != un || steps.shape(0) != un || freqs.shape(0) != un || emb.shape(0) != un ||
+                static_cast<int64_t>(emb.shape(1)) != t.dim())
+              throw std::invalid_argument("HashTable.assign: expected " + std::to_string(n) +
+                                          " ids, tags, steps, freqs and a " + std::to_string(n) + " x " +
+                                          std::to_string(t.dim()) + " embedding matrix");
+            std::vector<F32Array2> slot_arrays;
+            std::vector<const float*> slot_ptrs;
+            for (int s = 0; s < t.num_slots(); ++s) {
+              const std::string& name = t.slot_name(s);
+              if (!slots.contains(name.c_str())) {
+                slot_ptrs.push_back(nullptr);  // reset to the slot's initial value
+                continue;
+              }
+              slot_arrays.push_back(nb::cast<F32Array2>(slots[name.c_str()]));
+              const F32Array2& a = slot_arrays.back();
+              if (a.shape(0) != un || static_cast<int64_t>(a.shape(1)) != t.slot_width(s))
+                throw std::invalid_argument("HashTable.assign: slot '" + name + "' must be " + std::to_string(n) +
+                                            " x " + std::to_string(t.slot_width(s)));
+              slot_ptrs.push_back(a.data());
+            }
+            for (auto item : slots) {
+              const std::string key = nb::cast<std::string>(item.first);
+              bool known = false;
+              for (int s = 0; s < t.num_slots(); ++s) known = known || t.slot_name(s) == key;
+              if (!known) throw std::invalid_argument("HashTable.assign: this table has no slot '" + key + "'");
+            }
+            std::vector<int64_t> rows(un);
             {
               nb::gil_scoped_release release;
-              std::vector<uint16_t> utags(tags.data(), tags.data() + n);
-              t.assign(ids.data(), utags.data(), n, steps.data(), freqs.data(), rows.data());
-              std::lock_guard<std::mutex> lock(t.mutex());
-              for (int64_t i = 0; i < n; ++i)
-                std::memcpy(t.row(rows[static_cast<size_t>(i)]), emb.data() + i * t.dim(), static_cast<size_t>(t.dim()) * 4);
+              std::vector<uint16_t> utags(un);
+              for (size_t i = 0; i < un; ++i) utags[i] = static_cast<uint16_t>(tags.data()[i]);
+              t.assign(ids.data(), utags.data(), n, steps.data(), freqs.data(), emb.data(), slot_ptrs, rows.data());
             }
             return vector_tensor(std::move(rows), nb::dtype<int64_t>());
           },
           nb::arg("ids"), nb::arg("tags"), nb::arg("steps"), nb::arg("freqs"), nb::arg("embeddings"),
-          "Inserts or overwrites rows with the given embeddings and metadata; returns their row indices.")
+          nb::arg("slots"),
+          "Inserts or overwrites rows with the given embeddings, metadata and slots {name: n x width} "
+          "(slots left out are reset); returns their row indices.")
       .def("counters",
            [](const HashTable& t) {
              TableCounters c = t.counters();
@@ -216,6 +250,7 @@ void init_embedding(nb::module_& m) {
              d["lookups"] = c.lookups;
              d["hits"] = c.hits;
              d["inserts"] = c.inserts;
+             d["admitted"] = c.admitted;
              d["rejected"] = c.rejected;
              d["evicted"] = c.evicted;
              return d;

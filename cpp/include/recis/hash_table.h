@@ -37,6 +37,7 @@ struct TableCounters {
   int64_t lookups = 0;   // unique keys looked up
   int64_t hits = 0;      // of those, found in the table
   int64_t inserts = 0;   // rows created
+  int64_t admitted = 0;  // of those, created on reaching the admission count (min_count > 1)
   int64_t rejected = 0;  // misses that got no row (read-only lookup or below the admission count)
   int64_t evicted = 0;   // rows removed by eviction
 };
@@ -68,9 +69,12 @@ class HashTable {
   void find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                       int64_t* rows);
 
-  // Copies rows into out (n x dim), row -1 giving zeros, and marks each row seen at `step`
-  // (last step = step, frequency + 1). Rows must be distinct. Caller holds mutex().
-  void touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out);
+  // Copies rows into out (n x dim), row -1 giving zeros; when `record`, marks each row seen at
+  // `step` (last step = step, frequency + 1, saturating). Rows must be distinct. Caller holds mutex().
+  void touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out);
+
+  // Throws std::invalid_argument unless every row is -1 or a live row. Caller holds mutex().
+  void check_rows(const int64_t* rows, int64_t n, const char* op) const;
 
   // Copies rows into out (n x dim); row -1 gives zeros. Caller holds mutex().
   void gather(const int64_t* rows, int64_t n, float* out) const;
@@ -82,22 +86,24 @@ class HashTable {
     return ptr(sl.blocks, r, sl.width);
   }
 
-  // Removes rows not seen since `min_step` (last_step < min_step). Returns how many.
+  // Removes rows not seen since `min_step` (last_step < min_step), and forgets admission counts
+  // of keys not seen since then. Returns how many rows.
   int64_t evict_older_than(int64_t min_step);
   // Keeps at most `capacity` rows, dropping least recently (LRU) or least frequently (LFU) seen
   // ones, ties broken by the older step. Returns how many were dropped.
   int64_t evict_to_capacity(int64_t capacity, EvictPolicy policy);
 
-  // Export: live rows in row order. ids/tags/steps/freqs: n entries; emb: n x dim; slot s: n x width.
+  // Live rows in row order. Caller holds mutex().
   std::vector<int64_t> live_rows() const;
   int64_t row_id(int64_t r) const { return meta_[static_cast<size_t>(r)].id; }
   uint16_t row_tag(int64_t r) const { return meta_[static_cast<size_t>(r)].tag; }
   int64_t row_step(int64_t r) const { return meta_[static_cast<size_t>(r)].step; }
   int64_t row_freq(int64_t r) const { return meta_[static_cast<size_t>(r)].freq; }
 
-  // Import: inserts or overwrites rows for keys, with the given metadata; returns the rows.
+  // Import: inserts or overwrites rows for n keys with their metadata, embeddings (n x dim) and,
+  // per slot, values (n x width) or null to reset the slot. Validates everything before writing.
   void assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps, const int64_t* freqs,
-              int64_t* rows);
+              const float* emb, const std::vector<const float*>& slots, int64_t* rows);
 
   TableCounters counters() const;
   int64_t memory_bytes() const;
@@ -158,8 +164,12 @@ class HashTable {
   struct KeyHash {
     size_t operator()(const std::pair<int64_t, uint16_t>& k) const;
   };
-  // Seen-but-not-admitted keys -> times seen (admit_count > 1 only).
-  std::unordered_map<std::pair<int64_t, uint16_t>, int64_t, KeyHash> pending_;
+  struct Pending {
+    int64_t count;
+    int64_t last_step;
+  };
+  // Seen-but-not-admitted keys (admit_count > 1 only); pruned by age in evict_older_than.
+  std::unordered_map<std::pair<int64_t, uint16_t>, Pending, KeyHash> pending_;
 
   TableCounters counters_;
   mutable std::mutex mutex_;

@@ -26,6 +26,7 @@ Cache& cache() {
 }
 
 size_t size_class(size_t bytes) {
+  if (bytes > (size_t{1} << 48)) throw std::bad_alloc();  // no machine has 256 TiB
   if (bytes < kMinCached) return ((bytes + 63) / 64) * 64;
   size_t c = kMinCached;
   while (c < bytes) c <<= 1;

@@ -193,12 +193,14 @@ void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t
       continue;
     }
     if (admit_count_ > 1) {
-      auto it = pending_.try_emplace({ids[i], tag}, 0).first;
-      if (++it->second < admit_count_) {
+      auto it = pending_.try_emplace({ids[i], tag}, Pending{0, step}).first;
+      it->second.last_step = step;
+      if (++it->second.count < admit_count_) {
         ++rejected;
         continue;
       }
       pending_.erase(it);
+      ++counters_.admitted;
     }
     rows[i] = insert_new(ids[i], tag);
     created.push_back(rows[i]);
@@ -211,7 +213,21 @@ void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t
   counters_.rejected += rejected;
 }
 
-void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out) {
+void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = rows[i];
+    if (r == -1) continue;
+    if (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live)
+      throw std::invalid_argument(std::string(op) + ": rows[" + str(i) + "]=" + str(r) +
+                                  " is not a live row of this table (or -1)");
+  }
+}
+
+void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out) {
+  if (!record) {
+    gather(rows, n, out);
+    return;
+  }
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
   parallel_for(n, std::max<int64_t>(1, 16384 / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -224,7 +240,7 @@ void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, f
       if (r >= 0) {
         RowMeta& m = meta_[static_cast<size_t>(r)];
         m.step = step;
-        ++m.freq;
+        m.freq += m.freq != UINT32_MAX;
         std::memcpy(out + i * dim_, row(r), bytes);
       } else {
         std::memset(out + i * dim_, 0, bytes);
@@ -270,6 +286,8 @@ void HashTable::remove(int64_t r) {
 
 int64_t HashTable::evict_older_than(int64_t min_step) {
   std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = pending_.begin(); it != pending_.end();)
+    it = it->second.last_step < min_step ? pending_.erase(it) : std::next(it);
   int64_t n = 0;
   for (int64_t r = 0; r < allocated_rows_; ++r) {
     const RowMeta& m = meta_[static_cast<size_t>(r)];
@@ -302,7 +320,6 @@ int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
 }
 
 std::vector<int64_t> HashTable::live_rows() const {
-  std::lock_guard<std::mutex> lock(mutex_);
   std::vector<int64_t> rows;
   rows.reserve(static_cast<size_t>(live_));
   for (int64_t r = 0; r < allocated_rows_; ++r)
@@ -311,8 +328,17 @@ std::vector<int64_t> HashTable::live_rows() const {
 }
 
 void HashTable::assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps,
-                       const int64_t* freqs, int64_t* rows) {
+                       const int64_t* freqs, const float* emb, const std::vector<const float*>& slots,
+                       int64_t* rows) {
+  if (slots.size() != slots_.size())
+    throw std::invalid_argument("HashTable.assign: expected " + str(num_slots()) + " slot arrays (or nulls), got " +
+                                str(static_cast<int64_t>(slots.size())));
+  for (int64_t i = 0; i < n; ++i)
+    if (freqs && (freqs[i] < 0 || freqs[i] > int64_t{UINT32_MAX}))
+      throw std::invalid_argument("HashTable.assign: freqs[" + str(i) + "]=" + str(freqs[i]) +
+                                  " is outside [0, 2^32 - 1]");
   std::lock_guard<std::mutex> lock(mutex_);
+  reserve_map(live_ + n);
   for (int64_t i = 0; i < n; ++i) {
     const uint16_t tag = tags ? tags[i] : 0;
     int64_t r = probe(ids[i], tag);
@@ -320,8 +346,18 @@ void HashTable::assign(const int64_t* ids, const uint16_t* tags, int64_t n, cons
       r = insert_new(ids[i], tag);
       ++counters_.inserts;
     }
-    meta_[static_cast<size_t>(r)].step = steps ? steps[i] : 0;
-    meta_[static_cast<size_t>(r)].freq = static_cast<uint32_t>(freqs ? freqs[i] : 0);
+    RowMeta& m = meta_[static_cast<size_t>(r)];
+    m.step = steps ? steps[i] : 0;
+    m.freq = static_cast<uint32_t>(freqs ? freqs[i] : 0);
+    std::memcpy(row(r), emb + i * dim_, static_cast<size_t>(dim_) * sizeof(float));
+    for (int s = 0; s < num_slots(); ++s) {
+      const int64_t w = slot_width(s);
+      float* p = slot_row(s, r);
+      if (slots[static_cast<size_t>(s)])
+        std::memcpy(p, slots[static_cast<size_t>(s)] + i * w, static_cast<size_t>(w) * sizeof(float));
+      else
+        std::fill(p, p + w, slots_[static_cast<size_t>(s)].init);
+    }
     rows[i] = r;
   }
 }

@@ -88,6 +88,7 @@ def test_eval_mode_is_read_only_and_records_nothing():
     out = engine({"user": torch.tensor([3, 777])})["user"]
     assert out[0].tolist() == [1.0] * 4 and out[1].tolist() == [0.0] * 4
     assert len(engine.groups[0].table) == 2 and engine.sparse_grads() == []
+    assert engine.groups[0].table.state_dict()["freqs"].tolist() == [1, 1]  # eval lookups not counted
 
 
 def test_sparse_grads_match_dense_autograd():
@@ -156,3 +157,57 @@ def test_bad_batches(make, error, message):
 def test_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message):
         EmbeddingEngine({"f": spec})
+
+
+def test_capped_tables_are_not_merged():
+    capped = Eviction(capacity=2)
+    engine = EmbeddingEngine({"a": EmbeddingSpec(4, eviction=capped), "b": EmbeddingSpec(4, eviction=capped)})
+    assert len(engine.groups) == 2
+    engine({"a": torch.tensor([1, 2, 3]), "b": torch.tensor([1, 2, 3])})
+    engine.evict()
+    assert [len(g.table) for g in engine.groups] == [2, 2]
+
+
+def test_sparse_grads_with_accumulation_and_an_unused_lookup():
+    engine = EmbeddingEngine({"user": EmbeddingSpec(2, initializer=Initializer.constant(0.0))})
+    for _ in range(2):  # two micro-batches, one backward each
+        engine({"user": torch.tensor([1, 1, 2])})["user"].sum().backward()
+    engine({"user": torch.tensor([3])})  # a forward whose output is never used
+    grads = engine.sparse_grads()
+    assert len(grads) == 2 and engine.sparse_grads() == []
+    total: dict[int, float] = {}
+    for g in grads:
+        for r, v in zip(g.rows.tolist(), g.grad[:, 0].tolist(), strict=True):
+            total[r] = total.get(r, 0.0) + v
+    assert sorted(total.values()) == [2.0, 4.0]  # ID 2 once per batch, ID 1 twice per batch
+
+
+def test_sparse_grads_before_backward_keeps_the_lookups():
+    engine = EmbeddingEngine({"user": EmbeddingSpec(2)})
+    out = engine({"user": torch.tensor([1])})["user"]
+    with pytest.raises(RuntimeError, match="call backward"):
+        engine.sparse_grads()
+    out.sum().backward()
+    assert len(engine.sparse_grads()) == 1
+
+
+def test_step_is_saved_in_state_dict():
+    engine = EmbeddingEngine({"user": EmbeddingSpec(2)})
+    engine({"user": torch.tensor([1])})
+    other = EmbeddingEngine({"user": EmbeddingSpec(2)})
+    other.load_state_dict(engine.state_dict())
+    assert other.step == engine.step == 1
+
+
+def test_errors_name_the_feature():
+    engine = EmbeddingEngine({"tags": EmbeddingSpec(2, combiner="mean")})
+    bad = Ragged(torch.tensor([1, 2]), torch.tensor([0, 2]), validate=False)
+    bad.weights = torch.ones(3)
+    with pytest.raises(ValueError, match="feature 'tags'"):
+        engine({"tags": bad})
+
+
+def test_max_len_applies_to_pooled_features():
+    engine = EmbeddingEngine({"t": EmbeddingSpec(2, combiner="sum", max_len=1, initializer=Initializer.constant(1.0))})
+    out = engine({"t": Ragged.from_list([[1, 2, 3]])})["t"]
+    assert out.tolist() == [[1.0, 1.0]]

@@ -42,7 +42,7 @@ def test_against_python_model_with_growth_and_eviction():
         found = {x: int(got.rows[got.inverse[i]]) >= 0 for i, x in enumerate(ids)}
         for x in ids:
             assert found[x] == (insert or x in last_seen), (step, x)
-            if found[x]:
+            if found[x] and insert:  # read-only lookups leave the metadata alone
                 last_seen[x] = step
         if step % 4 == 0:
             dropped = t.evict(step)
@@ -129,22 +129,37 @@ def test_evicted_rows_are_reused_and_their_slots_reset():
     t.lookup(torch.arange(16), step=1)
     state = t.state_dict()
     assert bool((state["slot.m"] == 0.5).all())
+    t.load_state_dict(state | {"slot.m": torch.full((16, 4), 7.0)})  # optimizer state written
+    assert bool((t.state_dict()["slot.m"] == 7.0).all())
     t._c.evict_older_than(2)
     before = t.memory_bytes()
     t.lookup(torch.arange(100, 116), step=3)
     assert t.memory_bytes() == before  # the 16 freed rows were reused, no new block
-    assert bool((t.state_dict()["slot.m"] == 0.5).all())
+    assert bool((t.state_dict()["slot.m"] == 0.5).all())  # and their optimizer state reset
 
 
 def test_state_dict_round_trip():
     t = HashTable(dim=3, seed=1)
     t.add_slot("acc", 1)
     t.lookup(torch.tensor(EDGE_IDS), step=7)
+    state = t.state_dict()
+    state["slot.acc"] = torch.arange(len(EDGE_IDS), dtype=torch.float32)[:, None]
     u = HashTable(dim=3, seed=99)
-    u.load_state_dict(t.state_dict())
+    u.add_slot("acc", 1, init=-1.0)
+    u.load_state_dict(state)
     assert rows_by_id(u) == rows_by_id(t)
     s = u.state_dict()
     assert set(s["steps"].tolist()) == {7} and set(s["freqs"].tolist()) == {1}
+    assert dict(zip(s["ids"].tolist(), s["slot.acc"].flatten().tolist(), strict=True)) == {
+        i: float(k) for k, i in enumerate(state["ids"].tolist())
+    }
+    # Loading without slots resets them; unknown slots and bad frequencies are refused.
+    u.load_state_dict({k: v for k, v in state.items() if k != "slot.acc"})
+    assert bool((u.state_dict()["slot.acc"] == -1.0).all())
+    with pytest.raises(ValueError, match="no slot 'acc'"):
+        HashTable(dim=3).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"freqs\[0\]=-1 is outside"):
+        u.load_state_dict(state | {"freqs": -torch.ones(len(EDGE_IDS), dtype=torch.int64)})
     with pytest.raises(ValueError, match=r"embeddings must be \(n, 5\), got \(7, 3\)"):
         HashTable(dim=5).load_state_dict(t.state_dict())
 
@@ -185,3 +200,50 @@ def test_int32_ids_widen_and_empty_batches_work():
     assert len(t) == 2 and got.embeddings.shape == (2, 2)
     empty = t.lookup(torch.tensor([], dtype=torch.int64))
     assert empty.embeddings.shape == (0, 2) and empty.inverse.shape == (0,)
+
+
+def test_unique_over_many_chunks_matches_torch_unique():
+    """The radix-partitioned path (>= 65536 keys) with duplicates spread across chunks."""
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(-(2**63), 2**63 - 1, (30000,), generator=g)[torch.randint(0, 30000, (300000,), generator=g)]
+    t = HashTable(dim=1)
+    got = t.lookup(ids)
+    keys = t.state_dict()
+    row_to_id = dict(zip(t.lookup(keys["ids"], insert=False).rows.tolist(), keys["ids"].tolist(), strict=True))
+    unique_ids = torch.tensor([row_to_id[r] for r in got.rows.tolist()])
+    assert torch.equal(unique_ids.sort().values, ids.unique())
+    assert torch.equal(unique_ids[got.inverse], ids)
+
+
+def test_gather_refuses_rows_that_are_not_live():
+    t = HashTable(dim=2, eviction=Eviction(max_age=1))
+    rows = t.lookup(torch.tensor([1, 2]), step=1).rows
+    assert t.gather(torch.tensor([-1])).abs().sum() == 0
+    with pytest.raises(ValueError, match=r"rows\[0\]=1000000000 is not a live row"):
+        t.gather(torch.tensor([10**9]))
+    t.evict(step=5)
+    with pytest.raises(ValueError, match="is not a live row"):
+        t.gather(rows)
+
+
+def test_read_only_lookups_leave_metadata_alone():
+    t = HashTable(dim=2)
+    t.lookup(torch.tensor([1]), step=3)
+    t.lookup(torch.tensor([1]), step=9, insert=False)
+    s = t.state_dict()
+    assert s["steps"].tolist() == [3] and s["freqs"].tolist() == [1]
+
+
+def test_admission_counts_are_forgotten_by_age():
+    t = HashTable(dim=2, min_count=2, eviction=Eviction(max_age=2))
+    t.lookup(torch.tensor([5]), step=1)  # seen once
+    t.evict(step=10)  # the count is older than the window: forgotten
+    t.lookup(torch.tensor([5]), step=11)
+    assert len(t) == 0
+    t.lookup(torch.tensor([5]), step=12)
+    assert len(t) == 1 and t.stats()["admitted"] == 1
+
+
+def test_tags_out_of_range():
+    with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\], got 65536"):
+        HashTable(dim=2).lookup([torch.tensor([1])], tags=[65536])

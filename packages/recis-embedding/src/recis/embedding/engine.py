@@ -31,7 +31,7 @@ class EmbeddingSpec:
         table: logical table name; features naming the same table share rows (default: the feature's name).
         combiner: "sum", "mean", "sqrtn" (pooled to (B, D)), "tile" (the first `max_len` positions
             side by side, (B, max_len * D)), or None for a sequence: per-position rows (B, L, D) plus a mask.
-        max_len: sequences and "tile": keep at most this many IDs per row (required for "tile").
+        max_len: keep at most this many IDs per row before embedding (required for "tile").
         side: which end `max_len` cuts: "left" keeps the last IDs (the latest events of a history
             stored oldest first), "right" the first.
         ragged: sequences only: return a `Ragged` of (N, D) rows instead of a padded tensor.
@@ -65,6 +65,12 @@ class EmbeddingSpec:
         """What must match for two logical tables to share one physical table."""
         return (self.dim, self.initializer, self.min_count, self.eviction, self.dtype, self.seed)
 
+    def merge_key(self, table: str) -> tuple:
+        """Physical-table key: the settings, plus the table name when a capacity is set (a capacity
+        is a per-table promise, so such tables are never merged)."""
+        capped = self.eviction is not None and self.eviction.capacity is not None
+        return (*self.table_settings(), table if capped else None)
+
 
 class SparseGrad(NamedTuple):
     """Gradient of one lookup: rows (U,) of `table` (-1: no row) and grads (U, D) summed per row."""
@@ -91,8 +97,10 @@ class EmbeddingEngine(nn.Module):
 
     In training mode lookups insert unknown IDs and record, per physical table, the unique rows
     and their (U, D) embedding leaf; after backward, `sparse_grads()` hands (table, rows, grads) to
-    a sparse optimizer. In eval mode lookups are read-only and record nothing. `step` (the
-    training step recorded per row, for eviction) advances by one per training forward.
+    a sparse optimizer (call it every step: recorded lookups are kept until then). In eval mode
+    lookups are read-only: no inserts, no change to row metadata, nothing recorded. `step` (the
+    training step recorded per row, for eviction) advances by one per training forward and is
+    saved in `state_dict()`.
 
     Example:
         >>> engine = EmbeddingEngine({"user": EmbeddingSpec(8), "clicks": EmbeddingSpec(8, combiner=None)})
@@ -121,10 +129,10 @@ class EmbeddingEngine(nn.Module):
                         f"but feature {first!r} declared it with {other.table_settings()}"
                     )
             logical.setdefault(table, (name, spec))
-            group = by_settings.get(spec.table_settings())
+            group = by_settings.get(spec.merge_key(table))
             if group is None:
                 physical = HashTable(spec.dim, spec.initializer, spec.min_count, spec.eviction, spec.seed)
-                group = by_settings[spec.table_settings()] = _Group(physical, [], [])
+                group = by_settings[spec.merge_key(table)] = _Group(physical, [], [])
                 self.groups.append(group)
             group.features.append(name)
             group.tags.append(group.table.add_logical_table(table))
@@ -151,7 +159,10 @@ class EmbeddingEngine(nn.Module):
             for (name, _), ids in zip(present, inputs, strict=True):
                 inverse = found.inverse[at : at + ids.num_values].to(device)
                 at += ids.num_values
-                out[name] = self._embed(self.specs[name], emb_d, ids, inverse)
+                try:
+                    out[name] = self._embed(self.specs[name], emb_d, ids, inverse)
+                except ValueError as e:
+                    raise ValueError(f"EmbeddingEngine: feature {name!r}: {e}") from e
         if self.training:
             self.step += 1
         return out
@@ -172,7 +183,7 @@ class EmbeddingEngine(nn.Module):
             raise TypeError(f"EmbeddingEngine: feature {name!r} is a nested Ragged; embed its inner lists instead")
         if x.values.dtype.is_floating_point or x.values.dtype == torch.bool:
             raise TypeError(f"EmbeddingEngine: feature {name!r} has {x.values.dtype} IDs; expected integers (int64)")
-        if spec.max_len is not None and spec.combiner in (None, "tile"):
+        if spec.max_len is not None:
             x = x.truncate(spec.max_len, side=spec.side)
         return x
 
@@ -192,11 +203,19 @@ class EmbeddingEngine(nn.Module):
 
         Rows may repeat across entries (gradient accumulation over micro-batches); an optimizer sums them.
         """
-        pending, self._pending = self._pending, []
-        grads = [p.grad.grad for p in pending]
-        if any(g is None for g in grads):
+        grads = [p.grad.grad for p in self._pending]
+        if grads and all(g is None for g in grads):
             raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
+        pending, self._pending = self._pending, []
+        # A lookup whose output took no part in the loss has no gradient: nothing to update.
         return [SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None]
+
+    def get_extra_state(self) -> dict[str, int]:
+        """The step counter travels with `state_dict()` (table rows are saved by the checkpoint saver)."""
+        return {"step": self.step}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
 
     def clear_sparse_grads(self) -> None:
         """Drops recorded lookups (e.g. after a skipped step)."""

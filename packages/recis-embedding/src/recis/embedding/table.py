@@ -166,7 +166,7 @@ class HashTable:
         return Lookup(rows, inverse, emb)
 
     def gather(self, rows: Tensor) -> Tensor:
-        """Embeddings of table rows (n, D); row -1 reads zeros."""
+        """Embeddings of live table rows (n, D); row -1 reads zeros, any other row raises ValueError."""
         return cast(Tensor, self._c.gather(_as_ids(rows, "HashTable.gather")))
 
     def evict(self, step: int) -> int:
@@ -196,7 +196,7 @@ class HashTable:
         return int(self._c.memory_bytes())
 
     def stats(self) -> dict[str, int]:
-        """Counters: lookups, hits, inserts, rejected, evicted; plus rows and memory_bytes."""
+        """Counters: lookups, hits, inserts, admitted, rejected, evicted; plus rows and memory_bytes."""
         return dict(self._c.counters()) | {"rows": len(self), "memory_bytes": self.memory_bytes()}
 
     def add_slot(self, name: str, width: int, init: float = 0.0) -> int:
@@ -211,16 +211,24 @@ class HashTable:
         return out
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Inserts or overwrites the rows in `state` (as produced by `state_dict`)."""
+        """Inserts or overwrites the rows in `state` (as produced by `state_dict`), slots included.
+
+        Slots missing from `state` are reset to their initial value for the loaded rows; unknown
+        slots raise. Everything is validated before the table changes.
+        """
         emb = state["embeddings"]
         if emb.dim() != 2 or emb.shape[1] != self.dim:
             raise ValueError(f"HashTable.load_state_dict: embeddings must be (n, {self.dim}), got {tuple(emb.shape)}")
+        slots = {
+            k.removeprefix("slot."): v.to(torch.float32).contiguous() for k, v in state.items() if k.startswith("slot.")
+        }
         self._c.assign(
             _as_ids(state["ids"], "load_state_dict"),
             state["tags"].to(torch.int16).contiguous(),
             state["steps"].to(torch.int64).contiguous(),
             state["freqs"].to(torch.int64).contiguous(),
             emb.to(torch.float32).contiguous(),
+            slots,
         )
 
     def __repr__(self) -> str:
