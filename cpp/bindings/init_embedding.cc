@@ -58,7 +58,7 @@ const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char
 // Batch lookup over several ID arrays (one per feature) with their logical-table tags: returns
 // (unique rows, inverse into them for the concatenated IDs, unique embeddings U x dim).
 nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t step,
-                 bool insert) {
+                 bool insert, bool gather) {
   if (ids.size() != tags.size())
     throw std::invalid_argument("HashTable.lookup: got " + std::to_string(ids.size()) + " ID arrays but " +
                                 std::to_string(tags.size()) + " tags");
@@ -85,16 +85,17 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
     }
     unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inverse.as<int64_t>());
     rows.resize(uids.size());
-    emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
+    if (gather) emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     std::lock_guard<std::mutex> lock(t.mutex());
     t.find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
     // Read-only lookups leave the metadata alone: eval traffic must not keep rows alive.
-    t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, insert, emb.as<float>());
+    t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, insert, gather ? emb.as<float>() : nullptr);
   }
   const size_t u = rows.size();
+  nb::object emb_out = gather ? to_tensor(std::move(emb), {u, static_cast<size_t>(t.dim())}, nb::dtype<float>())
+                              : nb::none();
   return nb::make_tuple(vector_tensor(std::move(rows), nb::dtype<int64_t>()),
-                        to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()),
-                        to_tensor(std::move(emb), {u, static_cast<size_t>(t.dim())}, nb::dtype<float>()));
+                        to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()), emb_out);
 }
 
 }  // namespace
@@ -119,7 +120,26 @@ void init_embedding(nb::module_& m) {
              return names;
            })
       .def("lookup", &lookup, nb::arg("ids"), nb::arg("tags"), nb::arg("step"), nb::arg("insert"),
-           "De-duplicates, finds or inserts, gathers: returns (unique_rows, inverse, unique_embeddings).")
+           nb::arg("gather") = true,
+           "De-duplicates, finds or inserts, gathers: returns (unique_rows, inverse, unique_embeddings or None).")
+      .def(
+          "pool",
+          [](const HashTable& t, const I64Array& rows, const I64Array& inverse, const I64Array& offsets,
+             std::optional<F32Array1> weights, const std::string& combiner, F32Out2 out) {
+            const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+            const int64_t u = static_cast<int64_t>(rows.shape(0));
+            const Combiner c = parse_combiner(combiner, "HashTable.pool");
+            if (bags < 0 || static_cast<int64_t>(out.shape(0)) != bags || static_cast<int64_t>(out.shape(1)) != t.dim())
+              throw std::invalid_argument("HashTable.pool: out must be " + std::to_string(bags) + " x " +
+                                          std::to_string(t.dim()));
+            const float* w = weights_of(weights, n, "HashTable.pool");
+            nb::gil_scoped_release release;
+            check_pooling_inputs("HashTable.pool", inverse.data(), n, u, offsets.data(), bags);
+            t.pool(rows.data(), u, inverse.data(), offsets.data(), bags, w, c, out.data());
+          },
+          nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
+          nb::arg("out").noconvert(),
+          "Pools table rows rows[inverse[j]] per bag straight from the blocks (no (U, D) copy) into out (bags x dim).")
       .def(
           "gather",
           [](const HashTable& t, const I64Array& rows) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "recis/huge_pages.h"
+#include "recis/pooling.h"
 
 namespace recis {
 
@@ -69,9 +70,14 @@ class HashTable {
   void find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                       int64_t* rows);
 
-  // Copies rows into out (n x dim), row -1 giving zeros; when `record`, marks each row seen at
+  // Copies rows into out (n x dim; null: copy nothing), row -1 giving zeros; when `record`, marks each row seen at
   // `step` (last step = step, frequency + 1, saturating). Rows must be distinct. Caller holds mutex().
   void touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out);
+
+  // Pools rows[inverse[j]] per bag straight from the blocks into out (bags x dim). Rows must be
+  // -1 or < the rows ever allocated (checked); an evicted row reads whatever reuses it.
+  void pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets, int64_t bags,
+            const float* weights, Combiner combiner, float* out) const;
 
   // Throws std::invalid_argument unless every row is -1 or a live row. Caller holds mutex().
   void check_rows(const int64_t* rows, int64_t n, const char* op) const;
@@ -156,6 +162,7 @@ class HashTable {
   int64_t live_ = 0;
 
   std::vector<Block> emb_;
+  std::vector<float> zero_row_;  // what a missing row (-1) reads
   std::vector<Slot> slots_;
   int64_t allocated_rows_ = 0;  // rows backed by blocks that were ever handed out
   std::vector<int64_t> free_rows_;

@@ -14,6 +14,25 @@ enum class Combiner { kSum, kMean, kSqrtn };
 void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int64_t* inverse, const int64_t* offsets,
                     int64_t bags, const float* weights, Combiner combiner, float* out);
 
+// Where unique row u lives in a table: rows[u] is a table row (-1: the zero row), found in
+// blocks[row >> shift] at (row & mask) * dim.
+struct TableRows {
+  const float* const* blocks;
+  int shift;
+  int64_t mask;
+  int64_t dim;
+  const int64_t* rows;
+  const float* zero;
+  const float* operator()(int64_t u) const {
+    const int64_t r = rows[u];
+    return r < 0 ? zero : blocks[r >> shift] + (r & mask) * dim;
+  }
+};
+
+// Same as pooled_forward, reading the unique rows straight from a table's blocks (no copy).
+void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
+                         int64_t bags, const float* weights, Combiner combiner, float* out);
+
 // grad_emb[u] = sum over j with inverse[j] == u of scale_{bag(j)} * w_j * grad_out[bag(j)], summed in
 // increasing j (deterministic). grad_emb: U x dim, fully written.
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,

@@ -73,6 +73,7 @@ HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t
   while ((int64_t{1} << block_shift_) < block_rows) ++block_shift_;
   block_mask_ = block_rows - 1;
   tag_seeds_.assign(1, 0);
+  zero_row_.assign(static_cast<size_t>(dim), 0.0f);
   map_.assign(1024, Entry{0, -1, 0, 0});
   map_mask_ = map_.size() - 1;
 }
@@ -223,9 +224,21 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
   }
 }
 
+void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,
+                     int64_t bags, const float* weights, Combiner combiner, float* out) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int64_t u = 0; u < num_rows; ++u)
+    if (rows[u] < -1 || rows[u] >= allocated_rows_)
+      throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) + " is not a row of this table");
+  std::vector<const float*> blocks;
+  for (const Block& b : emb_) blocks.push_back(b.get());
+  const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero_row_.data()};
+  pooled_forward_rows(source, dim_, inverse, offsets, bags, weights, combiner, out);
+}
+
 void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out) {
   if (!record) {
-    gather(rows, n, out);
+    if (out) gather(rows, n, out);
     return;
   }
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
@@ -233,7 +246,7 @@ void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, b
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ahead = i + kPrefetchAhead < end ? rows[i + kPrefetchAhead] : -1;
       if (ahead >= 0) {
-        prefetch_lines(row(ahead), bytes);
+        if (out) prefetch_lines(row(ahead), bytes);
         __builtin_prefetch(&meta_[static_cast<size_t>(ahead)], 1);
       }
       const int64_t r = rows[i];
@@ -241,8 +254,8 @@ void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, b
         RowMeta& m = meta_[static_cast<size_t>(r)];
         m.step = step;
         m.freq += m.freq != UINT32_MAX;
-        std::memcpy(out + i * dim_, row(r), bytes);
-      } else {
+        if (out) std::memcpy(out + i * dim_, row(r), bytes);
+      } else if (out) {
         std::memset(out + i * dim_, 0, bytes);
       }
     }

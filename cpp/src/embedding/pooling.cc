@@ -42,8 +42,9 @@ void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int
 namespace {
 
 // kDim > 0 fixes the width at compile time (fully unrolled, vectorized); 0 reads it at run time.
-template <int kDim>
-void pool_bags(const float* emb, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets, const float* weights,
+// row_of(u) gives the values of unique row u.
+template <int kDim, typename RowOf>
+void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets, const float* weights,
                Combiner combiner, float* out, int64_t begin, int64_t end) {
   constexpr int64_t kAhead = 8;  // rows in flight; prefetch crosses bag boundaries
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
@@ -53,8 +54,8 @@ void pool_bags(const float* emb, int64_t dim_rt, const int64_t* inverse, const i
     float* __restrict o = out + b * dim;
     std::memset(o, 0, row_bytes);
     for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-      if (j + kAhead < last) prefetch_lines(emb + inverse[j + kAhead] * dim, row_bytes);
-      const float* __restrict e = emb + inverse[j] * dim;
+      if (j + kAhead < last) prefetch_lines(row_of(inverse[j + kAhead]), row_bytes);
+      const float* __restrict e = row_of(inverse[j]);
       const float w = weights ? weights[j] : 1.0f;
       for (int64_t d = 0; d < dim; ++d) o[d] += w * e[d];
     }
@@ -64,21 +65,32 @@ void pool_bags(const float* emb, int64_t dim_rt, const int64_t* inverse, const i
   }
 }
 
+template <typename RowOf>
+void pool_all(RowOf row_of, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
+              const float* weights, Combiner combiner, float* out) {
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
+  parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
+    switch (dim) {
+      case 8: return pool_bags<8>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+      case 16: return pool_bags<16>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+      case 32: return pool_bags<32>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+      case 64: return pool_bags<64>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+      case 128: return pool_bags<128>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+      default: return pool_bags<0>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+    }
+  });
+}
+
 }  // namespace
 
 void pooled_forward(const float* emb, int64_t /*num_unique*/, int64_t dim, const int64_t* inverse,
                     const int64_t* offsets, int64_t bags, const float* weights, Combiner combiner, float* out) {
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
-  parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
-    switch (dim) {
-      case 8: return pool_bags<8>(emb, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 16: return pool_bags<16>(emb, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 32: return pool_bags<32>(emb, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 64: return pool_bags<64>(emb, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 128: return pool_bags<128>(emb, dim, inverse, offsets, weights, combiner, out, begin, end);
-      default: return pool_bags<0>(emb, dim, inverse, offsets, weights, combiner, out, begin, end);
-    }
-  });
+  pool_all([emb, dim](int64_t u) { return emb + u * dim; }, dim, inverse, offsets, bags, weights, combiner, out);
+}
+
+void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
+                         int64_t bags, const float* weights, Combiner combiner, float* out) {
+  pool_all(rows, dim, inverse, offsets, bags, weights, combiner, out);
 }
 
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,

@@ -211,3 +211,16 @@ def test_max_len_applies_to_pooled_features():
     engine = EmbeddingEngine({"t": EmbeddingSpec(2, combiner="sum", max_len=1, initializer=Initializer.constant(1.0))})
     out = engine({"t": Ragged.from_list([[1, 2, 3]])})["t"]
     assert out.tolist() == [[1.0, 1.0]]
+
+
+def test_direct_and_copying_paths_agree():
+    """All-pooled groups pool in place; a group with a sequence feature copies rows first."""
+    b = batch()
+    pooled_only = EmbeddingEngine({"tags": EmbeddingSpec(4, combiner="mean", table="t", seed=1)})
+    mixed = EmbeddingEngine(
+        {
+            "tags": EmbeddingSpec(4, combiner="mean", table="t", seed=1),
+            "clicks": EmbeddingSpec(4, combiner=None, table="t", seed=1),
+        }
+    )
+    torch.testing.assert_close(pooled_only(b)["tags"], mixed(b)["tags"])

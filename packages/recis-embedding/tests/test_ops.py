@@ -73,3 +73,28 @@ def test_opcheck():
 def test_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         pooled_embedding(*args)
+
+
+def test_table_pooled_reads_rows_in_place_and_matches_the_copying_path():
+    from recis.embedding import HashTable, Initializer
+    from recis.embedding.ops import table_pooled
+
+    table = HashTable(dim=4, initializer=Initializer.uniform(-1, 1))
+    ids = torch.tensor([5, 9, 5, -3, 9, 9])
+    found = table.lookup(ids)
+    offsets = torch.tensor([0, 2, 2, 6])
+    weights = torch.rand(6)
+    anchor = torch.zeros(()).expand(len(found.rows), 4).requires_grad_()
+    emb = found.embeddings.clone().requires_grad_()
+    for combiner in ("sum", "mean", "sqrtn"):
+        got = table_pooled(anchor, found.rows, found.inverse, offsets, weights, combiner, table.handle)
+        want = pooled_embedding(emb, found.inverse, offsets, weights, combiner)
+        torch.testing.assert_close(got, want)
+        grad = torch.randn_like(got)
+        got.backward(grad)
+        want.backward(grad)
+        torch.testing.assert_close(anchor.grad, emb.grad)
+        anchor.grad = emb.grad = None
+    torch.library.opcheck(table_pooled, (anchor, found.rows, found.inverse, offsets, weights, "mean", table.handle))
+    with pytest.raises(ValueError, match=r"rows\[0\]=99 is not a row of this table"):
+        table_pooled(anchor, torch.tensor([99, 0, 1]), found.inverse, offsets, None, "sum", table.handle)

@@ -149,18 +149,34 @@ class EmbeddingEngine(nn.Module):
                 )
             inputs = [self._prepare(f, batch[f]) for f, _ in present]
             device = inputs[0].device if inputs else torch.device("cpu")
-            found = group.table.lookup([r.values for r in inputs], self.step, insert, [t for _, t in present])  # type: ignore[misc]
-            emb = found.embeddings
+            # All-pooled groups pool straight from the table's blocks; others gather (U, D) rows.
+            direct = all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
+            tags = [t for _, t in present]
+            found = group.table.lookup([r.values for r in inputs], self.step, insert, tags, gather=not direct)  # type: ignore[misc]
+            dim = group.table.dim
+            emb = torch.zeros(()).expand(len(found.rows), dim) if direct else found.embeddings  # (U, D)
             if self.training and torch.is_grad_enabled():
                 emb.requires_grad_()
                 self._pending.append(SparseGrad(group.table, found.rows, emb))
             emb_d = emb.to(device)
             at = 0
             for (name, _), ids in zip(present, inputs, strict=True):
-                inverse = found.inverse[at : at + ids.num_values].to(device)
+                inverse = found.inverse[at : at + ids.num_values]
                 at += ids.num_values
+                spec = self.specs[name]
                 try:
-                    out[name] = self._embed(self.specs[name], emb_d, ids, inverse)
+                    if direct:
+                        out[name] = ops.table_pooled(
+                            emb_d,
+                            found.rows,
+                            inverse,
+                            ids.offsets.cpu(),
+                            _cpu(ids.weights),
+                            spec.combiner,
+                            group.table.handle,
+                        )
+                    else:
+                        out[name] = self._embed(spec, emb_d, ids, inverse.to(device))
                 except ValueError as e:
                     raise ValueError(f"EmbeddingEngine: feature {name!r}: {e}") from e
         if self.training:
@@ -229,6 +245,10 @@ class EmbeddingEngine(nn.Module):
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
         return {f"table{i}:{'+'.join(g.features)}": g.table.stats() for i, g in enumerate(self.groups)}
+
+
+def _cpu(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.cpu()
 
 
 def _check_spec(name: str, spec: EmbeddingSpec) -> None:

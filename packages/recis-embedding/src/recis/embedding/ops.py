@@ -111,3 +111,43 @@ def _backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
 
 
 pooled_embedding.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("recis::table_pooled", mutates_args=())
+def table_pooled(
+    anchor: Tensor, rows: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str, table: int
+) -> Tensor:
+    """`pooled_embedding` reading the unique rows straight from table `table` (a handle).
+
+    `anchor` is a (U, D) stand-in for the unique rows, usually a zero-stride
+    `torch.zeros(()).expand(U, D)` that requires grad: it costs no memory, and backward gives it
+    the (U, D) gradient of the rows. The rows themselves are never copied out of the table.
+    """
+    from .table import table_by_handle
+
+    if combiner not in COMBINERS:
+        raise ValueError(f"table_pooled: combiner must be one of {COMBINERS}, got {combiner!r}")
+    return table_by_handle(table).pool(rows, inverse, offsets, weights, combiner).to(anchor.device)
+
+
+@table_pooled.register_fake
+def _(
+    anchor: Tensor, rows: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str, table: int
+) -> Tensor:
+    return anchor.new_empty(offsets.shape[0] - 1, anchor.shape[1])
+
+
+def _setup_table_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    anchor, _rows, inverse, offsets, weights, combiner, _table = inputs
+    ctx.save_for_backward(inverse, offsets, weights)
+    ctx.combiner = combiner
+    ctx.num_unique = anchor.shape[0]
+
+
+def _table_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
+    inverse, offsets, weights = ctx.saved_tensors
+    g = pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiner, ctx.num_unique)
+    return g, None, None, None, None, None, None
+
+
+table_pooled.register_autograd(_table_backward, setup_context=_setup_table_context)

@@ -7,6 +7,8 @@ initialized from (seed, ID) alone, and are dropped by age or capacity on `evict`
 
 from __future__ import annotations
 
+import itertools
+import weakref
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,11 +87,24 @@ class Eviction:
 
 class Lookup(NamedTuple):
     """Result of a batch lookup: `rows` (U,) table rows (-1: no row), `inverse` (N,) index into
-    them for each input ID, `embeddings` (U, D) the rows' values (zeros for -1)."""
+    them for each input ID, `embeddings` (U, D) the rows' values (zeros for -1; None when the
+    lookup was asked not to gather)."""
 
     rows: Tensor
     inverse: Tensor
     embeddings: Tensor
+
+
+_handles = itertools.count()
+_TABLES: weakref.WeakValueDictionary[int, HashTable] = weakref.WeakValueDictionary()
+
+
+def table_by_handle(handle: int) -> HashTable:
+    """The live table with this handle (custom ops pass tables as integers)."""
+    table = _TABLES.get(handle)
+    if table is None:
+        raise ValueError(f"HashTable handle {handle} names no live table")
+    return table
 
 
 def stable_seed(seed: int, name: str) -> int:
@@ -132,6 +147,8 @@ class HashTable:
         self._c = _C.HashTable(dim, initializer.kind, initializer.a, initializer.b, min_count, block_rows)
         self._c.set_tag_seed(0, seed % 2**64)  # until logical tables are named
         self.tag_names: list[str] = []
+        self.handle = next(_handles)  # how custom ops name this table
+        _TABLES[self.handle] = self
 
     @property
     def dim(self) -> int:
@@ -149,7 +166,12 @@ class HashTable:
         return tag
 
     def lookup(
-        self, ids: Tensor | Sequence[Tensor], step: int = 0, insert: bool = True, tags: Sequence[int] | None = None
+        self,
+        ids: Tensor | Sequence[Tensor],
+        step: int = 0,
+        insert: bool = True,
+        tags: Sequence[int] | None = None,
+        gather: bool = True,
     ) -> Lookup:
         """De-duplicates `ids`, finds or inserts their rows and gathers them, in one C++ call.
 
@@ -158,12 +180,24 @@ class HashTable:
             step: the training step, recorded per row for age-based eviction and LRU.
             insert: False makes the lookup read-only: unknown IDs read zeros and get no row.
             tags: logical-table tag per tensor in `ids` (default 0 for all).
+            gather: False skips copying the rows out (`embeddings` is None): for `pool`.
         """
         parts = [ids] if isinstance(ids, Tensor) else list(ids)
         tags = [0] * len(parts) if tags is None else list(tags)
         parts = [_as_ids(p, "HashTable.lookup") for p in parts]
-        rows, inverse, emb = self._c.lookup(parts, tags, step, insert)
+        rows, inverse, emb = self._c.lookup(parts, tags, step, insert, gather)
         return Lookup(rows, inverse, emb)
+
+    def pool(self, rows: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str) -> Tensor:
+        """Pools rows `rows[inverse[j]]` per bag straight from the table's blocks: (bags, D).
+
+        The differentiable form is `ops.table_pooled`.
+        """
+        out = torch.empty(len(offsets) - 1, self.dim)
+        w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
+        cpu = lambda t: t.to(device="cpu", dtype=torch.int64).contiguous()
+        self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiner, out)
+        return out
 
     def gather(self, rows: Tensor) -> Tensor:
         """Embeddings of live table rows (n, D); row -1 reads zeros, any other row raises ValueError."""
