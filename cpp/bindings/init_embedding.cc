@@ -153,7 +153,7 @@ void init_embedding(nb::module_& m) {
             }
             return to_tensor(std::move(out), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
           },
-          nb::arg("rows"), "Embeddings of rows (n x dim); row -1 gives zeros.")
+          nb::arg("rows"), "Embeddings of live rows (n x dim); row -1 gives zeros, any other row raises ValueError.")
       .def(
           "evict_older_than",
           [](HashTable& t, int64_t min_step) {
@@ -175,7 +175,7 @@ void init_embedding(nb::module_& m) {
           "export",
           [](const HashTable& t) {
             std::vector<int64_t> rows, ids, steps, freqs;
-            std::vector<int16_t> tags;
+            std::vector<int32_t> tags;
             Buffer emb;
             std::vector<Buffer> slots;
             size_t n = 0;
@@ -191,7 +191,7 @@ void init_embedding(nb::module_& m) {
               emb = Buffer(n * static_cast<size_t>(t.dim()) * sizeof(float));
               for (size_t i = 0; i < n; ++i) {
                 ids[i] = t.row_id(rows[i]);
-                tags[i] = static_cast<int16_t>(t.row_tag(rows[i]));
+                tags[i] = t.row_tag(rows[i]);
                 steps[i] = t.row_step(rows[i]);
                 freqs[i] = t.row_freq(rows[i]);
               }
@@ -205,7 +205,7 @@ void init_embedding(nb::module_& m) {
             }
             nb::dict out;
             out["ids"] = vector_tensor(std::move(ids), nb::dtype<int64_t>());
-            out["tags"] = vector_tensor(std::move(tags), nb::dtype<int16_t>());
+            out["tags"] = vector_tensor(std::move(tags), nb::dtype<int32_t>());
             out["steps"] = vector_tensor(std::move(steps), nb::dtype<int64_t>());
             out["freqs"] = vector_tensor(std::move(freqs), nb::dtype<int64_t>());
             out["embeddings"] = to_tensor(std::move(emb), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
@@ -220,7 +220,7 @@ void init_embedding(nb::module_& m) {
       .def(
           "assign",
           [](HashTable& t, const I64Array& ids,
-             const nb::ndarray<nb::pytorch, const int16_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>& tags,
+             const nb::ndarray<nb::pytorch, const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>& tags,
              const I64Array& steps, const I64Array& freqs, const F32Array2& emb, const nb::dict& slots) {
             const int64_t n = static_cast<int64_t>(ids.shape(0));
             const auto un = static_cast<size_t>(n);
@@ -254,7 +254,12 @@ void init_embedding(nb::module_& m) {
             {
               nb::gil_scoped_release release;
               std::vector<uint16_t> utags(un);
-              for (size_t i = 0; i < un; ++i) utags[i] = static_cast<uint16_t>(tags.data()[i]);
+              for (size_t i = 0; i < un; ++i) {
+                if (tags.data()[i] < 0 || tags.data()[i] > 0xffff)
+                  throw std::invalid_argument("HashTable.assign: tags[" + std::to_string(i) + "]=" +
+                                              std::to_string(tags.data()[i]) + " is outside [0, 65535]");
+                utags[i] = static_cast<uint16_t>(tags.data()[i]);
+              }
               t.assign(ids.data(), utags.data(), n, steps.data(), freqs.data(), emb.data(), slot_ptrs, rows.data());
             }
             return vector_tensor(std::move(rows), nb::dtype<int64_t>());

@@ -258,7 +258,7 @@ class HashTable:
         }
         self._c.assign(
             _as_ids(state["ids"], "load_state_dict"),
-            state["tags"].to(torch.int16).contiguous(),
+            state["tags"].to(torch.int32).contiguous(),
             state["steps"].to(torch.int64).contiguous(),
             state["freqs"].to(torch.int64).contiguous(),
             emb.to(torch.float32).contiguous(),
