@@ -46,7 +46,7 @@ namespace {
 template <int kDim, typename RowOf>
 void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets, const float* weights,
                Combiner combiner, float* out, int64_t begin, int64_t end) {
-  constexpr int64_t kAhead = 8;  // rows in flight; prefetch crosses bag boundaries
+  constexpr int64_t kAhead = 16;  // rows in flight; prefetch crosses bag boundaries
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
   const int64_t last = offsets[end];
