@@ -6,6 +6,7 @@ namespace nb = nanobind;
 namespace recis::bind {
 void init_common(nb::module_& m);
 void init_embedding(nb::module_& m);
+void init_features(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -18,4 +19,5 @@ NB_MODULE(_C, m) {
 #endif
   recis::bind::init_common(m);
   recis::bind::init_embedding(m);
+  recis::bind::init_features(m);
 }

@@ -1,6 +1,10 @@
 """Feature engine: hash, bucketize, mod, cross and truncate features, fused across features per call.
 
-The ops arrive with their issue; this package depends only on recis-core.
+So far: string hashing (`hash_strings`, FarmHash Fingerprint64 as in TensorFlow, or MurmurHash3);
+the other ops and the engine arrive with their issue. Depends only on recis-core.
 """
 
+from .hashing import encode_strings, hash_strings
+
 __version__ = "0.1.0"
+__all__ = ["encode_strings", "hash_strings"]
