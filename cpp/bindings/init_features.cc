@@ -45,6 +45,18 @@ void init_features(nb::module_& m) {
       nb::arg("out").noconvert(),
       "Hashes strings in Arrow layout (offsets + bytes) into out: FarmHash Fingerprint64 ('farm') or the low 64 bits "
       "of MurmurHash3 x64-128 ('murmur'); buckets > 0 takes the unsigned hash mod buckets.");
+
+  m.def(
+      "hash_ids",
+      [](const nb::ndarray<nb::pytorch, const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>& ids, uint64_t seed,
+         int64_t buckets, nb::ndarray<nb::pytorch, int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> out) {
+        if (out.shape(0) != ids.shape(0))
+          throw std::invalid_argument("hash_ids: out must have " + std::to_string(ids.shape(0)) + " entries");
+        nb::gil_scoped_release release;
+        hash_ids(ids.data(), static_cast<int64_t>(ids.shape(0)), seed, buckets, out.data());
+      },
+      nb::arg("ids"), nb::arg("seed"), nb::arg("buckets"), nb::arg("out").noconvert(),
+      "Re-hashes int64 IDs (MurmurHash3 of their 8 bytes with seed); buckets > 0 takes the unsigned hash mod buckets.");
 }
 
 }  // namespace recis::bind

@@ -207,6 +207,17 @@ void hash_strings(const Offset* offsets, int64_t n, const uint8_t* data, int64_t
   });
 }
 
+void hash_ids(const int64_t* ids, int64_t n, uint64_t seed, int64_t buckets, int64_t* out) {
+  if (buckets < 0) throw std::invalid_argument("hash_ids: buckets must be >= 0, got " + std::to_string(buckets));
+  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      uint64_t h = murmur3_x64_64(reinterpret_cast<const uint8_t*>(ids + i), 8, seed);
+      if (buckets > 0) h %= static_cast<uint64_t>(buckets);
+      out[i] = static_cast<int64_t>(h);
+    }
+  });
+}
+
 template void hash_strings<int32_t>(const int32_t*, int64_t, const uint8_t*, int64_t, StringHash, uint64_t, int64_t,
                                     int64_t*);
 template void hash_strings<int64_t>(const int64_t*, int64_t, const uint8_t*, int64_t, StringHash, uint64_t, int64_t,

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recis.features import encode_strings, hash_strings
+from recis.features import encode_strings, hash_ids, hash_strings
 
 strings = st.lists(st.one_of(st.binary(max_size=300), st.text(max_size=80)), max_size=40)
 
@@ -78,3 +78,21 @@ def test_bad_input(call, error, message):
     offsets, data = encode_strings(["ab", "c"])
     with pytest.raises(error, match=message):
         call(offsets, data)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50), st.integers(0, 2**32 - 1), st.integers(0, 1000))
+def test_hash_ids_matches_mmh3_on_the_id_bytes(ids, seed, buckets):
+    got = hash_ids(torch.tensor(ids, dtype=torch.int64), seed=seed, buckets=buckets)
+    want = [mmh3.hash64(i.to_bytes(8, "little", signed=True), seed=seed, signed=False)[0] for i in ids]
+    assert unsigned(got) == ([w % buckets for w in want] if buckets else want)
+
+
+def test_hash_ids_keeps_shape_and_rejects_floats():
+    ids = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)
+    out = hash_ids(ids, seed=3)
+    assert out.shape == (2, 2) and out.dtype == torch.int64
+    assert out[0, 0] == hash_ids(torch.tensor([1]), seed=3)[0]
+    with pytest.raises(TypeError, match="IDs must be integers"):
+        hash_ids(torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="buckets must be >= 0"):
+        hash_ids(torch.tensor([1]), buckets=-2)
