@@ -6,6 +6,7 @@ import importlib
 import pytest
 import torch
 
+import recis.core
 from recis.core import Ragged
 
 MODULES = [
@@ -20,6 +21,9 @@ MODULES = [
 @pytest.mark.parametrize("name", MODULES)
 def test_examples(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, extraglobs={"torch": torch, "Ragged": Ragged}, optionflags=doctest.ELLIPSIS)
+    try:
+        result = doctest.testmod(module, extraglobs={"torch": torch, "Ragged": Ragged}, optionflags=doctest.ELLIPSIS)
+    finally:
+        recis.core.set_num_threads(None)  # the threads example pins the pool
     assert result.attempted > 0, f"{name} has no examples"
     assert result.failed == 0
