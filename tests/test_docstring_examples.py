@@ -15,6 +15,7 @@ MODULES = [
     "recis.embedding.engine",
     "recis.embedding.table",
     "recis.features.hashing",
+    "recis.features.transforms",
 ]
 
 

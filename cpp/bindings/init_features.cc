@@ -5,6 +5,7 @@
 #include <string>
 
 #include "recis/hash.h"
+#include "recis/transforms.h"
 #include "tensor.h"
 
 namespace recis::bind {
@@ -57,6 +58,30 @@ void init_features(nb::module_& m) {
       },
       nb::arg("ids"), nb::arg("seed"), nb::arg("buckets"), nb::arg("out").noconvert(),
       "Re-hashes int64 IDs (MurmurHash3 of their 8 bytes with seed); buckets > 0 takes the unsigned hash mod buckets.");
+
+  using F64 = nb::ndarray<nb::pytorch, const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+  using I64 = nb::ndarray<nb::pytorch, const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+  using I64Out = nb::ndarray<nb::pytorch, int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+  m.def(
+      "bucketize",
+      [](const F64& values, const F64& boundaries, I64Out out) {
+        if (out.shape(0) != values.shape(0))
+          throw std::invalid_argument("bucketize: out must have " + std::to_string(values.shape(0)) + " entries");
+        nb::gil_scoped_release release;
+        bucketize(values.data(), static_cast<int64_t>(values.shape(0)), boundaries.data(),
+                  static_cast<int64_t>(boundaries.shape(0)), out.data());
+      },
+      nb::arg("values"), nb::arg("boundaries"), nb::arg("out").noconvert(),
+      "out[i] = number of boundaries <= values[i] (TensorFlow Bucketize, torch.bucketize(right=True)).");
+  m.def(
+      "mod",
+      [](const I64& ids, int64_t modulus, I64Out out) {
+        if (out.shape(0) != ids.shape(0))
+          throw std::invalid_argument("mod: out must have " + std::to_string(ids.shape(0)) + " entries");
+        nb::gil_scoped_release release;
+        mod_ids(ids.data(), static_cast<int64_t>(ids.shape(0)), modulus, out.data());
+      },
+      nb::arg("ids"), nb::arg("modulus"), nb::arg("out").noconvert(), "out[i] = ids[i] mod modulus, in [0, modulus).");
 }
 
 }  // namespace recis::bind

@@ -1,0 +1,16 @@
+// Element-wise feature transforms over flat arrays (a Ragged's values or a dense column).
+#pragma once
+
+#include <cstdint>
+
+namespace recis {
+
+// out[i] = number of boundaries <= values[i]: bucket i holds [boundaries[i-1], boundaries[i]),
+// as TensorFlow's Bucketize and torch.bucketize(right=True). Boundaries must be strictly
+// increasing and finite; a NaN value is an error (fill missing values first).
+void bucketize(const double* values, int64_t n, const double* boundaries, int64_t num_boundaries, int64_t* out);
+
+// out[i] = ids[i] mod m with the sign of m (Python's %, torch.remainder): always in [0, m) for m > 0.
+void mod_ids(const int64_t* ids, int64_t n, int64_t m, int64_t* out);
+
+}  // namespace recis
