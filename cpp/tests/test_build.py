@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import recis.core
 from recis.core import _C
@@ -28,3 +29,17 @@ def test_stubs_are_generated_and_installed():
 def test_versions_agree():
     assert recis.core.__version__ == _C.version == "0.1.0"
     assert _C.with_cuda is False
+
+
+def test_output_block_cache_keeps_and_releases_blocks():
+    from recis.core import Ragged
+
+    r = Ragged.from_lengths(torch.arange(1_000_000), torch.full((1000,), 1000))
+    _C.set_buffer_cache_limit(1 << 30)
+    before = _C.buffer_cache_bytes()
+    out = r.select(torch.arange(1000))  # an 8 MB output ...
+    del out  # ... freed at once
+    assert _C.buffer_cache_bytes() > before  # the freed block is kept for reuse
+    _C.set_buffer_cache_limit(0)
+    assert _C.buffer_cache_bytes() == 0
+    _C.set_buffer_cache_limit(1 << 30)

@@ -155,6 +155,7 @@ class EmbeddingEngine(nn.Module):
             found = group.table.lookup([r.values for r in inputs], self.step, insert, tags, gather=not direct)  # type: ignore[misc]
             dim = group.table.dim
             emb = torch.zeros(()).expand(len(found.rows), dim) if direct else found.embeddings  # (U, D)
+            assert emb is not None  # gathered unless direct
             if self.training and torch.is_grad_enabled():
                 emb.requires_grad_()
                 self._pending.append(SparseGrad(group.table, found.rows, emb))

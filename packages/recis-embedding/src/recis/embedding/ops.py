@@ -97,17 +97,25 @@ def _(grad: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, co
     return grad.new_empty(num_unique, grad.shape[1])
 
 
-def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    emb, inverse, offsets, weights, combiner = inputs
+# Both pooled ops share one backward: it needs the pooling structure and U, never the rows.
+def _save_pooling(ctx, unique: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str) -> None:  # type: ignore[no-untyped-def]
     ctx.save_for_backward(inverse, offsets, weights)
     ctx.combiner = combiner
-    ctx.num_unique = emb.shape[0]
+    ctx.num_unique = unique.shape[0]
+
+
+def _grad_of_rows(ctx, grad: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+    inverse, offsets, weights = ctx.saved_tensors
+    return pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiner, ctx.num_unique)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    emb, inverse, offsets, weights, combiner = inputs
+    _save_pooling(ctx, emb, inverse, offsets, weights, combiner)
 
 
 def _backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
-    inverse, offsets, weights = ctx.saved_tensors
-    g = pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiner, ctx.num_unique)
-    return g, None, None, None, None
+    return _grad_of_rows(ctx, grad), None, None, None, None
 
 
 pooled_embedding.register_autograd(_backward, setup_context=_setup_context)
@@ -139,15 +147,11 @@ def _(
 
 def _setup_table_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     anchor, _rows, inverse, offsets, weights, combiner, _table = inputs
-    ctx.save_for_backward(inverse, offsets, weights)
-    ctx.combiner = combiner
-    ctx.num_unique = anchor.shape[0]
+    _save_pooling(ctx, anchor, inverse, offsets, weights, combiner)
 
 
 def _table_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
-    inverse, offsets, weights = ctx.saved_tensors
-    g = pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiner, ctx.num_unique)
-    return g, None, None, None, None, None, None
+    return _grad_of_rows(ctx, grad), None, None, None, None, None, None
 
 
 table_pooled.register_autograd(_table_backward, setup_context=_setup_table_context)

@@ -92,7 +92,7 @@ class Lookup(NamedTuple):
 
     rows: Tensor
     inverse: Tensor
-    embeddings: Tensor
+    embeddings: Tensor | None
 
 
 _handles = itertools.count()
