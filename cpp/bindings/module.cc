@@ -7,6 +7,7 @@ namespace recis::bind {
 void init_common(nb::module_& m);
 void init_embedding(nb::module_& m);
 void init_features(nb::module_& m);
+void init_optim(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -20,4 +21,5 @@ NB_MODULE(_C, m) {
   recis::bind::init_common(m);
   recis::bind::init_embedding(m);
   recis::bind::init_features(m);
+  recis::bind::init_optim(m);
 }

@@ -8,6 +8,7 @@ features' IDs collide, and each physical table costs one de-duplicate/probe/gath
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -115,6 +116,8 @@ class EmbeddingEngine(nn.Module):
         self.specs = dict(specs)
         self.step = 0
         self._pending: list[SparseGrad] = []
+        # Set by a fused sparse optimizer: called with each lookup's gradient as backward makes it.
+        self.grad_hook: Callable[[SparseGrad], None] | None = None
         self.groups: list[_Group] = []
         logical: dict[str, tuple[str, EmbeddingSpec]] = {}  # table name -> (first feature, spec)
         by_settings: dict[tuple, _Group] = {}
@@ -158,7 +161,7 @@ class EmbeddingEngine(nn.Module):
             assert emb is not None  # gathered unless direct
             if self.training and torch.is_grad_enabled():
                 emb.requires_grad_()
-                self._pending.append(SparseGrad(group.table, found.rows, emb))
+                self._record(group.table, found.rows, emb)
             emb_d = emb.to(device)
             at = 0
             for (name, _), ids in zip(present, inputs, strict=True):
@@ -183,6 +186,19 @@ class EmbeddingEngine(nn.Module):
         if self.training:
             self.step += 1
         return out
+
+    def _record(self, table: HashTable, rows: Tensor, emb: Tensor) -> None:
+        hook = self.grad_hook
+        if hook is None:
+            self._pending.append(SparseGrad(table, rows, emb))
+            return
+
+        def apply(leaf: Tensor) -> None:  # runs once the leaf's gradient is complete; keeps none stored
+            assert leaf.grad is not None
+            hook(SparseGrad(table, rows, leaf.grad))
+            leaf.grad = None
+
+        emb.register_post_accumulate_grad_hook(apply)
 
     def _prepare(self, name: str, x: Tensor | Ragged) -> Ragged:
         spec = self.specs[name]
@@ -234,6 +250,10 @@ class EmbeddingEngine(nn.Module):
     def set_extra_state(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
 
+    def tables(self) -> dict[str, HashTable]:
+        """The physical tables by name (`table<i>:<features>`, as in `stats()`)."""
+        return {f"table{i}:{'+'.join(g.features)}": g.table for i, g in enumerate(self.groups)}
+
     def clear_sparse_grads(self) -> None:
         """Drops recorded lookups (e.g. after a skipped step)."""
         self._pending = []
@@ -241,11 +261,11 @@ class EmbeddingEngine(nn.Module):
     def evict(self) -> dict[str, int]:
         """Applies every table's eviction policy as of the last training step; rows dropped per physical table."""
         last = self.step - 1
-        return {f"table{i}:{'+'.join(g.features)}": g.table.evict(last) for i, g in enumerate(self.groups)}
+        return {name: table.evict(last) for name, table in self.tables().items()}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
-        return {f"table{i}:{'+'.join(g.features)}": g.table.stats() for i, g in enumerate(self.groups)}
+        return {name: table.stats() for name, table in self.tables().items()}
 
 
 def _cpu(t: Tensor | None) -> Tensor | None:

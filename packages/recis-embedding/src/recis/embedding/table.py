@@ -237,6 +237,10 @@ class HashTable:
         """Adds an optimizer state slot (width floats per row, reset to `init` for new rows)."""
         return int(self._c.add_slot(name, width, init))
 
+    def slot_names(self) -> list[str]:
+        """Names of the optimizer slots, in index order."""
+        return list(self._c.slot_names())
+
     def state_dict(self) -> dict[str, Tensor]:
         """Live rows as tensors: ids, tags, steps, freqs, embeddings and `slot.<name>` per slot."""
         e = self._c.export()

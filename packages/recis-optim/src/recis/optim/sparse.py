@@ -1,0 +1,413 @@
+"""Sparse optimizers over hash-table embeddings: only the rows a step touched are updated.
+
+Each update is one C++ pass per table that reads a row's reduced gradient and updates its
+optimizer slots (kept in the table, under the row's index) and its embedding together. They are
+`torch.optim.Optimizer`s, one param group per physical table, so `lr_scheduler`s drive them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from recis.core import _C
+from recis.embedding import EmbeddingEngine, HashTable, SparseGrad
+
+Sources = EmbeddingEngine | nn.Module | HashTable | Iterable[EmbeddingEngine | nn.Module | HashTable]
+
+
+class SparseOptimizer(torch.optim.Optimizer):
+    """Base class: applies `kind`'s update to the rows of hash tables that a step touched.
+
+    Args:
+        params: an `EmbeddingEngine`, a module containing engines, a `HashTable`, or a list of them.
+            Engines hand over their gradients by themselves; for bare tables pass them to
+            `accumulate()`.
+        fused: apply each table's update inside backward, as soon as its gradient is complete, so no
+            sparse gradient is stored. Results equal the two-phase path; it rules out gradient
+            accumulation over micro-batches and global norm clipping (both need every gradient first).
+        defaults: the kind's hyper-parameters (`lr`, ...); each table is one param group holding
+            them, with its name under "name".
+
+    Semantics are "lazy": a row's moments and accumulators move only in steps that touch it.
+    The bias-correction step `t` of the Adam kinds is the optimizer's step count (1 on the first
+    `step()`), shared by all rows, as in `torch.optim.SparseAdam` and TF's LazyAdam. A row that is
+    evicted and re-inserted starts with fresh slots.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, params: Sources, *, fused: bool = False, **defaults: Any):
+        if defaults.get("lr", 0.0) < 0:
+            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {defaults['lr']}")
+        self.engines, tables = _collect(params, type(self).__name__)
+        groups = [{"params": [torch.zeros(0)], "name": name} for name in tables]
+        super().__init__(groups, defaults)
+        self.tables = list(tables.values())
+        self._slots = [self._ensure_slots(t) for t in self.tables]
+        self._index = {id(t): i for i, t in enumerate(self.tables)}
+        self._step = 0
+        self._grads: list[SparseGrad] = []  # accumulated since the last step
+        self._merged: list[SparseGrad] | None = None  # reduced per table, cached for clipping
+        self._grad_scale = 1.0
+        self.fused = fused
+        self._fused_done: set[int] = set()
+        for engine in self.engines:
+            if engine.grad_hook is not None and fused:
+                raise ValueError(f"{type(self).__name__}: an engine already has a fused optimizer")
+            if fused:
+                engine.grad_hook = self._apply_in_backward
+
+    # -- the torch.optim interface ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """Applies one update to every row touched since the last step (gradients summed per row)."""
+        loss = closure() if closure is not None else None
+        self._step += 1
+        if not self.fused:
+            for i, g in enumerate(self._reduce()):
+                if len(g.rows):
+                    self._update(i, g.rows, g.grad)
+        self._fused_done.clear()
+        self._grads, self._merged, self._grad_scale = [], None, 1.0
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drops gradients collected so far (the engines' recorded lookups keep their graphs)."""
+        self._grads, self._merged, self._grad_scale = [], None, 1.0
+        for engine in self.engines:
+            engine.clear_sparse_grads()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyper-parameters per table and the step count; the slots themselves live in the tables."""
+        return super().state_dict() | {"sparse_step": self._step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self._step = int(state.pop("sparse_step"))
+        super().load_state_dict(state)
+
+    # -- gradients -------------------------------------------------------------------------------
+
+    def accumulate(self, grads: Iterable[SparseGrad]) -> None:
+        """Adds gradients of bare `HashTable`s (rows, (n, D) grads; rows may repeat: they are summed)."""
+        for g in grads:
+            if id(g.table) not in self._index:
+                raise ValueError(f"{type(self).__name__}.accumulate: {g.table!r} is not one of this optimizer's tables")
+            if g.grad.shape != (len(g.rows), g.table.dim):
+                raise ValueError(
+                    f"{type(self).__name__}.accumulate: grad must be ({len(g.rows)}, {g.table.dim}), "
+                    f"got {tuple(g.grad.shape)}"
+                )
+            self._grads.append(g)
+        self._merged = None
+
+    def grad_sq_norm(self) -> Tensor:
+        """Sum of squares of the reduced sparse gradients (for global norm clipping)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for g in self._reduce():
+            total += g.grad.double().square().sum()
+        return total
+
+    def scale_grads(self, factor: float) -> None:
+        """Multiplies this step's gradients by `factor` (applied inside the update kernel)."""
+        self._grad_scale *= factor
+
+    def _reduce(self) -> list[SparseGrad]:
+        """Pulls the engines' gradients and sums them per table and row."""
+        if self.fused:
+            raise RuntimeError(f"{type(self).__name__}(fused=True) keeps no gradients to read or clip")
+        for engine in self.engines:
+            pending = engine.sparse_grads() if engine._pending else []
+            self._grads.extend(g for g in pending if id(g.table) in self._index)
+        if self._merged is not None and not self._grads:
+            return self._merged
+        per_table: list[list[SparseGrad]] = [[] for _ in self.tables]
+        for g in [*(self._merged or []), *self._grads]:
+            per_table[self._index[id(g.table)]].append(g)
+        self._grads = []
+        self._merged = [_merge(table, parts) for table, parts in zip(self.tables, per_table, strict=True)]
+        return self._merged
+
+    def _apply_in_backward(self, g: SparseGrad) -> None:
+        i = self._index.get(id(g.table))
+        if i is None:
+            return
+        if i in self._fused_done:
+            raise RuntimeError(
+                f"{type(self).__name__}(fused=True): table {self.param_groups[i]['name']!r} got a second gradient "
+                "before step(); fused updates cannot accumulate micro-batches (use fused=False)"
+            )
+        self._fused_done.add(i)
+        merged = _merge(g.table, [g])
+        self._update(i, merged.rows, merged.grad, step=self._step + 1)
+
+    # -- the update ------------------------------------------------------------------------------
+
+    def _update(self, i: int, rows: Tensor, grad: Tensor, step: int | None = None) -> None:
+        config = _C.OptConfig(self.kind)
+        self._configure(config, self.param_groups[i])
+        config.step = self._step if step is None else step
+        config.grad_scale = self._grad_scale
+        _C.sparse_update(self.tables[i]._c, config, self._slots[i], rows, grad.to(torch.float32).contiguous())
+
+    def _configure(self, config: Any, group: dict[str, Any]) -> None:
+        """Copies the group's hyper-parameters into the kernel config."""
+        config.lr = group["lr"]
+        config.weight_decay = group.get("weight_decay", 0.0)
+
+    def _ensure_slots(self, table: HashTable) -> list[int]:
+        """Adds this kind's slots to `table` (or reuses them, e.g. after a checkpoint load)."""
+        names = table.slot_names()
+        init = self.defaults.get("initial_accumulator_value", 0.0)
+        out = []
+        for name, width, accumulator in _C.optimizer_slots(self.kind):
+            width = width or table.dim
+            if name in names:
+                out.append(names.index(name))
+            else:
+                out.append(table.add_slot(name, width, init if accumulator else 0.0))
+        return out
+
+
+def _merge(table: HashTable, parts: list[SparseGrad]) -> SparseGrad:
+    """One gradient per distinct row (rows -1, which have no row, dropped)."""
+    if not parts:
+        return SparseGrad(table, torch.empty(0, dtype=torch.int64), torch.empty(0, table.dim))
+    rows = torch.cat([p.rows for p in parts]) if len(parts) > 1 else parts[0].rows
+    grad = torch.cat([p.grad for p in parts]) if len(parts) > 1 else parts[0].grad  # (N, D)
+    keep = rows >= 0
+    if not bool(keep.all()):
+        rows, grad = rows[keep], grad[keep]
+    if len(parts) > 1:
+        rows, inverse = torch.unique(rows, return_inverse=True)
+        grad = torch.zeros(len(rows), table.dim, dtype=grad.dtype).index_add_(0, inverse, grad)
+    return SparseGrad(table, rows, grad)
+
+
+def _collect(params: Sources, who: str) -> tuple[list[EmbeddingEngine], dict[str, HashTable]]:
+    """Engines and the physical tables (by name) that `params` names."""
+    items = [params] if isinstance(params, nn.Module | HashTable) else list(params)
+    engines: list[EmbeddingEngine] = []
+    tables: dict[str, HashTable] = {}
+    for item in items:
+        if isinstance(item, HashTable):
+            tables.setdefault(f"table{len(tables)}", item)
+        elif isinstance(item, nn.Module):
+            for module in item.modules():
+                if isinstance(module, EmbeddingEngine) and module not in engines:
+                    engines.append(module)
+                    prefix = f"engine{len(engines) - 1}." if len(engines) > 1 else ""
+                    tables |= {prefix + name: t for name, t in module.tables().items()}
+        else:
+            raise TypeError(f"{who}: expected EmbeddingEngines, modules or HashTables, got {type(item).__name__}")
+    if not tables:
+        raise ValueError(f"{who}: no hash tables to optimize (pass an EmbeddingEngine or a module holding one)")
+    if len({id(t) for t in tables.values()}) != len(tables):
+        raise ValueError(f"{who}: a table was given twice")
+    return engines, tables
+
+
+class SparseSGD(SparseOptimizer):
+    """w -= lr * (g + weight_decay * w) on touched rows.
+
+    Example:
+        >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
+        >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
+        >>> opt = SparseSGD(engine, lr=0.1)
+        >>> engine({"item": torch.tensor([1, 2])})["item"].sum().backward()
+        >>> opt.step()
+    """
+
+    kind = "sgd"
+
+    def __init__(self, params: Sources, lr: float = 0.01, weight_decay: float = 0.0, *, fused: bool = False):
+        super().__init__(params, fused=fused, lr=lr, weight_decay=weight_decay)
+
+
+class SparseAdagrad(SparseOptimizer):
+    """`torch.optim.Adagrad` on touched rows: s += g^2; w -= lr_t * g / (sqrt(s) + eps), with
+    lr_t = lr / (1 + (t - 1) * lr_decay) and weight decay added to g (L2). Slot: adagrad.sum (D)."""
+
+    kind = "adagrad"
+
+    def __init__(
+        self,
+        params: Sources,
+        lr: float = 0.01,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        fused: bool = False,
+    ):
+        super().__init__(
+            params,
+            fused=fused,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
+
+    def _configure(self, config: Any, group: dict[str, Any]) -> None:
+        super()._configure(config, group)
+        config.lr_decay, config.eps = group["lr_decay"], group["eps"]
+
+
+class SparseRowWiseAdagrad(SparseOptimizer):
+    """Adagrad with one accumulator per row (FBGEMM/TorchRec's row-wise Adagrad): s += mean(g^2);
+    w -= lr * g / (sqrt(s) + eps). Slot: rowwise_adagrad.sum (1 float per row)."""
+
+    kind = "rowwise_adagrad"
+
+    def __init__(
+        self,
+        params: Sources,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-8,
+        *,
+        fused: bool = False,
+    ):
+        super().__init__(
+            params,
+            fused=fused,
+            lr=lr,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
+
+    def _configure(self, config: Any, group: dict[str, Any]) -> None:
+        super()._configure(config, group)
+        config.eps = group["eps"]
+
+
+class SparseAdam(SparseOptimizer):
+    """`torch.optim.Adam` on touched rows (lazy): weight decay is L2 (added to g). Slots: adam.m, adam.v.
+
+    Example:
+        >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
+        >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
+        >>> opt = SparseAdam(engine, lr=1e-3)
+        >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+        >>> engine({"item": torch.tensor([1, 2])})["item"].sum().backward()
+        >>> opt.step(); sched.step()
+    """
+
+    kind = "adam"
+    decoupled = False
+
+    def __init__(
+        self,
+        params: Sources,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        fused: bool = False,
+    ):
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas}")
+        super().__init__(params, fused=fused, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _configure(self, config: Any, group: dict[str, Any]) -> None:
+        super()._configure(config, group)
+        config.beta1, config.beta2 = group["betas"]
+        config.eps = group["eps"]
+        config.decoupled = self.decoupled
+
+
+class SparseAdamW(SparseAdam):
+    """`torch.optim.AdamW` on touched rows: decoupled decay w *= 1 - lr * weight_decay, then Adam."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: Sources,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        *,
+        fused: bool = False,
+    ):
+        super().__init__(params, lr, betas, eps, weight_decay, fused=fused)
+
+
+class SparseAdamTF(SparseAdam):
+    """TensorFlow's Adam (`tf.compat.v1.train.AdamOptimizer` / Keras `Adam`) on touched rows, as LazyAdam:
+
+    lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
+    w -= lr_t * m / (sqrt(v) + eps)   (epsilon outside the bias correction, unlike torch).
+    """
+
+    kind = "adam_tf"
+
+
+class SparseAdamWTF(SparseAdamTF):
+    """Keras `AdamW` on touched rows: w -= w * weight_decay * lr, then TF's Adam update."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: Sources,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 4e-3,
+        *,
+        fused: bool = False,
+    ):
+        super().__init__(params, lr, betas, eps, weight_decay, fused=fused)
+
+
+class SparseFtrl(SparseOptimizer):
+    """FTRL-Proximal (McMahan et al., KDD 2013, Algorithm 1), per coordinate, on touched rows:
+
+    sigma = (sqrt(n + g^2) - sqrt(n)) / lr; z += g - sigma * w; n += g^2;
+    w = 0 if |z| <= l1 else -(z - sign(z) * l1) / ((beta + sqrt(n)) / lr + l2).
+
+    Slots: ftrl.z, ftrl.n (n starts at `initial_accumulator_value`). The paper's weights start at
+    0: give such tables `Initializer.constant(0.0)`. TF's `FtrlOptimizer` is this with beta=0 and
+    2 * l2.
+    """
+
+    kind = "ftrl"
+
+    def __init__(
+        self,
+        params: Sources,
+        lr: float = 0.05,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        beta: float = 1.0,
+        initial_accumulator_value: float = 0.0,
+        *,
+        fused: bool = False,
+    ):
+        if lr <= 0:
+            raise ValueError(f"SparseFtrl: lr must be > 0, got {lr}")
+        if l1 < 0 or l2 < 0 or beta < 0 or initial_accumulator_value < 0:
+            raise ValueError(
+                f"SparseFtrl: l1, l2, beta and initial_accumulator_value must be >= 0, "
+                f"got {l1}, {l2}, {beta}, {initial_accumulator_value}"
+            )
+        super().__init__(
+            params, fused=fused, lr=lr, l1=l1, l2=l2, beta=beta, initial_accumulator_value=initial_accumulator_value
+        )
+
+    def _configure(self, config: Any, group: dict[str, Any]) -> None:
+        super()._configure(config, group)
+        config.l1, config.l2, config.ftrl_beta = group["l1"], group["l2"], group["beta"]
