@@ -11,6 +11,7 @@
 
 #include "recis/hash_table.h"
 #include "recis/pooling.h"
+#include "pooling_args.h"
 #include "tensor.h"
 
 namespace recis::bind {
@@ -31,13 +32,6 @@ Initializer parse_init(const std::string& kind, double a, double b) {
     if (kind == name) return Initializer{k, a, b};
   throw std::invalid_argument("HashTable: unknown initializer '" + kind +
                               "' (expected constant, uniform, normal, truncated_normal or xavier_uniform)");
-}
-
-Combiner parse_combiner(const std::string& c, const char* op) {
-  if (c == "sum") return Combiner::kSum;
-  if (c == "mean") return Combiner::kMean;
-  if (c == "sqrtn") return Combiner::kSqrtn;
-  throw std::invalid_argument(std::string(op) + ": unknown combiner '" + c + "' (expected sum, mean or sqrtn)");
 }
 
 template <typename T>
@@ -125,20 +119,23 @@ void init_embedding(nb::module_& m) {
       .def(
           "pool",
           [](const HashTable& t, const I64Array& rows, const I64Array& inverse, const I64Array& offsets,
-             std::optional<F32Array1> weights, const std::string& combiner, F32Out2 out) {
+             std::optional<F32Array1> weights, const std::vector<std::string>& combiners,
+             const std::vector<int64_t>& runs, F32Out2 out) {
             const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
             const int64_t u = static_cast<int64_t>(rows.shape(0));
-            const Combiner c = parse_combiner(combiner, "HashTable.pool");
+            const std::vector<BagRun> c = parse_runs(combiners, runs, "HashTable.pool");
             if (bags < 0 || static_cast<int64_t>(out.shape(0)) != bags || static_cast<int64_t>(out.shape(1)) != t.dim())
               throw std::invalid_argument("HashTable.pool: out must be " + std::to_string(bags) + " x " +
                                           std::to_string(t.dim()));
             const float* w = weights_of(weights, n, "HashTable.pool");
             nb::gil_scoped_release release;
             check_pooling_inputs("HashTable.pool", inverse.data(), n, u, offsets.data(), bags);
-            t.pool(rows.data(), u, inverse.data(), offsets.data(), bags, w, c, out.data());
+            const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "HashTable.pool");
+            t.pool(rows.data(), u, inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
+                   out.data());
           },
-          nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
-          nb::arg("out").noconvert(),
+          nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
+          nb::arg("runs"), nb::arg("out").noconvert(),
           "Pools table rows rows[inverse[j]] per bag straight from the blocks (no (U, D) copy) into out (bags x dim).")
       .def(
           "gather",
@@ -285,38 +282,41 @@ void init_embedding(nb::module_& m) {
   m.def(
       "pooled_forward",
       [](const F32Array2& emb, const I64Array& inverse, const I64Array& offsets, std::optional<F32Array1> weights,
-         const std::string& combiner, F32Out2 out) {
+         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, F32Out2 out) {
         const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
         const int64_t dim = static_cast<int64_t>(emb.shape(1));
-        const Combiner c = parse_combiner(combiner, "pooled_forward");
+        const std::vector<BagRun> c = parse_runs(combiners, runs, "pooled_forward");
         if (bags < 0 || static_cast<int64_t>(out.shape(0)) != bags || static_cast<int64_t>(out.shape(1)) != dim)
           throw std::invalid_argument("pooled_forward: out must be " + std::to_string(bags) + " x " + std::to_string(dim));
         const float* w = weights_of(weights, n, "pooled_forward");
         nb::gil_scoped_release release;
         check_pooling_inputs("pooled_forward", inverse.data(), n, static_cast<int64_t>(emb.shape(0)), offsets.data(), bags);
-        pooled_forward(emb.data(), static_cast<int64_t>(emb.shape(0)), dim, inverse.data(), offsets.data(), bags, w, c,
-                       out.data());
+        const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "pooled_forward");
+        pooled_forward(emb.data(), static_cast<int64_t>(emb.shape(0)), dim, inverse.data(), offsets.data(), bags, w,
+                       scales.empty() ? nullptr : scales.data(), out.data());
       },
-      nb::arg("emb"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
-      nb::arg("out").noconvert(), "out[b] = pooled rows emb[inverse[j]] over bag b (sum, mean or sqrtn).");
+      nb::arg("emb"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
+      nb::arg("runs"), nb::arg("out").noconvert(), "out[b] = pooled rows emb[inverse[j]] over bag b; combiners[i] (sum, mean or sqrtn) pools the i-th run of runs[i] bags.");
 
   m.def(
       "pooled_backward",
       [](const F32Array2& grad_out, const I64Array& inverse, const I64Array& offsets, std::optional<F32Array1> weights,
-         const std::string& combiner, F32Out2 grad_emb) {
+         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, F32Out2 grad_emb) {
         const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
         const int64_t dim = static_cast<int64_t>(grad_out.shape(1));
-        const Combiner c = parse_combiner(combiner, "pooled_backward");
+        const std::vector<BagRun> c = parse_runs(combiners, runs, "pooled_backward");
         if (bags < 0 || static_cast<int64_t>(grad_out.shape(0)) != bags || static_cast<int64_t>(grad_emb.shape(1)) != dim)
           throw std::invalid_argument("pooled_backward: grad_out must be " + std::to_string(bags) + " x dim and grad_emb U x dim");
         const float* w = weights_of(weights, n, "pooled_backward");
         const int64_t u = static_cast<int64_t>(grad_emb.shape(0));
         nb::gil_scoped_release release;
         check_pooling_inputs("pooled_backward", inverse.data(), n, u, offsets.data(), bags);
-        pooled_backward(grad_out.data(), dim, inverse.data(), offsets.data(), bags, w, c, u, grad_emb.data());
+        const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "pooled_backward");
+        pooled_backward(grad_out.data(), dim, inverse.data(), offsets.data(), bags, w,
+                        scales.empty() ? nullptr : scales.data(), u, grad_emb.data());
       },
-      nb::arg("grad_out"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiner"),
-      nb::arg("grad_emb").noconvert(), "Reduces the pooled output's gradient onto the unique rows (U x dim).");
+      nb::arg("grad_out"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
+      nb::arg("runs"), nb::arg("grad_emb").noconvert(), "Reduces the pooled output's gradient onto the unique rows (U x dim).");
 }
 
 }  // namespace recis::bind

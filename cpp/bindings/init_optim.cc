@@ -1,20 +1,67 @@
 // Bindings for the sparse optimizer updates.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "pooling_args.h"
+#include "recis/pooling.h"
 #include "recis/sparse_optim.h"
 #include "tensor.h"
 
 namespace recis::bind {
 
 using F32Grad = nb::ndarray<nb::pytorch, const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using F32Array1 = nb::ndarray<nb::pytorch, const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+namespace {
+
+// Backward of a pooled lookup straight into the optimizer: each unique row's gradient is reduced
+// into a per-thread buffer and applied to the row at once; no (U, D) gradient is ever stored.
+void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const I64Array& rows,
+                            const I64Array& inverse, const I64Array& offsets, const std::optional<F32Array1>& weights,
+                            const std::vector<std::string>& combiners, const std::vector<int64_t>& runs,
+                            const F32Grad& grad_out) {
+  const char* op = "pooled_backward_update";
+  const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+  const int64_t u = static_cast<int64_t>(rows.shape(0));
+  const std::vector<BagRun> parsed = parse_runs(combiners, runs, op);
+  if (bags < 0 || static_cast<int64_t>(grad_out.shape(0)) != bags || static_cast<int64_t>(grad_out.shape(1)) != t.dim())
+    throw std::invalid_argument(std::string(op) + ": grad_out must be " + std::to_string(bags) + " x " +
+                                std::to_string(t.dim()));
+  if (weights && static_cast<int64_t>(weights->shape(0)) != n)
+    throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(n) + " entries");
+  const float* w = weights ? weights->data() : nullptr;
+  nb::gil_scoped_release release;
+  check_pooling_inputs(op, inverse.data(), n, u, offsets.data(), bags);
+  const std::vector<float> scales = bag_scales(offsets.data(), bags, w, parsed, op);
+  std::lock_guard<std::mutex> lock(t.mutex());
+  t.check_rows(rows.data(), u, op);
+  struct Update : RowSink {
+    const RowUpdater* up;
+    const int64_t* rows;
+    void prefetch(int64_t k) const override {
+      if (rows[k] >= 0) up->prefetch(rows[k]);
+    }
+    void take(int64_t k, const float* g) const override {
+      if (rows[k] >= 0) up->apply(rows[k], g);
+    }
+  } sink;
+  const RowUpdater up(t, c, slots);
+  sink.up = &up;
+  sink.rows = rows.data();
+  reduce_rows(grad_out.data(), t.dim(), inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
+              u, sink);
+}
+
+}  // namespace
 
 void init_optim(nb::module_& m) {
   nb::class_<OptConfig>(m, "OptConfig", "Hyper-parameters of one sparse update (see recis/sparse_optim.h).")
@@ -57,6 +104,12 @@ void init_optim(nb::module_& m) {
       },
       nb::arg("table"), nb::arg("config"), nb::arg("slots"), nb::arg("rows"), nb::arg("grad"),
       "Updates each (distinct) row with its reduced gradient; rows -1 are skipped.");
+
+  m.def("pooled_backward_update", &pooled_backward_update, nb::arg("table"), nb::arg("config"), nb::arg("slots"),
+        nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
+        nb::arg("runs"), nb::arg("grad_out"),
+        "Backward of a pooled table lookup fused with the optimizer: reduces each unique row's gradient and "
+        "updates the row at once (rows distinct; -1 skipped).");
 }
 
 }  // namespace recis::bind

@@ -35,6 +35,7 @@ def test_output_block_cache_keeps_and_releases_blocks():
     from recis.core import Ragged
 
     r = Ragged.from_lengths(torch.arange(1_000_000), torch.full((1000,), 1000))
+    _C.set_buffer_cache_limit(0)  # start empty: a cached block of the same size would be reused
     _C.set_buffer_cache_limit(1 << 30)
     before = _C.buffer_cache_bytes()
     out = r.select(torch.arange(1000))  # an 8 MB output ...

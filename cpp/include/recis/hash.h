@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace recis {
 
@@ -25,5 +26,36 @@ void hash_strings(const Offset* offsets, int64_t n, const uint8_t* data, int64_t
 // Re-hashes n int64 IDs: MurmurHash3 x64-128 (low half) of each ID's 8 little-endian bytes with
 // `seed` (salting), then mod buckets when buckets > 0 (unsigned).
 void hash_ids(const int64_t* ids, int64_t n, uint64_t seed, int64_t buckets, int64_t* out);
+
+// One string column of a fused call: n strings in Arrow layout with int64 offsets.
+struct StringColumn {
+  const int64_t* offsets;  // n + 1
+  int64_t n;
+  const uint8_t* data;
+  int64_t data_len;
+  StringHash algo;
+  uint64_t seed;
+  int64_t buckets;  // as in hash_strings
+  int64_t* out;     // n
+};
+
+// Hashes many string columns in one run over the pool (tasks are column x chunk pairs). Errors
+// read "hash_strings: column c: ...".
+void hash_string_columns(const std::vector<StringColumn>& columns);
+
+// One ID column of a fused call: each of the n IDs is hashed k times, hash j with seed + j and
+// then mod buckets[j] when buckets[j] > 0, into out[i * k + j]. k = 1 is hash_ids; k > 1 gives
+// k independent hashes of one ID (MultiHash).
+struct IdColumn {
+  const int64_t* ids;  // n
+  int64_t n;
+  uint64_t seed;
+  const int64_t* buckets;  // k
+  int64_t k;
+  int64_t* out;  // n * k
+};
+
+// Hashes many ID columns in one run over the pool. Errors read "hash_ids: column c: ...".
+void hash_id_columns(const std::vector<IdColumn>& columns);
 
 }  // namespace recis

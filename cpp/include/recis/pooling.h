@@ -1,18 +1,32 @@
 // Pooled embedding kernels over a batch's unique rows: forward pools rows[inverse[j]] per bag,
 // backward reduces the output gradient onto the unique rows (never a [table rows, D] gradient).
+// One call can cover several features: their bags are concatenated, each feature's run of bags
+// with its own combiner.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace recis {
 
 enum class Combiner { kSum, kMean, kSqrtn };
 
-// out[b] = scale_b * sum_{j in bag b} w_j * emb[inverse[j]], with w_j = 1 when weights is null,
-// scale_b = 1 (sum), 1 / sum_j w_j (mean), 1 / sqrt(sum_j w_j^2) (sqrtn); empty bags give zeros.
+// A run of `bags` consecutive bags pooled with `combiner`.
+struct BagRun {
+  int64_t bags;
+  Combiner combiner;
+};
+
+// Per-bag scale: 1 (sum), 1 / sum_j w_j (mean), 1 / sqrt(sum_j w_j^2) (sqrtn), 0 for empty bags
+// (w_j = 1 when weights is null). Empty when every run is "sum" (all scales 1). The runs must
+// cover exactly `bags` bags.
+std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float* weights,
+                              const std::vector<BagRun>& runs, const char* op);
+
+// out[b] = scale_b * sum_{j in bag b} w_j * emb[inverse[j]]; scales null: all 1.
 // emb: U x dim; inverse: n values in [0, U); offsets: bags + 1; out: bags x dim.
 void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                    int64_t bags, const float* weights, Combiner combiner, float* out);
+                    int64_t bags, const float* weights, const float* scales, float* out);
 
 // Where unique row u lives in a table: rows[u] is a table row (-1: the zero row), found in
 // blocks[row >> shift] at (row & mask) * dim.
@@ -31,12 +45,26 @@ struct TableRows {
 
 // Same as pooled_forward, reading the unique rows straight from a table's blocks (no copy).
 void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                         int64_t bags, const float* weights, Combiner combiner, float* out);
+                         int64_t bags, const float* weights, const float* scales, float* out);
 
-// grad_emb[u] = sum over j with inverse[j] == u of scale_{bag(j)} * w_j * grad_out[bag(j)], summed in
-// increasing j (deterministic). grad_emb: U x dim, fully written.
+// Receives each unique row's reduced gradient from reduce_rows (called in parallel over rows).
+class RowSink {
+ public:
+  virtual ~RowSink() = default;
+  // Where row u's gradient is summed (dim floats); `scratch` is a per-thread buffer.
+  virtual float* buffer(int64_t /*u*/, float* scratch) const { return scratch; }
+  virtual void prefetch(int64_t /*u*/) const {}
+  virtual void take(int64_t u, const float* g) const = 0;
+};
+
+// For each unique row u: g_u = sum over j with inverse[j] == u of scale_{bag(j)} * w_j *
+// grad_out[bag(j)], summed in increasing j (deterministic), handed to sink.take(u, g_u).
+void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
+                 const float* weights, const float* scales, int64_t num_unique, const RowSink& sink);
+
+// reduce_rows into grad_emb (U x dim, fully written).
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-                     const float* weights, Combiner combiner, int64_t num_unique, float* grad_emb);
+                     const float* weights, const float* scales, int64_t num_unique, float* grad_emb);
 
 // Checks inverse[j] in [0, U) and offsets (0, non-decreasing, last == n); throws naming `op`.
 void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,

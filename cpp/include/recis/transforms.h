@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace recis {
 
@@ -12,5 +13,31 @@ void bucketize(const double* values, int64_t n, const double* boundaries, int64_
 
 // out[i] = ids[i] mod m with the sign of m (Python's %, torch.remainder): always in [0, m) for m > 0.
 void mod_ids(const int64_t* ids, int64_t n, int64_t m, int64_t* out);
+
+enum class NumericType { kFloat32, kFloat64, kInt32, kInt64 };
+
+// One column of a fused bucketize call: n values of `type`, compared as doubles.
+struct BucketizeColumn {
+  const void* values;
+  NumericType type;
+  int64_t n;
+  const double* boundaries;
+  int64_t num_boundaries;
+  int64_t* out;
+};
+
+// Bucketizes many columns in one run over the pool. Errors read "bucketize: column c: ...".
+void bucketize_columns(const std::vector<BucketizeColumn>& columns);
+
+// One column of a fused mod call.
+struct ModColumn {
+  const int64_t* ids;
+  int64_t n;
+  int64_t modulus;
+  int64_t* out;
+};
+
+// Takes many columns mod their moduli in one run over the pool. Errors read "mod: column c: ...".
+void mod_columns(const std::vector<ModColumn>& columns);
 
 }  // namespace recis

@@ -1,6 +1,7 @@
 // Pooling kernels. Forward is parallel over bags; backward first groups value positions by
 // unique row (a counting sort, O(n)), then is parallel over unique rows, so no atomics are needed
-// and the summation order is fixed.
+// and the summation order is fixed; the row's sum goes to a sink (a gradient array, or an
+// optimizer that updates the row at once).
 #include "recis/pooling.h"
 
 #include <algorithm>
@@ -15,20 +16,40 @@
 #include "recis/ragged.h"
 
 namespace recis {
-namespace {
 
-float bag_scale(const int64_t* offsets, int64_t b, const float* weights, Combiner c) {
-  if (c == Combiner::kSum) return 1.0f;
-  double acc = 0.0;
-  for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-    const double w = weights ? weights[j] : 1.0;
-    acc += c == Combiner::kMean ? w : w * w;
+std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float* weights,
+                              const std::vector<BagRun>& runs, const char* op) {
+  int64_t covered = 0;
+  bool all_sum = true;
+  for (const BagRun& r : runs) {
+    if (r.bags < 0) throw std::invalid_argument(std::string(op) + ": a feature has a negative bag count");
+    covered += r.bags;
+    all_sum = all_sum && r.combiner == Combiner::kSum;
   }
-  if (acc == 0.0) return 0.0f;  // empty bag (or all-zero weights): zeros, never a division by zero
-  return static_cast<float>(c == Combiner::kMean ? 1.0 / acc : 1.0 / std::sqrt(acc));
+  if (covered != bags)
+    throw std::invalid_argument(std::string(op) + ": combiner runs cover " + std::to_string(covered) + " bags, but there are " +
+                                std::to_string(bags));
+  if (all_sum) return {};
+  std::vector<float> scales(static_cast<size_t>(bags));
+  int64_t b = 0;
+  for (const BagRun& r : runs) {
+    for (const int64_t end = b + r.bags; b < end; ++b) {
+      if (r.combiner == Combiner::kSum) {
+        scales[static_cast<size_t>(b)] = 1.0f;
+        continue;
+      }
+      double acc = 0.0;
+      for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
+        const double w = weights ? weights[j] : 1.0;
+        acc += r.combiner == Combiner::kMean ? w : w * w;
+      }
+      // empty bag (or all-zero weights): zeros, never a division by zero
+      scales[static_cast<size_t>(b)] =
+          acc == 0.0 ? 0.0f : static_cast<float>(r.combiner == Combiner::kMean ? 1.0 / acc : 1.0 / std::sqrt(acc));
+    }
+  }
+  return scales;
 }
-
-}  // namespace
 
 void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,
                           const int64_t* offsets, int64_t bags) {
@@ -45,7 +66,7 @@ namespace {
 // row_of(u) gives the values of unique row u.
 template <int kDim, typename RowOf>
 void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets, const float* weights,
-               Combiner combiner, float* out, int64_t begin, int64_t end) {
+               const float* scales, float* out, int64_t begin, int64_t end) {
   constexpr int64_t kAhead = 16;  // rows in flight; prefetch crosses bag boundaries
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
@@ -59,77 +80,109 @@ void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64
       const float w = weights ? weights[j] : 1.0f;
       for (int64_t d = 0; d < dim; ++d) o[d] += w * e[d];
     }
-    const float s = bag_scale(offsets, b, weights, combiner);
-    if (s != 1.0f)
-      for (int64_t d = 0; d < dim; ++d) o[d] *= s;
+    if (scales && scales[b] != 1.0f)
+      for (int64_t d = 0; d < dim; ++d) o[d] *= scales[b];
   }
 }
 
 template <typename RowOf>
 void pool_all(RowOf row_of, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-              const float* weights, Combiner combiner, float* out) {
+              const float* weights, const float* scales, float* out) {
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
     switch (dim) {
-      case 8: return pool_bags<8>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 16: return pool_bags<16>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 32: return pool_bags<32>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 64: return pool_bags<64>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
-      case 128: return pool_bags<128>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
-      default: return pool_bags<0>(row_of, dim, inverse, offsets, weights, combiner, out, begin, end);
+      case 8: return pool_bags<8>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
+      case 16: return pool_bags<16>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
+      case 32: return pool_bags<32>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
+      case 64: return pool_bags<64>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
+      case 128: return pool_bags<128>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
+      default: return pool_bags<0>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
     }
   });
+}
+
+// Sums the contributions [k, k_end) of one row: g = sum factor[k] * grad_out[bag[k]], prefetching
+// the gradient rows kAhead contributions ahead (across rows, up to `last`).
+template <int kDim>
+void sum_row(const float* grad_out, int64_t dim_rt, const int64_t* bag, const float* factor, int64_t k, int64_t k_end,
+             int64_t last, float* g) {
+  constexpr int64_t kAhead = 16;
+  const int64_t dim = kDim > 0 ? kDim : dim_rt;
+  const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
+  float* __restrict out = g;
+  std::memset(out, 0, row_bytes);
+  for (; k < k_end; ++k) {
+    if (k + kAhead < last) prefetch_lines(grad_out + bag[k + kAhead] * dim, row_bytes);
+    const float* __restrict go = grad_out + bag[k] * dim;
+    const float f = factor[k];
+    for (int64_t d = 0; d < dim; ++d) out[d] += f * go[d];
+  }
 }
 
 }  // namespace
 
 void pooled_forward(const float* emb, int64_t /*num_unique*/, int64_t dim, const int64_t* inverse,
-                    const int64_t* offsets, int64_t bags, const float* weights, Combiner combiner, float* out) {
-  pool_all([emb, dim](int64_t u) { return emb + u * dim; }, dim, inverse, offsets, bags, weights, combiner, out);
+                    const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out) {
+  pool_all([emb, dim](int64_t u) { return emb + u * dim; }, dim, inverse, offsets, bags, weights, scales, out);
 }
 
 void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                         int64_t bags, const float* weights, Combiner combiner, float* out) {
-  pool_all(rows, dim, inverse, offsets, bags, weights, combiner, out);
+                         int64_t bags, const float* weights, const float* scales, float* out) {
+  pool_all(rows, dim, inverse, offsets, bags, weights, scales, out);
 }
 
-void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-                     const float* weights, Combiner combiner, int64_t num_unique, float* grad_emb) {
+void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
+                 const float* weights, const float* scales, int64_t num_unique, const RowSink& sink) {
   const int64_t n = offsets[bags];
-  // Per value: its bag and its factor scale_bag * w_j.
-  std::vector<int64_t> bag_of(static_cast<size_t>(n));
-  std::vector<float> factor(static_cast<size_t>(n));
-  parallel_for(bags, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const float s = bag_scale(offsets, b, weights, combiner);
-      for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-        bag_of[static_cast<size_t>(j)] = b;
-        factor[static_cast<size_t>(j)] = s * (weights ? weights[j] : 1.0f);
-      }
-    }
-  });
-  // Counting sort of value positions by unique row: order[start[u] .. start[u + 1]).
+  // Counting sort of the values by unique row, keeping each value's (bag, factor = scale * w):
+  // row u's contributions are [start[u], start[u + 1]) of bag/factor, in increasing j.
   std::vector<int64_t> start(static_cast<size_t>(num_unique) + 1, 0);
   for (int64_t j = 0; j < n; ++j) ++start[static_cast<size_t>(inverse[j]) + 1];
   for (int64_t u = 0; u < num_unique; ++u) start[static_cast<size_t>(u) + 1] += start[static_cast<size_t>(u)];
-  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::vector<int64_t> bag(static_cast<size_t>(n));
+  std::vector<float> factor(static_cast<size_t>(n));
   {
     std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t j = 0; j < n; ++j) order[static_cast<size_t>(fill[static_cast<size_t>(inverse[j])]++)] = j;
+    for (int64_t b = 0; b < bags; ++b) {
+      const float s = scales ? scales[b] : 1.0f;
+      for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
+        const auto k = static_cast<size_t>(fill[static_cast<size_t>(inverse[j])]++);
+        bag[k] = b;
+        factor[k] = weights ? s * weights[j] : s;
+      }
+    }
   }
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   parallel_for(num_unique, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(dim));
+    constexpr int64_t kAhead = 8;
+    const int64_t last = start[static_cast<size_t>(end)];
     for (int64_t u = begin; u < end; ++u) {
-      float* g = grad_emb + u * dim;
-      std::memset(g, 0, static_cast<size_t>(dim) * sizeof(float));
-      for (int64_t k = start[static_cast<size_t>(u)]; k < start[static_cast<size_t>(u) + 1]; ++k) {
-        const int64_t j = order[static_cast<size_t>(k)];
-        const float f = factor[static_cast<size_t>(j)];
-        const float* go = grad_out + bag_of[static_cast<size_t>(j)] * dim;
-        for (int64_t d = 0; d < dim; ++d) g[d] += f * go[d];
+      if (u + kAhead < end) sink.prefetch(u + kAhead);
+      float* g = sink.buffer(u, scratch.data());
+      const int64_t k = start[static_cast<size_t>(u)], k_end = start[static_cast<size_t>(u) + 1];
+      switch (dim) {
+        case 32: sum_row<32>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g); break;
+        case 64: sum_row<64>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g); break;
+        case 128: sum_row<128>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g); break;
+        default: sum_row<0>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g);
       }
+      sink.take(u, g);
     }
   });
+}
+
+void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
+                     const float* weights, const float* scales, int64_t num_unique, float* grad_emb) {
+  struct Into : RowSink {
+    float* out;
+    int64_t dim;
+    float* buffer(int64_t u, float*) const override { return out + u * dim; }
+    void take(int64_t, const float*) const override {}
+  } sink;
+  sink.out = grad_emb;
+  sink.dim = dim;
+  reduce_rows(grad_out, dim, inverse, offsets, bags, weights, scales, num_unique, sink);
 }
 
 }  // namespace recis

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recis.embedding import pooled_embedding, pooled_embedding_reference
+from recis.embedding.ops import COMBINERS
 
 
 @st.composite
@@ -86,8 +87,8 @@ def test_table_pooled_reads_rows_in_place_and_matches_the_copying_path():
     weights = torch.rand(6)
     anchor = torch.zeros(()).expand(len(found.rows), 4).requires_grad_()
     emb = found.embeddings.clone().requires_grad_()
-    for combiner in ("sum", "mean", "sqrtn"):
-        got = table_pooled(anchor, found.rows, found.inverse, offsets, weights, combiner, table.handle)
+    for code, combiner in enumerate(COMBINERS):
+        got = table_pooled(anchor, found.rows, found.inverse, offsets, weights, [code], [3], table.handle)
         want = pooled_embedding(emb, found.inverse, offsets, weights, combiner)
         torch.testing.assert_close(got, want)
         grad = torch.randn_like(got)
@@ -95,6 +96,37 @@ def test_table_pooled_reads_rows_in_place_and_matches_the_copying_path():
         want.backward(grad)
         torch.testing.assert_close(anchor.grad, emb.grad)
         anchor.grad = emb.grad = None
-    torch.library.opcheck(table_pooled, (anchor, found.rows, found.inverse, offsets, weights, "mean", table.handle))
+    args = (anchor, found.rows, found.inverse, offsets, weights, [1, 2], [1, 2], table.handle)
+    torch.library.opcheck(table_pooled, args)
     with pytest.raises(ValueError, match=r"rows\[0\]=99 is not a row of this table"):
-        table_pooled(anchor, torch.tensor([99, 0, 1]), found.inverse, offsets, None, "sum", table.handle)
+        table_pooled(anchor, torch.tensor([99, 0, 1]), found.inverse, offsets, None, [0], [3], table.handle)
+    with pytest.raises(ValueError, match="runs"):
+        table_pooled(anchor, found.rows, found.inverse, offsets, None, [0, 1], [1, 1], table.handle)
+
+
+@given(st.lists(pooling_inputs(), min_size=1, max_size=4))
+def test_runs_of_features_pool_like_each_feature_alone(parts):
+    """Several features' bags in one call, each run with its own combiner, weighted or not."""
+    from recis.embedding.ops import pooled_embedding_backward
+
+    dim = parts[0][0].shape[1]
+    parts = [(emb[:, :1].expand(-1, dim).contiguous(), *rest) for emb, *rest in parts]  # one width
+    emb = torch.cat([p[0] for p in parts])  # (U, D): each part's rows after the previous ones'
+    inverse, offsets, weights, names, runs = [], [torch.zeros(1, dtype=torch.int64)], [], [], []
+    base_u = base_n = 0
+    for e, inv, off, w, combiner in parts:
+        inverse.append(inv + base_u)
+        offsets.append(off[1:] + base_n)
+        weights.append(torch.ones(len(inv)) if w is None else w)
+        names.append(combiner)
+        runs.append(len(off) - 1)
+        base_u, base_n = base_u + len(e), base_n + len(inv)
+    inverse, offsets, weights = torch.cat(inverse), torch.cat(offsets), torch.cat(weights)
+    want = torch.cat([pooled_embedding_reference(*p) for p in parts])
+    torch.testing.assert_close(pooled_embedding_reference(emb, inverse, offsets, weights, names, runs), want)
+    grad = torch.randn_like(want)
+    leaf = emb.clone().requires_grad_()
+    pooled_embedding_reference(leaf, inverse, offsets, weights, names, runs).backward(grad)
+    codes = [COMBINERS.index(c) for c in names]
+    got = pooled_embedding_backward(grad, inverse, offsets, weights, codes, runs, len(emb))
+    torch.testing.assert_close(got, leaf.grad, rtol=1e-5, atol=1e-5)

@@ -163,29 +163,54 @@ class EmbeddingEngine(nn.Module):
                 emb.requires_grad_()
                 self._record(group.table, found.rows, emb)
             emb_d = emb.to(device)
+            if direct:
+                self._pool_group(group, present, inputs, found.rows, found.inverse, emb_d, out)
+                continue
             at = 0
             for (name, _), ids in zip(present, inputs, strict=True):
                 inverse = found.inverse[at : at + ids.num_values]
                 at += ids.num_values
-                spec = self.specs[name]
                 try:
-                    if direct:
-                        out[name] = ops.table_pooled(
-                            emb_d,
-                            found.rows,
-                            inverse,
-                            ids.offsets.cpu(),
-                            _cpu(ids.weights),
-                            spec.combiner,
-                            group.table.handle,
-                        )
-                    else:
-                        out[name] = self._embed(spec, emb_d, ids, inverse.to(device))
+                    out[name] = self._embed(self.specs[name], emb_d, ids, inverse.to(device))
                 except ValueError as e:
                     raise ValueError(f"EmbeddingEngine: feature {name!r}: {e}") from e
         if self.training:
             self.step += 1
         return out
+
+    def _pool_group(
+        self,
+        group: _Group,
+        present: list[tuple[str, int]],
+        inputs: list[Ragged],
+        rows: Tensor,
+        inverse: Tensor,
+        anchor: Tensor,
+        out: dict[str, object],
+    ) -> None:
+        """Pools every feature of a group in one op: their bags concatenated, one combiner run each."""
+        runs = [ids.num_rows for ids in inputs]
+        offsets, weights, at = [torch.zeros(1, dtype=torch.int64)], [], 0
+        for ids in inputs:
+            offsets.append(ids.offsets[1:].cpu() + at)
+            at += ids.num_values
+        if any(ids.weights is not None for ids in inputs):
+            weights = [torch.ones(ids.num_values) if ids.weights is None else ids.weights.cpu() for ids in inputs]
+        names = [name for name, _ in present]
+        try:
+            pooled = ops.table_pooled(
+                anchor,
+                rows,
+                inverse,
+                torch.cat(offsets),
+                torch.cat(weights) if weights else None,
+                [ops.COMBINERS.index(str(self.specs[name].combiner)) for name in names],
+                runs,
+                group.table.handle,
+            )  # (sum of B, D)
+        except ValueError as e:
+            raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
+        out.update(zip(names, pooled.split(runs), strict=True))
 
     def _record(self, table: HashTable, rows: Tensor, emb: Tensor) -> None:
         hook = self.grad_hook
@@ -194,7 +219,8 @@ class EmbeddingEngine(nn.Module):
             return
 
         def apply(leaf: Tensor) -> None:  # runs once the leaf's gradient is complete; keeps none stored
-            assert leaf.grad is not None
+            if leaf.grad is None:  # a fused pooled backward already applied it
+                return
             hook(SparseGrad(table, rows, leaf.grad))
             leaf.grad = None
 
@@ -216,13 +242,18 @@ class EmbeddingEngine(nn.Module):
             raise TypeError(f"EmbeddingEngine: feature {name!r} is a nested Ragged; embed its inner lists instead")
         if x.values.dtype.is_floating_point or x.values.dtype == torch.bool:
             raise TypeError(f"EmbeddingEngine: feature {name!r} has {x.values.dtype} IDs; expected integers (int64)")
+        if x.weights is not None and x.weights.shape != (x.num_values,):
+            raise ValueError(
+                f"EmbeddingEngine: feature {name!r} has {x.num_values} IDs "
+                f"but weights of shape {tuple(x.weights.shape)}"
+            )
         if spec.max_len is not None:
             x = x.truncate(spec.max_len, side=spec.side)
         return x
 
     def _embed(self, spec: EmbeddingSpec, emb: Tensor, ids: Ragged, inverse: Tensor) -> Tensor | Padded | Ragged:
         if spec.combiner in ("sum", "mean", "sqrtn"):
-            return ops.pooled_embedding(emb, inverse, ids.offsets, ids.weights, spec.combiner)
+            return ops.pooled_embedding(emb, inverse, ids.offsets, ids.weights, spec.combiner)  # (B, D)
         rows = Ragged(emb.index_select(0, inverse), ids.offsets, ids.weights, validate=False)  # (N, D) per position
         if spec.combiner == "tile":
             assert spec.max_len is not None
@@ -266,10 +297,6 @@ class EmbeddingEngine(nn.Module):
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
         return {name: table.stats() for name, table in self.tables().items()}
-
-
-def _cpu(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.cpu()
 
 
 def _check_spec(name: str, spec: EmbeddingSpec) -> None:

@@ -13,25 +13,39 @@ from torch import Tensor
 
 from recis.core import _C
 
-COMBINERS = ("sum", "mean", "sqrtn")
+COMBINERS = ("sum", "mean", "sqrtn")  # custom ops take a combiner as its index here (no list[str] in op schemas)
 
 
-def _bag_scale(offsets: Tensor, weights: Tensor | None, combiner: str, dtype: torch.dtype) -> Tensor | None:
-    if combiner == "sum":
+def _bag_scale(
+    offsets: Tensor, weights: Tensor | None, combiners: list[str], runs: list[int], dtype: torch.dtype
+) -> Tensor | None:
+    if all(c == "sum" for c in combiners):
         return None
     lengths = offsets.diff()
     bag = torch.repeat_interleave(torch.arange(len(lengths), device=offsets.device), lengths)
     w = torch.ones(int(offsets[-1]), dtype=dtype, device=offsets.device) if weights is None else weights.to(dtype)
-    per_bag = torch.zeros(len(lengths), dtype=dtype, device=offsets.device)
-    per_bag.index_add_(0, bag, w if combiner == "mean" else w * w)
-    scale = per_bag if combiner == "mean" else per_bag.sqrt()
-    return torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
+    sums = torch.zeros(len(lengths), dtype=dtype, device=offsets.device).index_add_(0, bag, w)
+    squares = torch.zeros(len(lengths), dtype=dtype, device=offsets.device).index_add_(0, bag, w * w)
+    pieces = []
+    for combiner, s, q in zip(combiners, sums.split(runs), squares.split(runs), strict=True):
+        scale = {"sum": torch.ones_like(s), "mean": s, "sqrtn": q.sqrt()}[combiner]
+        pieces.append(torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale))
+    return torch.cat(pieces)
 
 
 def pooled_embedding_reference(
-    emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str
+    emb: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiner: str | list[str],
+    runs: list[int] | None = None,
 ) -> Tensor:
-    """Pure-torch pooled lookup; differentiable in `emb` through ordinary autograd."""
+    """Pure-torch pooled lookup; differentiable in `emb` through ordinary autograd.
+
+    `combiner` may be a list, one per run of `runs[i]` consecutive bags (several features at once).
+    """
+    combiners, runs = _runs(combiner, runs, offsets)
     lengths = offsets.diff()
     bag = torch.repeat_interleave(torch.arange(len(lengths), device=emb.device), lengths)
     rows = emb.index_select(0, inverse)  # (N, D)
@@ -39,13 +53,23 @@ def pooled_embedding_reference(
         rows = rows * weights[:, None].to(emb.dtype)
     out = torch.zeros(len(lengths), emb.shape[1], dtype=emb.dtype, device=emb.device)
     out = out.index_add(0, bag, rows)  # (B, D)
-    scale = _bag_scale(offsets, weights, combiner, emb.dtype)
+    scale = _bag_scale(offsets, weights, combiners, runs, emb.dtype)
     return out if scale is None else out * scale[:, None]
 
 
+def _runs(combiner: str | list[str], runs: list[int] | None, offsets: Tensor) -> tuple[list[str], list[int]]:
+    combiners = [combiner] if isinstance(combiner, str) else list(combiner)
+    runs = [len(offsets) - 1] if runs is None else list(runs)
+    for c in combiners:
+        if c not in COMBINERS:
+            raise ValueError(f"pooled_embedding: combiner must be one of {COMBINERS}, got {c!r}")
+    if len(runs) != len(combiners) or sum(runs) != len(offsets) - 1:
+        raise ValueError(f"pooled_embedding: runs {runs} must give {len(offsets) - 1} bags, one run per combiner")
+    return combiners, runs
+
+
 def _check(emb: Tensor, inverse: Tensor, offsets: Tensor, combiner: str) -> None:
-    if combiner not in COMBINERS:
-        raise ValueError(f"pooled_embedding: combiner must be one of {COMBINERS}, got {combiner!r}")
+    _runs(combiner, None, offsets)
     if emb.dim() != 2 or inverse.dim() != 1 or offsets.dim() != 1:
         raise ValueError(
             f"pooled_embedding: expected emb (U, D), inverse (N,), offsets (B+1,), got {tuple(emb.shape)}, "
@@ -65,7 +89,7 @@ def pooled_embedding(emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Ten
         return pooled_embedding_reference(emb, inverse, offsets, weights, combiner)
     out = torch.empty(len(offsets) - 1, emb.shape[1], dtype=emb.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
-    _C.pooled_forward(emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, combiner, out)
+    _C.pooled_forward(emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, [combiner], [len(out)], out)
     return out
 
 
@@ -76,42 +100,59 @@ def _(emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, com
 
 @torch.library.custom_op("recis::pooled_embedding_backward", mutates_args=())
 def pooled_embedding_backward(
-    grad: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str, num_unique: int
+    grad: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[int],
+    runs: list[int],
+    num_unique: int,
 ) -> Tensor:
-    """Gradient of pooled_embedding with respect to emb: (U, D), summed per unique row."""
+    """Gradient of a pooled lookup with respect to its unique rows: (U, D), summed per row."""
+    names = [COMBINERS[c] for c in combiners]
     if not _on_cpu(grad, inverse, offsets, weights) or grad.dtype != torch.float32:
         rows = grad.new_zeros(num_unique, grad.shape[1])
         with torch.enable_grad():
             rows.requires_grad_()
-            out = pooled_embedding_reference(rows, inverse, offsets, weights, combiner)
+            out = pooled_embedding_reference(rows, inverse, offsets, weights, names, runs)
             (g,) = torch.autograd.grad(out, rows, grad)
         return g
     out = torch.empty(num_unique, grad.shape[1], dtype=grad.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
-    _C.pooled_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, combiner, out)
+    _C.pooled_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out)
     return out
 
 
 @pooled_embedding_backward.register_fake
-def _(grad: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str, num_unique: int) -> Tensor:
+def _(
+    grad: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[int],
+    runs: list[int],
+    num_unique: int,
+) -> Tensor:
     return grad.new_empty(num_unique, grad.shape[1])
 
 
 # Both pooled ops share one backward: it needs the pooling structure and U, never the rows.
-def _save_pooling(ctx, unique: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str) -> None:  # type: ignore[no-untyped-def]
+def _save_pooling(  # type: ignore[no-untyped-def]
+    ctx, unique: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiners: list[int], runs: list[int]
+) -> None:
     ctx.save_for_backward(inverse, offsets, weights)
-    ctx.combiner = combiner
+    ctx.combiners, ctx.runs = combiners, runs
     ctx.num_unique = unique.shape[0]
 
 
 def _grad_of_rows(ctx, grad: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
     inverse, offsets, weights = ctx.saved_tensors
-    return pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiner, ctx.num_unique)
+    return pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiners, ctx.runs, ctx.num_unique)
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     emb, inverse, offsets, weights, combiner = inputs
-    _save_pooling(ctx, emb, inverse, offsets, weights, combiner)
+    _save_pooling(ctx, emb, inverse, offsets, weights, [COMBINERS.index(combiner)], [len(offsets) - 1])
 
 
 def _backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
@@ -123,35 +164,58 @@ pooled_embedding.register_autograd(_backward, setup_context=_setup_context)
 
 @torch.library.custom_op("recis::table_pooled", mutates_args=())
 def table_pooled(
-    anchor: Tensor, rows: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str, table: int
+    anchor: Tensor,
+    rows: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[int],
+    runs: list[int],
+    table: int,
 ) -> Tensor:
-    """`pooled_embedding` reading the unique rows straight from table `table` (a handle).
+    """Pooled lookup reading the unique rows straight from table `table` (a handle).
 
-    `anchor` is a (U, D) stand-in for the unique rows, usually a zero-stride
-    `torch.zeros(()).expand(U, D)` that requires grad: it costs no memory, and backward gives it
-    the (U, D) gradient of the rows. The rows themselves are never copied out of the table.
+    Pools several features in one call: their bags are concatenated in `offsets` and run i (the
+    next `runs[i]` bags) uses combiner `COMBINERS[combiners[i]]`. `anchor` is a (U, D) stand-in for the unique rows,
+    usually a zero-stride `torch.zeros(()).expand(U, D)` that requires grad: it costs no memory,
+    and backward gives it the (U, D) gradient of the rows, or, when the table has a fused
+    optimizer (`HashTable.fused_backward`), hands the output gradient to it and gives none.
     """
     from .table import table_by_handle
 
-    if combiner not in COMBINERS:
-        raise ValueError(f"table_pooled: combiner must be one of {COMBINERS}, got {combiner!r}")
-    return table_by_handle(table).pool(rows, inverse, offsets, weights, combiner).to(anchor.device)
+    names = _runs([COMBINERS[c] for c in combiners], runs, offsets)[0]
+    return table_by_handle(table).pool(rows, inverse, offsets, weights, names, runs).to(anchor.device)
 
 
 @table_pooled.register_fake
 def _(
-    anchor: Tensor, rows: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str, table: int
+    anchor: Tensor,
+    rows: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[int],
+    runs: list[int],
+    table: int,
 ) -> Tensor:
     return anchor.new_empty(offsets.shape[0] - 1, anchor.shape[1])
 
 
 def _setup_table_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    anchor, _rows, inverse, offsets, weights, combiner, _table = inputs
-    _save_pooling(ctx, anchor, inverse, offsets, weights, combiner)
+    anchor, rows, inverse, offsets, weights, combiners, runs, table = inputs
+    _save_pooling(ctx, anchor, inverse, offsets, weights, combiners, runs)
+    ctx.rows, ctx.table = rows, table
 
 
 def _table_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
-    return _grad_of_rows(ctx, grad), None, None, None, None, None, None
+    from .table import table_by_handle
+
+    fused = table_by_handle(ctx.table).fused_backward
+    if fused is not None:
+        inverse, offsets, weights = ctx.saved_tensors
+        fused(ctx.rows, inverse, offsets, weights, [COMBINERS[c] for c in ctx.combiners], ctx.runs, grad)
+        return None, None, None, None, None, None, None, None
+    return _grad_of_rows(ctx, grad), None, None, None, None, None, None, None
 
 
 table_pooled.register_autograd(_table_backward, setup_context=_setup_table_context)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, cast
 
@@ -147,6 +147,9 @@ class HashTable:
         self._c = _C.HashTable(dim, initializer.kind, initializer.a, initializer.b, min_count, block_rows)
         self._c.set_tag_seed(0, seed % 2**64)  # until logical tables are named
         self.tag_names: list[str] = []
+        # Set by a fused sparse optimizer: takes the output gradient of a pooled lookup
+        # (rows, inverse, offsets, weights, combiners, runs, grad) and updates the rows in place.
+        self.fused_backward: Callable[..., None] | None = None
         self.handle = next(_handles)  # how custom ops name this table
         _TABLES[self.handle] = self
 
@@ -188,15 +191,26 @@ class HashTable:
         rows, inverse, emb = self._c.lookup(parts, tags, step, insert, gather)
         return Lookup(rows, inverse, emb)
 
-    def pool(self, rows: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str) -> Tensor:
+    def pool(
+        self,
+        rows: Tensor,
+        inverse: Tensor,
+        offsets: Tensor,
+        weights: Tensor | None,
+        combiner: str | list[str],
+        runs: list[int] | None = None,
+    ) -> Tensor:
         """Pools rows `rows[inverse[j]]` per bag straight from the table's blocks: (bags, D).
 
-        The differentiable form is `ops.table_pooled`.
+        `combiner` may be a list, one per run of `runs[i]` consecutive bags (several features in
+        one call). The differentiable form is `ops.table_pooled`.
         """
         out = torch.empty(len(offsets) - 1, self.dim)
+        combiners = [combiner] if isinstance(combiner, str) else list(combiner)
+        runs = [len(out)] if runs is None else list(runs)
         w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
         cpu = lambda t: t.to(device="cpu", dtype=torch.int64).contiguous()
-        self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiner, out)
+        self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiners, runs, out)
         return out
 
     def gather(self, rows: Tensor) -> Tensor:

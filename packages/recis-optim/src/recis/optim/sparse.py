@@ -7,6 +7,7 @@ optimizer slots (kept in the table, under the row's index) and its embedding tog
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -55,11 +56,13 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._grad_scale = 1.0
         self.fused = fused
         self._fused_done: set[int] = set()
-        for engine in self.engines:
-            if engine.grad_hook is not None and fused:
-                raise ValueError(f"{type(self).__name__}: an engine already has a fused optimizer")
-            if fused:
-                engine.grad_hook = self._apply_in_backward
+        if fused:
+            if any(e.grad_hook is not None for e in self.engines) or any(t.fused_backward for t in self.tables):
+                raise ValueError(f"{type(self).__name__}: a table or engine already has a fused optimizer")
+            for engine in self.engines:
+                engine.grad_hook = self._apply_in_backward  # gathered lookups: once their gradient is complete
+            for i, table in enumerate(self.tables):
+                table.fused_backward = functools.partial(self._pooled_backward, i)  # pooled ones: reduce + update
 
     # -- the torch.optim interface ---------------------------------------------------------------
 
@@ -137,22 +140,57 @@ class SparseOptimizer(torch.optim.Optimizer):
         i = self._index.get(id(g.table))
         if i is None:
             return
+        self._mark_fused(i)
+        merged = _merge(g.table, [g])
+        self._update(i, merged.rows, merged.grad, step=self._step + 1)
+
+    def _pooled_backward(
+        self,
+        i: int,
+        rows: Tensor,
+        inverse: Tensor,
+        offsets: Tensor,
+        weights: Tensor | None,
+        combiners: list[str],
+        runs: list[int],
+        grad: Tensor,
+    ) -> None:
+        """Backward of a pooled lookup straight into the update: no (U, D) gradient is stored."""
+        self._mark_fused(i)
+        w = None if weights is None else weights.to(torch.float32).contiguous()
+        config = self._config(i, self._step + 1)
+        _C.pooled_backward_update(
+            self.tables[i]._c,
+            config,
+            self._slots[i],
+            rows,
+            inverse.contiguous(),
+            offsets.contiguous(),
+            w,
+            combiners,
+            runs,
+            grad.to(device="cpu", dtype=torch.float32).contiguous(),
+        )
+
+    def _mark_fused(self, i: int) -> None:
         if i in self._fused_done:
             raise RuntimeError(
                 f"{type(self).__name__}(fused=True): table {self.param_groups[i]['name']!r} got a second gradient "
                 "before step(); fused updates cannot accumulate micro-batches (use fused=False)"
             )
         self._fused_done.add(i)
-        merged = _merge(g.table, [g])
-        self._update(i, merged.rows, merged.grad, step=self._step + 1)
 
     # -- the update ------------------------------------------------------------------------------
 
-    def _update(self, i: int, rows: Tensor, grad: Tensor, step: int | None = None) -> None:
+    def _config(self, i: int, step: int) -> Any:
         config = _C.OptConfig(self.kind)
         self._configure(config, self.param_groups[i])
-        config.step = self._step if step is None else step
+        config.step = step
         config.grad_scale = self._grad_scale
+        return config
+
+    def _update(self, i: int, rows: Tensor, grad: Tensor, step: int | None = None) -> None:
+        config = self._config(i, self._step if step is None else step)
         _C.sparse_update(self.tables[i]._c, config, self._slots[i], rows, grad.to(torch.float32).contiguous())
 
     def _configure(self, config: Any, group: dict[str, Any]) -> None:

@@ -1,0 +1,165 @@
+"""Full sparse training step (pooled forward + backward + optimizer) vs TorchRec and plain PyTorch.
+
+    python tools/bench/sparse_step.py [--iters 20] [--rounds 2] [--peer-venv /tmp/torchrec-venv] [--json PATH]
+
+The workload of ../shared/peers/torchrec/sparse_step.py: 8 features, IDs Zipf(1.05) over 1M per
+feature, bags of 10-30, batch 4096, dim 64, 4 batches cycled, loss = sum(pooled * w). Ours runs on
+the dynamic hash table (rows created on first sight, during warm-up). Every configuration runs in
+its own process (so peak RSS is its own), `--rounds` times, interleaved; the figure per
+configuration is the median step time over all its timed steps. TorchRec runs in the peer venv
+when it exists (install it with ../shared/peers/torchrec/install.sh); otherwise that is said
+and its ratios are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEER = HERE.parents[1] / ".." / "shared" / "peers" / "torchrec" / "sparse_step.py"
+
+# name -> (how it runs, optimizer)
+CONFIGS = {
+    "recis SparseAdam": ("recis", "adam"),
+    "recis SparseAdam two-phase": ("recis-2phase", "adam"),
+    "recis SparseRowWiseAdagrad": ("recis", "rowwise_adagrad"),
+    "torch EmbeddingBag + SparseAdam": ("peer:torch_sparse", "adam"),
+    "TorchRec FusedEBC + RowWiseAdagrad": ("peer:trec_fused_ebc", "rowwise_adagrad"),
+}
+# (ours, baseline, target ratio of samples/s)
+TARGETS = [
+    ("recis SparseAdam", "TorchRec FusedEBC + RowWiseAdagrad", 2.0),
+    ("recis SparseRowWiseAdagrad", "TorchRec FusedEBC + RowWiseAdagrad", 2.5),
+    ("recis SparseAdam", "torch EmbeddingBag + SparseAdam", 4.0),
+]
+
+
+def worker(how: str, opt_name: str, iters: int, warmup: int) -> None:
+    """Runs our step in this process and prints a RESULT line like the peer script."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from workloads import zipf_batches
+
+    from recis.embedding import EmbeddingEngine, EmbeddingSpec, Initializer
+    from recis.optim import SparseAdam, SparseRowWiseAdagrad
+
+    batches = zipf_batches(4)
+    names = list(batches[0])
+    engine = EmbeddingEngine({f: EmbeddingSpec(64, initializer=Initializer.uniform(-0.001, 0.001)) for f in names})
+    fused = how == "recis"
+    make = {"adam": SparseAdam, "rowwise_adagrad": SparseRowWiseAdagrad}[opt_name]
+    opt = make(engine, lr=0.01, fused=fused)
+    w_out = torch.randn(4096, 64 * len(names), generator=torch.Generator().manual_seed(7))
+    phases = {"forward": [], "backward": [], "step": []}
+
+    def step(batch: dict) -> None:
+        t0 = time.perf_counter()
+        out = engine(batch)
+        pooled = torch.cat([out[f] for f in names], dim=1)  # (B, T * D)
+        t1 = time.perf_counter()
+        (pooled * w_out).sum().backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        for k, a, b in (("forward", t0, t1), ("backward", t1, t2), ("step", t2, t3)):
+            phases[k].append(b - a)
+
+    for i in range(warmup):
+        step(batches[i % 4])
+    for v in phases.values():
+        v.clear()
+    times = []
+    for i in range(iters):
+        t0 = time.perf_counter()
+        step(batches[i % 4])
+        times.append(time.perf_counter() - t0)
+    (table,) = engine.tables().values()
+    res = {
+        "median_ms": 1000 * statistics.median(times),
+        "times_ms": [round(1000 * t, 1) for t in times],
+        "phases_ms": {k: round(1000 * statistics.median(v), 1) for k, v in phases.items()},
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "rows": len(table),
+        "threads": torch.get_num_threads(),
+    }
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def run_config(how: str, opt_name: str, args: argparse.Namespace) -> dict | None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if how.startswith("peer:"):
+        python = Path(args.peer_venv) / "bin" / "python"
+        if not python.exists():
+            return None
+        cmd = [str(python), str(PEER), how[5:], opt_name, "--iters", str(args.iters), "--warmup", str(args.warmup)]
+    else:
+        cmd = [sys.executable, __file__, "--worker", how, opt_name, "--iters", str(args.iters)]
+        cmd += ["--warmup", str(args.warmup)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--iters", type=int, default=20, help="timed steps per process (after warm-up)")
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2, help="processes per configuration, interleaved")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--peer-venv", default=os.environ.get("RECIS_TORCHREC_VENV", "/tmp/torchrec-venv"))
+    p.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--worker", nargs=2, metavar=("HOW", "OPT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(*args.worker, args.iters, args.warmup)
+
+    configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only}
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    info: dict[str, dict] = {}
+    for r in range(args.rounds):
+        for name, (how, opt_name) in configs.items():
+            print(f"round {r + 1}/{args.rounds}: {name} ...", flush=True)
+            res = run_config(how, opt_name, args)
+            if res is None:
+                print(f"  skipped: no TorchRec venv at {args.peer_venv} (../shared/peers/torchrec/install.sh)")
+                continue
+            times[name] += res["times_ms"]
+            peak = max(info.get(name, {}).get("peak_rss_gb", 0.0), res["peak_rss_gb"])
+            info[name] = res | {"peak_rss_gb": peak}
+    print(f"\nsparse training step, batch 4096, {args.threads} threads, median of {args.iters} x {args.rounds} steps")
+    print(f"{'configuration':38s} {'ms/step':>8s} {'samples/s':>10s} {'peak RSS':>9s}  phases (ms)")
+    summary = {}
+    for name, t in times.items():
+        if not t:
+            continue
+        ms = statistics.median(t)
+        summary[name] = {"ms": ms, "samples_per_s": 4096e3 / ms, "peak_rss_gb": info[name]["peak_rss_gb"]}
+        phases = info[name].get("phases_ms", "")
+        print(f"{name:38s} {ms:8.1f} {4096e3 / ms:10.0f} {info[name]['peak_rss_gb']:8.2f}G  {phases}")
+    print()
+    for ours, base, target in TARGETS:
+        if ours in summary and base in summary:
+            ratio = summary[base]["ms"] / summary[ours]["ms"]
+            verdict = "meets" if ratio >= target else "below"
+            print(f"{ours} vs {base}: {ratio:.2f}x samples/s (target {target}x: {verdict})")
+        elif ours in summary:
+            print(f"{ours} vs {base}: baseline not run")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"summary": summary, "runs": info}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
