@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "column_tasks.h"
 #include "recis/parallel.h"
 
 namespace recis {
@@ -209,11 +210,62 @@ void hash_strings(const Offset* offsets, int64_t n, const uint8_t* data, int64_t
 
 void hash_ids(const int64_t* ids, int64_t n, uint64_t seed, int64_t buckets, int64_t* out) {
   if (buckets < 0) throw std::invalid_argument("hash_ids: buckets must be >= 0, got " + std::to_string(buckets));
-  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+  hash_id_columns({IdColumn{ids, n, seed, &buckets, 1, out}});
+}
+
+void hash_string_columns(const std::vector<StringColumn>& columns) {
+  std::vector<int64_t> sizes;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const StringColumn& col = columns[c];
+    if (col.buckets < 0)
+      throw std::invalid_argument(detail::column_error("hash_strings", c) + "buckets must be >= 0, got " +
+                                  std::to_string(col.buckets));
+    if (col.n > 0 && col.offsets[0] != 0)
+      throw std::invalid_argument(detail::column_error("hash_strings", c) + "offsets[0] must be 0, got " +
+                                  std::to_string(col.offsets[0]));
+    sizes.push_back(col.n);
+  }
+  // Offsets are checked inside each chunk: a second serial pass would cost as much as hashing.
+  detail::parallel_over_columns(sizes, 8192, [&](int64_t c, int64_t begin, int64_t end) {
+    const StringColumn& col = columns[c];
+    const auto buckets = static_cast<uint64_t>(col.buckets);
     for (int64_t i = begin; i < end; ++i) {
-      uint64_t h = murmur3_x64_64(reinterpret_cast<const uint8_t*>(ids + i), 8, seed);
-      if (buckets > 0) h %= static_cast<uint64_t>(buckets);
-      out[i] = static_cast<int64_t>(h);
+      const int64_t lo = col.offsets[i], hi = col.offsets[i + 1];
+      if (lo < 0 || hi < lo || hi > col.data_len)
+        throw std::invalid_argument(detail::column_error("hash_strings", c) + "offsets[" + std::to_string(i) +
+                                    "..] = " + std::to_string(lo) + ", " + std::to_string(hi) + " do not fit " +
+                                    std::to_string(col.data_len) + " bytes");
+      const uint8_t* str = col.data + lo;
+      const auto len = static_cast<size_t>(hi - lo);
+      uint64_t h = col.algo == StringHash::kFarm ? farmhash_fingerprint64(str, len) : murmur3_x64_64(str, len, col.seed);
+      if (buckets > 0) h %= buckets;
+      col.out[i] = static_cast<int64_t>(h);
+    }
+  });
+}
+
+void hash_id_columns(const std::vector<IdColumn>& columns) {
+  std::vector<int64_t> sizes;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const IdColumn& col = columns[c];
+    if (col.k < 1)
+      throw std::invalid_argument(detail::column_error("hash_ids", c) + "needs at least one hash per ID, got k=" +
+                                  std::to_string(col.k));
+    for (int64_t j = 0; j < col.k; ++j)
+      if (col.buckets[j] < 0)
+        throw std::invalid_argument(detail::column_error("hash_ids", c) + "buckets must be >= 0, got " +
+                                    std::to_string(col.buckets[j]));
+    sizes.push_back(col.n);
+  }
+  detail::parallel_over_columns(sizes, 16384, [&](int64_t c, int64_t begin, int64_t end) {
+    const IdColumn& col = columns[c];
+    for (int64_t i = begin; i < end; ++i) {
+      const auto* id = reinterpret_cast<const uint8_t*>(col.ids + i);
+      for (int64_t j = 0; j < col.k; ++j) {
+        uint64_t h = murmur3_x64_64(id, 8, col.seed + static_cast<uint64_t>(j));
+        if (col.buckets[j] > 0) h %= static_cast<uint64_t>(col.buckets[j]);
+        col.out[i * col.k + j] = static_cast<int64_t>(h);
+      }
     }
   });
 }

@@ -1,42 +1,85 @@
-// Bucketize and Mod. Validation runs first (serially, it is cheap next to the work), then the
-// transform runs on the thread pool.
+// Bucketize and Mod over one or many columns. Per-column checks (boundaries, moduli) run first;
+// per-value checks (NaN) run inside the parallel chunks, where they cost no extra pass.
 #include "recis/transforms.h"
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "column_tasks.h"
 #include "recis/parallel.h"
 
 namespace recis {
 
-void bucketize(const double* values, int64_t n, const double* boundaries, int64_t num_boundaries, int64_t* out) {
+namespace {
+
+void check_boundaries(const double* boundaries, int64_t num_boundaries, const std::string& where) {
   for (int64_t i = 0; i < num_boundaries; ++i) {
     if (!std::isfinite(boundaries[i]))
-      throw std::invalid_argument("bucketize: boundaries[" + std::to_string(i) + "] is not finite");
+      throw std::invalid_argument(where + "boundaries[" + std::to_string(i) + "] is not finite");
     if (i > 0 && !(boundaries[i - 1] < boundaries[i]))
-      throw std::invalid_argument("bucketize: boundaries must be strictly increasing, got boundaries[" +
+      throw std::invalid_argument(where + "boundaries must be strictly increasing, got boundaries[" +
                                   std::to_string(i - 1) + "]=" + std::to_string(boundaries[i - 1]) + " >= boundaries[" +
                                   std::to_string(i) + "]=" + std::to_string(boundaries[i]));
   }
-  for (int64_t i = 0; i < n; ++i)
-    if (std::isnan(values[i]))
-      throw std::invalid_argument("bucketize: value at position " + std::to_string(i) + " is NaN (fill missing values first)");
-  const double* end = boundaries + num_boundaries;
-  parallel_for(n, 16384, [&](int64_t begin, int64_t stop) {
-    for (int64_t i = begin; i < stop; ++i) out[i] = std::upper_bound(boundaries, end, values[i]) - boundaries;
-  });
 }
 
-void mod_ids(const int64_t* ids, int64_t n, int64_t m, int64_t* out) {
-  if (m <= 0) throw std::invalid_argument("mod: the modulus must be > 0, got " + std::to_string(m));
-  parallel_for(n, 65536, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t r = ids[i] % m;
-      out[i] = r < 0 ? r + m : r;
+template <typename T>
+void bucketize_range(const BucketizeColumn& col, int64_t c, int64_t begin, int64_t end) {
+  const T* values = static_cast<const T*>(col.values);
+  const double* b = col.boundaries;
+  const double* b_end = b + col.num_boundaries;
+  for (int64_t i = begin; i < end; ++i) {
+    const auto v = static_cast<double>(values[i]);
+    if (std::isnan(v))
+      throw std::invalid_argument(detail::column_error("bucketize", c) + "value at position " + std::to_string(i) +
+                                  " is NaN (fill missing values first)");
+    col.out[i] = std::upper_bound(b, b_end, v) - b;
+  }
+}
+
+}  // namespace
+
+void bucketize_columns(const std::vector<BucketizeColumn>& columns) {
+  std::vector<int64_t> sizes;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    check_boundaries(columns[c].boundaries, columns[c].num_boundaries, detail::column_error("bucketize", c));
+    sizes.push_back(columns[c].n);
+  }
+  detail::parallel_over_columns(sizes, 16384, [&](int64_t c, int64_t begin, int64_t end) {
+    const BucketizeColumn& col = columns[c];
+    switch (col.type) {
+      case NumericType::kFloat32: return bucketize_range<float>(col, c, begin, end);
+      case NumericType::kFloat64: return bucketize_range<double>(col, c, begin, end);
+      case NumericType::kInt32: return bucketize_range<int32_t>(col, c, begin, end);
+      case NumericType::kInt64: return bucketize_range<int64_t>(col, c, begin, end);
     }
   });
 }
+
+void mod_columns(const std::vector<ModColumn>& columns) {
+  std::vector<int64_t> sizes;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    if (columns[c].modulus <= 0)
+      throw std::invalid_argument(detail::column_error("mod", c) + "the modulus must be > 0, got " +
+                                  std::to_string(columns[c].modulus));
+    sizes.push_back(columns[c].n);
+  }
+  detail::parallel_over_columns(sizes, 65536, [&](int64_t c, int64_t begin, int64_t end) {
+    const ModColumn& col = columns[c];
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r = col.ids[i] % col.modulus;
+      col.out[i] = r < 0 ? r + col.modulus : r;
+    }
+  });
+}
+
+void bucketize(const double* values, int64_t n, const double* boundaries, int64_t num_boundaries, int64_t* out) {
+  bucketize_columns({BucketizeColumn{values, NumericType::kFloat64, n, boundaries, num_boundaries, out}});
+}
+
+void mod_ids(const int64_t* ids, int64_t n, int64_t m, int64_t* out) { mod_columns({ModColumn{ids, n, m, out}}); }
 
 }  // namespace recis
