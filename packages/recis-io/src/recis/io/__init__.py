@@ -6,7 +6,8 @@ time-partitioned directories of an online stream in order. recis-io depends only
 
 from .convert import StringHash, to_torch
 from .reader import ColumnReader
+from .windows import Window, Windows
 
 __version__ = "0.1.0"
 
-__all__ = ["ColumnReader", "StringHash", "to_torch"]
+__all__ = ["ColumnReader", "StringHash", "Window", "Windows", "to_torch"]
