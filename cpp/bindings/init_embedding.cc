@@ -61,8 +61,8 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
   for (int tag : tags)
     if (tag < 0 || tag > 0xffff)
       throw std::invalid_argument("HashTable.lookup: tags must be in [0, 65535], got " + std::to_string(tag));
-  std::vector<int64_t> all_ids(static_cast<size_t>(n));
-  std::vector<uint16_t> all_tags(static_cast<size_t>(n));
+  ScratchArray<int64_t> all_ids(static_cast<size_t>(n));
+  ScratchArray<uint16_t> all_tags(static_cast<size_t>(n));
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
   std::vector<int64_t> uids;
   std::vector<uint16_t> utags;
@@ -74,10 +74,11 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
     for (size_t k = 0; k < ids.size(); ++k) {
       const int64_t m = static_cast<int64_t>(ids[k].shape(0));
       if (m) std::memcpy(all_ids.data() + at, ids[k].data(), static_cast<size_t>(m) * sizeof(int64_t));
-      std::fill(all_tags.begin() + at, all_tags.begin() + at + m, static_cast<uint16_t>(tags[k]));
+      std::fill(all_tags.data() + at, all_tags.data() + at + m, static_cast<uint16_t>(tags[k]));
       at += m;
     }
     unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inverse.as<int64_t>());
+
     rows.resize(uids.size());
     if (gather) emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     std::lock_guard<std::mutex> lock(t.mutex());

@@ -7,8 +7,10 @@
 // and handed out again to requests of the same size class (the next power of two).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace recis {
 
@@ -52,6 +54,26 @@ class Buffer {
  private:
   uint8_t* ptr_ = nullptr;
   size_t bytes_ = 0;
+};
+
+// Scratch array of n trivially copyable T, backed by a Buffer (so large ones reuse cached, already
+// faulted-in blocks): uninitialized unless given a fill value.
+template <typename T>
+class ScratchArray {
+  static_assert(std::is_trivially_copyable_v<T>);
+
+ public:
+  explicit ScratchArray(size_t n) : buf_(n * sizeof(T)), n_(n) {}
+  ScratchArray(size_t n, T value) : ScratchArray(n) { std::fill(data(), data() + n, value); }
+  T* data() const { return buf_.as<T>(); }
+  T& operator[](size_t i) const { return data()[i]; }
+  size_t size() const { return n_; }
+  T* begin() const { return data(); }
+  T* end() const { return data() + n_; }
+
+ private:
+  Buffer buf_;
+  size_t n_;
 };
 
 }  // namespace recis

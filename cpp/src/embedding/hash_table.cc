@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "recis/buffer.h"
 #include "recis/parallel.h"
 
 namespace recis {
@@ -409,7 +410,7 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes,
   size_t cap = 16;
   while (cap < static_cast<size_t>(m) * 2) cap <<= 1;
   const size_t mask = cap - 1;
-  std::vector<Slot> table(cap, Slot{0, -1, 0});
+  ScratchArray<Slot> table(cap, Slot{0, -1, 0});
   first.clear();
   for (int64_t k = 0; k < m; ++k) {
     for (size_t h = static_cast<size_t>(hashes[k]) & mask;; h = (h + 1) & mask) {
@@ -457,9 +458,10 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
     }
     part_start[static_cast<size_t>(p) + 1] = at;
   }
-  std::vector<int64_t> order(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));
-  std::vector<uint64_t> run_hashes(static_cast<size_t>(n));
-  std::vector<uint16_t> run_tags(static_cast<size_t>(n));
+  // Scratch from the block cache: fresh pages would cost a fault per 4 KiB every batch.
+  ScratchArray<int64_t> order(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));
+  ScratchArray<uint64_t> run_hashes(static_cast<size_t>(n));
+  ScratchArray<uint16_t> run_tags(static_cast<size_t>(n));
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t* at = counts.data() + c * kParts;
@@ -474,7 +476,7 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
       }
     }
   });
-  std::vector<int32_t> local(static_cast<size_t>(n));
+  ScratchArray<int32_t> local(static_cast<size_t>(n));
   std::vector<std::vector<int64_t>> firsts(kParts);
   parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {

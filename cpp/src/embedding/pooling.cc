@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "recis/buffer.h"
 #include "recis/huge_pages.h"
 #include "recis/parallel.h"
 #include "recis/ragged.h"
@@ -101,20 +102,26 @@ void pool_all(RowOf row_of, int64_t dim, const int64_t* inverse, const int64_t* 
   });
 }
 
-// Sums the contributions [k, k_end) of one row: g = sum factor[k] * grad_out[bag[k]], prefetching
-// the gradient rows kAhead contributions ahead (across rows, up to `last`).
+// One value's share of a row's gradient: factor * grad_out[bag].
+struct Contribution {
+  int32_t bag;  // reduce_rows refuses 2^31 bags or more
+  float factor;
+};
+
+// Sums the contributions [k, k_end) of one row, prefetching the gradient rows kAhead
+// contributions ahead (across rows, up to `last`).
 template <int kDim>
-void sum_row(const float* grad_out, int64_t dim_rt, const int64_t* bag, const float* factor, int64_t k, int64_t k_end,
-             int64_t last, float* g) {
+void sum_row(const float* grad_out, int64_t dim_rt, const Contribution* items, int64_t k, int64_t k_end, int64_t last,
+             float* g) {
   constexpr int64_t kAhead = 16;
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
   float* __restrict out = g;
   std::memset(out, 0, row_bytes);
   for (; k < k_end; ++k) {
-    if (k + kAhead < last) prefetch_lines(grad_out + bag[k + kAhead] * dim, row_bytes);
-    const float* __restrict go = grad_out + bag[k] * dim;
-    const float f = factor[k];
+    if (k + kAhead < last) prefetch_lines(grad_out + int64_t{items[k + kAhead].bag} * dim, row_bytes);
+    const float* __restrict go = grad_out + int64_t{items[k].bag} * dim;
+    const float f = items[k].factor;
     for (int64_t d = 0; d < dim; ++d) out[d] += f * go[d];
   }
 }
@@ -133,25 +140,39 @@ void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inve
 
 void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
                  const float* weights, const float* scales, int64_t num_unique, const RowSink& sink) {
-  const int64_t n = offsets[bags];
-  // Counting sort of the values by unique row, keeping each value's (bag, factor = scale * w):
-  // row u's contributions are [start[u], start[u + 1]) of bag/factor, in increasing j.
-  std::vector<int64_t> start(static_cast<size_t>(num_unique) + 1, 0);
-  for (int64_t j = 0; j < n; ++j) ++start[static_cast<size_t>(inverse[j]) + 1];
+  // Counting sort of the values by unique row, keeping each value's bag and factor (scale * w):
+  // row u's contributions are [start[u], start[u + 1]), in increasing j. Each thread owns a range
+  // of rows and scans all values (sequential reads), so the random writes are split without
+  // atomics and the order within a row stays fixed.
+  if (bags >= (int64_t{1} << 31))
+    throw std::invalid_argument("pooled backward: at most 2^31 - 1 bags per call, got " + std::to_string(bags));
+  ScratchArray<int64_t> start(static_cast<size_t>(num_unique) + 1, 0);  // block cache: no fresh page faults
+  ScratchArray<Contribution> items(static_cast<size_t>(offsets[bags]));
+  const int parts = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, num_unique / 4096)));
+  auto row_range = [&](int64_t p) { return std::pair{num_unique * p / parts, num_unique * (p + 1) / parts}; };
+  parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const auto [lo, hi] = row_range(p);
+      for (int64_t j = 0; j < offsets[bags]; ++j)
+        if (inverse[j] >= lo && inverse[j] < hi) ++start[static_cast<size_t>(inverse[j]) + 1];
+    }
+  });
   for (int64_t u = 0; u < num_unique; ++u) start[static_cast<size_t>(u) + 1] += start[static_cast<size_t>(u)];
-  std::vector<int64_t> bag(static_cast<size_t>(n));
-  std::vector<float> factor(static_cast<size_t>(n));
-  {
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t b = 0; b < bags; ++b) {
-      const float s = scales ? scales[b] : 1.0f;
-      for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-        const auto k = static_cast<size_t>(fill[static_cast<size_t>(inverse[j])]++);
-        bag[k] = b;
-        factor[k] = weights ? s * weights[j] : s;
+  parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const auto [lo, hi] = row_range(p);
+      std::vector<int64_t> fill(start.data() + lo, start.data() + hi);
+      for (int64_t b = 0; b < bags; ++b) {
+        const float s = scales ? scales[b] : 1.0f;
+        for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
+          const int64_t u = inverse[j];
+          if (u < lo || u >= hi) continue;
+          items[static_cast<size_t>(fill[static_cast<size_t>(u - lo)]++)] =
+              Contribution{static_cast<int32_t>(b), weights ? s * weights[j] : s};
+        }
       }
     }
-  }
+  });
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   parallel_for(num_unique, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(dim));
@@ -162,10 +183,10 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
       float* g = sink.buffer(u, scratch.data());
       const int64_t k = start[static_cast<size_t>(u)], k_end = start[static_cast<size_t>(u) + 1];
       switch (dim) {
-        case 32: sum_row<32>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g); break;
-        case 64: sum_row<64>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g); break;
-        case 128: sum_row<128>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g); break;
-        default: sum_row<0>(grad_out, dim, bag.data(), factor.data(), k, k_end, last, g);
+        case 32: sum_row<32>(grad_out, dim, items.data(), k, k_end, last, g); break;
+        case 64: sum_row<64>(grad_out, dim, items.data(), k, k_end, last, g); break;
+        case 128: sum_row<128>(grad_out, dim, items.data(), k, k_end, last, g); break;
+        default: sum_row<0>(grad_out, dim, items.data(), k, k_end, last, g);
       }
       sink.take(u, g);
     }
