@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "recis/hash_table.h"
@@ -169,9 +170,30 @@ void init_embedding(nb::module_& m) {
             return t.evict_to_capacity(capacity, policy == "lru" ? EvictPolicy::kLru : EvictPolicy::kLfu);
           },
           nb::arg("capacity"), nb::arg("policy"), "Keeps at most capacity rows; returns how many were dropped.")
+      .def_prop_ro("row_capacity",
+                   [](const HashTable& t) {
+                     std::lock_guard<std::mutex> lock(t.mutex());
+                     return t.row_capacity();
+                   })
+      .def("set_eviction_log", &HashTable::set_eviction_log, nb::arg("on"),
+           "Record the keys of evicted rows until take_evicted() (for delta checkpoints).")
+      .def(
+          "take_evicted",
+          [](HashTable& t) {
+            std::vector<std::pair<int64_t, uint16_t>> keys = t.take_evicted();
+            std::vector<int64_t> ids(keys.size());
+            std::vector<int32_t> tags(keys.size());
+            for (size_t i = 0; i < keys.size(); ++i) {
+              ids[i] = keys[i].first;
+              tags[i] = keys[i].second;
+            }
+            return nb::make_tuple(vector_tensor(std::move(ids), nb::dtype<int64_t>()),
+                                  vector_tensor(std::move(tags), nb::dtype<int32_t>()));
+          },
+          "Drains the evicted keys recorded since the last call: (ids int64, tags int32).")
       .def(
           "export",
-          [](const HashTable& t) {
+          [](const HashTable& t, int64_t begin, int64_t end, int64_t min_step) {
             std::vector<int64_t> rows, ids, steps, freqs;
             std::vector<int32_t> tags;
             Buffer emb;
@@ -180,7 +202,7 @@ void init_embedding(nb::module_& m) {
             {
               nb::gil_scoped_release release;
               std::lock_guard<std::mutex> lock(t.mutex());  // one consistent snapshot
-              rows = t.live_rows();
+              rows = t.live_rows(begin, end, min_step);
               n = rows.size();
               ids.resize(n);
               steps.resize(n);
@@ -214,7 +236,9 @@ void init_embedding(nb::module_& m) {
             out["slots"] = slot_dict;
             return out;
           },
-          "Live rows as tensors: ids, tags, steps, freqs, embeddings (n x dim), slots {name: n x width}.")
+          nb::arg("begin") = 0, nb::arg("end") = INT64_MAX, nb::arg("min_step") = INT64_MIN,
+          "Live rows with index in [begin, end) last seen at step >= min_step, as tensors: ids, tags, steps, "
+          "freqs, embeddings (n x dim), slots {name: n x width}. Ranges let a saver stream a big table.")
       .def(
           "assign",
           [](HashTable& t, const I64Array& ids,

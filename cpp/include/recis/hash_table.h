@@ -99,8 +99,15 @@ class HashTable {
   // ones, ties broken by the older step. Returns how many were dropped.
   int64_t evict_to_capacity(int64_t capacity, EvictPolicy policy);
 
-  // Live rows in row order. Caller holds mutex().
-  std::vector<int64_t> live_rows() const;
+  // Live rows r in [begin, end) (clamped to the rows ever allocated) last seen at step >= min_step,
+  // in row order. Caller holds mutex().
+  std::vector<int64_t> live_rows(int64_t begin = 0, int64_t end = INT64_MAX, int64_t min_step = INT64_MIN) const;
+  // Rows ever allocated: every live row is below this (export iterates [0, row_capacity()) in ranges).
+  int64_t row_capacity() const { return allocated_rows_; }
+  // When on, eviction records the (id, tag) of every removed row until take_evicted() drains them
+  // (delta checkpoints need the keys dropped since the last save).
+  void set_eviction_log(bool on);
+  std::vector<std::pair<int64_t, uint16_t>> take_evicted();
   int64_t row_id(int64_t r) const { return meta_[static_cast<size_t>(r)].id; }
   uint16_t row_tag(int64_t r) const { return meta_[static_cast<size_t>(r)].tag; }
   int64_t row_step(int64_t r) const { return meta_[static_cast<size_t>(r)].step; }
@@ -177,6 +184,9 @@ class HashTable {
   };
   // Seen-but-not-admitted keys (admit_count > 1 only); pruned by age in evict_older_than.
   std::unordered_map<std::pair<int64_t, uint16_t>, Pending, KeyHash> pending_;
+
+  bool log_evictions_ = false;
+  std::vector<std::pair<int64_t, uint16_t>> evicted_log_;
 
   TableCounters counters_;
   mutable std::mutex mutex_;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "recis/buffer.h"
 #include "recis/parallel.h"
@@ -293,6 +294,7 @@ void HashTable::remove(int64_t r) {
   }
   map_[i].row = -1;
   m.live = 0;
+  if (log_evictions_) evicted_log_.emplace_back(m.id, m.tag);
   free_rows_.push_back(r);
   --live_;
   ++counters_.evicted;
@@ -333,12 +335,26 @@ int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
   return excess;
 }
 
-std::vector<int64_t> HashTable::live_rows() const {
+std::vector<int64_t> HashTable::live_rows(int64_t begin, int64_t end, int64_t min_step) const {
   std::vector<int64_t> rows;
-  rows.reserve(static_cast<size_t>(live_));
-  for (int64_t r = 0; r < allocated_rows_; ++r)
-    if (meta_[static_cast<size_t>(r)].live) rows.push_back(r);
+  begin = std::max<int64_t>(begin, 0);
+  end = std::min(end, allocated_rows_);
+  for (int64_t r = begin; r < end; ++r) {
+    const RowMeta& m = meta_[static_cast<size_t>(r)];
+    if (m.live && m.step >= min_step) rows.push_back(r);
+  }
   return rows;
+}
+
+void HashTable::set_eviction_log(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  log_evictions_ = on;
+  if (!on) evicted_log_.clear();
+}
+
+std::vector<std::pair<int64_t, uint16_t>> HashTable::take_evicted() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(evicted_log_, {});
 }
 
 void HashTable::assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps,

@@ -247,3 +247,19 @@ def test_admission_counts_are_forgotten_by_age():
 def test_tags_out_of_range():
     with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\], got 65536"):
         HashTable(dim=2).lookup([torch.tensor([1])], tags=[65536])
+
+
+def test_export_ranges_deltas_and_eviction_log():
+    table = HashTable(4, Initializer.uniform(-1, 1), eviction=Eviction(max_age=2), block_rows=8)
+    table.track_evictions()
+    table.lookup(torch.arange(20), step=0)
+    table.lookup(torch.arange(5, 10), step=3)
+    whole = table.state_dict()
+    parts = [table.export(b, b + 7) for b in range(0, table.row_capacity, 7)]
+    for key, value in whole.items():
+        assert torch.equal(torch.cat([p[key] for p in parts]), value), key
+    assert sorted(table.export(min_step=3)["ids"].tolist()) == list(range(5, 10))
+    assert table.evict(3) == 15
+    ids, tags = table.take_evicted()
+    assert sorted(ids.tolist()) == [*range(5), *range(10, 20)] and tags.tolist() == [0] * 15
+    assert table.take_evicted()[0].numel() == 0  # drained

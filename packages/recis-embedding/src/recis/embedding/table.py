@@ -251,16 +251,35 @@ class HashTable:
         """Adds an optimizer state slot (width floats per row, reset to `init` for new rows)."""
         return int(self._c.add_slot(name, width, init))
 
+    def export(self, begin: int = 0, end: int | None = None, min_step: int | None = None) -> dict[str, Tensor]:
+        """Live rows with row index in [begin, end), optionally only those seen at step >= `min_step`,
+        as `state_dict()` does: savers walk `range(0, row_capacity, chunk)` to stream a big table
+        without copying it whole, and `min_step` selects the rows touched since a save (deltas)."""
+        e = self._c.export(begin, 2**63 - 1 if end is None else end, -(2**63) if min_step is None else min_step)
+        out = {k: e[k] for k in ("ids", "tags", "steps", "freqs", "embeddings")}
+        return out | {f"slot.{name}": t for name, t in e["slots"].items()}
+
+    @property
+    def row_capacity(self) -> int:
+        """Rows ever allocated; every live row index is below it."""
+        return int(self._c.row_capacity)
+
+    def track_evictions(self, on: bool = True) -> None:
+        """Record the keys of evicted rows until `take_evicted()` (delta checkpoints need them)."""
+        self._c.set_eviction_log(on)
+
+    def take_evicted(self) -> tuple[Tensor, Tensor]:
+        """(ids, tags) of the rows evicted since the last call (with `track_evictions()` on)."""
+        ids, tags = self._c.take_evicted()
+        return ids, tags
+
     def slot_names(self) -> list[str]:
         """Names of the optimizer slots, in index order."""
         return list(self._c.slot_names())
 
     def state_dict(self) -> dict[str, Tensor]:
         """Live rows as tensors: ids, tags, steps, freqs, embeddings and `slot.<name>` per slot."""
-        e = self._c.export()
-        out = {k: e[k] for k in ("ids", "tags", "steps", "freqs", "embeddings")}
-        out |= {f"slot.{name}": t for name, t in e["slots"].items()}
-        return out
+        return self.export()
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Inserts or overwrites the rows in `state` (as produced by `state_dict`), slots included.
