@@ -236,7 +236,8 @@ void init_features(nb::module_& m) {
             if (weights[next]) {
               if (weights[next]->shape(0) != values[next].shape(0))
                 throw std::invalid_argument(at("cross", c) + "weights must have one entry per value");
-              w = weights[next]->data();
+              static const float kNoWeights = 0.0f;  // an empty weight tensor may have a null data pointer
+              w = weights[next]->shape(0) ? weights[next]->data() : &kNoWeights;
             }
             spec.inputs.push_back(
                 {offsets[next].data(), values[next].data(), w, static_cast<int64_t>(values[next].shape(0))});

@@ -30,13 +30,24 @@ template <typename T>
 void bucketize_range(const BucketizeColumn& col, int64_t c, int64_t begin, int64_t end) {
   const T* values = static_cast<const T*>(col.values);
   const double* b = col.boundaries;
-  const double* b_end = b + col.num_boundaries;
+  const int64_t nb = col.num_boundaries;
   for (int64_t i = begin; i < end; ++i) {
     const auto v = static_cast<double>(values[i]);
     if (std::isnan(v))
       throw std::invalid_argument(detail::column_error("bucketize", c) + "value at position " + std::to_string(i) +
                                   " is NaN (fill missing values first)");
-    col.out[i] = std::upper_bound(b, b_end, v) - b;
+    // Branchless upper bound: random values mispredict std::upper_bound's branches (3x slower).
+    if (nb == 0) {
+      col.out[i] = 0;
+      continue;
+    }
+    const double* base = b;
+    for (int64_t n = nb; n > 1;) {
+      const int64_t half = n / 2;
+      base = base[half] <= v ? base + half : base;
+      n -= half;
+    }
+    col.out[i] = (base - b) + (*base <= v);
   }
 }
 

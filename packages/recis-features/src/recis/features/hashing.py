@@ -2,7 +2,8 @@
 
 Strings stay in Arrow layout (int32/int64 offsets + a uint8 byte buffer) from the reader to here.
 `farm` is FarmHash Fingerprint64, identical to TensorFlow's `string_to_hash_bucket_fast`;
-`murmur` is the low 64 bits of MurmurHash3 x64-128 (`mmh3.hash64(...)[0]`), seeded.
+`murmur` is the low 64 bits of MurmurHash3 x64-128 (`mmh3.hash64(...)[0]`), seeded. Integer IDs
+are re-hashed with the same murmur over their 8 little-endian bytes (`hash_ids`, `multi_hash`).
 """
 
 from __future__ import annotations
@@ -15,26 +16,11 @@ from torch import Tensor
 
 from recis.core import _C, threads
 
+from . import fused
+from .columns import Column, encode_strings, is_integer
+
 Algo = Literal["farm", "murmur"]
-
-
-def encode_strings(strings: Sequence[str | bytes]) -> tuple[Tensor, Tensor]:
-    """Python strings (UTF-8 encoded) or bytes to Arrow layout: (int64 offsets (n+1,), uint8 data).
-
-    Example:
-        >>> offsets, data = encode_strings(["ab", "", "c"])
-        >>> offsets.tolist(), bytes(data.tolist())
-        ([0, 2, 2, 3], b'abc')
-    """
-    raw = [s.encode() if isinstance(s, str) else bytes(s) for s in strings]
-    offsets = torch.zeros(len(raw) + 1, dtype=torch.int64)
-    torch.cumsum(torch.tensor([len(r) for r in raw], dtype=torch.int64), 0, out=offsets[1:])
-    data = (
-        torch.frombuffer(bytearray(b"".join(raw)), dtype=torch.uint8)
-        if offsets[-1]
-        else torch.empty(0, dtype=torch.uint8)
-    )
-    return offsets, data
+__all__ = ["Algo", "encode_strings", "hash_ids", "hash_strings", "multi_hash"]
 
 
 def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: int = 0, seed: int = 0) -> Tensor:
@@ -59,8 +45,7 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
         raise ValueError(f"hash_strings: buckets must be >= 0, got {buckets}")
     if algo == "farm" and seed != 0:
         raise ValueError("hash_strings: FarmHash Fingerprint64 takes no seed; use algo='murmur' for seeded hashes")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"hash_strings: seed must be in [0, 2**64), got {seed}")
+    _check_seed("hash_strings", seed)
     if offsets.dim() != 1 or offsets.dtype not in (torch.int32, torch.int64) or len(offsets) == 0:
         got = f"{offsets.dtype} {tuple(offsets.shape)}"
         raise TypeError(f"hash_strings: offsets must be a non-empty 1-D int32/int64 tensor, got {got}")
@@ -72,25 +57,60 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
     return out
 
 
-def hash_ids(ids: Tensor, seed: int = 0, buckets: int = 0) -> Tensor:
-    """Re-hashes int64 IDs (to salt them, or spread them over `buckets`).
+def hash_ids(ids: Column, seed: int = 0, buckets: int = 0) -> Column:
+    """Re-hashes integer IDs (to salt them, or spread them over `buckets`); a Tensor or a Ragged.
 
-    Each ID's 8 little-endian bytes go through MurmurHash3 x64-128 (low 64 bits) with `seed`;
-    `buckets > 0` gives the unsigned hash mod `buckets`. Same shape as `ids`.
+    Each ID's 8 little-endian bytes (as int64) go through MurmurHash3 x64-128 (low 64 bits) with
+    `seed`; `buckets > 0` gives the unsigned hash mod `buckets`. Same shape (or rows) as `ids`, int64.
 
     Example:
         >>> salted = hash_ids(torch.tensor([1, 1, 2]), seed=7, buckets=100)
         >>> bool(salted[0] == salted[1]), bool((salted >= 0).all() and (salted < 100).all())
         (True, True)
     """
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+    if isinstance(ids, Tensor) and not is_integer(ids.dtype):
         raise TypeError(f"hash_ids: IDs must be integers, got {ids.dtype}")
     if buckets < 0:
         raise ValueError(f"hash_ids: buckets must be >= 0, got {buckets}")
+    _check_seed("hash_ids", seed)
+    return fused.hash_many([ids], ["murmur"], [seed], [buckets])[0]
+
+
+def multi_hash(ids: Column, buckets: int | Sequence[int], k: int | None = None, seed: int = 0) -> Column:
+    """k independent hashes of every ID: hash j is `hash_ids(ids, seed + j, buckets[j])`.
+
+    The values gain a trailing dimension of size k: a (B,) tensor becomes (B, k), a Ragged's
+    values (N,) become (N, k), rows and weights kept. Used for hashing tricks that look one ID up
+    in k tables (or k rows of one table) to make collisions unlikely.
+
+    Args:
+        ids: integer IDs, a Tensor or a Ragged.
+        buckets: one bucket count for all k hashes, or one per hash (then k may be left out);
+            0 keeps all 64 bits.
+        k: number of hashes (>= 1).
+        seed: the first hash's seed; hash j uses seed + j (mod 2**64).
+
+    Example:
+        >>> multi_hash(torch.tensor([5, 5, 6]), buckets=1000, k=2).shape
+        torch.Size([3, 2])
+    """
+    per_hash = multi_hash_buckets(buckets, k)
+    _check_seed("multi_hash", seed)
+    return fused.multi_hash_many([ids], [seed], [per_hash])[0]
+
+
+def multi_hash_buckets(buckets: int | Sequence[int], k: int | None) -> list[int]:
+    """The per-hash bucket counts of `multi_hash`, checked."""
+    per_hash = [buckets] * (k if k is not None else 1) if isinstance(buckets, int) else list(buckets)
+    if k is not None and len(per_hash) != k:
+        raise ValueError(f"multi_hash: {len(per_hash)} bucket counts for k={k} hashes")
+    if not per_hash:
+        raise ValueError("multi_hash: k must be >= 1, got 0")
+    if any(b < 0 for b in per_hash):
+        raise ValueError(f"multi_hash: bucket counts must be >= 0, got {per_hash}")
+    return per_hash
+
+
+def _check_seed(op: str, seed: int) -> None:
     if not 0 <= seed < 2**64:
-        raise ValueError(f"hash_ids: seed must be in [0, 2**64), got {seed}")
-    flat = ids.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous()
-    threads.sync()
-    out = torch.empty_like(flat)
-    _C.hash_ids(flat, seed, buckets, out)
-    return out.reshape(ids.shape).to(ids.device)
+        raise ValueError(f"{op}: seed must be in [0, 2**64), got {seed}")

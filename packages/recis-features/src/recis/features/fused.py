@@ -1,0 +1,208 @@
+"""Many columns, one C++ call: the fused kernels behind every op and the `FeatureEngine`.
+
+Each function takes lists (one entry per column, each with its own parameters) and returns the
+transformed columns in order, with row structure and weights kept. CPU columns go to one kernel
+call whose work is split into column x chunk tasks on the core's pool; columns on other devices
+take the pure-torch reference one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.dlpack import to_dlpack
+
+from recis.core import _C, Ragged, threads
+
+from . import reference
+from .columns import Column, describe, innermost, is_integer, is_string_list, is_strings
+
+
+def _dl(tensors: Sequence[Tensor]) -> list[Any]:
+    """DLPack capsules: nanobind takes them in about 1 µs, a tensor (its Python `__dlpack__`) in about 15."""
+    return [to_dlpack(t.detach()) for t in tensors]
+
+
+def _rebuild(x: Column, flat: Tensor) -> Column:
+    """x's structure (all levels' offsets and weights) over new innermost values, reshaped to fit."""
+    if isinstance(x, Ragged):
+        return Ragged(_rebuild(x.values, flat), x.offsets, x.weights, validate=False)
+    return flat.reshape(*x.shape, flat.shape[1]) if flat.dim() == 2 else flat.reshape(x.shape)
+
+
+def _ids(x: Column, op: str) -> Tensor:
+    if is_strings(x) or is_string_list(x):
+        raise TypeError(f"{op}: expected integer IDs, got {describe(x)}")
+    v = innermost(x)
+    if not is_integer(v.dtype):
+        raise TypeError(f"{op}: expected integer IDs, got {describe(x)}")
+    return v.reshape(-1).to(torch.int64).contiguous()
+
+
+def _on_cpu(x: Column) -> bool:
+    return innermost(x).device.type == "cpu"
+
+
+def hash_many(
+    columns: Sequence[Column], algos: Sequence[str], seeds: Sequence[int], buckets: Sequence[int]
+) -> list[Column]:
+    """Hashes string, list<string> and integer columns: strings with `algo`, integers with MurmurHash3.
+
+    A string column (one string per row) becomes a dense int64 (B,) tensor; a list<string> column
+    a Ragged of int64 with the same rows; integer columns keep their shape.
+    """
+    out: list[Column | None] = [None] * len(columns)
+    strings: list[tuple[int, Ragged]] = []
+    ids: list[int] = []
+    for i, x in enumerate(columns):
+        if is_strings(x) or is_string_list(x):
+            s = x if is_strings(x) else x.values
+            assert isinstance(s, Ragged)
+            if s.device.type != "cpu":
+                raise TypeError(f"hash: string columns must be on the CPU, got {s.device}")
+            strings.append((i, s))
+        else:
+            if algos[i] != "murmur":
+                raise TypeError(
+                    f"hash: algo={algos[i]!r} hashes strings, got {describe(x)}; integer IDs are re-hashed with "
+                    "algo='murmur'"
+                )
+            ids.append(i)
+    if strings:
+        outs = [torch.empty(s.num_rows, dtype=torch.int64) for _, s in strings]
+        threads.sync()
+        _C.hash_string_columns(
+            _dl([s.offsets for _, s in strings]),
+            _dl([s.values for _, s in strings]),
+            [algos[i] for i, _ in strings],
+            [seeds[i] for i, _ in strings],
+            [buckets[i] for i, _ in strings],
+            _dl(outs),
+        )
+        for (i, _), h in zip(strings, outs, strict=True):
+            x = columns[i]
+            out[i] = h if is_strings(x) else Ragged(h, x.offsets, x.weights, validate=False)
+    if ids:
+        hashed = multi_hash_many([columns[i] for i in ids], [seeds[i] for i in ids], [[buckets[i]] for i in ids])
+        for i, h in zip(ids, hashed, strict=True):
+            out[i] = _rebuild(columns[i], innermost(h).reshape(-1))
+    return out  # type: ignore[return-value]
+
+
+def multi_hash_many(columns: Sequence[Column], seeds: Sequence[int], buckets: Sequence[Sequence[int]]) -> list[Column]:
+    """k = len(buckets[c]) hashes of every ID of column c: values gain a trailing dimension of size k."""
+    flats = [_ids(x, "hash") for x in columns]
+    out: list[Column | None] = [None] * len(columns)
+    cpu = [i for i, x in enumerate(columns) if _on_cpu(x)]
+    for i, x in enumerate(columns):
+        if not _on_cpu(x):
+            out[i] = _rebuild(x, reference.multi_hash(flats[i], buckets[i], seeds[i]))
+    if cpu:
+        outs = [torch.empty((len(flats[i]), len(buckets[i])), dtype=torch.int64) for i in cpu]
+        threads.sync()
+        _C.hash_id_columns(
+            _dl([flats[i] for i in cpu]),
+            [seeds[i] for i in cpu],
+            _dl([torch.tensor(list(buckets[i]), dtype=torch.int64) for i in cpu]),
+            _dl([o.view(-1) for o in outs]),
+        )
+        for i, o in zip(cpu, outs, strict=True):
+            out[i] = _rebuild(columns[i], o)
+    return out  # type: ignore[return-value]
+
+
+_NATIVE = (torch.float32, torch.float64, torch.int32, torch.int64)
+
+
+def bucketize_many(columns: Sequence[Column], boundaries: Sequence[Tensor]) -> list[Column]:
+    """Bucket IDs per value (number of boundaries <= value), int64, structure kept. Boundaries are float64."""
+    flats = []
+    for x in columns:
+        v = innermost(x)
+        if is_strings(x) or is_string_list(x) or v.dtype == torch.bool or v.dtype.is_complex:
+            raise TypeError(f"bucketize: expected numbers, got {describe(x)}")
+        v = v.reshape(-1)
+        flats.append(v.contiguous() if v.dtype in _NATIVE else v.to(torch.float64).contiguous())
+    out: list[Column | None] = [None] * len(columns)
+    cpu = [i for i, x in enumerate(columns) if _on_cpu(x)]
+    for i, x in enumerate(columns):
+        if not _on_cpu(x):
+            b = boundaries[i].to(flats[i].device)
+            out[i] = _rebuild(x, torch.bucketize(flats[i].to(torch.float64), b, right=True))
+    if cpu:
+        outs = [torch.empty(len(flats[i]), dtype=torch.int64) for i in cpu]
+        threads.sync()
+        _C.bucketize_columns(_dl([flats[i] for i in cpu]), _dl([boundaries[i] for i in cpu]), _dl(outs))
+        for i, o in zip(cpu, outs, strict=True):
+            out[i] = _rebuild(columns[i], o)
+    return out  # type: ignore[return-value]
+
+
+def mod_many(columns: Sequence[Column], moduli: Sequence[int]) -> list[Column]:
+    """IDs mod their column's modulus, in [0, modulus), structure kept."""
+    flats = [_ids(x, "mod") for x in columns]
+    out: list[Column | None] = [None] * len(columns)
+    cpu = [i for i, x in enumerate(columns) if _on_cpu(x)]
+    for i, x in enumerate(columns):
+        if not _on_cpu(x):
+            out[i] = _rebuild(x, torch.remainder(flats[i], moduli[i]))
+    if cpu:
+        outs = [torch.empty_like(flats[i]) for i in cpu]
+        threads.sync()
+        _C.mod_columns(_dl([flats[i] for i in cpu]), [moduli[i] for i in cpu], _dl(outs))
+        for i, o in zip(cpu, outs, strict=True):
+            out[i] = _rebuild(columns[i], o)
+    return out  # type: ignore[return-value]
+
+
+def _cross_input(x: Column) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(offsets, int64 values, float32 weights or None) of a flat ID column; a dense (B,) tensor is one ID per row."""
+    if isinstance(x, Tensor):
+        if x.dim() != 1:
+            raise TypeError(f"cross: dense inputs must be 1-D (one ID per row), got {describe(x)}")
+        return torch.arange(len(x) + 1, device=x.device), _ids(x, "cross"), None
+    if isinstance(x.values, Ragged) or x.values.dim() != 1:
+        raise TypeError(f"cross: inputs must be flat ID lists, got {describe(x)}")
+    w = None if x.weights is None else x.weights.to(torch.float32).contiguous()
+    return x.offsets.contiguous(), _ids(x, "cross"), w
+
+
+def cross_many(crosses: Sequence[Sequence[Column]], seeds: Sequence[int], buckets: Sequence[int]) -> list[Column]:
+    """Crosses, each of 2+ columns with the same rows: a dense (B,) tensor when every input is dense, else a Ragged."""
+    inputs = [[_cross_input(x) for x in cols] for cols in crosses]
+    for i, cols in enumerate(inputs):
+        if len(cols) < 2:
+            raise ValueError(f"cross: needs at least 2 inputs, got {len(cols)}")
+        rows = {len(o) - 1 for o, _, _ in cols}
+        if len(rows) > 1:
+            raise ValueError(f"cross: inputs must have the same number of rows, got {sorted(rows)} (cross {i})")
+    results: list[tuple[Tensor, Tensor, Tensor | None] | None] = [None] * len(crosses)
+    cpu = [i for i, cols in enumerate(crosses) if all(_on_cpu(x) for x in cols)]
+    for i in range(len(crosses)):
+        if i not in cpu:
+            results[i] = reference.cross(inputs[i], seeds[i], buckets[i])
+    if cpu:
+        flat = [inp for i in cpu for inp in inputs[i]]
+        threads.sync()
+        outs = _C.cross_columns(
+            _dl([o for o, _, _ in flat]),
+            _dl([v for _, v, _ in flat]),
+            [None if w is None else to_dlpack(w) for _, _, w in flat],
+            [len(inputs[i]) for i in cpu],
+            [seeds[i] for i in cpu],
+            [buckets[i] for i in cpu],
+        )
+        for i, r in zip(cpu, outs, strict=True):
+            results[i] = r
+    out: list[Column] = []
+    for cols, r in zip(crosses, results, strict=True):
+        assert r is not None
+        offsets, values, weights = r
+        if all(isinstance(x, Tensor) for x in cols):
+            out.append(values)
+        else:
+            out.append(Ragged(values, offsets, weights, validate=False))
+    return out
