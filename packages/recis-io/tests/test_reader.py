@@ -149,6 +149,8 @@ def test_pin_memory_pins_every_tensor(dataset):
         ({"format": "csv"}, "format must be"),
         ({"rank": 2, "world_size": 2}, "rank < world_size"),
         ({"fill_values": {"other": 1}, "nulls": "fill"}, "not read"),
+        ({"columns": []}, "one or more distinct names"),
+        ({"columns": ["id", "id"]}, "one or more distinct names"),
     ],
 )
 def test_bad_arguments(dataset, kwargs, match):

@@ -153,8 +153,8 @@ class ColumnReader(IterableDataset[Batch]):
     def _resolve_columns(self, columns: Sequence[str] | Mapping[str, Any] | None) -> dict[str, pa.DataType]:
         first = self.sources[0]
         names = list(first.schema.names if columns is None else columns)
-        if isinstance(columns, str) or len(set(names)) != len(names):
-            raise ValueError(f"[recis.io] columns must be distinct names, got {columns!r}")
+        if isinstance(columns, str) or not names or len(set(names)) != len(names):
+            raise ValueError(f"[recis.io] columns must be one or more distinct names, got {columns!r}")
         expected = {n: _type_name(columns[n]) for n in names} if isinstance(columns, Mapping) else {}
         types: dict[str, pa.DataType] = {}
         kept = []
