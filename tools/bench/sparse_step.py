@@ -84,6 +84,7 @@ def worker(how: str, opt_name: str, iters: int, warmup: int) -> None:
         times.append(time.perf_counter() - t0)
     (table,) = engine.tables().values()
     res = {
+        "components_ms": components(engine, table, opt, batches[0], names),
         "median_ms": 1000 * statistics.median(times),
         "times_ms": [round(1000 * t, 1) for t in times],
         "phases_ms": {k: round(1000 * statistics.median(v), 1) for k, v in phases.items()},
@@ -92,6 +93,53 @@ def worker(how: str, opt_name: str, iters: int, warmup: int) -> None:
         "threads": torch.get_num_threads(),
     }
     print("RESULT " + json.dumps(res), flush=True)
+
+
+def components(engine, table, opt, batch: dict, names: list[str]) -> dict[str, float]:
+    """Where a step's sparse time goes: each C++ piece timed alone on batch 0 (median of 5)."""
+    import torch
+
+    from recis.core import _C
+
+    ids = [batch[f].values for f in names]
+    tags = list(range(len(names)))
+    found = table.lookup(ids, engine.step, True, tags, gather=False)
+    offsets = [torch.zeros(1, dtype=torch.int64)]
+    for f in names:
+        offsets.append(batch[f].offsets[1:] + offsets[-1][-1])
+    offsets, bags = torch.cat(offsets), [batch[f].num_rows for f in names]
+    grad_out = torch.randn(sum(bags), table.dim)
+    grad_rows = torch.empty(len(found.rows), table.dim)
+    config = opt._config(0, max(opt._step, 1))
+    pieces = {
+        "dedup+probe": lambda: table.lookup(ids, engine.step, True, tags, gather=False),
+        "pool": lambda: table.pool(found.rows, found.inverse, offsets, None, ["sum"] * len(bags), bags),
+        "backward reduce": lambda: _C.pooled_backward(
+            grad_out, found.inverse, offsets, None, ["sum"] * len(bags), bags, grad_rows
+        ),
+        "update": lambda: _C.sparse_update(table._c, config, opt._slots[0], found.rows, grad_rows),
+        "reduce+update fused": lambda: _C.pooled_backward_update(
+            table._c,
+            config,
+            opt._slots[0],
+            found.rows,
+            found.inverse,
+            offsets,
+            None,
+            ["sum"] * len(bags),
+            bags,
+            grad_out,
+        ),
+    }
+    out = {}
+    for name, fn in pieces.items():
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = round(1000 * statistics.median(times), 1)
+    return out
 
 
 def run_config(how: str, opt_name: str, args: argparse.Namespace) -> dict | None:
@@ -148,6 +196,8 @@ def main() -> None:
         summary[name] = {"ms": ms, "samples_per_s": 4096e3 / ms, "peak_rss_gb": info[name]["peak_rss_gb"]}
         phases = info[name].get("phases_ms", "")
         print(f"{name:38s} {ms:8.1f} {4096e3 / ms:10.0f} {info[name]['peak_rss_gb']:8.2f}G  {phases}")
+        if "components_ms" in info[name]:
+            print(f"{'':38s} components alone (ms): {info[name]['components_ms']}")
     print()
     for ours, base, target in TARGETS:
         if ours in summary and base in summary:
