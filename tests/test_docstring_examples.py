@@ -14,7 +14,12 @@ MODULES = [
     "recis.core.threads",
     "recis.embedding.engine",
     "recis.embedding.table",
+    "recis.features.columns",
+    "recis.features.config",
+    "recis.features.cross",
+    "recis.features.engine",
     "recis.features.hashing",
+    "recis.features.numeric",
     "recis.features.transforms",
 ]
 

@@ -9,6 +9,7 @@ after another op, so [FillMissing, Bucketize] and [Bucketize] features bucketize
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ class Feature:
 
     name: str
     source_column: str | None = None
-    ops: tuple[Op, ...] = ()
+    ops: Sequence[Op] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -218,8 +219,8 @@ class FeatureEngine(nn.Module):
                     outs = kind.run_group(ops, xs)
                 except (TypeError, ValueError) as e:
                     raise self._blame(kind, members, ops, xs, e) from e
-                for (n, _), out in zip(members, outs, strict=True):
-                    values[n] = out
+                for (n, _), result in zip(members, outs, strict=True):
+                    values[n] = result
         out = {k: v for k, v in batch.items() if self.keep_sources or k not in consumed}
         for f in self.features:
             out[f.name] = values[self._canonical[f.name]]
@@ -232,8 +233,8 @@ class FeatureEngine(nn.Module):
         for (n, _), op, x in zip(members, ops, xs, strict=True):
             try:
                 kind.run_group([op], [x])
-            except (TypeError, ValueError) as e:
-                return _error(n, op, str(e))
+            except (TypeError, ValueError) as e:  # the kernel's "column 0" means nothing to the user
+                return _error(n, op, re.sub(r"column \d+: ", "", str(e)))
         names = [n for n, _ in members]
         return _error(", ".join(names), ops[0], str(err))
 

@@ -76,19 +76,22 @@ def hash_many(
         threads.sync()
         _C.hash_string_columns(
             _dl([s.offsets for _, s in strings]),
-            _dl([s.values for _, s in strings]),
+            _dl([s.values for _, s in strings]),  # type: ignore[misc]  # uint8 tensors: is_strings
             [algos[i] for i, _ in strings],
             [seeds[i] for i, _ in strings],
             [buckets[i] for i, _ in strings],
             _dl(outs),
         )
-        for (i, _), h in zip(strings, outs, strict=True):
-            x = columns[i]
-            out[i] = h if is_strings(x) else Ragged(h, x.offsets, x.weights, validate=False)
+        for (i, _), hashed_strings in zip(strings, outs, strict=True):
+            col = columns[i]
+            assert isinstance(col, Ragged)
+            out[i] = (
+                hashed_strings if is_strings(col) else Ragged(hashed_strings, col.offsets, col.weights, validate=False)
+            )
     if ids:
         hashed = multi_hash_many([columns[i] for i in ids], [seeds[i] for i in ids], [[buckets[i]] for i in ids])
-        for i, h in zip(ids, hashed, strict=True):
-            out[i] = _rebuild(columns[i], innermost(h).reshape(-1))
+        for i, hashed_ids in zip(ids, hashed, strict=True):
+            out[i] = _rebuild(columns[i], innermost(hashed_ids).reshape(-1))
     return out  # type: ignore[return-value]
 
 
@@ -195,13 +198,13 @@ def cross_many(crosses: Sequence[Sequence[Column]], seeds: Sequence[int], bucket
             [seeds[i] for i in cpu],
             [buckets[i] for i in cpu],
         )
-        for i, r in zip(cpu, outs, strict=True):
-            results[i] = r
+        for i, result in zip(cpu, outs, strict=True):
+            results[i] = result
     out: list[Column] = []
-    for cols, r in zip(crosses, results, strict=True):
-        assert r is not None
-        offsets, values, weights = r
-        if all(isinstance(x, Tensor) for x in cols):
+    for sources, crossed in zip(crosses, results, strict=True):
+        assert crossed is not None
+        offsets, values, weights = crossed
+        if all(isinstance(x, Tensor) for x in sources):
             out.append(values)
         else:
             out.append(Ragged(values, offsets, weights, validate=False))
