@@ -54,6 +54,7 @@ class ColumnReader(IterableDataset[Batch]):
         fill_values: per-column fill for nulls (the value of the innermost type for lists).
         string_hash: `(offsets int64, bytes uint8) -> int64 IDs` applied to string columns at read
             time (e.g. `recis.features.hash_strings`), or {column: function} for some of them.
+            It runs in the decode threads, so it must be thread-safe.
         on_error: "raise" (default), or "skip": unreadable files and row groups, missing columns and
             nulls under nulls="error" are skipped with a warning and listed in `skipped`.
         format: "parquet" or "orc"; by default from the extension, else from the magic bytes.
