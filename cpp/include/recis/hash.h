@@ -23,10 +23,6 @@ template <typename Offset>
 void hash_strings(const Offset* offsets, int64_t n, const uint8_t* data, int64_t data_len, StringHash algo,
                   uint64_t seed, int64_t buckets, int64_t* out);
 
-// Re-hashes n int64 IDs: MurmurHash3 x64-128 (low half) of each ID's 8 little-endian bytes with
-// `seed` (salting), then mod buckets when buckets > 0 (unsigned).
-void hash_ids(const int64_t* ids, int64_t n, uint64_t seed, int64_t buckets, int64_t* out);
-
 // One string column of a fused call: n strings in Arrow layout with int64 offsets.
 struct StringColumn {
   const int64_t* offsets;  // n + 1

@@ -6,16 +6,11 @@
 
 namespace recis {
 
-// out[i] = number of boundaries <= values[i]: bucket i holds [boundaries[i-1], boundaries[i]),
-// as TensorFlow's Bucketize and torch.bucketize(right=True). Boundaries must be strictly
-// increasing and finite; a NaN value is an error (fill missing values first).
-void bucketize(const double* values, int64_t n, const double* boundaries, int64_t num_boundaries, int64_t* out);
-
-// out[i] = ids[i] mod m with the sign of m (Python's %, torch.remainder): always in [0, m) for m > 0.
-void mod_ids(const int64_t* ids, int64_t n, int64_t m, int64_t* out);
-
 enum class NumericType { kFloat32, kFloat64, kInt32, kInt64 };
 
+// Bucketize: out[i] = number of boundaries <= values[i], so bucket i holds [boundaries[i-1],
+// boundaries[i]) as in TensorFlow's Bucketize and torch.bucketize(right=True). Boundaries must be
+// strictly increasing and finite; a NaN value is an error (fill missing values first).
 // One column of a fused bucketize call: n values of `type`, compared as doubles.
 struct BucketizeColumn {
   const void* values;
@@ -29,7 +24,8 @@ struct BucketizeColumn {
 // Bucketizes many columns in one run over the pool. Errors read "bucketize: column c: ...".
 void bucketize_columns(const std::vector<BucketizeColumn>& columns);
 
-// One column of a fused mod call.
+// Mod: out[i] = ids[i] mod modulus with the sign of the modulus (Python's %, torch.remainder),
+// always in [0, modulus). One column of a fused mod call.
 struct ModColumn {
   const int64_t* ids;
   int64_t n;

@@ -208,11 +208,6 @@ void hash_strings(const Offset* offsets, int64_t n, const uint8_t* data, int64_t
   });
 }
 
-void hash_ids(const int64_t* ids, int64_t n, uint64_t seed, int64_t buckets, int64_t* out) {
-  if (buckets < 0) throw std::invalid_argument("hash_ids: buckets must be >= 0, got " + std::to_string(buckets));
-  hash_id_columns({IdColumn{ids, n, seed, &buckets, 1, out}});
-}
-
 void hash_string_columns(const std::vector<StringColumn>& columns) {
   std::vector<int64_t> sizes;
   for (size_t c = 0; c < columns.size(); ++c) {

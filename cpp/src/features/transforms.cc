@@ -87,10 +87,4 @@ void mod_columns(const std::vector<ModColumn>& columns) {
   });
 }
 
-void bucketize(const double* values, int64_t n, const double* boundaries, int64_t num_boundaries, int64_t* out) {
-  bucketize_columns({BucketizeColumn{values, NumericType::kFloat64, n, boundaries, num_boundaries, out}});
-}
-
-void mod_ids(const int64_t* ids, int64_t n, int64_t m, int64_t* out) { mod_columns({ModColumn{ids, n, m, out}}); }
-
 }  // namespace recis
