@@ -45,13 +45,16 @@ void check_out(const char* op, size_t c, size_t got, size_t want) {
                                 std::to_string(got));
 }
 
-NumericType numeric_type_of(const Numeric& a, size_t c) {
+using NumericOut = nb::ndarray<nb::pytorch, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+template <typename Array>
+NumericType numeric_type_of(const Array& a, const char* op, size_t c) {
   const nb::dlpack::dtype dt = a.dtype();
   if (dt == nb::dtype<float>()) return NumericType::kFloat32;
   if (dt == nb::dtype<double>()) return NumericType::kFloat64;
   if (dt == nb::dtype<int32_t>()) return NumericType::kInt32;
   if (dt == nb::dtype<int64_t>()) return NumericType::kInt64;
-  throw std::invalid_argument(at("bucketize", c) + "values must be float32, float64, int32 or int64");
+  throw std::invalid_argument(at(op, c) + "values must be float32, float64, int32 or int64");
 }
 
 }  // namespace
@@ -142,7 +145,7 @@ void init_features(nb::module_& m) {
         std::vector<BucketizeColumn> columns;
         for (size_t c = 0; c < n; ++c) {
           check_out("bucketize", c, outs[c].shape(0), values[c].shape(0));
-          columns.push_back({values[c].data(), numeric_type_of(values[c], c), static_cast<int64_t>(values[c].shape(0)),
+          columns.push_back({values[c].data(), numeric_type_of(values[c], "bucketize", c), static_cast<int64_t>(values[c].shape(0)),
                              boundaries[c].data(), static_cast<int64_t>(boundaries[c].shape(0)), outs[c].data()});
         }
         nb::gil_scoped_release release;
@@ -150,6 +153,26 @@ void init_features(nb::module_& m) {
       },
       nb::arg("values"), nb::arg("boundaries"), nb::arg("outs").noconvert(),
       "Bucketizes many float32/float64/int32/int64 columns in one call, as bucketize does each.");
+
+  m.def(
+      "fill_nan_columns",
+      [](const std::vector<Numeric>& values, const std::vector<double>& fills, std::vector<NumericOut> outs) {
+        const size_t n = values.size();
+        check_count("fill_missing", "fill values", fills.size(), n);
+        check_count("fill_missing", "outputs", outs.size(), n);
+        std::vector<FillNanColumn> columns;
+        for (size_t c = 0; c < n; ++c) {
+          check_out("fill_missing", c, outs[c].shape(0), values[c].shape(0));
+          if (outs[c].dtype() != values[c].dtype())
+            throw std::invalid_argument(at("fill_missing", c) + "out must have the values' dtype");
+          columns.push_back({values[c].data(), numeric_type_of(values[c], "fill_missing", c),
+                             static_cast<int64_t>(values[c].shape(0)), fills[c], outs[c].data()});
+        }
+        nb::gil_scoped_release release;
+        fill_nan_columns(columns);
+      },
+      nb::arg("values"), nb::arg("fills"), nb::arg("outs").noconvert(),
+      "FillMissing for many float32/float64 columns in one call: NaN becomes the column's fill value.");
 
   m.def(
       "mod_columns",

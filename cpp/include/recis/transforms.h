@@ -36,4 +36,17 @@ struct ModColumn {
 // Takes many columns mod their moduli in one run over the pool. Errors read "mod: column c: ...".
 void mod_columns(const std::vector<ModColumn>& columns);
 
+// FillMissing on dense float columns: NaN becomes `value`, everything else is copied. Only
+// kFloat32 and kFloat64 columns; out has the column's type.
+struct FillNanColumn {
+  const void* values;
+  NumericType type;
+  int64_t n;
+  double value;
+  void* out;
+};
+
+// Fills many columns in one run over the pool. Errors read "fill_missing: column c: ...".
+void fill_nan_columns(const std::vector<FillNanColumn>& columns);
+
 }  // namespace recis

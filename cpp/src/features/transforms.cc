@@ -1,4 +1,4 @@
-// Bucketize and Mod over one or many columns. Per-column checks (boundaries, moduli) run first;
+// Bucketize, Mod and NaN filling over one or many columns. Per-column checks (boundaries, moduli) run first;
 // per-value checks (NaN) run inside the parallel chunks, where they cost no extra pass.
 #include "recis/transforms.h"
 
@@ -51,6 +51,14 @@ void bucketize_range(const BucketizeColumn& col, int64_t c, int64_t begin, int64
   }
 }
 
+template <typename T>
+void fill_nan_range(const FillNanColumn& col, int64_t begin, int64_t end) {
+  const T* in = static_cast<const T*>(col.values);
+  T* out = static_cast<T*>(col.out);
+  const auto fill = static_cast<T>(col.value);
+  for (int64_t i = begin; i < end; ++i) out[i] = std::isnan(in[i]) ? fill : in[i];
+}
+
 }  // namespace
 
 void bucketize_columns(const std::vector<BucketizeColumn>& columns) {
@@ -84,6 +92,22 @@ void mod_columns(const std::vector<ModColumn>& columns) {
       const int64_t r = col.ids[i] % col.modulus;
       col.out[i] = r < 0 ? r + col.modulus : r;
     }
+  });
+}
+
+void fill_nan_columns(const std::vector<FillNanColumn>& columns) {
+  std::vector<int64_t> sizes;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    if (columns[c].type != NumericType::kFloat32 && columns[c].type != NumericType::kFloat64)
+      throw std::invalid_argument(detail::column_error("fill_missing", c) + "values must be float32 or float64");
+    sizes.push_back(columns[c].n);
+  }
+  detail::parallel_over_columns(sizes, 65536, [&](int64_t c, int64_t begin, int64_t end) {
+    const FillNanColumn& col = columns[c];
+    if (col.type == NumericType::kFloat32)
+      fill_nan_range<float>(col, begin, end);
+    else
+      fill_nan_range<double>(col, begin, end);
   });
 }
 

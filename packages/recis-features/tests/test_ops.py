@@ -192,8 +192,12 @@ floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
 
 @given(st.lists(floats, max_size=40), st.floats(-100, 100, width=32))
 def test_fill_missing_dense(values, fill):
-    out = fill_missing(torch.tensor(values, dtype=torch.float32), fill)
-    assert out.tolist() == [fill if math.isnan(v) else v for v in torch.tensor(values, dtype=torch.float32).tolist()]
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor(values, dtype=dtype)
+        want = torch.tensor([fill if math.isnan(v) else v for v in x.tolist()], dtype=dtype)
+        assert torch.equal(fill_missing(x, fill), want)
+        assert torch.equal(FillMissing(fill)(x), want)  # the fused kernel
+        assert torch.equal(FillMissing(fill)(x.reshape(-1, 1)), want.reshape(-1, 1))
 
 
 @given(id_lists(), INT64)

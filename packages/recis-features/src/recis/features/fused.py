@@ -144,6 +144,15 @@ def bucketize_many(columns: Sequence[Column], boundaries: Sequence[Tensor]) -> l
     return out  # type: ignore[return-value]
 
 
+def fill_nan_many(columns: Sequence[Tensor], values: Sequence[float]) -> list[Tensor]:
+    """FillMissing for dense float32/float64 CPU tensors: NaN becomes the column's value (others copied)."""
+    flats = [x.detach().reshape(-1).contiguous() for x in columns]
+    outs = [torch.empty_like(f) for f in flats]
+    threads.sync()
+    _C.fill_nan_columns(_dl(flats), [float(v) for v in values], _dl(outs))
+    return [o.reshape(x.shape) for o, x in zip(outs, columns, strict=True)]
+
+
 def mod_many(columns: Sequence[Column], moduli: Sequence[int]) -> list[Column]:
     """IDs mod their column's modulus, in [0, modulus), structure kept."""
     flats = [_ids(x, "mod") for x in columns]
