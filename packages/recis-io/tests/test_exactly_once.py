@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from recis.io import ColumnReader
 
-examples = settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+examples = settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def ids(reader: ColumnReader, limit: int | None = None) -> list[int]:
