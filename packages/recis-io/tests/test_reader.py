@@ -62,6 +62,9 @@ def test_paths_directories_globs_and_hidden_files(dataset):
         ColumnReader(str(root / "nope-*"))
     with pytest.raises(FileNotFoundError, match="no such file"):
         ColumnReader(str(root / "missing"))
+    (root / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no data files"):
+        ColumnReader(str(root / "empty"))
 
 
 def test_format_from_magic_bytes_or_argument(dataset, tmp_path):

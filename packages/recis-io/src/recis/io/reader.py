@@ -134,6 +134,8 @@ class ColumnReader(IterableDataset[Batch]):
                 raise ValueError(f"[recis.io] {path!r} is on {path_fs.type_name}, the first path on {fs.type_name}")
             fs = path_fs
             files.extend(list_files(fs, inner))
+        if not files:
+            raise FileNotFoundError(f"[recis.io] no data files in {paths}")
         with ThreadPoolExecutor(min(8, len(files))) as pool:
             attempts = list(pool.map(lambda f: self._try(lambda: inspect(fs, f, fmt)), files))
         sources = [s for s in attempts if s is not None]
