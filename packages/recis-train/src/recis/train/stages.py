@@ -1,0 +1,138 @@
+"""Stages (data + length + learning-rate schedule + which parameters train), online data, and the step timer.
+
+A run is a list of stages executed in order (warm up on old data, then fine-tune); an `OnlineData`
+stage walks the windows of a stream instead, evaluating on each window before training on it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Schedule = Callable[[int, int | None], float]
+"""(step within the stage, total steps of the stage or None) -> factor on the optimizers' base lr."""
+
+
+def make_schedule(spec: str | Schedule) -> Schedule:
+    """A schedule from a name: "constant", "linear" (to 0), "cosine" (to 0), "warmup:<n>" (linear
+    ramp over n steps, then constant), "warmup:<n>,cosine"; or a callable as it is.
+
+    Example:
+        >>> s = make_schedule("warmup:10,cosine")
+        >>> round(s(4, 100), 2), round(s(55, 100), 2), s(0, None)
+        (0.5, 0.5, 0.1)
+    """
+    if callable(spec):
+        return spec
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    warmup, decay = 0, "constant"
+    for p in parts:
+        if p.startswith("warmup:"):
+            try:
+                warmup = int(p.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"lr schedule {spec!r}: warmup needs a step count, e.g. 'warmup:100'") from None
+        elif p in ("constant", "linear", "cosine"):
+            decay = p
+        else:
+            raise ValueError(f"lr schedule {spec!r}: unknown part {p!r}; expected constant, linear, cosine, warmup:<n>")
+
+    def schedule(step: int, total: int | None) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if decay == "constant":
+            return 1.0
+        if total is None:
+            raise ValueError(f"lr schedule {spec!r} needs the stage's length: give the stage `steps`")
+        frac = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - frac if decay == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
+
+    return schedule
+
+
+@dataclass
+class OnlineData:
+    """An online stream: `windows` (e.g. `recis.io.Windows`) in order, `reader(window)` its batches.
+
+    The Trainer evaluates on each window before training on it (progressive validation), then
+    checkpoints and evicts. On resume the windows already trained are skipped (`windows.last`).
+    """
+
+    windows: Iterable[Any]
+    reader: Callable[[Any], Iterable[dict[str, Any]]]
+    evaluate_first: bool = True
+
+
+@dataclass
+class Stage:
+    """One phase of training.
+
+    Args:
+        name: shown in logs and the progress bar.
+        data: the stage's batches (default: the Trainer's train_data), or an `OnlineData`.
+        epochs: passes over `data` (default 1 when `steps` is None too).
+        steps: stop after this many optimizer steps in the stage (also the schedule's length).
+        lr_schedule: a `make_schedule` name or callable.
+        train: parameter-name prefixes that train in this stage (None: all). The embedding tables
+            train when the prefix of their engine module (e.g. "embedding") is listed.
+
+    Example:
+        >>> Stage("finetune", steps=100, lr_schedule="cosine", train=["top", "heads"]).train
+        ['top', 'heads']
+    """
+
+    name: str = "train"
+    data: Iterable[dict[str, Any]] | OnlineData | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    lr_schedule: str | Schedule = "constant"
+    train: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "steps"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"Stage {self.name!r}: {key} must be a positive int or None, got {value!r}")
+        if self.train is not None:
+            self.train = list(self.train)
+        make_schedule(self.lr_schedule)
+
+    def trains(self, name: str) -> bool:
+        return self.train is None or any(name == p or name.startswith(p + ".") for p in self.train)
+
+
+def batches_per_pass(data: Any) -> int | None:
+    """Batches in one pass over `data` when it can tell (len(), or a ColumnReader's rows and batch size)."""
+    try:
+        return len(data)
+    except TypeError:
+        pass
+    rows, size = getattr(data, "shard_rows", None), getattr(data, "batch_size", None)
+    if isinstance(rows, int) and isinstance(size, int):
+        return rows // size if getattr(data, "drop_last", False) else -(-rows // size)
+    return None
+
+
+class StepTimer:
+    """Seconds spent per part of the step: data_wait, sparse_forward, forward (dense), backward,
+    sparse_update, dense_update. `fractions()` splits the total among them."""
+
+    PARTS = ("data_wait", "sparse_forward", "dense_forward", "backward", "sparse_update", "dense_update")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self.start = time.perf_counter()
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] += seconds
+
+    def data_wait_fraction(self) -> float:
+        total = time.perf_counter() - self.start
+        return self.seconds["data_wait"] / total if total > 0 else math.nan
+
+    def fractions(self) -> dict[str, float]:
+        total = sum(self.seconds.values())
+        return {k: v / total for k, v in self.seconds.items()} if total > 0 else {}

@@ -1,0 +1,482 @@
+"""`Trainer`: runs stages or online windows over a model of hash-table embeddings and dense layers.
+
+It knows the model only through `transform(batch)` (run in the input thread) and
+`forward(batch) -> {head: logits}`; objectives map heads to labels and losses. Everything a resume
+needs (tables, optimizers, reader position, step, RNG) goes into the checkpoint, so a resumed run
+computes the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from recis.embedding import EmbeddingEngine
+
+from .checkpoint import Checkpointer
+from .hooks import CheckpointEvery, EvictEvery, Hook
+from .objectives import Objective, total_loss
+from .pipeline import InputPipeline, restore_source
+from .report import Reporter
+from .stages import OnlineData, Stage, StepTimer, batches_per_pass, make_schedule
+
+Batch = dict[str, Any]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; raised before that step changed any parameter."""
+
+
+@dataclass
+class TrainerConfig:
+    """Everything about a run except the model, data and optimizers.
+
+    Args:
+        objectives: the labels, heads, losses and weights (default: one BCE objective on "label").
+        epochs, max_steps: length of the default single stage (when `stages` is empty).
+        stages: run these in order instead.
+        grad_accum: micro-batches per optimizer step.
+        clip_grad_norm: global gradient-norm limit over dense and sparse gradients (None: off).
+        bf16: bf16 autocast for the dense part (embeddings stay float32).
+        prefetch: batches read and transformed ahead in a background thread (0: inline, no overlap).
+        eval_every: evaluate every this many steps (always at the end of each stage).
+        eval_batches: evaluate on at most this many batches.
+        group_column: batch column naming the group (user) for GAUC.
+        output_dir: metrics.jsonl, plots, summary and checkpoints/ go here (None: nothing written).
+        checkpoint_every: save every this many steps (and after each window; at the end if `checkpoint_at_end`).
+        keep_checkpoints: newest checkpoints kept.
+        resume: "latest" (newest checkpoint in output_dir, if any) or a checkpoint path.
+        evict_every: run table eviction every this many steps (always after a window).
+        log_every, progress: logging interval and the tqdm bar.
+        seed: torch seed at the start of a fresh run (None: leave the RNG alone).
+    """
+
+    objectives: Sequence[Objective] = (Objective("label"),)
+    epochs: int = 1
+    max_steps: int | None = None
+    stages: Sequence[Stage] = ()
+    grad_accum: int = 1
+    clip_grad_norm: float | None = None
+    bf16: bool = False
+    prefetch: int = 4
+    eval_every: int | None = None
+    eval_batches: int | None = None
+    group_column: str | None = None
+    output_dir: str | None = None
+    checkpoint_every: int | None = None
+    checkpoint_at_end: bool = True
+    keep_checkpoints: int = 3
+    resume: str | None = None
+    evict_every: int | None = None
+    log_every: int = 50
+    progress: bool = True
+    seed: int | None = 0
+    hooks: list[Hook] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains `model` with a sparse and a dense optimizer; `fit()` runs the stages, `evaluate()` scores.
+
+    Args:
+        model: `forward(batch) -> {head: logits}`, optionally `transform(batch)` for feature transforms.
+        train_data: iterable of batch dicts (a `recis.io.ColumnReader`, ...) or an `OnlineData`.
+        eval_data: iterable of batch dicts for `evaluate()`, or None.
+        sparse_optimizer: a `recis.optim` optimizer over the model's embedding engines (or None).
+        dense_optimizer: a `torch.optim` optimizer over the dense parameters (or None).
+        config: a `TrainerConfig`.
+
+    Example:
+        >>> from recis.embedding import EmbeddingSpec
+        >>> from recis.optim import SparseAdam
+        >>> from recis.train.models import LogisticRegression
+        >>> model = LogisticRegression(EmbeddingEngine({"item": EmbeddingSpec(1)}))
+        >>> data = [{"item": torch.tensor([1, 2]), "label": torch.tensor([1, 0])}] * 20
+        >>> trainer = Trainer(model, data, data, SparseAdam(model, lr=0.1), torch.optim.Adam(model.parameters(), 0.1),
+        ...                   TrainerConfig(progress=False))
+        >>> trainer.fit()["eval"]["label.auc"]
+        1.0
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Iterable[Batch] | OnlineData | None,
+        eval_data: Iterable[Batch] | None = None,
+        sparse_optimizer: torch.optim.Optimizer | None = None,
+        dense_optimizer: torch.optim.Optimizer | None = None,
+        config: TrainerConfig | None = None,
+    ):
+        self.model, self.train_data, self.eval_data = model, train_data, eval_data
+        self.sparse_optimizer, self.dense_optimizer = sparse_optimizer, dense_optimizer
+        self.config = cfg = config or TrainerConfig()
+        if cfg.grad_accum < 1:
+            raise ValueError(f"TrainerConfig.grad_accum must be >= 1, got {cfg.grad_accum}")
+        fused = bool(getattr(sparse_optimizer, "fused", False))
+        if fused and (cfg.grad_accum > 1 or cfg.clip_grad_norm):
+            raise ValueError("Trainer: a fused sparse optimizer rules out grad_accum > 1 and clip_grad_norm")
+        self.objectives = list(cfg.objectives)
+        self.stages = list(cfg.stages) or [Stage("train", train_data, epochs=cfg.epochs, steps=cfg.max_steps)]
+        self.engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)]
+        self.optimizers = {k: o for k, o in (("sparse", sparse_optimizer), ("dense", dense_optimizer)) if o is not None}
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        out = Path(cfg.output_dir) if cfg.output_dir else None
+        self.checkpointer = Checkpointer(out / "checkpoints", cfg.keep_checkpoints) if out else None
+        self.reporter = Reporter(out, cfg.progress, cfg.log_every)
+        self.hooks: list[Hook] = [self.reporter, *cfg.hooks]
+        if self.checkpointer is not None:
+            self.hooks.append(CheckpointEvery(cfg.checkpoint_every))
+        self.hooks.append(EvictEvery(cfg.evict_every))
+        self.timing = StepTimer()
+        self._sparse_t0 = 0.0
+        for engine in self.engines:  # times the sparse forward; both hooks return None (output unchanged)
+            engine.register_forward_pre_hook(self._sparse_start)
+            engine.register_forward_hook(self._sparse_end)
+        self.step = self.samples = 0
+        self.stage_index, self.stage_step, self.epoch = 0, 0, 0
+        self.stage_name = self.stages[0].name
+        self.position: dict[str, Any] | None = None  # input position after the last consumed batch
+        self.window: str | None = None  # online: the window being trained; window_done: the last finished
+        self.window_done: str | None = None
+        self.window_evaluated = False
+        self.should_stop, self.stop_reason = False, ""
+        self.last_eval: dict[str, float] = {}
+        self.last_checkpoint: Path | None = None
+        self._start_samples = 0
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def _sparse_start(self, *_: Any) -> None:
+        self._sparse_t0 = time.perf_counter()
+
+    def _sparse_end(self, *_: Any) -> None:
+        if self.model.training:
+            self._add_time("sparse_forward", self._sparse_t0)
+
+    def _add_time(self, part: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timing.add(part, now - t0)
+        return now
+
+    def state(self) -> dict[str, Any]:
+        """The trainer's own state, saved in checkpoints."""
+        return {
+            "step": self.step, "samples": self.samples, "stage_index": self.stage_index,
+            "stage_step": self.stage_step, "epoch": self.epoch, "position": self.position,
+            "window": self.window, "window_done": self.window_done, "window_evaluated": self.window_evaluated,
+            "rng": torch.get_rng_state(),
+        }  # fmt: skip
+
+    def save_checkpoint(self) -> Path | None:
+        """Saves a checkpoint of the current step (no-op without an output_dir)."""
+        if self.checkpointer is None:
+            return None
+        self.last_checkpoint = self.checkpointer.save(self.step, self.model, self.optimizers, self.state())
+        return self.last_checkpoint
+
+    def resume(self, path: str | Path = "latest") -> bool:
+        """Loads checkpoint `path` ("latest": the newest in output_dir); False when there is none."""
+        if path == "latest":
+            found = self.checkpointer.latest() if self.checkpointer is not None else None
+            if found is None:
+                return False
+            path = found
+        state = (self.checkpointer or Checkpointer(Path(path).parent)).load(path, self.model, self.optimizers)
+        for key in ("step", "samples", "stage_index", "stage_step", "epoch", "position", "window",
+                    "window_done", "window_evaluated"):  # fmt: skip
+            setattr(self, key, state[key])
+        torch.set_rng_state(state["rng"])
+        self.last_checkpoint = Path(path)
+        return True
+
+    # ---- training ------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Runs the stages from the start (or from `config.resume`); returns the summary.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/inf; the message names the step and the last checkpoint.
+        """
+        cfg = self.config
+        if cfg.resume:
+            self.resume(cfg.resume)
+        elif cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        self.timing = StepTimer()
+        start_step, t0 = self.step, time.perf_counter()
+        self._start_samples = self.samples
+        for hook in self.hooks:
+            hook.on_fit_start(self)
+        try:
+            while self.stage_index < len(self.stages) and not self.should_stop:
+                stage = self.stages[self.stage_index]
+                self.stage_name = stage.name
+                if isinstance(stage.data, OnlineData) or (
+                    stage.data is None and isinstance(self.train_data, OnlineData)
+                ):
+                    self._run_online(stage)
+                else:
+                    self._run_stage(stage)
+                if self.should_stop:
+                    break
+                self.stage_index, self.stage_step, self.epoch, self.position = self.stage_index + 1, 0, 0, None
+        finally:
+            self.reporter.close_bar()
+            self._set_trainable(None)
+        if cfg.checkpoint_at_end and self.step > start_step:
+            self.save_checkpoint()
+        return self._finish(start_step, time.perf_counter() - t0)
+
+    def _finish(self, start_step: int, seconds: float) -> dict[str, Any]:
+        if self.eval_data is not None and not self.last_eval:
+            self.evaluate()
+        trained = self.samples - self._start_samples
+        summary: dict[str, Any] = {
+            "steps": self.step, "samples": self.samples, "seconds": round(seconds, 2),
+            "samples_per_s": trained / seconds if seconds > 0 and self.step > start_step else math.nan,
+            "data_wait_fraction": self.timing.data_wait_fraction(), "stop_reason": self.stop_reason or "done",
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "eval": dict(self.last_eval), "time_split": self.timing.fractions(),
+            "embedding": {f"{i}.{k}": v for i, e in enumerate(self.engines) for k, v in e.stats().items()},
+        }  # fmt: skip
+        for hook in self.hooks:
+            hook.on_fit_end(self, summary)
+        return summary
+
+    def _set_trainable(self, stage: Stage | None) -> None:
+        """Train mode, with the stage's frozen parameters off and frozen engines read-only (eval mode)."""
+        self.model.train()
+        names = dict(self.model.named_modules())
+        for name, p in self.model.named_parameters():
+            if not hasattr(p, "_recis_requires_grad"):
+                p._recis_requires_grad = p.requires_grad  # type: ignore[attr-defined]
+            p.requires_grad_(p._recis_requires_grad and (stage is None or stage.trains(name)))  # type: ignore[attr-defined]
+        for name, module in names.items():
+            if isinstance(module, EmbeddingEngine) and stage is not None and not stage.trains(name):
+                module.eval()
+
+    def _set_lr(self, factor: float) -> None:
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+    def _run_stage(self, stage: Stage) -> None:
+        data = stage.data if stage.data is not None else self.train_data
+        if data is None or isinstance(data, OnlineData):
+            raise ValueError(f"Stage {stage.name!r} has no data and the Trainer has no train_data")
+        per_pass = batches_per_pass(data)
+        epochs = stage.epochs or (1 if stage.steps is None else 10**9)
+        total = stage.steps or (per_pass * epochs // self.config.grad_accum if per_pass else None)
+        self._set_trainable(stage)
+        schedule = make_schedule(stage.lr_schedule)
+        self.reporter.start_bar(stage.name, total, self.stage_step)
+        while self.epoch < epochs and not self._stage_done(stage):
+            skip = restore_source(data, self.position)
+            consumed = self.position["consumed"] if self.position and not skip else 0
+            if self.position is None and hasattr(data, "set_epoch"):
+                data.set_epoch(self.epoch)
+            finished = self._train_pass(stage, data, schedule, total, skip, consumed)
+            if not finished:
+                break
+            self.epoch, self.position = self.epoch + 1, None
+        if not self.should_stop and self.eval_data is not None:
+            self.evaluate()
+
+    def _stage_done(self, stage: Stage) -> bool:
+        return self.should_stop or (stage.steps is not None and self.stage_step >= stage.steps)
+
+    def _train_pass(
+        self, stage: Stage, data: Iterable[Batch], schedule: Any, total: int | None, skip: int, consumed: int
+    ) -> bool:
+        """One pass over `data`; True when it ran to the end of the data."""
+        pipe = InputPipeline(data, getattr(self.model, "transform", None), self.config.prefetch, skip, consumed)
+        micro: list[tuple[Batch, dict[str, Any]]] = []
+        wait = 0.0
+        with contextlib.closing(pipe):
+            for item in pipe:
+                self.timing.add("data_wait", pipe.wait_s - wait)
+                wait = pipe.wait_s
+                micro.append(item)
+                if len(micro) < self.config.grad_accum:
+                    continue
+                self._set_lr(schedule(self.stage_step, total))
+                previous, self.position = self.position, micro[-1][1]  # hooks may checkpoint after this step
+                try:
+                    self._optimizer_step([b for b, _ in micro])
+                except NonFiniteLossError:
+                    self.position = previous
+                    raise
+                micro = []
+                if self._stage_done(stage):
+                    return False
+        return True
+
+    def _optimizer_step(self, batches: list[Batch]) -> None:
+        cfg = self.config
+        losses: dict[str, float] = {}
+        total = 0.0
+        for batch in batches:
+            t = time.perf_counter()
+            sparse_before = self.timing.seconds["sparse_forward"]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                outputs = self.model(batch)
+            loss, parts = total_loss(self.objectives, outputs, batch)
+            t = self._add_time("dense_forward", t)
+            self.timing.add("dense_forward", -(self.timing.seconds["sparse_forward"] - sparse_before))
+            if not torch.isfinite(loss):
+                self._stop_non_finite(float(loss), parts)
+            (loss / len(batches)).backward()
+            self._add_time("backward", t)
+            total += float(loss.detach()) / len(batches)
+            for k, v in parts.items():
+                losses[k] = losses.get(k, 0.0) + float(v) / len(batches)
+            self._observe(outputs, batch)
+            self.samples += _batch_rows(batch)
+        t = time.perf_counter()
+        if cfg.clip_grad_norm:
+            from recis.optim import clip_grad_norm_
+
+            dense = [p for p in self.model.parameters() if p.grad is not None]
+            sparse = [self.sparse_optimizer] if self.sparse_optimizer is not None else []
+            clip_grad_norm_(dense, sparse, cfg.clip_grad_norm)  # type: ignore[arg-type]
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.step()
+            self.sparse_optimizer.zero_grad()
+        t = self._add_time("sparse_update", t)
+        if self.dense_optimizer is not None:
+            self.dense_optimizer.step()
+            self.dense_optimizer.zero_grad()
+        self._add_time("dense_update", t)
+        self.step += 1
+        self.stage_step += 1
+        logs = {"step": self.step, "stage": self.stage_name, "epoch": self.epoch, "loss": total,
+                "lr_factor": self._lr_factor(), **{f"{k}.loss": v for k, v in losses.items()}}  # fmt: skip
+        for hook in self.hooks:
+            hook.on_step_end(self, logs)
+        if self.config.eval_every and self.step % self.config.eval_every == 0 and self.eval_data is not None:
+            self.evaluate()
+
+    def _lr_factor(self) -> float:
+        for opt in self.optimizers.values():
+            g = opt.param_groups[0]
+            return float(g["lr"] / g["initial_lr"]) if g["initial_lr"] else 1.0
+        return 1.0
+
+    def _stop_non_finite(self, value: float, parts: dict[str, torch.Tensor]) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad()
+        for engine in self.engines:
+            engine.clear_sparse_grads()
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+        where = f"stage {self.stage_name!r}, epoch {self.epoch}" + (f", window {self.window!r}" if self.window else "")
+        last = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was saved"
+        raise NonFiniteLossError(
+            f"[recis.train] loss is {value} at step {self.step + 1} ({where}; per objective: {detail}); "
+            f"stopped before applying it; {last}"
+        )
+
+    def _observe(self, outputs: dict[str, torch.Tensor], batch: Batch) -> None:
+        for obj in self.objectives:
+            if obj.loss == "bce":
+                self.reporter.observe(obj.predictions(outputs[obj.head_name]), batch[obj.label])
+                return
+
+    # ---- online --------------------------------------------------------------------------------
+
+    def _run_online(self, stage: Stage) -> None:
+        online = stage.data if isinstance(stage.data, OnlineData) else self.train_data
+        assert isinstance(online, OnlineData)
+        windows = online.windows
+        if self.window_done is not None and hasattr(windows, "last"):
+            windows.last = self.window_done
+        self._set_trainable(stage)
+        schedule = make_schedule(stage.lr_schedule)
+        self.reporter.start_bar(stage.name, stage.steps, self.stage_step)
+        for window in _resume_windows(windows, self.window_done):
+            key = str(getattr(window, "key", window))
+            if key != self.window:
+                self.window, self.window_evaluated, self.position = key, False, None
+            data = online.reader(window)
+            if online.evaluate_first and not self.window_evaluated and self.step > 0:
+                metrics = self.evaluate(data)
+                self.reporter.write({"kind": "window_eval", "step": self.step, "window": key, **metrics})
+            self.window_evaluated = True
+            skip = restore_source(data, self.position)
+            consumed = self.position["consumed"] if self.position and not skip else 0
+            self._train_pass(stage, data, schedule, stage.steps, skip, consumed)
+            if self.should_stop or self._stage_done(stage):
+                return
+            self.window_done, self.position = key, None
+            for hook in self.hooks:
+                hook.on_window_end(self, key)
+            self._set_trainable(stage)
+
+    # ---- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, data: Iterable[Batch] | None = None, max_batches: int | None = None) -> dict[str, float]:
+        """Scores the model on `data` (default eval_data): "<objective>.<metric>" for each objective
+        (AUC, GAUC with a group_column, log loss, calibration for BCE; MSE; accuracy) and "loss"."""
+        data = data if data is not None else self.eval_data
+        if data is None:
+            raise ValueError("Trainer.evaluate: no data given and the Trainer has no eval_data")
+        limit = max_batches or self.config.eval_batches
+        group = self.config.group_column
+        metrics = {o.key: o.metrics(group is not None) for o in self.objectives}
+        loss_sum, rows = 0.0, 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for i, (batch, _) in enumerate(
+                InputPipeline(data, getattr(self.model, "transform", None), self.config.prefetch)
+            ):
+                if limit is not None and i >= limit:
+                    break
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+                    outputs = self.model(batch)
+                loss, _ = total_loss(self.objectives, outputs, batch)
+                n = _batch_rows(batch)
+                loss_sum, rows = loss_sum + float(loss) * n, rows + n
+                groups = batch.get(group) if group else None
+                for obj in self.objectives:
+                    preds = obj.predictions(outputs[obj.head_name])
+                    for m in metrics[obj.key].values():
+                        m.update(preds, batch[obj.label], groups)
+        finally:
+            if was_training:
+                self._set_trainable(self.stages[min(self.stage_index, len(self.stages) - 1)])
+        result = {f"{k}.{name}": m.compute() for k, ms in metrics.items() for name, m in ms.items()}
+        result["loss"] = loss_sum / rows if rows else math.nan
+        self.last_eval = result
+        for hook in self.hooks:
+            hook.on_eval_end(self, result)
+        return result
+
+
+def _batch_rows(batch: Batch) -> int:
+    for v in batch.values():
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return len(v)
+        if hasattr(v, "num_rows"):
+            return int(v.num_rows)
+    return 0
+
+
+def _resume_windows(windows: Iterable[Any], done: str | None) -> Iterator[Any]:
+    """The windows after `done` (for iterables that cannot skip by themselves, e.g. lists)."""
+    skipping = done is not None and not hasattr(windows, "last")
+    for w in windows:
+        key = str(getattr(w, "key", w))
+        if skipping:
+            skipping = key != done
+            continue
+        yield w

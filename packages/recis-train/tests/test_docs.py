@@ -1,0 +1,28 @@
+"""The `Example:` blocks of recis.train's docstrings run and print what they claim."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "recis.train.metrics",
+    "recis.train.objectives",
+    "recis.train.pipeline",
+    "recis.train.checkpoint",
+    "recis.train.stages",
+    "recis.train.hooks",
+    "recis.train.report",
+    "recis.train.trainer",
+    "recis.train.models.base",
+    "recis.train.models.din",
+    "recis.train.models.deepfm",
+    "recis.train.models.transformer",
+    "recis.train.models.logistic",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
