@@ -333,7 +333,7 @@ class Trainer:
             t = self._add_time("dense_forward", t)
             self.timing.add("dense_forward", -(self.timing.seconds["sparse_forward"] - sparse_before))
             if not torch.isfinite(loss):
-                self._stop_non_finite(float(loss), parts)
+                self._stop_non_finite(float(loss.detach()), parts)
             (loss / len(batches)).backward()
             self._add_time("backward", t)
             total += float(loss.detach()) / len(batches)

@@ -1,0 +1,155 @@
+"""Trainer behaviour: exact resume, NaN stop, multi-objective, stages, accumulation, online windows."""
+
+import json
+
+import pytest
+import torch
+
+from recis.io import ColumnReader
+from recis.optim import SparseSGD
+from recis.train import Hook, NonFiniteLossError, Objective, OnlineData, Stage, Trainer, TrainerConfig
+
+from .conftest import make_din, optimizers, write_rows
+
+COLUMNS = ["user", "item", "hist", "click", "rating"]
+
+
+class StopAt(Hook):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, logs):
+        if trainer.step == self.step:
+            trainer.should_stop = True
+
+
+def losses(out_dir):
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["kind"] == "train"}
+
+
+def run(data_file, out_dir, hooks=(), resume=None, **kw):
+    model = make_din()
+    reader = ColumnReader(data_file, COLUMNS, batch_size=16, shuffle=True, shuffle_window=64, seed=3)
+    cfg = TrainerConfig(
+        objectives=[Objective("click")], epochs=2, output_dir=str(out_dir), log_every=1, progress=False,
+        checkpoint_every=5, resume=resume, hooks=list(hooks), **kw,
+    )  # fmt: skip
+    return Trainer(model, reader, None, *optimizers(model), cfg).fit()
+
+
+def test_resume_continues_exactly(data_file, tmp_path):
+    run(data_file, tmp_path / "full")
+    run(data_file, tmp_path / "cut", hooks=[StopAt(11)], checkpoint_at_end=False)  # dies after step 11
+    summary = run(data_file, tmp_path / "cut", resume="latest")  # restarts from step 10
+    full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
+    assert len(full) == 32 and summary["steps"] == 32
+    assert all(cut[s] == full[s] for s in full)  # steps 11.. recomputed from the checkpoint, bit for bit
+
+
+def test_nan_loss_stops_naming_the_step(data_file, tmp_path):
+    class Poison(Hook):
+        def on_step_end(self, trainer, logs):
+            if trainer.step == 6:
+                with torch.no_grad():
+                    next(trainer.model.top.parameters()).fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 7 .*last good checkpoint: .*step-5"):
+        run(data_file, tmp_path, hooks=[Poison()])
+    assert (tmp_path / "checkpoints" / "step-5" / "index.json").is_file()
+
+
+def test_multi_objective_weighted_and_scored(data_file, tmp_path):
+    model = make_din(heads={"click": 1, "rating": 1, "bucket": 3})
+    reader = ColumnReader(data_file, COLUMNS, batch_size=32)
+    bucket = lambda b: b | {"bucket": (b["rating"] * 3).long().clamp(max=2)}
+    objectives = [
+        Objective("click", weight=1.0),
+        Objective("rating", loss="mse", weight=0.5),
+        Objective("bucket", loss="softmax", weight=0.2),
+    ]
+    cfg = TrainerConfig(objectives=objectives, epochs=3, progress=False, group_column="user", log_every=1)
+    model.transform = bucket  # the trainer calls it in the input thread
+    trainer = Trainer(model, reader, reader, *optimizers(model, 0.05), cfg)
+    result = trainer.fit()["eval"]
+    assert set(result) == {"click.auc", "click.gauc", "click.logloss", "click.calibration", "rating.mse",
+                           "bucket.accuracy", "loss"}  # fmt: skip
+    assert result["click.auc"] > 0.8 and result["rating.mse"] < 0.2
+    train = [r for r in trainer.reporter.history if r["kind"] == "train"]
+    assert {"click.loss", "rating.loss", "bucket.loss"} <= set(train[-1])
+
+
+def table_rows(model):
+    rows = model.embedding.groups[0].table.export()
+    return rows["embeddings"][torch.argsort(rows["ids"] * 4 + rows["tags"])]
+
+
+def test_stages_freeze_and_schedule(data_file, tmp_path):
+    model = make_din()
+    reader = ColumnReader(data_file, COLUMNS, batch_size=32)
+    stages = [
+        Stage("warmup", epochs=1, lr_schedule="warmup:4"),
+        Stage("heads-only", steps=5, lr_schedule="linear", train=["heads"]),
+    ]
+    trainer = Trainer(model, reader, None, *optimizers(model), TrainerConfig(objectives=[Objective("click")],
+                      stages=stages, progress=False, log_every=1))  # fmt: skip
+    top = [p.detach().clone() for p in model.top.parameters()]
+    rows = len(model.embedding.groups[0].table)
+    state = {}
+
+    class Snap(Hook):
+        def on_step_end(self, trainer, logs):
+            if logs["stage"] == "warmup" and trainer.stage_step == 8:
+                state["top"] = [p.detach().clone() for p in model.top.parameters()]
+                state["rows"] = table_rows(model)
+
+    trainer.hooks.append(Snap())
+    summary = trainer.fit()
+    assert summary["steps"] == 8 + 5
+    assert rows == 0 and not torch.equal(state["top"][0], top[0])  # the warm-up trained everything
+    assert all(torch.equal(a, b) for a, b in zip(state["top"], model.top.parameters(), strict=True))
+    assert torch.equal(table_rows(model), state["rows"])  # frozen tables: read-only lookups, no updates
+    factors = [r["lr_factor"] for r in trainer.reporter.history if r["kind"] == "train"]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[8:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+    assert all(p.requires_grad for p in model.parameters())  # restored after the run
+
+
+def test_gradient_accumulation_matches_big_batch(data_file):
+    def final(batch_size, accum):
+        model = make_din(dropout=0.0)
+        reader = ColumnReader(data_file, COLUMNS, batch_size=batch_size)
+        sparse, dense = SparseSGD(model, lr=0.1), torch.optim.SGD(model.parameters(), lr=0.1)
+        cfg = TrainerConfig(objectives=[Objective("click")], grad_accum=accum, max_steps=3, progress=False)
+        Trainer(model, reader, None, sparse, dense, cfg).fit()
+        return [p.detach() for p in model.parameters()] + [table_rows(model)]
+
+    for a, b in zip(final(32, 1), final(16, 2), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_online_windows_progressive_validation_and_resume(tmp_path):
+    root = tmp_path / "stream"
+    for hour in range(4):
+        (root / f"hour={hour}").mkdir(parents=True)
+        write_rows(root / f"hour={hour}" / "part.parquet", 64, seed=hour)
+    reader = lambda w: ColumnReader(str(w), COLUMNS, batch_size=32)
+
+    def fit(out, hooks=(), resume=None):
+        model = make_din()
+        online = OnlineData(sorted(str(p) for p in root.iterdir()), reader)
+        cfg = TrainerConfig(objectives=[Objective("click")], output_dir=str(out), progress=False, log_every=1,
+                            resume=resume, hooks=list(hooks), checkpoint_at_end=False)  # fmt: skip
+        return Trainer(model, online, None, *optimizers(model), cfg)
+
+    full = fit(tmp_path / "full")
+    full.fit()
+    evals = [r for r in full.reporter.history if r["kind"] == "window_eval"]
+    assert [e["window"].rsplit("=", 1)[1] for e in evals] == ["1", "2", "3"]  # each evaluated before training
+    assert full.step == 8 and full.last_checkpoint.name == "step-8"
+
+    cut = fit(tmp_path / "cut", hooks=[StopAt(5)])
+    cut.fit()
+    resumed = fit(tmp_path / "cut", resume="latest")  # checkpoint after window 1 (step 4)
+    resumed.fit()
+    assert resumed.step == 8
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
