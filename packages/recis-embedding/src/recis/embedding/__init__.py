@@ -1,11 +1,13 @@
 """Dynamic hash-table embeddings: an ID map plus row blocks that grow, forget and stay fast.
 
 `HashTable` is one table (C++ in recis-core); `EmbeddingEngine` maps a batch of ID features to
-embeddings through merged tables; `ops.pooled_embedding` is the differentiable pooled lookup.
+embeddings through merged tables; `ops.pooled_embedding` is the differentiable pooled lookup;
+`owner` says which rank owns an ID.
 """
 
 from .engine import EmbeddingEngine, EmbeddingSpec, SparseGrad
 from .ops import pooled_embedding, pooled_embedding_reference
+from .sharding import owner
 from .table import Eviction, HashTable, Initializer, Lookup
 
 __version__ = "0.1.0"
@@ -17,6 +19,7 @@ __all__ = [
     "Initializer",
     "Lookup",
     "SparseGrad",
+    "owner",
     "pooled_embedding",
     "pooled_embedding_reference",
 ]
