@@ -1,0 +1,401 @@
+"""`Saver`: checkpoints of hash tables, sparse and dense optimizers and trainer state, one directory per step.
+
+Tables are streamed chunk by chunk of row indices into SafeTensors shards written by a thread
+pool, so a save holds about `threads` chunks, never a table; a directory becomes visible by one
+atomic rename once complete. Delta saves hold only rows touched since the previous save plus the
+keys evicted since, and load as base + deltas in order. Format and tensor names: docs/checkpoints.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from recis.embedding import EmbeddingEngine, HashTable
+
+from . import checkpoint_load
+from .safetensors_stream import ShardWriter
+from .sparse import SparseOptimizer
+
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"step-(\d+)$")
+_META = ("ids", "tags", "steps", "freqs")
+_META_DTYPES = {"ids": torch.int64, "tags": torch.int32, "steps": torch.int64, "freqs": torch.int64}
+
+
+@dataclass
+class SavedTable:
+    """A physical table as the checkpoint names it, with its logical tables (by tag) and the engine
+    whose step counter its rows record (None for a bare table)."""
+
+    name: str
+    table: HashTable
+    logical: list[str]
+    engine: EmbeddingEngine | None
+
+
+class Saver:
+    """Saves and loads checkpoints under `directory` (`step-0000000123/` each).
+
+    Args:
+        directory: where checkpoint directories go (created if needed).
+        model: a module holding `EmbeddingEngine`s (their tables are saved) and dense parameters
+            (saved with `torch.save` of its `state_dict()`, which carries the engines' steps).
+        tables: bare `HashTable`s to save as well, by name.
+        optimizers: dense `torch.optim` optimizers and `SparseOptimizer`s; their state is saved.
+        keep: how many newest checkpoints to keep (with the older ones their deltas build on).
+        shards: SafeTensors files per checkpoint; table chunks are dealt to them in turn.
+        threads: writer/reader threads.
+        chunk_rows: row indices per chunk: the unit of streaming, and of peak extra memory
+            (`threads` chunks of (8 + 4 + 8 + 8 + 4 * (dim + slot widths)) bytes a row).
+        fsync: flush files and directories to disk before publishing (power-loss safety); without
+            it a checkpoint still survives a killed process.
+
+    Example:
+        >>> import tempfile
+        >>> from recis.embedding import EmbeddingSpec
+        >>> from recis.optim import SparseAdam
+        >>> model = nn.ModuleDict({"emb": EmbeddingEngine({"item": EmbeddingSpec(4)}), "mlp": nn.Linear(4, 1)})
+        >>> sparse, dense = SparseAdam(model["emb"]), torch.optim.Adam(model["mlp"].parameters())
+        >>> _ = model["emb"]({"item": torch.tensor([1, 2, 3])})
+        >>> saver = Saver(tempfile.mkdtemp(), model, optimizers=[sparse, dense], keep=2)
+        >>> saver.save(step=1, extra={"reader": {"row": 3}}).name
+        'step-0000000001'
+        >>> saver.load()  # the latest complete checkpoint; returns `extra`
+        {'reader': {'row': 3}}
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        model: nn.Module | None = None,
+        *,
+        tables: dict[str, HashTable] | None = None,
+        optimizers: Sequence[torch.optim.Optimizer] = (),
+        keep: int = 3,
+        shards: int = 4,
+        threads: int = 4,
+        chunk_rows: int = 65536,
+        fsync: bool = True,
+    ):
+        if keep < 1 or shards < 1 or threads < 1 or chunk_rows < 1:
+            raise ValueError(
+                f"Saver: keep, shards, threads and chunk_rows must be >= 1, "
+                f"got {keep}, {shards}, {threads}, {chunk_rows}"
+            )
+        self.directory = Path(directory)
+        self.model = model
+        self.optimizers = list(optimizers)
+        self.keep, self.shards, self.threads, self.chunk_rows, self.fsync = keep, shards, threads, chunk_rows, fsync
+        self.tables = _saved_tables(model, tables or {})
+        self._last: tuple[str, dict[str, int]] | None = None  # previous save: (dir name, row step per table)
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def save(self, step: int, extra: dict[str, Any] | None = None, delta: bool = False) -> Path:
+        """Writes checkpoint `step-<step>` and returns its path once it is published.
+
+        Args:
+            step: the training step (names the directory; for bare tables, also the row step a
+                delta counts from).
+            extra: JSON-serializable state to keep beside the model (reader position, trainer state).
+            delta: write only the rows touched since the previous save by this `Saver` (or since
+                the checkpoint it loaded) and the keys evicted since; needs such a previous save.
+        """
+        extra_json = json.dumps(extra or {}, indent=1)  # fails before anything is written
+        if delta and self._last is None:
+            raise ValueError(
+                f"Saver.save(step={step}, delta=True): no previous save or full load by this Saver to build on"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self.directory)
+        final = self.directory / f"step-{step:010d}"
+        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            self._write(tmp, step, extra_json, delta)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._publish(tmp, final)
+        self._last = (final.name, self._row_steps(step))
+        for t in self.tables:
+            t.table.track_evictions(True)
+        self._prune()
+        return final
+
+    def _row_steps(self, step: int) -> dict[str, int]:
+        """The step each table's next lookups will record: rows seen at or after it are 'since this save'."""
+        return {t.name: t.engine.step if t.engine is not None else step for t in self.tables}
+
+    def _write(self, tmp: Path, step: int, extra_json: str, delta: bool) -> None:
+        since = self._last[1] if delta and self._last else {}
+        row_steps = self._row_steps(step)
+        index: dict[str, Any] = {
+            "format": "recis.checkpoint",
+            "version": FORMAT_VERSION,
+            "step": step,
+            "kind": "delta" if delta else "full",
+            "base": self._last[0] if delta and self._last else None,
+            "tables": {},
+            "files": {},
+            "tensors": {},
+        }
+        self._write_tables(tmp, index, since, row_steps, delta)
+        if self.model is not None:
+            self._torch_save(self.model.state_dict(), tmp / "model.pt")
+        sparse = [o for o in self.optimizers if isinstance(o, SparseOptimizer)]
+        dense = [o for o in self.optimizers if not isinstance(o, SparseOptimizer)]
+        self._torch_save(
+            {"sparse": [o.state_dict() for o in sparse], "dense": [o.state_dict() for o in dense]},
+            tmp / "optimizers.pt",
+        )
+        self._write_text(tmp / "extra.json", extra_json)
+        self._write_text(tmp / "index.json", json.dumps(index, indent=1))  # last: marks the files complete
+
+    def _write_tables(
+        self, tmp: Path, index: dict[str, Any], since: dict[str, int], row_steps: dict[str, int], delta: bool
+    ) -> None:
+        """Deals every table's chunks (and, for deltas, its evicted keys) to the shards and writes them."""
+        work: list[list[tuple[SavedTable, int, int | None, Any]]] = [[] for _ in range(self.shards)]
+        n = 0
+        for t in self.tables:
+            evicted = t.table.take_evicted()  # drained by full saves too: a delta counts from its base
+            opt = next((o for o in self.optimizers if isinstance(o, SparseOptimizer) and t.table in o.tables), None)
+            slots = dict(zip(t.table.slot_names(), checkpoint_load.slot_widths(t.table), strict=True))
+            index["tables"][t.name] = {
+                "dim": t.table.dim,
+                "dtype": "float32",
+                "initializer": vars(t.table.initializer) | {"seed": t.table.seed},
+                "logical_tables": t.logical,
+                "optimizer": None if opt is None else type(opt).__name__,
+                "slots": slots,
+                "row_step": row_steps[t.name],
+                "min_step": since.get(t.name) if delta else None,
+                "rows": 0,
+                "chunks": [],
+            }
+            if delta:
+                work[n % self.shards].append((t, -1, None, evicted))
+                n += 1
+            for begin in range(0, t.table.row_capacity, self.chunk_rows):
+                work[n % self.shards].append((t, begin, since.get(t.name) if delta else None, slots))
+                n += 1
+        names = [f"shard-{i:05d}-of-{self.shards:05d}.safetensors" for i in range(self.shards)]
+        with ThreadPoolExecutor(self.threads) as pool:
+            results = list(pool.map(self._write_shard, [tmp / name for name in names], work))
+        for name, (size, tensors, chunks) in zip(names, results, strict=True):
+            index["files"][name] = {"bytes": size}
+            index["tensors"] |= {k: v | {"file": name} for k, v in tensors.items()}
+            for table, chunk in chunks:
+                entry = index["tables"][table]
+                if chunk["begin"] < 0:
+                    entry["evicted"] = {"rows": chunk["rows"], "file": name}
+                else:
+                    entry["chunks"].append(chunk | {"file": name})
+                    entry["rows"] += chunk["rows"]
+        for entry in index["tables"].values():
+            entry["chunks"].sort(key=lambda c: c["begin"])
+
+    def _write_shard(
+        self, path: Path, items: list[tuple[SavedTable, int, int | None, Any]]
+    ) -> tuple[int, dict[str, Any], list[tuple[str, dict[str, int]]]]:
+        planned: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
+        for t, begin, _, info in items:
+            if begin < 0:  # evicted keys, already in hand
+                planned += [(f"{t.name}/evicted/ids", torch.int64, tuple(info[0].shape))]
+                planned += [(f"{t.name}/evicted/tags", torch.int32, tuple(info[1].shape))]
+                continue
+            rows = min(self.chunk_rows, t.table.row_capacity - begin)
+            planned += [(f"{t.name}/{begin}/{k}", _META_DTYPES[k], (rows,)) for k in _META]
+            planned += [(f"{t.name}/{begin}/embeddings", torch.float32, (rows, t.table.dim))]
+            planned += [(f"{t.name}/{begin}/slot.{s}", torch.float32, (rows, w)) for s, w in info.items()]
+        writer = ShardWriter(path, planned, {"format": "pt", "producer": f"recis.checkpoint v{FORMAT_VERSION}"})
+        tensors: dict[str, Any] = {}
+        chunks: list[tuple[str, dict[str, int]]] = []
+        try:
+            for t, begin, min_step, info in items:
+                if begin < 0:
+                    data = {"ids": info[0], "tags": info[1].to(torch.int32)}
+                    prefix = f"{t.name}/evicted/"
+                else:
+                    data = t.table.export(begin, begin + self.chunk_rows, min_step)  # one chunk in memory
+                    prefix = f"{t.name}/{begin}/"
+                for k, v in data.items():
+                    tensors[prefix + k] = {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)}
+                    tensors[prefix + k]["checksum"] = writer.write(prefix + k, v)
+                chunks.append((t.name, {"begin": begin, "rows": len(data["ids"])}))
+        except BaseException:
+            writer.file.close()
+            raise
+        return writer.close(self.fsync), tensors, chunks
+
+    def _torch_save(self, obj: Any, path: Path) -> None:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+            _flush(f, self.fsync)
+
+    def _write_text(self, path: Path, text: str) -> None:
+        with open(path, "w") as f:
+            f.write(text)
+            _flush(f, self.fsync)
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        """Makes `tmp` visible as `final` in one rename (an existing `final` is replaced)."""
+        if self.fsync:
+            _fsync_dir(tmp)
+        old = None
+        if final.exists():
+            old = self.directory / f".del-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        if self.fsync:
+            _fsync_dir(self.directory)
+        if old is not None:
+            shutil.rmtree(old)
+
+    def _prune(self) -> None:
+        """Keeps the `keep` newest checkpoints and the ones their deltas need; renames before
+        deleting, so a crash mid-delete never leaves a half-deleted `step-*` directory."""
+        done = complete_checkpoints(self.directory)
+        needed: set[str] = set()
+        for path in done[-self.keep :]:
+            needed |= {p.name for p in checkpoint_load.chain(path)}
+        for path in done:
+            if path.name not in needed:
+                doomed = self.directory / f".del-{path.name}-{uuid.uuid4().hex[:8]}"
+                os.rename(path, doomed)
+                shutil.rmtree(doomed)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def load(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        tables: Sequence[str] | None = None,
+        rename: dict[str, str] | None = None,
+        optimizer: bool = True,
+        dense: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        verify: bool = True,
+    ) -> dict[str, Any]:
+        """Loads a checkpoint (default: the latest complete one) and returns its `extra` dict.
+
+        Rows are inserted into (or overwrite rows of) the model's tables; everything is checked
+        first (files, header, checksums, dims, slots, dense shapes), so a `ValueError` leaves the
+        model as it was.
+
+        Args:
+            path: a checkpoint directory; a delta loads its base and the deltas up to it, in order.
+            tables: logical table names to load (default: all in the checkpoint).
+            rename: checkpoint logical table name -> the model's name for it.
+            optimizer: False skips slots and optimizer state (warm start from trained embeddings).
+            dense: False skips the dense model (and, with it, dense optimizer state).
+            rank, world_size: keep only the rows `recis.embedding.owner` gives to `rank`.
+            verify: check every tensor's checksum before loading (reads the data twice).
+        """
+        if path is None:
+            found = latest(self.directory)
+            if found is None:
+                raise ValueError(f"Saver.load: no complete checkpoint in {self.directory}")
+            path = found
+        if not 0 <= rank < world_size:
+            raise ValueError(f"Saver.load: expected 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        chain = checkpoint_load.chain(Path(path))
+        loader = checkpoint_load.Loader(self, chain, tables, rename or {}, optimizer, dense, rank, world_size)
+        loader.validate(verify)
+        extra = loader.apply()
+        if tables is None and not rename and world_size == 1 and optimizer and dense:
+            last = checkpoint_load.read_index(chain[-1])
+            self._last = (chain[-1].name, {n: t["row_step"] for n, t in last["tables"].items()})
+            for t in self.tables:
+                t.table.take_evicted()
+                t.table.track_evictions(True)
+        return extra
+
+
+def complete_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
+    """Published checkpoint directories under `directory` (an index.json inside), oldest first."""
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found) if (p / "index.json").is_file()]
+
+
+def latest(directory: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint whose delta chain is whole, or None. Temporary directories
+    of unfinished saves are never candidates."""
+    for path in reversed(complete_checkpoints(directory)):
+        try:
+            checkpoint_load.chain(path)
+        except ValueError:
+            continue
+        return path
+    return None
+
+
+def _saved_tables(model: nn.Module | None, bare: dict[str, HashTable]) -> list[SavedTable]:
+    """The physical tables to save, named as the sparse optimizers name them."""
+    engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)] if model is not None else []
+    out: list[SavedTable] = []
+    for i, engine in enumerate(engines):
+        prefix = f"engine{i}." if len(engines) > 1 else ""
+        for name, table in engine.tables().items():
+            out.append(SavedTable(prefix + name, table, [prefix + n for n in table.tag_names], engine))
+    out += [SavedTable(name, t, list(t.tag_names) or [name], None) for name, t in bare.items()]
+    names = [t.name for t in out]
+    logical = [n for t in out for n in t.logical]
+    for what, seen in (("table", names), ("logical table", logical)):
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"Saver: {what} names must be unique, got {seen}")
+    if any("/" in n for n in names):
+        raise ValueError(f"Saver: table names may not contain '/', got {names}")
+    return out
+
+
+def _remove_stale(directory: Path) -> None:
+    """Deletes leftovers of saves whose process is gone (killed mid-save or mid-delete)."""
+    for p in directory.iterdir():
+        m = re.match(r"\.tmp-step-\d+-(\d+)-", p.name)
+        if (m and not _alive(int(m.group(1)))) or p.name.startswith(".del-"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _flush(f: Any, fsync: bool) -> None:
+    f.flush()
+    if fsync:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,307 @@
+"""Loading checkpoints: resolve a delta chain, map saved logical tables onto the model's, check
+everything (files, headers, checksums, dims, slots, dense shapes), and only then stream rows in.
+
+Checking first costs a second read of the data when checksums are verified; in exchange a bad
+checkpoint raises before any table, module or optimizer has changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from recis.embedding import owner
+
+from .safetensors_stream import checksum, read_header, read_tensor
+from .sparse import SparseOptimizer
+
+if TYPE_CHECKING:
+    from .checkpoint import SavedTable, Saver
+
+_META = ("ids", "tags", "steps", "freqs", "embeddings")
+
+
+def fail(checkpoint: Path, problem: str, file: str | None = None, table: str | None = None) -> ValueError:
+    """The error every load check raises: checkpoint, file and table first, then what is wrong."""
+    where = f"checkpoint {checkpoint}" + (f", file {file}" if file else "") + (f", table {table!r}" if table else "")
+    return ValueError(f"[recis.checkpoint] {where}: {problem}")
+
+
+def read_index(path: Path) -> dict[str, Any]:
+    """The parsed index.json of checkpoint `path`; ValueError if missing, unreadable or of another format."""
+    try:
+        index = json.loads((path / "index.json").read_text())
+    except FileNotFoundError:
+        raise fail(path, "index.json is missing (not a checkpoint, or an unfinished one)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise fail(path, f"index.json is not valid JSON ({e})", "index.json") from None
+    if not isinstance(index, dict) or index.get("format") != "recis.checkpoint":
+        raise fail(path, "index.json is not a recis checkpoint index", "index.json")
+    if index.get("version") != 1:
+        raise fail(path, f"format version {index.get('version')} is not supported (this RecIS reads 1)", "index.json")
+    return index
+
+
+def chain(path: Path) -> list[Path]:
+    """The checkpoints to load for `path`, oldest first: its full base, then each delta up to `path`."""
+    out = [path]
+    while (base := read_index(out[-1]).get("base")) is not None:
+        parent = path.parent / base
+        if parent in out or not (parent / "index.json").is_file():
+            raise fail(out[-1], f"its base checkpoint {base} is missing or incomplete")
+        out.append(parent)
+    return out[::-1]
+
+
+class Loader:
+    """One load: the plan (which saved tag goes to which model table and tag), its checks, its writes."""
+
+    def __init__(
+        self,
+        saver: Saver,
+        checkpoints: list[Path],
+        tables: Sequence[str] | None,
+        rename: dict[str, str],
+        optimizer: bool,
+        dense: bool,
+        rank: int,
+        world_size: int,
+    ):
+        self.saver, self.checkpoints = saver, checkpoints
+        self.indexes = [read_index(p) for p in checkpoints]
+        self.optimizer, self.dense, self.rank, self.world_size = optimizer, dense, rank, world_size
+        self.targets: dict[str, tuple[SavedTable, int]] = {
+            n: (t, tag) for t in saver.tables for tag, n in enumerate(t.logical)
+        }
+        saved = {n for index in self.indexes for e in index["tables"].values() for n in e["logical_tables"]}
+        unknown = sorted({*(tables or ()), *rename} - saved)
+        if unknown:
+            raise fail(checkpoints[-1], f"has no logical tables {unknown} (it has {sorted(saved)})")
+        self.selected = set(tables) if tables is not None else saved
+        self.rename = rename
+        # (checkpoint i, saved table) -> (target per saved tag, new tag per saved tag); targets index into `used`
+        self.routes: dict[tuple[int, str], tuple[list[SavedTable], Tensor, Tensor]] = {}
+        self.headers: dict[tuple[int, str], tuple[dict[str, Any], int]] = {}
+        self.evicted: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+        self.state: dict[str, Any] = {}
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def validate(self, verify: bool) -> None:
+        """Every check a load makes, before anything is written."""
+        for i, (cp, index) in enumerate(zip(self.checkpoints, self.indexes, strict=True)):
+            for name, entry in index["tables"].items():
+                self._route(i, name, entry)
+            for file, info in index["files"].items():
+                try:
+                    self.headers[(i, file)] = read_header(cp / file)
+                except ValueError as e:
+                    raise fail(cp, str(e), file) from None
+                if (cp / file).stat().st_size != info["bytes"]:
+                    raise fail(cp, f"has {(cp / file).stat().st_size} bytes, the index says {info['bytes']}", file)
+            needed = list(self._needed(i))
+            for table, tensor, rows in needed:
+                self._check_tensor(i, table, tensor, rows)
+            if verify:
+                with ThreadPoolExecutor(self.saver.threads) as pool:
+                    list(pool.map(lambda need, i=i: self._verify(i, need[0], need[1]), needed))
+            for name, entry in index["tables"].items():
+                if "evicted" in entry and (i, name) in self.routes:
+                    self.evicted[(i, name)] = (
+                        self._read(i, f"{name}/evicted/ids"),
+                        self._read(i, f"{name}/evicted/tags"),
+                    )
+        self._check_dense()
+
+    def _route(self, i: int, name: str, entry: dict[str, Any]) -> None:
+        cp = self.checkpoints[i]
+        used: list[SavedTable] = []
+        target_of = torch.full((2**16,), -1, dtype=torch.int64)
+        tag_of = torch.zeros(2**16, dtype=torch.int32)
+        for tag, logical in enumerate(entry["logical_tables"]):
+            if logical not in self.selected:
+                continue
+            want = self.rename.get(logical, logical)
+            if want not in self.targets:
+                raise fail(
+                    cp,
+                    f"logical table {logical!r} has no table {want!r} in the model "
+                    f"(it has {sorted(self.targets)}); pass tables= or rename=",
+                    table=name,
+                )
+            target, new_tag = self.targets[want]
+            if entry["dim"] != target.table.dim or entry["dtype"] != "float32":
+                raise fail(
+                    cp,
+                    f"rows are {entry['dtype']} of dim {entry['dim']}, the model's table {target.name!r} "
+                    f"holds float32 of dim {target.table.dim}",
+                    table=name,
+                )
+            if self.optimizer:
+                have = dict(zip(target.table.slot_names(), slot_widths(target.table), strict=True))
+                for slot, width in entry["slots"].items():
+                    if have.get(slot) != width:
+                        raise fail(
+                            cp,
+                            f"slot {slot!r} (width {width}) is not in the model's table {target.name!r} "
+                            f"(slots {have}); create the optimizer before loading, or pass optimizer=False",
+                            table=name,
+                        )
+            if target not in used:
+                used.append(target)
+            target_of[tag], tag_of[tag] = used.index(target), new_tag
+        if used:
+            self.routes[(i, name)] = (used, target_of, tag_of)
+
+    def _needed(self, i: int) -> Iterator[tuple[str, str, int]]:
+        """(table, tensor name, rows) of every tensor this load reads from checkpoint i."""
+        for name, entry in self.indexes[i]["tables"].items():
+            if (i, name) not in self.routes:
+                continue
+            fields = [*_META, *(f"slot.{s}" for s in entry["slots"] if self.optimizer)]
+            for chunk in entry["chunks"]:
+                yield from ((name, f"{name}/{chunk['begin']}/{f}", chunk["rows"]) for f in fields)
+            if "evicted" in entry:
+                yield from ((name, f"{name}/evicted/{f}", entry["evicted"]["rows"]) for f in ("ids", "tags"))
+
+    def _check_tensor(self, i: int, table: str, tensor: str, rows: int) -> None:
+        cp = self.checkpoints[i]
+        info = self.indexes[i]["tensors"].get(tensor)
+        if info is None:
+            raise fail(cp, f"the index lists no tensor {tensor!r}", "index.json", table)
+        header, _ = self.headers.get((i, info["file"]), (None, 0))
+        if header is None:
+            raise fail(cp, f"tensor {tensor!r} is in a file the index does not list", info["file"], table)
+        entry = header.get(tensor)
+        dtype = {"F32": "float32", "I64": "int64", "I32": "int32"}.get(entry["dtype"]) if entry else None
+        if entry is None or dtype != info["dtype"] or entry["shape"] != info["shape"] or info["shape"][0] != rows:
+            raise fail(
+                cp,
+                f"tensor {tensor!r} is {entry and (dtype, entry['shape'])} in the file, "
+                f"the index says {(info['dtype'], info['shape'])} and {rows} rows",
+                info["file"],
+                table,
+            )
+
+    def _verify(self, i: int, table: str, tensor: str) -> None:
+        info = self.indexes[i]["tensors"][tensor]
+        if checksum(self._read(i, tensor)) != info["checksum"]:
+            raise fail(self.checkpoints[i], f"tensor {tensor!r} fails its checksum (corrupt data)", info["file"], table)
+
+    def _read(self, i: int, tensor: str) -> Tensor:
+        file = self.indexes[i]["tensors"][tensor]["file"]
+        header, start = self.headers[(i, file)]
+        with open(self.checkpoints[i] / file, "rb") as f:
+            try:
+                return read_tensor(f, start, header[tensor])
+            except ValueError as e:
+                raise fail(self.checkpoints[i], str(e), file) from None
+
+    def _check_dense(self) -> None:
+        """Loads the last checkpoint's dense state and checks it fits the model and optimizers."""
+        cp = self.checkpoints[-1]
+        model = self.saver.model
+        try:
+            if self.dense and model is not None:
+                self.state["model"] = torch.load(cp / "model.pt", weights_only=True)
+            self.state["optimizers"] = torch.load(cp / "optimizers.pt", weights_only=True)
+            self.state["extra"] = json.loads((cp / "extra.json").read_text())
+        except FileNotFoundError as e:
+            raise fail(cp, "is missing", Path(str(e.filename)).name) from None
+        except Exception as e:  # torch.load of a damaged file raises several types
+            raise fail(cp, f"cannot be read ({type(e).__name__}: {e})") from None
+        if "model" in self.state and model is not None:
+            have = model.state_dict()
+            saved = self.state["model"]
+            if set(have) != set(saved):
+                raise fail(
+                    cp,
+                    f"dense keys differ: missing {sorted(set(have) - set(saved))}, "
+                    f"unexpected {sorted(set(saved) - set(have))}",
+                    "model.pt",
+                )
+            bad = [k for k, v in have.items() if isinstance(v, Tensor) and tuple(v.shape) != tuple(saved[k].shape)]
+            if bad:
+                raise fail(cp, f"dense shapes differ for {bad}", "model.pt")
+        sparse = [o for o in self.saver.optimizers if isinstance(o, SparseOptimizer)]
+        dense = [o for o in self.saver.optimizers if not isinstance(o, SparseOptimizer)]
+        saved_opt = self.state["optimizers"]
+        if self.optimizer and len(saved_opt["sparse"]) != len(sparse):
+            raise fail(
+                cp, f"has {len(saved_opt['sparse'])} sparse optimizers, the Saver {len(sparse)}", "optimizers.pt"
+            )
+        for opt, state in zip(sparse if self.optimizer else [], saved_opt["sparse"], strict=False):
+            names = [g["name"] for g in opt.param_groups]
+            if names != [g["name"] for g in state["param_groups"]]:
+                raise fail(
+                    cp,
+                    f"sparse optimizer tables {[g['name'] for g in state['param_groups']]} differ from "
+                    f"{names}; pass optimizer=False to skip optimizer state",
+                    "optimizers.pt",
+                )
+        if self.optimizer and self.dense and len(saved_opt["dense"]) != len(dense):
+            raise fail(cp, f"has {len(saved_opt['dense'])} dense optimizers, the Saver {len(dense)}", "optimizers.pt")
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def apply(self) -> dict[str, Any]:
+        """Streams the rows into the tables (base first, then each delta), then the dense state."""
+        for i, index in enumerate(self.indexes):
+            for name, entry in index["tables"].items():
+                if (i, name) in self.routes:
+                    for chunk in self._chunks(i, name, entry):
+                        self._insert(i, name, chunk)
+        if "model" in self.state and self.saver.model is not None:
+            self.saver.model.load_state_dict(self.state["model"])
+        if self.optimizer:
+            sparse = [o for o in self.saver.optimizers if isinstance(o, SparseOptimizer)]
+            dense = [o for o in self.saver.optimizers if not isinstance(o, SparseOptimizer)]
+            for opt, state in zip(sparse, self.state["optimizers"]["sparse"], strict=True):
+                opt.load_state_dict(state)
+            for d_opt, state in zip(dense if self.dense else [], self.state["optimizers"]["dense"], strict=False):
+                d_opt.load_state_dict(state)
+        return dict(self.state["extra"])
+
+    def _chunks(self, i: int, name: str, entry: dict[str, Any]) -> Iterator[dict[str, Tensor]]:
+        """The table's chunks in order, read ahead by the thread pool (at most `threads` in flight)."""
+        fields = [*_META, *(f"slot.{s}" for s in entry["slots"] if self.optimizer)]
+        read = lambda begin: {f: self._read(i, f"{name}/{begin}/{f}") for f in fields}
+        with ThreadPoolExecutor(self.saver.threads) as pool:
+            pending: deque[Any] = deque()
+            for chunk in entry["chunks"]:
+                pending.append(pool.submit(read, chunk["begin"]))
+                if len(pending) > self.saver.threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _insert(self, i: int, name: str, rows: dict[str, Tensor]) -> None:
+        """Routes one chunk's rows: drops rows of other ranks and rows evicted by a later delta,
+        then writes each target table's share under its tag."""
+        used, target_of, tag_of = self.routes[(i, name)]
+        ids, tags = rows["ids"], rows["tags"].to(torch.int64)
+        keep = target_of[tags] >= 0
+        if self.world_size > 1:
+            keep &= owner(ids, self.world_size) == self.rank
+        for j in range(i + 1, len(self.indexes)):
+            gone = self.evicted.get((j, name))
+            if gone is not None and len(gone[0]):
+                for tag in gone[1].unique().tolist():
+                    keep &= ~((tags == tag) & torch.isin(ids, gone[0][gone[1] == tag]))
+        for k, target in enumerate(used):
+            mask = keep & (target_of[tags] == k)
+            part = rows if bool(mask.all()) else {f: v[mask] for f, v in rows.items()}
+            if len(part["ids"]):
+                target.table.load_state_dict(part | {"tags": tag_of[part["tags"].to(torch.int64)]})
+
+
+def slot_widths(table: Any) -> list[int]:
+    """Widths of the table's optimizer slots, in `slot_names()` order."""
+    return [int(v.shape[1]) for k, v in table.export(0, 0).items() if k.startswith("slot.")]
