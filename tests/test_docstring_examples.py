@@ -13,6 +13,7 @@ MODULES = [
     "recis.core.ragged",
     "recis.core.threads",
     "recis.embedding.engine",
+    "recis.embedding.sharding",
     "recis.embedding.table",
     "recis.features.columns",
     "recis.features.config",
@@ -21,6 +22,7 @@ MODULES = [
     "recis.features.hashing",
     "recis.features.numeric",
     "recis.features.transforms",
+    "recis.optim.checkpoint",
 ]
 
 
