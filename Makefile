@@ -45,6 +45,7 @@ bench: install
 		--benchmark-json=build/bench/pytest-benchmark.json
 	$(BIN)/python tools/bench/ragged.py --json build/bench/ragged.json
 	$(BIN)/python tools/bench/embedding.py --json build/bench/embedding.json
+	$(BIN)/python tools/bench/sparse_step.py --json build/bench/sparse_step.json
 
 demo:
 	@echo "make demo: the end-to-end training demo arrives with the Trainer (issue #8)."

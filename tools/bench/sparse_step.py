@@ -143,7 +143,11 @@ def components(engine, table, opt, batch: dict, names: list[str]) -> dict[str, f
 
 
 def run_config(how: str, opt_name: str, args: argparse.Namespace) -> dict | None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    # Same OpenMP settings for every configuration: passive waiting unless --omp-default (see
+    # docs/benchmarks.md: spinning OpenMP workers starve other threads on 2 cores).
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE")
+    if args.omp_default:
+        del env["OMP_WAIT_POLICY"]
     if how.startswith("peer:"):
         python = Path(args.peer_venv) / "bin" / "python"
         if not python.exists():
@@ -165,6 +169,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2, help="processes per configuration, interleaved")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--omp-default", action="store_true", help="leave OMP_WAIT_POLICY unset in every process")
     p.add_argument("--peer-venv", default=os.environ.get("RECIS_TORCHREC_VENV", "/tmp/torchrec-venv"))
     p.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
     p.add_argument("--json", help="write the results here")
