@@ -22,7 +22,12 @@ MODULES = [
     "recis.features.hashing",
     "recis.features.numeric",
     "recis.features.transforms",
+    "recis.io.convert",
+    "recis.io.reader",
+    "recis.io.windows",
     "recis.optim.checkpoint",
+    "recis.optim.params",
+    "recis.optim.sparse",
 ]
 
 
