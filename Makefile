@@ -47,10 +47,8 @@ bench: install
 	$(BIN)/python tools/bench/embedding.py --json build/bench/embedding.json
 	$(BIN)/python tools/bench/sparse_step.py --json build/bench/sparse_step.json
 
-demo:
-	@echo "make demo: the end-to-end training demo arrives with the Trainer (issue #8)."
-	@echo "Until then, 'make test' builds everything and runs the test suite."
-	@exit 1
+demo: install
+	$(BIN)/python -m recis.train.demo --out build/demo
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -14,6 +14,8 @@ MODULES = [
     "recis.train.hooks",
     "recis.train.report",
     "recis.train.trainer",
+    "recis.train.evaluation",
+    "recis.train.demo",
     "recis.train.models.base",
     "recis.train.models.din",
     "recis.train.models.deepfm",

@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hooks import Hook
+    from .objectives import Objective
 
 Schedule = Callable[[int, int | None], float]
 """(step within the stage, total steps of the stage or None) -> factor on the optimizers' base lr."""
@@ -136,3 +140,50 @@ class StepTimer:
     def fractions(self) -> dict[str, float]:
         total = sum(self.seconds.values())
         return {k: v / total for k, v in self.seconds.items()} if total > 0 else {}
+
+
+@dataclass
+class TrainerConfig:
+    """Everything about a run except the model, data and optimizers.
+
+    Args:
+        objectives: the labels, heads, losses and weights (empty: one BCE objective on "label").
+        epochs, max_steps: length of the default single stage (when `stages` is empty).
+        stages: run these in order instead.
+        grad_accum: micro-batches per optimizer step.
+        clip_grad_norm: global gradient-norm limit over dense and sparse gradients (None: off).
+        bf16: bf16 autocast for the dense part (embeddings stay float32).
+        prefetch: batches read and transformed ahead in a background thread (0: inline, no overlap).
+        eval_every: evaluate every this many steps (always at the end of each stage).
+        eval_batches: evaluate on at most this many batches.
+        group_column: batch column naming the group (user) for GAUC.
+        output_dir: metrics.jsonl, plots, summary and checkpoints/ go here (None: nothing written).
+        checkpoint_every: save every this many steps (and after each window; at the end if `checkpoint_at_end`).
+        keep_checkpoints: newest checkpoints kept.
+        resume: "latest" (newest checkpoint in output_dir, if any) or a checkpoint path.
+        evict_every: run table eviction every this many steps (always after a window).
+        log_every, progress: logging interval and the tqdm bar.
+        seed: torch seed at the start of a fresh run (None: leave the RNG alone).
+    """
+
+    objectives: Sequence[Objective] = ()
+    epochs: int = 1
+    max_steps: int | None = None
+    stages: Sequence[Stage] = ()
+    grad_accum: int = 1
+    clip_grad_norm: float | None = None
+    bf16: bool = False
+    prefetch: int = 4
+    eval_every: int | None = None
+    eval_batches: int | None = None
+    group_column: str | None = None
+    output_dir: str | None = None
+    checkpoint_every: int | None = None
+    checkpoint_at_end: bool = True
+    keep_checkpoints: int = 3
+    resume: str | None = None
+    evict_every: int | None = None
+    log_every: int = 50
+    progress: bool = True
+    seed: int | None = 0
+    hooks: list[Hook] = field(default_factory=list)

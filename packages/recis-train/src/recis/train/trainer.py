@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,64 +21,19 @@ from torch import nn
 from recis.embedding import EmbeddingEngine
 
 from .checkpoint import Checkpointer
+from .evaluation import batch_rows, score
 from .hooks import CheckpointEvery, EvictEvery, Hook
 from .objectives import Objective, total_loss
+from .online import run_online
 from .pipeline import InputPipeline, restore_source
 from .report import Reporter
-from .stages import OnlineData, Stage, StepTimer, batches_per_pass, make_schedule
+from .stages import OnlineData, Stage, StepTimer, TrainerConfig, batches_per_pass, make_schedule
 
 Batch = dict[str, Any]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; raised before that step changed any parameter."""
-
-
-@dataclass
-class TrainerConfig:
-    """Everything about a run except the model, data and optimizers.
-
-    Args:
-        objectives: the labels, heads, losses and weights (default: one BCE objective on "label").
-        epochs, max_steps: length of the default single stage (when `stages` is empty).
-        stages: run these in order instead.
-        grad_accum: micro-batches per optimizer step.
-        clip_grad_norm: global gradient-norm limit over dense and sparse gradients (None: off).
-        bf16: bf16 autocast for the dense part (embeddings stay float32).
-        prefetch: batches read and transformed ahead in a background thread (0: inline, no overlap).
-        eval_every: evaluate every this many steps (always at the end of each stage).
-        eval_batches: evaluate on at most this many batches.
-        group_column: batch column naming the group (user) for GAUC.
-        output_dir: metrics.jsonl, plots, summary and checkpoints/ go here (None: nothing written).
-        checkpoint_every: save every this many steps (and after each window; at the end if `checkpoint_at_end`).
-        keep_checkpoints: newest checkpoints kept.
-        resume: "latest" (newest checkpoint in output_dir, if any) or a checkpoint path.
-        evict_every: run table eviction every this many steps (always after a window).
-        log_every, progress: logging interval and the tqdm bar.
-        seed: torch seed at the start of a fresh run (None: leave the RNG alone).
-    """
-
-    objectives: Sequence[Objective] = (Objective("label"),)
-    epochs: int = 1
-    max_steps: int | None = None
-    stages: Sequence[Stage] = ()
-    grad_accum: int = 1
-    clip_grad_norm: float | None = None
-    bf16: bool = False
-    prefetch: int = 4
-    eval_every: int | None = None
-    eval_batches: int | None = None
-    group_column: str | None = None
-    output_dir: str | None = None
-    checkpoint_every: int | None = None
-    checkpoint_at_end: bool = True
-    keep_checkpoints: int = 3
-    resume: str | None = None
-    evict_every: int | None = None
-    log_every: int = 50
-    progress: bool = True
-    seed: int | None = 0
-    hooks: list[Hook] = field(default_factory=list)
 
 
 class Trainer:
@@ -122,7 +76,7 @@ class Trainer:
         fused = bool(getattr(sparse_optimizer, "fused", False))
         if fused and (cfg.grad_accum > 1 or cfg.clip_grad_norm):
             raise ValueError("Trainer: a fused sparse optimizer rules out grad_accum > 1 and clip_grad_norm")
-        self.objectives = list(cfg.objectives)
+        self.objectives = list(cfg.objectives) or [Objective("label")]
         self.stages = list(cfg.stages) or [Stage("train", train_data, epochs=cfg.epochs, steps=cfg.max_steps)]
         self.engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)]
         self.optimizers = {k: o for k, o in (("sparse", sparse_optimizer), ("dense", dense_optimizer)) if o is not None}
@@ -152,6 +106,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         self._start_samples = 0
+        self._eval_step = -1
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -223,7 +178,7 @@ class Trainer:
                 if isinstance(stage.data, OnlineData) or (
                     stage.data is None and isinstance(self.train_data, OnlineData)
                 ):
-                    self._run_online(stage)
+                    run_online(self, stage)
                 else:
                     self._run_stage(stage)
                 if self.should_stop:
@@ -288,7 +243,7 @@ class Trainer:
             if not finished:
                 break
             self.epoch, self.position = self.epoch + 1, None
-        if not self.should_stop and self.eval_data is not None:
+        if not self.should_stop and self.eval_data is not None and self._eval_step != self.step:
             self.evaluate()
 
     def _stage_done(self, stage: Stage) -> bool:
@@ -340,7 +295,7 @@ class Trainer:
             for k, v in parts.items():
                 losses[k] = losses.get(k, 0.0) + float(v) / len(batches)
             self._observe(outputs, batch)
-            self.samples += _batch_rows(batch)
+            self.samples += batch_rows(batch)
         t = time.perf_counter()
         if cfg.clip_grad_norm:
             from recis.optim import clip_grad_norm_
@@ -392,91 +347,21 @@ class Trainer:
 
     # ---- online --------------------------------------------------------------------------------
 
-    def _run_online(self, stage: Stage) -> None:
-        online = stage.data if isinstance(stage.data, OnlineData) else self.train_data
-        assert isinstance(online, OnlineData)
-        windows = online.windows
-        if self.window_done is not None and hasattr(windows, "last"):
-            windows.last = self.window_done
-        self._set_trainable(stage)
-        schedule = make_schedule(stage.lr_schedule)
-        self.reporter.start_bar(stage.name, stage.steps, self.stage_step)
-        for window in _resume_windows(windows, self.window_done):
-            key = str(getattr(window, "key", window))
-            if key != self.window:
-                self.window, self.window_evaluated, self.position = key, False, None
-            data = online.reader(window)
-            if online.evaluate_first and not self.window_evaluated and self.step > 0:
-                metrics = self.evaluate(data)
-                self.reporter.write({"kind": "window_eval", "step": self.step, "window": key, **metrics})
-            self.window_evaluated = True
-            skip = restore_source(data, self.position)
-            consumed = self.position["consumed"] if self.position and not skip else 0
-            self._train_pass(stage, data, schedule, stage.steps, skip, consumed)
-            if self.should_stop or self._stage_done(stage):
-                return
-            self.window_done, self.position = key, None
-            for hook in self.hooks:
-                hook.on_window_end(self, key)
-            self._set_trainable(stage)
-
     # ---- evaluation ----------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, data: Iterable[Batch] | None = None, max_batches: int | None = None) -> dict[str, float]:
-        """Scores the model on `data` (default eval_data): "<objective>.<metric>" for each objective
-        (AUC, GAUC with a group_column, log loss, calibration for BCE; MSE; accuracy) and "loss"."""
+        """Scores the model on `data` (default eval_data); see `evaluation.score` for the metrics."""
         data = data if data is not None else self.eval_data
         if data is None:
             raise ValueError("Trainer.evaluate: no data given and the Trainer has no eval_data")
-        limit = max_batches or self.config.eval_batches
-        group = self.config.group_column
-        metrics = {o.key: o.metrics(group is not None) for o in self.objectives}
-        loss_sum, rows = 0.0, 0
-        was_training = self.model.training
-        self.model.eval()
+        cfg, was_training = self.config, self.model.training
         try:
-            for i, (batch, _) in enumerate(
-                InputPipeline(data, getattr(self.model, "transform", None), self.config.prefetch)
-            ):
-                if limit is not None and i >= limit:
-                    break
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
-                    outputs = self.model(batch)
-                loss, _ = total_loss(self.objectives, outputs, batch)
-                n = _batch_rows(batch)
-                loss_sum, rows = loss_sum + float(loss) * n, rows + n
-                groups = batch.get(group) if group else None
-                for obj in self.objectives:
-                    preds = obj.predictions(outputs[obj.head_name])
-                    for m in metrics[obj.key].values():
-                        m.update(preds, batch[obj.label], groups)
+            result = score(self.model, data, self.objectives, cfg.group_column, cfg.prefetch, cfg.bf16,
+                           max_batches or cfg.eval_batches)  # fmt: skip
         finally:
             if was_training:
                 self._set_trainable(self.stages[min(self.stage_index, len(self.stages) - 1)])
-        result = {f"{k}.{name}": m.compute() for k, ms in metrics.items() for name, m in ms.items()}
-        result["loss"] = loss_sum / rows if rows else math.nan
-        self.last_eval = result
+        self.last_eval, self._eval_step = result, self.step
         for hook in self.hooks:
             hook.on_eval_end(self, result)
         return result
-
-
-def _batch_rows(batch: Batch) -> int:
-    for v in batch.values():
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            return len(v)
-        if hasattr(v, "num_rows"):
-            return int(v.num_rows)
-    return 0
-
-
-def _resume_windows(windows: Iterable[Any], done: str | None) -> Iterator[Any]:
-    """The windows after `done` (for iterables that cannot skip by themselves, e.g. lists)."""
-    skipping = done is not None and not hasattr(windows, "last")
-    for w in windows:
-        key = str(getattr(w, "key", w))
-        if skipping:
-            skipping = key != done
-            continue
-        yield w

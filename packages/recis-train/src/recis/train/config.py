@@ -1,0 +1,383 @@
+"""A run from one TOML file: data, features, embeddings, model, objectives, optimizers, stages, output.
+
+Every value is read through `Section`, which knows its dotted path, so a bad or unknown key fails
+with `ValueError("config key 'model.hidden': expected a list of ints, got 'big'")` before any data is
+touched. See docs/training.md for the full reference.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from recis.embedding import EmbeddingEngine, EmbeddingSpec, Eviction, Initializer
+
+from .objectives import LOSSES, Objective
+from .stages import OnlineData, Stage, make_schedule
+from .trainer import TrainerConfig
+
+MODELS = ("din", "deepfm", "transformer", "logistic")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or of the wrong type; the message names the key."""
+
+
+class Section:
+    """A config table with its dotted path; `get` checks types, `done` rejects keys nobody read."""
+
+    def __init__(self, data: Any, path: str):
+        if not isinstance(data, dict):
+            raise ConfigError(f"config key {path!r}: expected a table, got {data!r}")
+        self.data, self.path, self.used = data, path, set[str]()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: Any, default: Any = ..., what: str | None = None) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise ConfigError(f"config key {self.key(name)!r} is required ({what or _describe(kind)})")
+            return default
+        value = self.data[name]
+        if not _matches(value, kind):
+            raise ConfigError(f"config key {self.key(name)!r}: expected {what or _describe(kind)}, got {value!r}")
+        return value
+
+    def section(self, name: str, required: bool = False) -> Section | None:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise ConfigError(f"config key {self.key(name)!r} is required (a table)")
+            return None
+        return Section(self.data[name], self.key(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            where = f"in {self.path!r}" if self.path else "at the top level"
+            raise ConfigError(f"unknown config keys {where}: {unknown}")
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(kind, tuple) and kind and kind[0] == "list":
+        return isinstance(value, list) and all(_matches(v, kind[1]) for v in value)
+    if isinstance(kind, tuple) and kind and kind[0] == "oneof":
+        return value in kind[1:]
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    if isinstance(kind, tuple) and kind[0] == "list":
+        return f"a list of {_describe(kind[1])}s"
+    if isinstance(kind, tuple) and kind[0] == "oneof":
+        return "one of " + ", ".join(repr(k) for k in kind[1:])
+    return {str: "a string", int: "an int", float: "a number", bool: "true or false", dict: "a table"}.get(
+        kind, getattr(kind, "__name__", str(kind))
+    )
+
+
+def _paths(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+STR_OR_LIST = (str, list)
+
+
+@dataclass
+class Run:
+    """What `build` makes from a config: everything the CLI hands to `Trainer`."""
+
+    model: nn.Module
+    train_data: Any
+    eval_data: Any
+    sparse_optimizer: torch.optim.Optimizer | None
+    dense_optimizer: torch.optim.Optimizer | None
+    trainer: TrainerConfig
+    baseline: Callable[[], Run] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    """Reads a TOML config and applies `key.path=value` overrides (values parsed as TOML, else strings)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a table")
+        node[parts[-1]] = value
+    return data
+
+
+def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
+    specs = {}
+    for name in list(sec.data):
+        s = sec.section(name)
+        assert s is not None
+        combiner = s.get("combiner", ("oneof", "sum", "mean", "sqrtn", "tile", "none"), "sum")
+        init_std = s.get("init_std", float, 0.01)
+        evict_age, capacity = s.get("max_age", int, None), s.get("capacity", int, None)
+        try:
+            specs[name] = EmbeddingSpec(
+                dim=s.get("dim", int),
+                table=s.get("table", str, None),
+                combiner=None if combiner == "none" else combiner,
+                max_len=s.get("max_len", int, None),
+                side=s.get("side", ("oneof", "left", "right"), "left"),
+                initializer=Initializer.truncated_normal(0.0, float(init_std)),
+                min_count=s.get("min_count", int, 1),
+                eviction=Eviction(evict_age, capacity, s.get("policy", str, "lru"))
+                if evict_age or capacity is not None
+                else None,
+                seed=s.get("seed", int, 0),
+            )
+        except ValueError as e:
+            raise ConfigError(f"config key {s.path!r}: {e}") from None
+        s.done()
+    return specs
+
+
+def objectives(items: Any) -> list[Objective]:
+    if not isinstance(items, list) or not items:
+        raise ConfigError("config key 'objectives': expected a non-empty array of tables [[objectives]]")
+    out = []
+    for i, item in enumerate(items):
+        s = Section(item, f"objectives[{i}]")
+        out.append(
+            Objective(
+                label=s.get("label", str),
+                loss=s.get("loss", ("oneof", *LOSSES), "bce"),
+                head=s.get("head", str, None),
+                weight=float(s.get("weight", float, 1.0)),
+                name=s.get("name", str, None),
+            )
+        )
+        s.get("classes", int, 1)
+        s.done()
+    return out
+
+
+def head_widths(items: Any, objs: list[Objective]) -> dict[str, int]:
+    return {o.head_name: int(item.get("classes", 1)) for o, item in zip(objs, items, strict=True)}
+
+
+def build_model(
+    sec: Section, specs: dict[str, EmbeddingSpec], heads: dict[str, int], features: nn.Module | None
+) -> nn.Module:
+    from .models import DIN, DeepFM, LogisticRegression, TransformerRanker
+
+    kind = sec.get("type", ("oneof", *MODELS))
+    dense = sec.get("dense", ("list", str), [])
+    common: dict[str, Any] = {
+        "features": features,
+        "dense": dense,
+        "heads": heads,
+        "dense_width": sec.get("dense_width", int, len(dense)),
+    }
+    ints = ("list", int)
+    try:
+        if kind == "din":
+            model: nn.Module = DIN(
+                EmbeddingEngine(specs),
+                sec.get("sequences", dict, what="a table {history = target}"),
+                hidden=sec.get("hidden", ints, [200, 80]),
+                attention_hidden=sec.get("attention_hidden", ints, [64, 32]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        elif kind == "deepfm":
+            model = DeepFM(
+                EmbeddingEngine(specs),
+                hidden=sec.get("hidden", ints, [256, 128]),
+                bottom=sec.get("bottom", ints, [64]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        elif kind == "transformer":
+            model = TransformerRanker(
+                EmbeddingEngine(specs),
+                sec.get("sequence", str),
+                sec.get("target", str),
+                num_layers=sec.get("num_layers", int, 2),
+                num_heads=sec.get("num_heads", int, 2),
+                hidden=sec.get("hidden", ints, [128, 64]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        else:
+            lr_specs = {
+                n: EmbeddingSpec(
+                    1,
+                    table=s.table,
+                    combiner="mean" if s.combiner is None else "sum",
+                    max_len=s.max_len,
+                    min_count=s.min_count,
+                    seed=s.seed,
+                )
+                for n, s in specs.items()
+            }
+            model = LogisticRegression(EmbeddingEngine(lr_specs), **common)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"config key {sec.path!r} (type {kind!r}): {e}") from None
+    sec.done()
+    return model
+
+
+SPARSE = {
+    "sgd": "SparseSGD",
+    "adagrad": "SparseAdagrad",
+    "rowwise_adagrad": "SparseRowWiseAdagrad",
+    "adam": "SparseAdam",
+    "adamw": "SparseAdamW",
+    "adam_tf": "SparseAdamTF",
+    "adamw_tf": "SparseAdamWTF",
+    "ftrl": "SparseFtrl",
+}
+DENSE = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad"}
+
+
+def optimizer(sec: Section | None, which: str, model: nn.Module) -> torch.optim.Optimizer | None:
+    import recis.optim
+
+    if sec is None:
+        return None
+    table = SPARSE if which == "sparse" else DENSE
+    kind = sec.get("type", ("oneof", *table), "adam")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in sec.data.items() if k != "type"}
+    cls = getattr(recis.optim if which == "sparse" else torch.optim, table[kind])
+    params = model if which == "sparse" else [p for p in model.parameters() if p.requires_grad]
+    try:
+        return cls(params, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key {sec.path!r} (type {kind!r}): {e}") from None
+
+
+def _reader(paths: Any, data: Section, base: Path, shuffle: bool) -> Any:
+    from recis.io import ColumnReader
+
+    resolved = [p if "://" in p or Path(p).is_absolute() else str(base / p) for p in _paths(paths)]
+    try:
+        return ColumnReader(
+            resolved,
+            data.get("columns", ("list", str), None),
+            data.get("batch_size", int, 1024),
+            shuffle=shuffle and data.get("shuffle", bool, False),
+            shuffle_window=data.get("shuffle_window", int, 65536),
+            seed=data.get("seed", int, 0),
+            num_threads=data.get("num_threads", int, 2),
+            nulls=data.get("nulls", str, "error"),
+        )
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise ConfigError(f"config key {data.path!r}: {e}") from None
+
+
+def build(config: dict[str, Any], model_key: str = "model") -> Run:
+    """Builds model, readers, optimizers and the TrainerConfig from a loaded config dict."""
+    root = Section(config, "")
+    base = Path(".")  # relative paths are relative to the working directory
+    data = root.section("data", required=True)
+    assert data is not None
+    train_paths, eval_paths = data.get("train", STR_OR_LIST, None), data.get("eval", STR_OR_LIST, None)
+    windows = data.section("windows")
+    features_sec = root.section("features")
+    features = None
+    if features_sec is not None:
+        from recis.features.config import engine_from_dict
+
+        try:
+            features = engine_from_dict(features_sec.data)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"config key 'features': {e}") from None
+    emb = root.section("embeddings", required=True)
+    assert emb is not None
+    specs = embedding_specs(emb)
+    objs = objectives(root.get("objectives", list, [{"label": "label"}]))
+    heads = head_widths(root.data.get("objectives", [{}]), objs)
+    model = build_model(root.section(model_key, required=True), specs, heads, features)  # type: ignore[arg-type]
+    root.get("baseline" if model_key == "model" else "model", dict, None)
+    optim = root.section("optim")
+    sparse = optimizer(optim.section("sparse") if optim else None, "sparse", model)
+    dense = optimizer(optim.section("dense") if optim else None, "dense", model)
+    train = root.section("train") or Section({}, "train")
+    if windows is not None:
+        from recis.io import Windows
+
+        stream = Windows(
+            str(base / windows.get("root", str)),
+            windows.get("pattern", str, "*"),
+            marker=windows.get("marker", str, "_SUCCESS"),
+        )
+        train_data: Any = OnlineData(stream, lambda w: _reader(w.path, data, base, False))
+        windows.done()
+    else:
+        train_data = _reader(train_paths, data, base, True) if train_paths is not None else None
+    eval_data = _reader(eval_paths, data, base, False) if eval_paths is not None else None
+    stages = []
+    for i, item in enumerate(root.get("stages", list, [])):
+        s = Section(item, f"stages[{i}]")
+        schedule = s.get("lr_schedule", str, "constant")
+        try:
+            make_schedule(schedule)
+        except ValueError as e:
+            raise ConfigError(f"config key {s.key('lr_schedule')!r}: {e}") from None
+        stage_data = s.get("data", STR_OR_LIST, None)
+        stages.append(
+            Stage(
+                s.get("name", str, f"stage{i}"),
+                _reader(stage_data, data, base, True) if stage_data else None,
+                s.get("epochs", int, None),
+                s.get("steps", int, None),
+                schedule,
+                s.get("train", ("list", str), None),
+            )
+        )
+        s.done()
+    out = root.get("output_dir", str, None)
+    cfg = TrainerConfig(
+        objectives=objs,
+        epochs=train.get("epochs", int, 1),
+        max_steps=train.get("max_steps", int, None),
+        stages=stages,
+        grad_accum=train.get("grad_accum", int, 1),
+        clip_grad_norm=train.get("clip_grad_norm", float, None),
+        bf16=train.get("bf16", bool, False),
+        prefetch=train.get("prefetch", int, 4),
+        eval_every=train.get("eval_every", int, None),
+        eval_batches=train.get("eval_batches", int, None),
+        group_column=train.get("group_column", str, None),
+        output_dir=out,
+        checkpoint_every=train.get("checkpoint_every", int, None),
+        keep_checkpoints=train.get("keep_checkpoints", int, 3),
+        evict_every=train.get("evict_every", int, None),
+        log_every=train.get("log_every", int, 50),
+        progress=train.get("progress", bool, True),
+        seed=train.get("seed", int, 0),
+    )
+    for sec in (data, train, *(x for x in (optim,) if x is not None)):
+        sec.done()
+    root.done()
+    return Run(model, train_data, eval_data, sparse, dense, cfg)
