@@ -80,7 +80,7 @@ def _matches(value: Any, kind: Any) -> bool:
 
 def _describe(kind: Any) -> str:
     if isinstance(kind, tuple) and kind[0] == "list":
-        return f"a list of {_describe(kind[1])}s"
+        return "a list of " + {str: "strings", int: "ints", float: "numbers"}.get(kind[1], str(kind[1]))
     if isinstance(kind, tuple) and kind[0] == "oneof":
         return "one of " + ", ".join(repr(k) for k in kind[1:])
     return {str: "a string", int: "an int", float: "a number", bool: "true or false", dict: "a table"}.get(
@@ -155,6 +155,10 @@ def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
                 else None,
                 seed=s.get("seed", int, 0),
             )
+            if specs[name].dim < 1 or (specs[name].max_len or 0) < 0:
+                raise ValueError(f"dim must be >= 1 and max_len >= 0, got {specs[name].dim} and {specs[name].max_len}")
+            if combiner == "tile" and specs[name].max_len is None:
+                raise ValueError("combiner 'tile' needs max_len")
         except ValueError as e:
             raise ConfigError(f"config key {s.path!r}: {e}") from None
         s.done()
@@ -241,6 +245,8 @@ def build_model(
                 for n, s in specs.items()
             }
             model = LogisticRegression(EmbeddingEngine(lr_specs), **common)
+    except ConfigError:
+        raise
     except (ValueError, KeyError) as e:
         raise ConfigError(f"config key {sec.path!r} (type {kind!r}): {e}") from None
     sec.done()

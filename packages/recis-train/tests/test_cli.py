@@ -1,0 +1,107 @@
+"""The recis-train command: a TOML run end to end, overrides, resume, eval-only, and config errors naming the key."""
+
+import json
+
+import pytest
+
+from recis.train import Checkpointer, cli
+from recis.train.config import ConfigError, build, load
+
+from .conftest import write_rows
+
+CONFIG = """
+output_dir = "{out}"
+
+[data]
+train = "{train}"
+eval = "{eval}"
+batch_size = 32
+shuffle = true
+
+[embeddings.user]
+dim = 4
+[embeddings.item]
+dim = 4
+table = "items"
+[embeddings.hist]
+dim = 4
+table = "items"
+combiner = "none"
+max_len = 4
+
+[model]
+type = "din"
+sequences = {{ hist = "item" }}
+hidden = [8]
+
+[[objectives]]
+label = "click"
+
+[optim.sparse]
+type = "adam"
+lr = 0.01
+[optim.dense]
+type = "adam"
+lr = 0.01
+
+[train]
+epochs = 1
+progress = false
+group_column = "user"
+checkpoint_every = 4
+log_every = 2
+
+[baseline]
+type = "logistic"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    train = write_rows(tmp_path / "train.parquet", 256, seed=1)
+    test = write_rows(tmp_path / "test.parquet", 128, seed=2)
+    path = tmp_path / "run.toml"
+    path.write_text(CONFIG.format(out=tmp_path / "run", train=train, eval=test))
+    return path
+
+
+def test_runs_a_config_with_baseline_resume_and_eval_only(config_file, tmp_path, capsys):
+    assert cli.main([str(config_file), "--set", "train.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "logistic" in out and "difference" in out
+    summary = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert summary["kind"] == "summary" and summary["steps"] == 16
+    assert {"loss.png", "eval.png", "summary.txt"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert (tmp_path / "run" / "baseline" / "metrics.jsonl").is_file()
+    assert cli.main([str(config_file), "--resume", "--set", "train.epochs=2"]) == 0  # finished: nothing to redo
+    assert Checkpointer(tmp_path / "run" / "checkpoints").steps()[-1] == 16
+    capsys.readouterr()
+    assert cli.main([str(config_file), "--eval-only"]) == 0
+    assert json.loads(capsys.readouterr().out)["click.auc"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hidden='big'", "config key 'model.hidden': expected a list of ints, got 'big'"),
+        ("model.type='mlp'", "config key 'model.type': expected one of 'din'"),
+        ("train.epoch=2", "unknown config keys in 'train': ['epoch']"),
+        ("embeddings.user.dim=-1", "config key 'embeddings.user': dim must be >= 1"),
+        ("optim.dense.momentum=0.9", "config key 'optim.dense' (type 'adam')"),
+        ("data.batch_size=0", "config key 'data'"),
+        ("objectives=[{label='click', loss='hinge'}]", "config key 'objectives[0].loss'"),
+        ("stages=[{lr_schedule='zigzag'}]", "config key 'stages[0].lr_schedule'"),
+    ],
+)
+def test_config_errors_name_the_key(config_file, override, message):
+    with pytest.raises(ConfigError) as e:
+        build(load(config_file, [override]))
+    assert message in str(e.value)
+
+
+def test_missing_required_key_and_exit_code(config_file, tmp_path, capsys):
+    text = config_file.read_text().replace('[model]\ntype = "din"', "[model]")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert cli.main([str(bad)]) == 2
+    assert "config key 'model.type' is required" in capsys.readouterr().err
