@@ -28,7 +28,8 @@ def table():
 
 
 def _gbps(benchmark) -> None:
-    benchmark.extra_info["GB/s"] = round(GB / benchmark.stats.stats.median, 2)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["GB/s"] = round(GB / benchmark.stats.stats.median, 2)
 
 
 @pytest.mark.parametrize("impl", ["baseline", "ours", "ours_fsync"])
