@@ -175,6 +175,13 @@ void init_embedding(nb::module_& m) {
                      std::lock_guard<std::mutex> lock(t.mutex());
                      return t.row_capacity();
                    })
+      .def(
+          "reserve",
+          [](HashTable& t, int64_t rows) {
+            nb::gil_scoped_release release;
+            t.reserve(rows);
+          },
+          nb::arg("rows"), "Grows the ID map once for `rows` live rows (before a bulk load).")
       .def("set_eviction_log", &HashTable::set_eviction_log, nb::arg("on"),
            "Record the keys of evicted rows until take_evicted() (for delta checkpoints).")
       .def(

@@ -102,6 +102,8 @@ class HashTable {
   // Live rows r in [begin, end) (clamped to the rows ever allocated) last seen at step >= min_step,
   // in row order. Caller holds mutex().
   std::vector<int64_t> live_rows(int64_t begin = 0, int64_t end = INT64_MAX, int64_t min_step = INT64_MIN) const;
+  // Grows the ID map once so `rows` live rows fit at load <= 0.5 (bulk loads skip step-wise rehashing).
+  void reserve(int64_t rows);
   // Rows ever allocated: every live row is below this (export iterates [0, row_capacity()) in ranges).
   int64_t row_capacity() const { return allocated_rows_; }
   // When on, eviction records the (id, tag) of every removed row until take_evicted() drains them

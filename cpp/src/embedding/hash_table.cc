@@ -346,6 +346,12 @@ std::vector<int64_t> HashTable::live_rows(int64_t begin, int64_t end, int64_t mi
   return rows;
 }
 
+void HashTable::reserve(int64_t rows) {
+  if (rows < 0) throw std::invalid_argument("HashTable.reserve: rows must be >= 0, got " + str(rows));
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserve_map(rows);
+}
+
 void HashTable::set_eviction_log(bool on) {
   std::lock_guard<std::mutex> lock(mutex_);
   log_evictions_ = on;

@@ -263,3 +263,14 @@ def test_export_ranges_deltas_and_eviction_log():
     ids, tags = table.take_evicted()
     assert sorted(ids.tolist()) == [*range(5), *range(10, 20)] and tags.tolist() == [0] * 15
     assert table.take_evicted()[0].numel() == 0  # drained
+
+
+def test_reserve_grows_the_map_once_and_keeps_rows():
+    table = HashTable(4, Initializer.uniform(-1, 1))
+    table.lookup(torch.arange(10))
+    before, values = table.memory_bytes(), table.gather(table.lookup(torch.arange(10), insert=False).rows)
+    table.reserve(100_000)
+    assert table.memory_bytes() >= before + 100_000 * 2 * 16  # map slots for load <= 0.5
+    assert torch.equal(table.gather(table.lookup(torch.arange(10), insert=False).rows), values)
+    with pytest.raises(ValueError, match="rows must be >= 0"):
+        table.reserve(-1)

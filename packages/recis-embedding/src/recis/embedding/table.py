@@ -264,6 +264,10 @@ class HashTable:
         """Rows ever allocated; every live row index is below it."""
         return int(self._c.row_capacity)
 
+    def reserve(self, rows: int) -> None:
+        """Sizes the ID map for `rows` live rows at once, so a bulk load does not rehash step by step."""
+        self._c.reserve(rows)
+
     def track_evictions(self, on: bool = True) -> None:
         """Record the keys of evicted rows until `take_evicted()` (delta checkpoints need them)."""
         self._c.set_eviction_log(on)

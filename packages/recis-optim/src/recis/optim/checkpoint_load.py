@@ -256,6 +256,8 @@ class Loader:
         for i, index in enumerate(self.indexes):
             for name, entry in index["tables"].items():
                 if (i, name) in self.routes:
+                    for target in self.routes[(i, name)][0]:
+                        target.table.reserve(len(target.table) + entry["rows"])  # one rehash, not many
                     for chunk in self._chunks(i, name, entry):
                         self._insert(i, name, chunk)
         if "model" in self.state and self.saver.model is not None:
