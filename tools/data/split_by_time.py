@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     times = table[args.column].to_numpy()
     cut = np.quantile(times, 1 - args.test_fraction, method="higher")
     args.out.mkdir(parents=True, exist_ok=True)
-    train, test = table.filter(pc.less(table[args.column], cut)), table.filter(pc.greater_equal(table[args.column], cut))
+    train, test = (
+        table.filter(pc.less(table[args.column], cut)),
+        table.filter(pc.greater_equal(table[args.column], cut)),
+    )
     pq.write_table(train, args.out / "train.parquet", row_group_size=16384)
     pq.write_table(test, args.out / "test.parquet", row_group_size=16384)
     print(f"{args.out}: {train.num_rows} train rows before {args.column}={cut}, {test.num_rows} test rows from it")
