@@ -52,9 +52,8 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, {args.rows} rows, batch {args.batch_size}")
     for r in results:
         split = ", ".join(f"{k} {v:.1%}" for k, v in r["split"].items())
-        print(
-            f"prefetch={r['prefetch']}: {r['samples_per_s']:.0f} samples/s, waiting on data {r['data_wait']:.1%}; {split}"
-        )
+        rate, wait = r["samples_per_s"], r["data_wait"]
+        print(f"prefetch={r['prefetch']}: {rate:.0f} samples/s, waiting on data {wait:.1%}; {split}")
     print(f"overlap / inline: {overlap['samples_per_s'] / inline['samples_per_s']:.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,8 @@ def generate(
     cand = draw_items(user, rng.random(total) < 0.5)
     cand_cat = item_category[cand]
     same = (item_category[hist] == np.repeat(cand_cat, lengths)).astype(np.float64)
-    share = np.bincount(np.repeat(np.arange(total), lengths), weights=same, minlength=total)
-    share = share / np.maximum(lengths, 1)  # 0 for an empty history
+    same_count = np.bincount(np.repeat(np.arange(total), lengths), weights=same, minlength=total)
+    share = same_count / np.maximum(lengths, 1)  # 0 for an empty history
     logit = -1.5 + 4.0 * share + item_bias[cand] + user_bias[user]
     prob = 1 / (1 + np.exp(-logit))
     label = (rng.random(total) < prob).astype(np.int32)
