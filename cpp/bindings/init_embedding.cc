@@ -172,6 +172,7 @@ void init_embedding(nb::module_& m) {
           nb::arg("capacity"), nb::arg("policy"), "Keeps at most capacity rows; returns how many were dropped.")
       .def_prop_ro("row_capacity",
                    [](const HashTable& t) {
+                     nb::gil_scoped_release release;
                      std::lock_guard<std::mutex> lock(t.mutex());
                      return t.row_capacity();
                    })
@@ -182,12 +183,16 @@ void init_embedding(nb::module_& m) {
             t.reserve(rows);
           },
           nb::arg("rows"), "Grows the ID map once for `rows` live rows (before a bulk load).")
-      .def("set_eviction_log", &HashTable::set_eviction_log, nb::arg("on"),
+      .def("set_eviction_log", &HashTable::set_eviction_log, nb::arg("on"), nb::call_guard<nb::gil_scoped_release>(),
            "Record the keys of evicted rows until take_evicted() (for delta checkpoints).")
       .def(
           "take_evicted",
           [](HashTable& t) {
-            std::vector<std::pair<int64_t, uint16_t>> keys = t.take_evicted();
+            std::vector<std::pair<int64_t, uint16_t>> keys;
+            {
+              nb::gil_scoped_release release;
+              keys = t.take_evicted();
+            }
             std::vector<int64_t> ids(keys.size());
             std::vector<int32_t> tags(keys.size());
             for (size_t i = 0; i < keys.size(); ++i) {

@@ -55,18 +55,23 @@ RowUpdater::RowUpdater(HashTable& t, const OptConfig& c, const std::vector<int>&
   if (!specs.empty()) s0_ = slots[0];
   if (specs.size() > 1) s1_ = slots[1];
   if (c.step < 1) throw std::invalid_argument("sparse_update: step must be >= 1, got " + std::to_string(c.step));
-  const double t_ = static_cast<double>(c.step);
+  const bool adam = c.kind == OptKind::kAdam || c.kind == OptKind::kAdamTF;
+  if (c.decoupled && !adam)
+    throw std::invalid_argument("sparse_update: decoupled weight decay is for the Adam kinds only");
+  if (c.kind == OptKind::kFtrl && c.weight_decay != 0.0f)
+    throw std::invalid_argument("sparse_update: FTRL takes l1/l2, not weight_decay");
+  const double step = static_cast<double>(c.step);
   switch (c.kind) {
     case OptKind::kAdam:  // a: step size lr / bc1, b: sqrt(bc2)
-      a_ = static_cast<float>(c.lr / (1.0 - std::pow(static_cast<double>(c.beta1), t_)));
-      b_ = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t_)));
+      a_ = static_cast<float>(c.lr / (1.0 - std::pow(static_cast<double>(c.beta1), step)));
+      b_ = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), step)));
       break;
     case OptKind::kAdamTF:  // a: lr_t
-      a_ = static_cast<float>(c.lr * std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t_)) /
-                              (1.0 - std::pow(static_cast<double>(c.beta1), t_)));
+      a_ = static_cast<float>(c.lr * std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), step)) /
+                              (1.0 - std::pow(static_cast<double>(c.beta1), step)));
       break;
     case OptKind::kAdagrad:  // a: clr
-      a_ = static_cast<float>(c.lr / (1.0 + (t_ - 1.0) * c.lr_decay));
+      a_ = static_cast<float>(c.lr / (1.0 + (step - 1.0) * c.lr_decay));
       break;
     default:
       break;

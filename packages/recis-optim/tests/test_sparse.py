@@ -179,6 +179,52 @@ def test_evicted_rows_restart_with_fresh_state() -> None:
     assert torch.equal(m, torch.zeros(1, D)) and torch.equal(table.gather(found.rows), torch.zeros(1, D))
 
 
+def test_repeated_rows_in_one_gradient_are_summed_before_the_update() -> None:
+    """Adagrad applied twice differs from once with the sum; many rows span several threads."""
+    table, ids = table_with_ids(3000)
+    dense = nn.Parameter(values(table, ids).clone())
+    ours, ref = SparseAdagrad(table, lr=0.5), torch.optim.Adagrad([dense], lr=0.5)
+    g = torch.Generator().manual_seed(4)
+    twice = torch.cat([torch.arange(len(ids)), torch.arange(len(ids))])
+    grad = torch.randn(len(twice), D, generator=g)
+    ours.accumulate([SparseGrad(table, rows_of(table, ids)[twice], grad)])
+    ours.step()
+    dense.grad = torch.zeros(len(ids), D).index_add_(0, twice, grad)
+    ref.step()
+    torch.testing.assert_close(values(table, ids), dense.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_zero_grad_after_forward_and_closure_still_train() -> None:
+    engine, batches = engine_and_batches()
+    opt = SparseSGD(engine, lr=1.0)
+    before = snapshot(engine)["embeddings"].clone()
+    out = engine(batches[0])
+    opt.zero_grad()  # forward, zero_grad, backward, step: the common torch order
+    loss_of(out).backward()
+    opt.step()
+    assert not torch.equal(snapshot(engine)["embeddings"], before)
+    after_first = snapshot(engine)["embeddings"].clone()
+    loss = opt.step(lambda: (loss_of(engine(batches[1])).backward(), 1.0)[1])
+    assert loss == 1.0 and not torch.equal(snapshot(engine)["embeddings"][: len(after_first)], after_first)
+
+
+def test_accumulate_after_clipping_and_a_failed_step() -> None:
+    table, ids = table_with_ids(4)
+    opt = SparseSGD(table, lr=1.0)
+    opt.accumulate([SparseGrad(table, rows_of(table, ids), torch.ones(len(ids), D))])
+    clip_grad_norm_([], opt, max_norm=1.0)
+    assert float(opt.grad_sq_norm()) == pytest.approx(1.0, rel=1e-4)  # the norm as scaled
+    with pytest.raises(RuntimeError, match="already clipped"):
+        opt.accumulate([SparseGrad(table, rows_of(table, ids), torch.ones(len(ids), D))])
+    opt.zero_grad()
+    opt.accumulate([SparseGrad(table, torch.tensor([12345]), torch.ones(1, D))])  # not a row
+    with pytest.raises(ValueError, match="sparse_update"):
+        opt.step()
+    assert opt._step == 0  # nothing applied, the step did not advance, the bad gradient is gone
+    opt.step()
+    assert opt._step == 1
+
+
 def test_duplicate_rows_are_summed_and_missing_rows_skipped() -> None:
     table, ids = table_with_ids(4)
     before = values(table, ids)
@@ -224,26 +270,79 @@ def snapshot(engine: EmbeddingEngine) -> dict[str, Tensor]:
     return {k: v[order] for k, v in state.items()}
 
 
-def test_fused_equals_two_phase() -> None:
-    results = []
-    for fused in (False, True):
-        engine, batches = engine_and_batches()
-        opt = SparseAdam(engine, lr=0.05, fused=fused)
-        for batch in batches:
-            opt.zero_grad()
-            loss_of(engine(batch)).backward()
-            opt.step()
-        results.append(snapshot(engine))
-    for k in results[0]:
-        torch.testing.assert_close(results[0][k], results[1][k], rtol=0, atol=0)
+def big_engine_and_batches() -> tuple[EmbeddingEngine, list[dict[str, object]]]:
+    """Weighted sqrtn bags and a sequence feature (the gathered path) over thousands of rows."""
+    from recis.core import Ragged
+
+    engine = EmbeddingEngine(
+        {
+            "bag": EmbeddingSpec(D, combiner="sqrtn", table="t"),
+            "user": EmbeddingSpec(D, table="u"),
+            "seq": EmbeddingSpec(D, combiner=None, max_len=5, table="s", initializer=Initializer.uniform(-1, 1)),
+        }
+    )
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for _ in range(3):
+        lengths = torch.randint(0, 30, (512,), generator=g)
+        n = int(lengths.sum())
+        bag = Ragged.from_lengths(torch.randint(0, 20000, (n,), generator=g), lengths, torch.rand(n, generator=g))
+        seq = Ragged.from_lengths(torch.randint(0, 3000, (n,), generator=g), lengths)
+        batches.append({"bag": bag, "user": torch.randint(-(2**62), 2**62, (512,), generator=g), "seq": seq})
+    return engine, batches
 
 
-def test_fused_refuses_micro_batch_accumulation() -> None:
+def big_loss(out: dict[str, object]) -> Tensor:
+    return out["bag"].sin().sum() + (out["user"] * 2).sum() + out["seq"].values.square().sum()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda e, f: SparseAdam(e, lr=0.05, fused=f),
+        lambda e, f: SparseRowWiseAdagrad(e, lr=0.1, fused=f),
+        lambda e, f: SparseFtrl(e, lr=0.1, l1=0.01, fused=f),
+    ],
+    ids=["adam", "rowwise_adagrad", "ftrl"],
+)
+def test_fused_equals_two_phase(make) -> None:
+    import recis.core
+
+    recis.core.set_num_threads(2)  # the backward's row ranges and the update's chunks split across threads
+    try:
+        results = []
+        for fused in (False, True):
+            engine, batches = big_engine_and_batches()
+            opt = make(engine, fused)
+            for batch in batches:
+                opt.zero_grad()
+                big_loss(engine(batch)).backward()
+                opt.step()
+            results.append({name: t.state_dict() for name, t in engine.tables().items()})
+            if fused:
+                opt.detach()
+    finally:
+        recis.core.set_num_threads(None)
+    for name, state in results[0].items():
+        for k in state:
+            torch.testing.assert_close(results[1][name][k], state[k], rtol=0, atol=0, msg=f"{name} {k}")
+
+
+def test_fused_refuses_micro_batch_accumulation_and_can_be_replaced() -> None:
     engine, batches = engine_and_batches()
-    SparseAdam(engine, fused=True)
+    opt = SparseAdam(engine, fused=True)
     loss_of(engine(batches[0])).backward()
     with pytest.raises(RuntimeError, match="second gradient before step"):
         loss_of(engine(batches[1])).backward()
+    with pytest.raises(RuntimeError, match="only from backward"):
+        opt.accumulate([])
+    with pytest.raises(ValueError, match="already has a live fused optimizer"):
+        SparseAdam(engine, fused=True)
+    opt.detach()
+    SparseAdam(engine, fused=True).detach()
+    del opt
+    keep = SparseAdam(engine, fused=True)  # a dropped optimizer blocks nothing either
+    assert keep.fused
 
 
 def test_gradient_accumulation_equals_one_big_step() -> None:
@@ -279,6 +378,8 @@ def test_scheduler_drives_lr_and_state_dict_round_trips() -> None:
     other = SparseSGD(HashTable(D), lr=9.0)
     other.load_state_dict(state)
     assert other.param_groups[0]["lr"] == 0.125 and other._step == 3
+    with pytest.raises(ValueError, match="state is for tables"):
+        SparseSGD([HashTable(D), HashTable(D)]).load_state_dict(state)
 
 
 def test_clip_grad_norm_covers_sparse_and_dense() -> None:
@@ -307,7 +408,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="expected EmbeddingEngines"):
         SparseAdam([3])  # type: ignore[list-item]
     opt = SparseAdam(table)
-    with pytest.raises(ValueError, match="grad must be"):
+    with pytest.raises(ValueError, match=r"grad \(n, 8\)"):
         opt.accumulate([SparseGrad(table, torch.tensor([0]), torch.ones(1, D + 1))])
     with pytest.raises(ValueError, match="not one of this optimizer's tables"):
         opt.accumulate([SparseGrad(HashTable(D), torch.tensor([0]), torch.ones(1, D))])

@@ -262,13 +262,15 @@ class EmbeddingEngine(nn.Module):
             return rows
         return rows.to_dense(0.0, spec.max_len)
 
-    def sparse_grads(self) -> list[SparseGrad]:
+    def sparse_grads(self, strict: bool = True) -> list[SparseGrad]:
         """The (table, rows, grads) of every training lookup since the last call, after backward.
 
-        Rows may repeat across entries (gradient accumulation over micro-batches); an optimizer sums them.
+        Rows are distinct within an entry and may repeat across entries (gradient accumulation over
+        micro-batches); an optimizer sums them. With `strict`, recorded lookups none of which got a
+        gradient raise (backward was forgotten); otherwise they are dropped.
         """
         grads = [p.grad.grad for p in self._pending]
-        if grads and all(g is None for g in grads):
+        if strict and grads and all(g is None for g in grads):
             raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
         pending, self._pending = self._pending, []
         # A lookup whose output took no part in the loss has no gradient: nothing to update.
@@ -284,6 +286,12 @@ class EmbeddingEngine(nn.Module):
     def tables(self) -> dict[str, HashTable]:
         """The physical tables by name (`table<i>:<features>`, as in `stats()`)."""
         return {f"table{i}:{'+'.join(g.features)}": g.table for i, g in enumerate(self.groups)}
+
+    def zero_sparse_grads(self) -> None:
+        """Clears the recorded lookups' gradients but keeps the lookups (as `zero_grad` does for
+        parameters: a forward before `zero_grad()` still trains once backward runs)."""
+        for p in self._pending:
+            p.grad.grad = None
 
     def clear_sparse_grads(self) -> None:
         """Drops recorded lookups (e.g. after a skipped step)."""

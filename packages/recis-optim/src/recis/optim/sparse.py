@@ -7,7 +7,7 @@ optimizer slots (kept in the table, under the row's index) and its embedding tog
 
 from __future__ import annotations
 
-import functools
+import weakref
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -51,87 +51,124 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._slots = [self._ensure_slots(t) for t in self.tables]
         self._index = {id(t): i for i, t in enumerate(self.tables)}
         self._step = 0
-        self._grads: list[SparseGrad] = []  # accumulated since the last step
+        self._grads: list[tuple[SparseGrad, bool]] = []  # (gradient, rows known distinct) since the last step
         self._merged: list[SparseGrad] | None = None  # reduced per table, cached for clipping
         self._grad_scale = 1.0
         self.fused = fused
         self._fused_done: set[int] = set()
         if fused:
-            if any(e.grad_hook is not None for e in self.engines) or any(t.fused_backward for t in self.tables):
-                raise ValueError(f"{type(self).__name__}: a table or engine already has a fused optimizer")
-            for engine in self.engines:
-                engine.grad_hook = self._apply_in_backward  # gathered lookups: once their gradient is complete
-            for i, table in enumerate(self.tables):
-                table.fused_backward = functools.partial(self._pooled_backward, i)  # pooled ones: reduce + update
+            taken = [e.grad_hook for e in self.engines] + [t.fused_backward for t in self.tables]
+            if any(h is not None and getattr(h, "alive", True) for h in taken):
+                raise ValueError(
+                    f"{type(self).__name__}: a table or engine already has a live fused optimizer (detach() it first)"
+                )
+            for engine in self.engines:  # gathered lookups: once their gradient is complete
+                engine.grad_hook = _FusedHook(self, "_apply_in_backward")
+            for i, table in enumerate(self.tables):  # pooled ones: reduce + update in one pass
+                table.fused_backward = _FusedHook(self, "_pooled_backward", i)
+
+    def detach(self) -> None:
+        """Unhooks a fused optimizer from its engines and tables (another may then take them)."""
+        for engine in self.engines:
+            if isinstance(engine.grad_hook, _FusedHook) and engine.grad_hook.owner() is self:
+                engine.grad_hook = None
+        for table in self.tables:
+            if isinstance(table.fused_backward, _FusedHook) and table.fused_backward.owner() is self:
+                table.fused_backward = None
 
     # -- the torch.optim interface ---------------------------------------------------------------
 
-    @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        """Applies one update to every row touched since the last step (gradients summed per row)."""
-        loss = closure() if closure is not None else None
-        self._step += 1
-        if not self.fused:
-            for i, g in enumerate(self._reduce()):
-                if len(g.rows):
-                    self._update(i, g.rows, g.grad)
-        self._fused_done.clear()
-        self._grads, self._merged, self._grad_scale = [], None, 1.0
+        """Applies one update to every row touched since the last step (gradients summed per row).
+
+        After a failure (e.g. a row evicted between backward and step) this step's gradients are
+        dropped and the step count does not advance.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        try:
+            with torch.no_grad():
+                if not self.fused:
+                    for i, g in enumerate(self._reduce()):
+                        if len(g.rows):
+                            self._update(i, g.rows, g.grad, self._step + 1)
+            self._step += 1
+        finally:
+            self._clear()
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drops gradients collected so far (the engines' recorded lookups keep their graphs)."""
-        self._grads, self._merged, self._grad_scale = [], None, 1.0
+        """Clears gradients collected so far; lookups recorded by a forward stay (their backward
+        may still come, as with dense parameters)."""
+        self._clear()
         for engine in self.engines:
-            engine.clear_sparse_grads()
+            engine.zero_sparse_grads()
+
+    def _clear(self) -> None:
+        self._grads, self._merged, self._grad_scale = [], None, 1.0
+        self._fused_done.clear()
 
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters per table and the step count; the slots themselves live in the tables."""
         return super().state_dict() | {"sparse_step": self._step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores hyper-parameters and the step count; tables must match by name and order."""
+        who = f"{type(self).__name__}.load_state_dict"
+        if "sparse_step" not in state_dict:
+            raise ValueError(f"{who}: not a sparse optimizer state (no 'sparse_step')")
+        names = [g.get("name") for g in state_dict.get("param_groups", [])]
+        mine = [g["name"] for g in self.param_groups]
+        if names != mine:
+            raise ValueError(f"{who}: the state is for tables {names}, this optimizer has {mine}")
         state = dict(state_dict)
-        self._step = int(state.pop("sparse_step"))
+        step = int(state.pop("sparse_step"))
         super().load_state_dict(state)
+        self._step = step
 
     # -- gradients -------------------------------------------------------------------------------
 
     def accumulate(self, grads: Iterable[SparseGrad]) -> None:
         """Adds gradients of bare `HashTable`s (rows, (n, D) grads; rows may repeat: they are summed)."""
+        who = f"{type(self).__name__}.accumulate"
+        if self.fused:
+            raise RuntimeError(f"{who}: a fused optimizer takes gradients only from backward")
+        if self._grad_scale != 1.0:
+            raise RuntimeError(f"{who}: gradients were already clipped for this step; accumulate before clipping")
         for g in grads:
             if id(g.table) not in self._index:
-                raise ValueError(f"{type(self).__name__}.accumulate: {g.table!r} is not one of this optimizer's tables")
-            if g.grad.shape != (len(g.rows), g.table.dim):
+                raise ValueError(f"{who}: {g.table!r} is not one of this optimizer's tables")
+            if g.rows.dim() != 1 or g.rows.dtype.is_floating_point or g.grad.shape != (len(g.rows), g.table.dim):
                 raise ValueError(
-                    f"{type(self).__name__}.accumulate: grad must be ({len(g.rows)}, {g.table.dim}), "
-                    f"got {tuple(g.grad.shape)}"
+                    f"{who}: expected integer rows (n,) and grad (n, {g.table.dim}), "
+                    f"got rows {tuple(g.rows.shape)} {g.rows.dtype} and grad {tuple(g.grad.shape)}"
                 )
-            self._grads.append(g)
-        self._merged = None
+            self._grads.append((SparseGrad(g.table, g.rows.to("cpu", torch.int64), g.grad.detach().cpu()), False))
 
     def grad_sq_norm(self) -> Tensor:
-        """Sum of squares of the reduced sparse gradients (for global norm clipping)."""
+        """Sum of squares of the reduced sparse gradients as the update will apply them (scaled)."""
         total = torch.zeros((), dtype=torch.float64)
         for g in self._reduce():
             total += g.grad.double().square().sum()
-        return total
+        return total * self._grad_scale**2
 
     def scale_grads(self, factor: float) -> None:
         """Multiplies this step's gradients by `factor` (applied inside the update kernel)."""
         self._grad_scale *= factor
 
     def _reduce(self) -> list[SparseGrad]:
-        """Pulls the engines' gradients and sums them per table and row."""
+        """Pulls the engines' gradients and sums them per table and row (cached until the step)."""
         if self.fused:
             raise RuntimeError(f"{type(self).__name__}(fused=True) keeps no gradients to read or clip")
-        for engine in self.engines:
-            pending = engine.sparse_grads() if engine._pending else []
-            self._grads.extend(g for g in pending if id(g.table) in self._index)
+        for engine in self.engines:  # an engine's entries have distinct rows
+            self._grads.extend((g, True) for g in engine.sparse_grads(strict=False) if id(g.table) in self._index)
         if self._merged is not None and not self._grads:
             return self._merged
-        per_table: list[list[SparseGrad]] = [[] for _ in self.tables]
-        for g in [*(self._merged or []), *self._grads]:
-            per_table[self._index[id(g.table)]].append(g)
+        per_table: list[list[tuple[SparseGrad, bool]]] = [[] for _ in self.tables]
+        for g, distinct in [*((m, True) for m in self._merged or []), *self._grads]:
+            per_table[self._index[id(g.table)]].append((g, distinct))
         self._grads = []
         self._merged = [_merge(table, parts) for table, parts in zip(self.tables, per_table, strict=True)]
         return self._merged
@@ -141,8 +178,8 @@ class SparseOptimizer(torch.optim.Optimizer):
         if i is None:
             return
         self._mark_fused(i)
-        merged = _merge(g.table, [g])
-        self._update(i, merged.rows, merged.grad, step=self._step + 1)
+        merged = _merge(g.table, [(g, True)])
+        self._update(i, merged.rows, merged.grad, self._step + 1)
 
     def _pooled_backward(
         self,
@@ -176,7 +213,8 @@ class SparseOptimizer(torch.optim.Optimizer):
         if i in self._fused_done:
             raise RuntimeError(
                 f"{type(self).__name__}(fused=True): table {self.param_groups[i]['name']!r} got a second gradient "
-                "before step(); fused updates cannot accumulate micro-batches (use fused=False)"
+                "before step() (a second backward, or a second lookup of the table in one step); a fused update "
+                "takes exactly one per step: use fused=False to accumulate"
             )
         self._fused_done.add(i)
 
@@ -189,9 +227,10 @@ class SparseOptimizer(torch.optim.Optimizer):
         config.grad_scale = self._grad_scale
         return config
 
-    def _update(self, i: int, rows: Tensor, grad: Tensor, step: int | None = None) -> None:
-        config = self._config(i, self._step if step is None else step)
-        _C.sparse_update(self.tables[i]._c, config, self._slots[i], rows, grad.to(torch.float32).contiguous())
+    def _update(self, i: int, rows: Tensor, grad: Tensor, step: int) -> None:
+        config = self._config(i, step)
+        grad = grad.to(device="cpu", dtype=torch.float32).contiguous()
+        _C.sparse_update(self.tables[i]._c, config, self._slots[i], rows.cpu(), grad)
 
     def _configure(self, config: Any, group: dict[str, Any]) -> None:
         """Copies the group's hyper-parameters into the kernel config."""
@@ -212,18 +251,38 @@ class SparseOptimizer(torch.optim.Optimizer):
         return out
 
 
-def _merge(table: HashTable, parts: list[SparseGrad]) -> SparseGrad:
-    """One gradient per distinct row (rows -1, which have no row, dropped)."""
+class _FusedHook:
+    """A fused optimizer's hook on an engine or table; holds the optimizer weakly, so a dropped
+    optimizer neither stays alive nor blocks a new one."""
+
+    def __init__(self, opt: SparseOptimizer, method: str, *args: Any):
+        self.owner = weakref.ref(opt)
+        self.method, self.args = method, args
+
+    @property
+    def alive(self) -> bool:
+        return self.owner() is not None
+
+    def __call__(self, *args: Any) -> None:
+        opt = self.owner()
+        if opt is None:
+            raise RuntimeError("a fused sparse optimizer was dropped while its engine still trains; call detach()")
+        getattr(opt, self.method)(*self.args, *args)
+
+
+def _merge(table: HashTable, parts: list[tuple[SparseGrad, bool]]) -> SparseGrad:
+    """One gradient per distinct row (rows -1, which have no row, dropped). `parts` pairs each
+    gradient with whether its rows are known to be distinct (a lone such part needs no sort)."""
     if not parts:
         return SparseGrad(table, torch.empty(0, dtype=torch.int64), torch.empty(0, table.dim))
-    rows = torch.cat([p.rows for p in parts]) if len(parts) > 1 else parts[0].rows
-    grad = torch.cat([p.grad for p in parts]) if len(parts) > 1 else parts[0].grad  # (N, D)
+    rows = torch.cat([p.rows for p, _ in parts]) if len(parts) > 1 else parts[0][0].rows
+    grad = torch.cat([p.grad for p, _ in parts]) if len(parts) > 1 else parts[0][0].grad  # (N, D)
     keep = rows >= 0
     if not bool(keep.all()):
         rows, grad = rows[keep], grad[keep]
-    if len(parts) > 1:
+    if len(parts) > 1 or not parts[0][1]:
         rows, inverse = torch.unique(rows, return_inverse=True)
-        grad = torch.zeros(len(rows), table.dim, dtype=grad.dtype).index_add_(0, inverse, grad)
+        grad = torch.zeros(len(rows), table.dim, dtype=grad.dtype, device=grad.device).index_add_(0, inverse, grad)
     return SparseGrad(table, rows, grad)
 
 
