@@ -54,9 +54,9 @@ def test_nan_loss_stops_naming_the_step(data_file, tmp_path):
                 with torch.no_grad():
                     next(trainer.model.top.parameters()).fill_(float("nan"))
 
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 7 .*last good checkpoint: .*step-5"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 7 .*last good checkpoint: .*step-0000000005"):
         run(data_file, tmp_path, hooks=[Poison()])
-    assert (tmp_path / "checkpoints" / "step-5" / "index.json").is_file()
+    assert (tmp_path / "checkpoints" / "step-0000000005" / "index.json").is_file()
 
 
 def test_multi_objective_weighted_and_scored(data_file, tmp_path):
@@ -145,7 +145,7 @@ def test_online_windows_progressive_validation_and_resume(tmp_path):
     full.fit()
     evals = [r for r in full.reporter.history if r["kind"] == "window_eval"]
     assert [e["window"].rsplit("=", 1)[1] for e in evals] == ["1", "2", "3"]  # each evaluated before training
-    assert full.step == 8 and full.last_checkpoint.name == "step-8"
+    assert full.step == 8 and full.last_checkpoint.name == "step-0000000008"
 
     cut = fit(tmp_path / "cut", hooks=[StopAt(5)])
     cut.fit()

@@ -42,7 +42,7 @@ class Hook:
 
 
 class CheckpointEvery(Hook):
-    """Saves a checkpoint every `steps` optimizer steps and after each online window."""
+    """Saves a checkpoint every `steps` optimizer steps, and a delta checkpoint after each online window."""
 
     def __init__(self, steps: int | None):
         if steps is not None and steps < 1:
@@ -54,7 +54,7 @@ class CheckpointEvery(Hook):
             trainer.save_checkpoint()
 
     def on_window_end(self, trainer: Trainer, window: str) -> None:
-        trainer.save_checkpoint()
+        trainer.save_checkpoint(delta=True)
 
 
 class EvictEvery(Hook):

@@ -131,11 +131,13 @@ class Trainer:
             "rng": torch.get_rng_state(),
         }  # fmt: skip
 
-    def save_checkpoint(self) -> Path | None:
-        """Saves a checkpoint of the current step (no-op without an output_dir)."""
+    def save_checkpoint(self, delta: bool = False) -> Path | None:
+        """Saves a checkpoint of the current step, a delta over the previous one if asked (no-op
+        without an output_dir)."""
         if self.checkpointer is None:
             return None
-        self.last_checkpoint = self.checkpointer.save(self.step, self.model, self.optimizers, self.state())
+        state = self.state()
+        self.last_checkpoint = self.checkpointer.save(self.step, self.model, self.optimizers, state, delta)
         return self.last_checkpoint
 
     def resume(self, path: str | Path = "latest") -> bool:
