@@ -232,3 +232,16 @@ def test_shards_read_with_bare_safetensors(tmp_path):
         state = table.state_dict()
         assert torch.equal(ids, state["ids"]) and torch.equal(emb, state["embeddings"])
         assert torch.equal(m, state["slot.adam.m"]) and index["tables"][name]["rows"] == len(ids)
+
+
+def test_full_only_saver_keeps_no_eviction_log(tmp_path):
+    model, sparse, dense = w.build(max_age=2)
+    saver = Saver(tmp_path / "full", model, optimizers=[sparse, dense], deltas=False)
+    w.train(model, sparse, dense, range(3))
+    saver.save(3)
+    w.train(model, sparse, dense, range(3, 8))  # evicts rows
+    tables = model.emb.tables().values()
+    assert sum(t.stats()["evicted"] for t in tables) > 0
+    assert all(len(t.take_evicted()[0]) == 0 for t in tables)  # nothing was recorded
+    with pytest.raises(ValueError, match="deltas=False"):
+        saver.save(8, delta=True)

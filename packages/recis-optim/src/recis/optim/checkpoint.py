@@ -61,6 +61,8 @@ class Saver:
             (`threads` chunks of (8 + 4 + 8 + 8 + 4 * (dim + slot widths)) bytes a row).
         fsync: flush files and directories to disk before publishing (power-loss safety); without
             it a checkpoint still survives a killed process.
+        deltas: after each save, record the keys that eviction drops (about 16 bytes each, until
+            the next save) so `save(delta=True)` can list them; False for runs that only save in full.
 
     Example:
         >>> import tempfile
@@ -88,6 +90,7 @@ class Saver:
         threads: int = 4,
         chunk_rows: int = 65536,
         fsync: bool = True,
+        deltas: bool = True,
     ):
         if keep < 1 or shards < 1 or threads < 1 or chunk_rows < 1:
             raise ValueError(
@@ -98,6 +101,7 @@ class Saver:
         self.model = model
         self.optimizers = list(optimizers)
         self.keep, self.shards, self.threads, self.chunk_rows, self.fsync = keep, shards, threads, chunk_rows, fsync
+        self.deltas = deltas
         self.tables = _saved_tables(model, tables or {})
         self._last: tuple[str, dict[str, int]] | None = None  # previous save: (dir name, row step per table)
 
@@ -114,6 +118,8 @@ class Saver:
                 the checkpoint it loaded) and the keys evicted since; needs such a previous save.
         """
         extra_json = json.dumps(extra or {}, indent=1)  # fails before anything is written
+        if delta and not self.deltas:
+            raise ValueError(f"Saver.save(step={step}, delta=True): this Saver was made with deltas=False")
         if delta and self._last is None:
             raise ValueError(
                 f"Saver.save(step={step}, delta=True): no previous save or full load by this Saver to build on"
@@ -131,7 +137,7 @@ class Saver:
         self._publish(tmp, final)
         self._last = (final.name, self._row_steps(step))
         for t in self.tables:
-            t.table.track_evictions(True)
+            t.table.track_evictions(self.deltas)
         self._prune()
         return final
 
@@ -323,7 +329,7 @@ class Saver:
             self._last = (chain[-1].name, {n: t["row_step"] for n, t in last["tables"].items()})
             for t in self.tables:
                 t.table.take_evicted()
-                t.table.track_evictions(True)
+                t.table.track_evictions(self.deltas)
         return extra
 
 
