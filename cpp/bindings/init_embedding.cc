@@ -50,20 +50,36 @@ const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char
   return w->data();
 }
 
-// Batch lookup over several ID arrays (one per feature) with their logical-table tags: returns
-// (unique rows, inverse into them for the concatenated IDs, unique embeddings U x dim).
-nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t step,
-                 bool insert, bool gather) {
+using I32Array = nb::ndarray<nb::pytorch, const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// The keys of several ID arrays (one per feature) with one logical-table tag each, concatenated.
+int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op,
+                    ScratchArray<int64_t>& all_ids, ScratchArray<uint16_t>& all_tags) {
   if (ids.size() != tags.size())
-    throw std::invalid_argument("HashTable.lookup: got " + std::to_string(ids.size()) + " ID arrays but " +
+    throw std::invalid_argument(std::string(op) + ": got " + std::to_string(ids.size()) + " ID arrays but " +
                                 std::to_string(tags.size()) + " tags");
   int64_t n = 0;
   for (const auto& a : ids) n += static_cast<int64_t>(a.shape(0));
   for (int tag : tags)
     if (tag < 0 || tag > 0xffff)
-      throw std::invalid_argument("HashTable.lookup: tags must be in [0, 65535], got " + std::to_string(tag));
-  ScratchArray<int64_t> all_ids(static_cast<size_t>(n));
-  ScratchArray<uint16_t> all_tags(static_cast<size_t>(n));
+      throw std::invalid_argument(std::string(op) + ": tags must be in [0, 65535], got " + std::to_string(tag));
+  all_ids = ScratchArray<int64_t>(static_cast<size_t>(n));
+  all_tags = ScratchArray<uint16_t>(static_cast<size_t>(n));
+  nb::gil_scoped_release release;
+  int64_t at = 0;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const int64_t m = static_cast<int64_t>(ids[k].shape(0));
+    if (m) std::memcpy(all_ids.data() + at, ids[k].data(), static_cast<size_t>(m) * sizeof(int64_t));
+    std::fill(all_tags.data() + at, all_tags.data() + at + m, static_cast<uint16_t>(tags[k]));
+    at += m;
+  }
+  return n;
+}
+
+// De-duplicates n keys, finds or inserts their rows and (with gather) copies them out: returns
+// (unique rows, inverse into them for every key, unique embeddings U x dim or None).
+nb::tuple lookup_keys(HashTable& t, const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+                      bool gather) {
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
   std::vector<int64_t> uids;
   std::vector<uint16_t> utags;
@@ -71,15 +87,7 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
   Buffer emb;
   {
     nb::gil_scoped_release release;
-    int64_t at = 0;
-    for (size_t k = 0; k < ids.size(); ++k) {
-      const int64_t m = static_cast<int64_t>(ids[k].shape(0));
-      if (m) std::memcpy(all_ids.data() + at, ids[k].data(), static_cast<size_t>(m) * sizeof(int64_t));
-      std::fill(all_tags.data() + at, all_tags.data() + at + m, static_cast<uint16_t>(tags[k]));
-      at += m;
-    }
-    unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inverse.as<int64_t>());
-
+    unique_keys(ids, tags, n, uids, utags, inverse.as<int64_t>());
     rows.resize(uids.size());
     if (gather) emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     std::lock_guard<std::mutex> lock(t.mutex());
@@ -92,6 +100,73 @@ nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vect
                               : nb::none();
   return nb::make_tuple(vector_tensor(std::move(rows), nb::dtype<int64_t>()),
                         to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()), emb_out);
+}
+
+nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t step,
+                 bool insert, bool gather) {
+  ScratchArray<int64_t> all_ids(0);
+  ScratchArray<uint16_t> all_tags(0);
+  const int64_t n = concat_keys(ids, tags, "HashTable.lookup", all_ids, all_tags);
+  return lookup_keys(t, all_ids.data(), all_tags.data(), n, step, insert, gather);
+}
+
+// Lookup of keys that carry one tag each (keys received from other ranks).
+nb::tuple lookup_tagged(HashTable& t, const I64Array& ids, const I32Array& tags, int64_t step, bool insert,
+                        bool gather) {
+  const int64_t n = static_cast<int64_t>(ids.shape(0));
+  if (static_cast<int64_t>(tags.shape(0)) != n)
+    throw std::invalid_argument("HashTable.lookup_tagged: " + std::to_string(n) + " IDs but " +
+                                std::to_string(tags.shape(0)) + " tags");
+  ScratchArray<uint16_t> tags16(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t tag = tags.data()[i];
+    if (tag < 0 || tag > 0xffff)
+      throw std::invalid_argument("HashTable.lookup_tagged: tags must be in [0, 65535], got " + std::to_string(tag));
+    tags16.data()[i] = static_cast<uint16_t>(tag);
+  }
+  return lookup_keys(t, ids.data(), tags16.data(), n, step, insert, gather);
+}
+
+// De-duplicates the keys of several ID arrays and orders the unique keys by owner rank
+// (mix64(id) mod world, the rule of recis.embedding.owner): returns (ids, tags int32, keys per
+// rank, inverse into the ordered keys for every input ID).
+nb::tuple route_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t world) {
+  if (world < 1) throw std::invalid_argument("route_keys: world must be >= 1, got " + std::to_string(world));
+  ScratchArray<int64_t> all_ids(0);
+  ScratchArray<uint16_t> all_tags(0);
+  const int64_t n = concat_keys(ids, tags, "route_keys", all_ids, all_tags);
+  Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
+  std::vector<int64_t> counts(static_cast<size_t>(world), 0);
+  Buffer out_ids, out_tags;
+  size_t u = 0;
+  {
+    nb::gil_scoped_release release;
+    std::vector<int64_t> uids;
+    std::vector<uint16_t> utags;
+    int64_t* inv = inverse.as<int64_t>();
+    unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inv);
+    u = uids.size();
+    std::vector<int64_t> rank(u), at(static_cast<size_t>(world), 0);
+    for (size_t i = 0; i < u; ++i) {
+      rank[i] = static_cast<int64_t>(mix64(static_cast<uint64_t>(uids[i])) % static_cast<uint64_t>(world));
+      ++counts[static_cast<size_t>(rank[i])];
+    }
+    for (int64_t r = 1; r < world; ++r) at[static_cast<size_t>(r)] = at[static_cast<size_t>(r - 1)] + counts[static_cast<size_t>(r - 1)];
+    out_ids = Buffer(u * sizeof(int64_t));
+    out_tags = Buffer(u * sizeof(int32_t));
+    std::vector<int64_t> pos(u);
+    for (size_t i = 0; i < u; ++i) {
+      const int64_t p = at[static_cast<size_t>(rank[i])]++;
+      pos[i] = p;
+      out_ids.as<int64_t>()[p] = uids[i];
+      out_tags.as<int32_t>()[p] = utags[i];
+    }
+    for (int64_t j = 0; j < n; ++j) inv[j] = pos[static_cast<size_t>(inv[j])];
+  }
+  return nb::make_tuple(to_tensor(std::move(out_ids), {u}, nb::dtype<int64_t>()),
+                        to_tensor(std::move(out_tags), {u}, nb::dtype<int32_t>()),
+                        vector_tensor(std::move(counts), nb::dtype<int64_t>()),
+                        to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()));
 }
 
 }  // namespace
@@ -118,6 +193,8 @@ void init_embedding(nb::module_& m) {
       .def("lookup", &lookup, nb::arg("ids"), nb::arg("tags"), nb::arg("step"), nb::arg("insert"),
            nb::arg("gather") = true,
            "De-duplicates, finds or inserts, gathers: returns (unique_rows, inverse, unique_embeddings or None).")
+      .def("lookup_tagged", &lookup_tagged, nb::arg("ids"), nb::arg("tags"), nb::arg("step"), nb::arg("insert"),
+           nb::arg("gather") = true, "lookup of keys with one int32 tag each: (unique_rows, inverse, unique_embeddings or None).")
       .def(
           "pool",
           [](const HashTable& t, const I64Array& rows, const I64Array& inverse, const I64Array& offsets,
@@ -315,6 +392,9 @@ void init_embedding(nb::module_& m) {
              return d;
            })
       .def("memory_bytes", &HashTable::memory_bytes, "Bytes held by blocks, metadata and the ID map.");
+
+  m.def("route_keys", &route_keys, nb::arg("ids"), nb::arg("tags"), nb::arg("world"),
+        "De-duplicates (ID, tag) keys and orders them by owner rank: (ids, tags, counts per rank, inverse).");
 
   m.def(
       "pooled_forward",

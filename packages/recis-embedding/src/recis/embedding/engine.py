@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from recis.core import Padded, Ragged
 
-from . import ops
+from . import distributed, ops
 from .table import Eviction, HashTable, Initializer
 
 Combiner = Literal["sum", "mean", "sqrtn", "tile"]
@@ -119,6 +119,9 @@ class EmbeddingEngine(nn.Module):
         # Set by a fused sparse optimizer: called with each lookup's gradient as backward makes it.
         self.grad_hook: Callable[[SparseGrad], None] | None = None
         self.groups: list[_Group] = []
+        self.sharded = False  # set by shard()
+        self.process_group: distributed.ProcessGroup | None = None
+        self._remote: list[distributed.RemoteLookup] = []  # sharded training lookups awaiting exchange_grads
         logical: dict[str, tuple[str, EmbeddingSpec]] = {}  # table name -> (first feature, spec)
         by_settings: dict[tuple, _Group] = {}
         for name, spec in self.specs.items():
@@ -140,17 +143,33 @@ class EmbeddingEngine(nn.Module):
             group.features.append(name)
             group.tags.append(group.table.add_logical_table(table))
 
+    def shard(self, process_group: distributed.ProcessGroup | None = None) -> EmbeddingEngine:
+        """Shards every table row-wise over `process_group` (default: the default group).
+
+        Each rank then stores the rows it owns (`owner(id, world_size)`); every rank calls forward
+        with its own batch (all ranks together, as for any collective) and gets its own batch's
+        embeddings; `sparse_grads()` sends gradients to the owners, averaged over ranks. Call
+        before training or loading; returns the engine.
+        """
+        if not torch.distributed.is_initialized():
+            raise RuntimeError("EmbeddingEngine.shard: torch.distributed is not initialized (init_process_group first)")
+        if any(len(g.table) for g in self.groups):
+            raise ValueError("EmbeddingEngine.shard: the tables already hold rows; shard before training or loading")
+        if self.grad_hook is not None:
+            raise ValueError("EmbeddingEngine.shard: a fused optimizer is attached; fused updates need local tables")
+        self.sharded, self.process_group = True, process_group
+        return self
+
     def forward(self, batch: dict[str, Tensor | Ragged]) -> dict[str, object]:
         out: dict[str, object] = dict(batch)
+        if self.sharded:
+            self._forward_sharded(batch, out)
+            if self.training:
+                self.step += 1
+            return out
         insert = self.training
         for group in self.groups:
-            present = [(f, t) for f, t in zip(group.features, group.tags, strict=True) if f in batch]
-            missing = [f for f in group.features if f not in batch]
-            if missing:
-                raise KeyError(
-                    f"EmbeddingEngine: features {missing} are missing from the batch (keys: {sorted(batch)})"
-                )
-            inputs = [self._prepare(f, batch[f]) for f, _ in present]
+            present, inputs = self._inputs(group, batch)
             device = inputs[0].device if inputs else torch.device("cpu")
             # All-pooled groups pool straight from the table's blocks; others gather (U, D) rows.
             direct = all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
@@ -166,17 +185,48 @@ class EmbeddingEngine(nn.Module):
             if direct:
                 self._pool_group(group, present, inputs, found.rows, found.inverse, emb_d, out)
                 continue
-            at = 0
-            for (name, _), ids in zip(present, inputs, strict=True):
-                inverse = found.inverse[at : at + ids.num_values]
-                at += ids.num_values
-                try:
-                    out[name] = self._embed(self.specs[name], emb_d, ids, inverse.to(device))
-                except ValueError as e:
-                    raise ValueError(f"EmbeddingEngine: feature {name!r}: {e}") from e
+            self._embed_group(present, inputs, emb, found.inverse, out)
         if self.training:
             self.step += 1
         return out
+
+    def _inputs(self, group: _Group, batch: dict[str, Tensor | Ragged]) -> tuple[list[tuple[str, int]], list[Ragged]]:
+        present = [(f, t) for f, t in zip(group.features, group.tags, strict=True) if f in batch]
+        missing = [f for f in group.features if f not in batch]
+        if missing:
+            raise KeyError(f"EmbeddingEngine: features {missing} are missing from the batch (keys: {sorted(batch)})")
+        return present, [self._prepare(f, batch[f]) for f, _ in present]
+
+    def _forward_sharded(self, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> None:
+        """All physical tables' lookups through their owners (recis.embedding.distributed)."""
+        pg, record = self.process_group, self.training and torch.is_grad_enabled()
+        prepared = [self._inputs(group, batch) for group in self.groups]
+        routed = [
+            distributed.route(g.table, [r.values for r in inputs], [t for _, t in present], pg)  # type: ignore[misc]
+            for g, (present, inputs) in zip(self.groups, prepared, strict=True)
+        ]
+        distributed.exchange_keys(routed, pg)
+        served = [distributed.serve(r, self.step, self.training, pg) for r in routed]
+        for r, (rows, inverse, emb, work), (present, inputs) in zip(routed, served, prepared, strict=True):
+            work.wait()
+            if record:
+                emb.requires_grad_()
+                self._remote.append(distributed.RemoteLookup(r.table, emb, r.send, r.recv, rows, inverse))
+            self._embed_group(present, inputs, emb, r.inverse, out)
+
+    def _embed_group(
+        self, present: list[tuple[str, int]], inputs: list[Ragged], emb: Tensor, inverse: Tensor, out: dict[str, object]
+    ) -> None:
+        """Each feature's output from the group's (U, D) rows and the inverse of its IDs into them."""
+        at = 0
+        for (name, _), ids in zip(present, inputs, strict=True):
+            device = ids.values.device
+            part = inverse[at : at + ids.num_values]
+            at += ids.num_values
+            try:
+                out[name] = self._embed(self.specs[name], emb.to(device), ids, part.to(device))
+            except ValueError as e:
+                raise ValueError(f"EmbeddingEngine: feature {name!r}: {e}") from e
 
     def _pool_group(
         self,
@@ -268,13 +318,19 @@ class EmbeddingEngine(nn.Module):
         Rows are distinct within an entry and may repeat across entries (gradient accumulation over
         micro-batches); an optimizer sums them. With `strict`, recorded lookups none of which got a
         gradient raise (backward was forgotten); otherwise they are dropped.
+
+        Sharded engines exchange here: every rank must call it (once per step, as `step()` of a
+        sparse optimizer does); each rank gets the gradients of the rows it owns.
         """
         grads = [p.grad.grad for p in self._pending]
-        if strict and grads and all(g is None for g in grads):
+        got = grads + [r.emb.grad for r in self._remote]
+        remote, self._remote = self._remote, []
+        owned = [SparseGrad(*g) for g in distributed.exchange_grads(remote, self.process_group)] if remote else []
+        if strict and got and all(g is None for g in got):
             raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
         pending, self._pending = self._pending, []
         # A lookup whose output took no part in the loss has no gradient: nothing to update.
-        return [SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None]
+        return [SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None] + owned
 
     def get_extra_state(self) -> dict[str, int]:
         """The step counter travels with `state_dict()` (table rows are saved by the checkpoint saver)."""
@@ -292,10 +348,12 @@ class EmbeddingEngine(nn.Module):
         parameters: a forward before `zero_grad()` still trains once backward runs)."""
         for p in self._pending:
             p.grad.grad = None
+        for r in self._remote:
+            r.emb.grad = None
 
     def clear_sparse_grads(self) -> None:
-        """Drops recorded lookups (e.g. after a skipped step)."""
-        self._pending = []
+        """Drops recorded lookups (e.g. after a skipped step; on sharded engines every rank must)."""
+        self._pending, self._remote = [], []
 
     def evict(self) -> dict[str, int]:
         """Applies every table's eviction policy as of the last training step; rows dropped per physical table."""

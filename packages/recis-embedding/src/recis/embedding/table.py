@@ -191,6 +191,12 @@ class HashTable:
         rows, inverse, emb = self._c.lookup(parts, tags, step, insert, gather)
         return Lookup(rows, inverse, emb)
 
+    def lookup_tagged(self, ids: Tensor, tags: Tensor, step: int = 0, insert: bool = True) -> Lookup:
+        """`lookup` of keys that carry one tag each (`tags`: int32, one per ID), rows gathered."""
+        ids = _as_ids(ids, "HashTable.lookup_tagged")
+        rows, inverse, emb = self._c.lookup_tagged(ids, tags.to(torch.int32).contiguous(), step, insert)
+        return Lookup(rows, inverse, emb)
+
     def pool(
         self,
         rows: Tensor,
