@@ -16,10 +16,12 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from recis.embedding import EmbeddingEngine, HashTable
@@ -103,6 +105,10 @@ class Saver:
         self.keep, self.shards, self.threads, self.chunk_rows, self.fsync = keep, shards, threads, chunk_rows, fsync
         self.deltas = deltas
         self.tables = _saved_tables(model, tables or {})
+        sharded = [t.engine for t in self.tables if t.engine is not None and t.engine.sharded]
+        # A sharded model saves collectively: every rank writes the rows it owns, rank 0 the rest.
+        self.group = sharded[0].process_group if sharded else None
+        self.rank, self.world = (dist.get_rank(self.group), dist.get_world_size(self.group)) if sharded else (0, 1)
         self._last: tuple[str, dict[str, int]] | None = None  # previous save: (dir name, row step per table)
 
     # -- saving ----------------------------------------------------------------------------------
@@ -124,31 +130,81 @@ class Saver:
             raise ValueError(
                 f"Saver.save(step={step}, delta=True): no previous save or full load by this Saver to build on"
             )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale(self.directory)
         final = self.directory / f"step-{step:010d}"
-        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            self._write(tmp, step, extra_json, delta)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self._publish(tmp, final)
+        if self.world == 1:
+            tmp = self._new_tmp(final)
+            try:
+                self._write(tmp, step, extra_json, delta)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            self._publish(tmp, final)
+            self._prune()
+        else:
+            self._save_collective(final, step, extra_json, delta)
         self._last = (final.name, self._row_steps(step))
         for t in self.tables:
             t.table.track_evictions(self.deltas)
-        self._prune()
         return final
+
+    def _new_tmp(self, final: Path) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self.directory)
+        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        return tmp
+
+    def _save_collective(self, final: Path, step: int, extra_json: str, delta: bool) -> None:
+        """Every rank writes its rows' shards into one temporary directory; rank 0 merges the
+        ranks' index parts, writes the dense state and the index, and publishes. Any rank's failure
+        fails the save on all ranks (agreed by collectives, so none waits forever)."""
+        pg, root = self.group, dist.get_global_rank(self.group, 0) if self.group is not None else 0
+        where: list[Any] = [self._new_tmp(final) if self.rank == 0 else None]
+        dist.broadcast_object_list(where, src=root, group=pg)
+        tmp = Path(where[0])
+        index = self._index(step, delta)
+        since = self._last[1] if delta and self._last else {}
+        evicted = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
+        evicted = evicted if delta else {}
+        try:
+            caps: list[Any] = [None] * self.world
+            dist.all_gather_object(caps, [t.table.row_capacity for t in self.tables], group=pg)
+            offsets = {t.name: sum(c[i] for c in caps[: self.rank]) for i, t in enumerate(self.tables)}
+            logs: list[Any] = [None] * self.world
+            dist.all_gather_object(logs, evicted, group=pg)
+            evicted = {
+                name: (torch.cat([log[name][0] for log in logs]), torch.cat([log[name][1] for log in logs]))
+                for name in evicted
+            }
+            self._write_tables(
+                tmp, index, since, self._row_steps(step), delta, offsets, evicted if self.rank == 0 else {}
+            )
+            part: Any = (None, index)
+        except Exception as e:
+            part = (f"rank {self.rank}: {type(e).__name__}: {e}", None)
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, part, group=pg)
+        outcome: list[Any] = [next((err for err, _ in parts if err), None)]
+        if self.rank == 0:
+            try:
+                if outcome[0] is None:
+                    self._write(tmp, step, extra_json, delta, _merge_parts([ix for _, ix in parts]))
+                    self._publish(tmp, final)
+                    self._prune()
+            except Exception as e:
+                outcome[0] = f"rank 0: {type(e).__name__}: {e}"
+            if outcome[0] is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        dist.broadcast_object_list(outcome, src=root, group=pg)
+        if outcome[0] is not None:
+            raise RuntimeError(f"Saver.save(step={step}): the collective save failed: {outcome[0]}")
 
     def _row_steps(self, step: int) -> dict[str, int]:
         """The step each table's next lookups will record: rows seen at or after it are 'since this save'."""
         return {t.name: t.engine.step if t.engine is not None else step for t in self.tables}
 
-    def _write(self, tmp: Path, step: int, extra_json: str, delta: bool) -> None:
-        since = self._last[1] if delta and self._last else {}
-        row_steps = self._row_steps(step)
-        index: dict[str, Any] = {
+    def _index(self, step: int, delta: bool) -> dict[str, Any]:
+        return {
             "format": "recis.checkpoint",
             "version": FORMAT_VERSION,
             "step": step,
@@ -158,7 +214,15 @@ class Saver:
             "files": {},
             "tensors": {},
         }
-        self._write_tables(tmp, index, since, row_steps, delta)
+
+    def _write(self, tmp: Path, step: int, extra_json: str, delta: bool, index: dict[str, Any] | None = None) -> None:
+        """Writes a checkpoint into `tmp`: the tables (unless `index` already lists them), the
+        dense and optimizer state, `extra` and, last, the index."""
+        if index is None:
+            index = self._index(step, delta)
+            since = self._last[1] if delta and self._last else {}
+            evicted = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
+            self._write_tables(tmp, index, since, self._row_steps(step), delta, {}, evicted if delta else {})
         if self.model is not None:
             self._torch_save(self.model.state_dict(), tmp / "model.pt")
         sparse = [o for o in self.optimizers if isinstance(o, SparseOptimizer)]
@@ -171,13 +235,20 @@ class Saver:
         self._write_text(tmp / "index.json", json.dumps(index, indent=1))  # last: marks the files complete
 
     def _write_tables(
-        self, tmp: Path, index: dict[str, Any], since: dict[str, int], row_steps: dict[str, int], delta: bool
+        self,
+        tmp: Path,
+        index: dict[str, Any],
+        since: dict[str, int],
+        row_steps: dict[str, int],
+        delta: bool,
+        offsets: dict[str, int],
+        evicted: dict[str, tuple[torch.Tensor, torch.Tensor]],
     ) -> None:
-        """Deals every table's chunks (and, for deltas, its evicted keys) to the shards and writes them."""
+        """Deals this rank's chunks of every table (and the `evicted` keys given) to its shards and
+        writes them; a chunk is named by its first row index plus the table's `offsets` entry."""
         work: list[list[tuple[SavedTable, int, int | None, Any]]] = [[] for _ in range(self.shards)]
         n = 0
         for t in self.tables:
-            evicted = t.table.take_evicted()  # drained by full saves too: a delta counts from its base
             opt = next((o for o in self.optimizers if isinstance(o, SparseOptimizer) and t.table in o.tables), None)
             slots = dict(zip(t.table.slot_names(), checkpoint_load.slot_widths(t.table), strict=True))
             index["tables"][t.name] = {
@@ -192,15 +263,16 @@ class Saver:
                 "rows": 0,
                 "chunks": [],
             }
-            if delta:
-                work[n % self.shards].append((t, -1, None, evicted))
+            if t.name in evicted:
+                work[n % self.shards].append((t, -1, None, evicted[t.name]))
                 n += 1
             for begin in range(0, t.table.row_capacity, self.chunk_rows):
                 work[n % self.shards].append((t, begin, since.get(t.name) if delta else None, slots))
                 n += 1
-        names = [f"shard-{i:05d}-of-{self.shards:05d}.safetensors" for i in range(self.shards)]
+        total = self.shards * self.world
+        names = [f"shard-{self.rank * self.shards + i:05d}-of-{total:05d}.safetensors" for i in range(self.shards)]
         with ThreadPoolExecutor(self.threads) as pool:
-            results = list(pool.map(self._write_shard, [tmp / name for name in names], work))
+            results = list(pool.map(partial(self._write_shard, offsets=offsets), [tmp / name for name in names], work))
         for name, (size, tensors, chunks) in zip(names, results, strict=True):
             index["files"][name] = {"bytes": size}
             index["tensors"] |= {k: v | {"file": name} for k, v in tensors.items()}
@@ -215,7 +287,7 @@ class Saver:
             entry["chunks"].sort(key=lambda c: c["begin"])
 
     def _write_shard(
-        self, path: Path, items: list[tuple[SavedTable, int, int | None, Any]]
+        self, path: Path, items: list[tuple[SavedTable, int, int | None, Any]], offsets: dict[str, int]
     ) -> tuple[int, dict[str, Any], list[tuple[str, dict[str, int]]]]:
         planned: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
         for t, begin, _, info in items:
@@ -223,10 +295,10 @@ class Saver:
                 planned += [(f"{t.name}/evicted/ids", torch.int64, tuple(info[0].shape))]
                 planned += [(f"{t.name}/evicted/tags", torch.int32, tuple(info[1].shape))]
                 continue
-            rows = min(self.chunk_rows, t.table.row_capacity - begin)
-            planned += [(f"{t.name}/{begin}/{k}", _META_DTYPES[k], (rows,)) for k in _META]
-            planned += [(f"{t.name}/{begin}/embeddings", torch.float32, (rows, t.table.dim))]
-            planned += [(f"{t.name}/{begin}/slot.{s}", torch.float32, (rows, w)) for s, w in info.items()]
+            rows, at = min(self.chunk_rows, t.table.row_capacity - begin), begin + offsets.get(t.name, 0)
+            planned += [(f"{t.name}/{at}/{k}", _META_DTYPES[k], (rows,)) for k in _META]
+            planned += [(f"{t.name}/{at}/embeddings", torch.float32, (rows, t.table.dim))]
+            planned += [(f"{t.name}/{at}/slot.{s}", torch.float32, (rows, w)) for s, w in info.items()]
         writer = ShardWriter(path, planned, {"format": "pt", "producer": f"recis.checkpoint v{FORMAT_VERSION}"})
         tensors: dict[str, Any] = {}
         chunks: list[tuple[str, dict[str, int]]] = []
@@ -237,6 +309,7 @@ class Saver:
                     prefix = f"{t.name}/evicted/"
                 else:
                     data = t.table.export(begin, begin + self.chunk_rows, min_step)  # one chunk in memory
+                    begin += offsets.get(t.name, 0)  # row index space of this rank (collective saves)
                     prefix = f"{t.name}/{begin}/"
                 for k, v in data.items():
                     tensors[prefix + k] = {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)}
@@ -294,8 +367,8 @@ class Saver:
         rename: dict[str, str] | None = None,
         optimizer: bool = True,
         dense: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
+        rank: int | None = None,
+        world_size: int | None = None,
         verify: bool = True,
     ) -> dict[str, Any]:
         """Loads a checkpoint (default: the latest complete one) and returns its `extra` dict.
@@ -310,9 +383,39 @@ class Saver:
             rename: checkpoint logical table name -> the model's name for it.
             optimizer: False skips slots and optimizer state (warm start from trained embeddings).
             dense: False skips the dense model (and, with it, dense optimizer state).
-            rank, world_size: keep only the rows `recis.embedding.owner` gives to `rank`.
+            rank, world_size: keep only the rows `recis.embedding.owner` gives to `rank` (default:
+                this process's place in a sharded model's group, else 0 of 1). With a sharded
+                model every rank loads together, and a failure on any rank fails all of them.
             verify: check every tensor's checksum before loading (reads the data twice).
         """
+        rank = self.rank if rank is None else rank
+        world_size = self.world if world_size is None else world_size
+        if self.world == 1:
+            return self._load(path, tables, rename, optimizer, dense, rank, world_size, verify)
+        try:
+            extra, error = self._load(path, tables, rename, optimizer, dense, rank, world_size, verify), None
+        except Exception as e:
+            extra, error = {}, e
+        errors: list[Any] = [None] * self.world
+        dist.all_gather_object(errors, None if error is None else f"rank {self.rank}: {error}", group=self.group)
+        if error is not None:
+            raise error
+        failed = [e for e in errors if e]
+        if failed:
+            raise RuntimeError(f"Saver.load: loading failed on another rank: {failed[0]}")
+        return extra
+
+    def _load(
+        self,
+        path: str | os.PathLike[str] | None,
+        tables: Sequence[str] | None,
+        rename: dict[str, str] | None,
+        optimizer: bool,
+        dense: bool,
+        rank: int,
+        world_size: int,
+        verify: bool,
+    ) -> dict[str, Any]:
         if path is None:
             found = latest(self.directory)
             if found is None:
@@ -324,13 +427,28 @@ class Saver:
         loader = checkpoint_load.Loader(self, chain, tables, rename or {}, optimizer, dense, rank, world_size)
         loader.validate(verify)
         extra = loader.apply()
-        if tables is None and not rename and world_size == 1 and optimizer and dense:
+        if tables is None and not rename and world_size == self.world and optimizer and dense:
             last = checkpoint_load.read_index(chain[-1])
             self._last = (chain[-1].name, {n: t["row_step"] for n, t in last["tables"].items()})
             for t in self.tables:
                 t.table.take_evicted()
                 t.table.track_evictions(self.deltas)
         return extra
+
+
+def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One index from the ranks' parts of a collective save (each lists its own shards and chunks)."""
+    index = parts[0]
+    for part in parts[1:]:
+        index["files"] |= part["files"]
+        index["tensors"] |= part["tensors"]
+        for name, entry in part["tables"].items():
+            mine = index["tables"][name]
+            mine["rows"] += entry["rows"]
+            mine["chunks"] = sorted(mine["chunks"] + entry["chunks"], key=lambda c: c["begin"])
+            if "evicted" in entry:
+                mine["evicted"] = entry["evicted"]
+    return index
 
 
 def complete_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:

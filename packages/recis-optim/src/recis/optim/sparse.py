@@ -29,7 +29,8 @@ class SparseOptimizer(torch.optim.Optimizer):
             `accumulate()`.
         fused: apply each table's update inside backward, as soon as its gradient is complete, so no
             sparse gradient is stored. Results equal the two-phase path; it rules out gradient
-            accumulation over micro-batches and global norm clipping (both need every gradient first).
+            accumulation over micro-batches and global norm clipping (both need every gradient first),
+            and sharded engines (their gradients reach the owning rank after backward).
         defaults: the kind's hyper-parameters (`lr`, ...); each table is one param group holding
             them, with its name under "name".
 
@@ -56,6 +57,11 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._grad_scale = 1.0
         self.fused = fused
         self._fused_done: set[int] = set()
+        if fused and any(e.sharded for e in self.engines):
+            raise ValueError(
+                f"{type(self).__name__}(fused=True): sharded engines send gradients to their owners after backward, "
+                "so the update cannot run inside it; use fused=False"
+            )
         if fused:
             taken = [e.grad_hook for e in self.engines] + [t.fused_backward for t in self.tables]
             if any(h is not None and getattr(h, "alive", True) for h in taken):
@@ -148,10 +154,14 @@ class SparseOptimizer(torch.optim.Optimizer):
             self._grads.append((SparseGrad(g.table, g.rows.to("cpu", torch.int64), g.grad.detach().cpu()), False))
 
     def grad_sq_norm(self) -> Tensor:
-        """Sum of squares of the reduced sparse gradients as the update will apply them (scaled)."""
+        """Sum of squares of the reduced sparse gradients as the update will apply them (scaled);
+        over all ranks for sharded engines (a collective: every rank calls it)."""
         total = torch.zeros((), dtype=torch.float64)
         for g in self._reduce():
             total += g.grad.double().square().sum()
+        sharded = [e for e in self.engines if e.sharded]
+        if sharded:  # each rank holds the gradients of the rows it owns: the norm is their sum
+            torch.distributed.all_reduce(total, group=sharded[0].process_group)
         return total * self._grad_scale**2
 
     def scale_grads(self, factor: float) -> None:

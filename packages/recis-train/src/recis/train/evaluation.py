@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import Ranks
 from .objectives import Objective, total_loss
 from .pipeline import InputPipeline
 
@@ -38,9 +39,13 @@ def score(
     prefetch: int = 4,
     bf16: bool = False,
     max_batches: int | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """ "<objective>.<metric>" for each objective (AUC, GAUC with a group column, log loss and
     calibration for BCE; MSE; accuracy) and "loss" (the weighted total, per row). Leaves the model in eval mode.
+
+    With several `ranks`, each scores its own shard of the data (all ranks step together until one
+    runs out) and the metrics are merged over ranks, so every rank returns the same result.
 
     Example:
         >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
@@ -52,10 +57,15 @@ def score(
     """
     metrics = {o.key: o.metrics(group_column is not None) for o in objectives}
     loss_sum, rows = 0.0, 0
+    ranks = ranks or Ranks()
     model.eval()
-    for i, (batch, _) in enumerate(InputPipeline(data, getattr(model, "transform", None), prefetch)):
-        if max_batches is not None and i >= max_batches:
+    items = iter(InputPipeline(data, getattr(model, "transform", None), prefetch))
+    for _ in range(max_batches if max_batches is not None else 2**62):
+        item = next(items, None)
+        if not ranks.all_have(item is not None):  # sharded lookups need every rank in each step
             break
+        assert item is not None
+        batch = item[0]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             outputs = model(batch)
         loss, _ = total_loss(list(objectives), outputs, batch)
@@ -66,6 +76,15 @@ def score(
             preds = obj.predictions(outputs[obj.head_name])
             for m in metrics[obj.key].values():
                 m.update(preds, batch[obj.label], groups)
+    if ranks.world > 1:
+        states = ranks.gather(([[m.state_dict() for m in ms.values()] for ms in metrics.values()], loss_sum, rows))
+        for r, (theirs, their_loss, their_rows) in enumerate(states):
+            if r == ranks.rank:
+                continue
+            for ms, s in zip(metrics.values(), theirs, strict=True):
+                for m, state in zip(ms.values(), s, strict=True):
+                    m.merge(state)
+            loss_sum, rows = loss_sum + their_loss, rows + their_rows
     result = {f"{k}.{name}": m.compute() for k, ms in metrics.items() for name, m in ms.items()}
     result["loss"] = loss_sum / rows if rows else math.nan
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch import nn
 from recis.embedding import EmbeddingEngine
 
 from .checkpoint import Checkpointer
+from .distributed import Ranks
 from .evaluation import batch_rows, score
 from .hooks import CheckpointEvery, EvictEvery, Hook
 from .objectives import Objective, total_loss
@@ -79,13 +81,22 @@ class Trainer:
         self.objectives = list(cfg.objectives) or [Objective("label")]
         self.stages = list(cfg.stages) or [Stage("train", train_data, epochs=cfg.epochs, steps=cfg.max_steps)]
         self.engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)]
+        # Under torch.distributed: tables sharded by row, dense parameters under DDP, rank 0 reports.
+        self.ranks = Ranks.current()
+        if self.ranks.world > 1:
+            for engine in self.engines:
+                if not engine.sharded:
+                    engine.shard()
+        self.ddp: nn.Module | None = None
+        self._ddp_params: tuple[str, ...] = ()
         self.optimizers = {k: o for k, o in (("sparse", sparse_optimizer), ("dense", dense_optimizer)) if o is not None}
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         out = Path(cfg.output_dir) if cfg.output_dir else None
         self.checkpointer = Checkpointer(out / "checkpoints", cfg.keep_checkpoints) if out else None
-        self.reporter = Reporter(out, cfg.progress, cfg.log_every)
+        main = self.ranks.is_main
+        self.reporter = Reporter(out if main else None, cfg.progress and main, cfg.log_every)
         self.hooks: list[Hook] = [self.reporter, *cfg.hooks]
         if self.checkpointer is not None:
             self.hooks.append(CheckpointEvery(cfg.checkpoint_every))
@@ -123,13 +134,17 @@ class Trainer:
         return now
 
     def state(self) -> dict[str, Any]:
-        """The trainer's own state, saved in checkpoints."""
-        return {
+        """The trainer's own state, saved in checkpoints (with several ranks, each rank's reader
+        position and RNG under "ranks": a collective, as saving is)."""
+        state: dict[str, Any] = {
             "step": self.step, "samples": self.samples, "stage_index": self.stage_index,
             "stage_step": self.stage_step, "epoch": self.epoch, "position": self.position,
             "window": self.window, "window_done": self.window_done, "window_evaluated": self.window_evaluated,
-            "rng": torch.get_rng_state(),
+            "rng": torch.get_rng_state(), "world_size": self.ranks.world,
         }  # fmt: skip
+        if self.ranks.world > 1:
+            state["ranks"] = self.ranks.gather({"position": self.position, "rng": torch.get_rng_state().tolist()})
+        return state
 
     def save_checkpoint(self, delta: bool = False) -> Path | None:
         """Saves a checkpoint of the current step, a delta over the previous one if asked (no-op
@@ -152,6 +167,19 @@ class Trainer:
                     "window_done", "window_evaluated"):  # fmt: skip
             setattr(self, key, state[key])
         torch.set_rng_state(state["rng"])
+        saved_world = state.get("world_size", 1)
+        if saved_world == self.ranks.world and "ranks" in state:
+            mine = state["ranks"][self.ranks.rank]
+            self.position = mine["position"]
+            torch.set_rng_state(torch.tensor(mine["rng"], dtype=torch.uint8))
+        elif saved_world != self.ranks.world and self.position is not None:
+            # Rows and dense state re-distribute to any world size; reader positions do not.
+            warnings.warn(
+                f"[recis.train] checkpoint saved by {saved_world} ranks, resumed on {self.ranks.world}: "
+                "the interrupted pass over the data restarts from its beginning",
+                stacklevel=2,
+            )
+            self.position = None
         self.last_checkpoint = Path(path)
         return True
 
@@ -220,6 +248,20 @@ class Trainer:
         for name, module in names.items():
             if isinstance(module, EmbeddingEngine) and stage is not None and not stage.trains(name):
                 module.eval()
+        self._wrap_dense()
+
+    def _wrap_dense(self) -> None:
+        """With several ranks, wraps the model in DDP for its trainable dense parameters (again
+        whenever a stage changes which ones train: DDP fixes its set when built)."""
+        if self.ranks.world == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = tuple(n for n, p in self.model.named_parameters() if p.requires_grad)
+        if trainable != self._ddp_params or self.ddp is None:
+            with self.ranks.guard("wrapping the dense parameters in DDP"):
+                self.ddp = DistributedDataParallel(self.model) if trainable else None
+            self._ddp_params = trainable
 
     def _set_lr(self, factor: float) -> None:
         for opt in self.optimizers.values():
@@ -259,7 +301,7 @@ class Trainer:
         micro: list[tuple[Batch, dict[str, Any]]] = []
         wait = 0.0
         with contextlib.closing(pipe):
-            for item in pipe:
+            for item in self._agreed(pipe):
                 self.timing.add("data_wait", pipe.wait_s - wait)
                 wait = pipe.wait_s
                 micro.append(item)
@@ -277,23 +319,42 @@ class Trainer:
                     return False
         return True
 
+    def _agreed(self, items: Iterable[Any]) -> Iterable[Any]:
+        """`items` while every rank still has one (a pass ends for all when one rank's data does)."""
+        it = iter(items)
+        while True:
+            item = next(it, None)
+            with self.ranks.guard(f"step {self.step + 1} (agreeing on the next batch)"):
+                more = self.ranks.all_have(item is not None)
+            if not more:
+                return
+            yield item
+
     def _optimizer_step(self, batches: list[Batch]) -> None:
+        with self.ranks.guard(f"step {self.step + 1}"):
+            self._step(batches)
+
+    def _step(self, batches: list[Batch]) -> None:
         cfg = self.config
         losses: dict[str, float] = {}
         total = 0.0
-        for batch in batches:
+        model = self.ddp or self.model
+        for i, batch in enumerate(batches):
             t = time.perf_counter()
             sparse_before = self.timing.seconds["sparse_forward"]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                outputs = self.model(batch)
-            loss, parts = total_loss(self.objectives, outputs, batch)
-            t = self._add_time("dense_forward", t)
-            self.timing.add("dense_forward", -(self.timing.seconds["sparse_forward"] - sparse_before))
-            if not torch.isfinite(loss):
-                self._stop_non_finite(float(loss.detach()), parts)
-            (loss / len(batches)).backward()
+            last = i == len(batches) - 1  # DDP averages dense gradients after the last micro-batch
+            with contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync():  # type: ignore[operator]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    outputs = model(batch)
+                loss, parts = total_loss(self.objectives, outputs, batch)
+                t = self._add_time("dense_forward", t)
+                self.timing.add("dense_forward", -(self.timing.seconds["sparse_forward"] - sparse_before))
+                shown = self.ranks.mean(loss.detach())  # all ranks see a NaN anywhere, and stop together
+                if not torch.isfinite(shown):
+                    self._stop_non_finite(float(shown), parts)
+                (loss / len(batches)).backward()
             self._add_time("backward", t)
-            total += float(loss.detach()) / len(batches)
+            total += float(shown) / len(batches)
             for k, v in parts.items():
                 losses[k] = losses.get(k, 0.0) + float(v) / len(batches)
             self._observe(outputs, batch)
@@ -358,8 +419,9 @@ class Trainer:
             raise ValueError("Trainer.evaluate: no data given and the Trainer has no eval_data")
         cfg, was_training = self.config, self.model.training
         try:
-            result = score(self.model, data, self.objectives, cfg.group_column, cfg.prefetch, cfg.bf16,
-                           max_batches or cfg.eval_batches)  # fmt: skip
+            with self.ranks.guard(f"evaluation at step {self.step}"):
+                result = score(self.model, data, self.objectives, cfg.group_column, cfg.prefetch, cfg.bf16,
+                               max_batches or cfg.eval_batches, self.ranks)  # fmt: skip
         finally:
             if was_training:
                 self._set_trainable(self.stages[min(self.stage_index, len(self.stages) - 1)])

@@ -1,0 +1,105 @@
+"""The Trainer's view of `torch.distributed`: who this rank is, and the few agreements it needs.
+
+Under `torchrun` (or any launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT),
+`init_from_env()` starts the process group: gloo on CPU, NCCL when CUDA is available, with a
+timeout on every collective. A rank that dies makes the others' next collective fail (or time
+out) instead of hanging forever; `Ranks.guard` turns that into a `DistributedError` naming the rank
+and the step. Ranks agree on when a pass over the data ends (`all_have`), so uneven shards never
+leave a rank waiting for a partner that has run out of batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class DistributedError(RuntimeError):
+    """A collective failed: another rank died, raised, or did not answer within the timeout."""
+
+
+def init_from_env(timeout_s: float = 300.0, backend: str | None = None) -> bool:
+    """Initializes the default process group from the launcher's environment when WORLD_SIZE > 1.
+
+    Returns True when this process is one of several ranks. A group that already exists is kept.
+    """
+    if dist.is_initialized():
+        return dist.get_world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_world_size() > 1
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the ranks (rank 0 of 1 without torch.distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    group: Any = None
+
+    @classmethod
+    def current(cls) -> Ranks:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_have(self, have: bool) -> bool:
+        """True when every rank has `have` (e.g. a next batch); one tiny all-reduce."""
+        if self.world == 1:
+            return have
+        flag = torch.tensor([int(have)])
+        dist.all_reduce(flag, dist.ReduceOp.MIN, group=self.group)
+        return bool(flag.item())
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks of a scalar (a NaN anywhere makes it NaN everywhere)."""
+        if self.world == 1:
+            return value
+        out = value.detach().to(torch.float64).reshape(1).clone()
+        dist.all_reduce(out, group=self.group)
+        return out[0] / self.world
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    @contextlib.contextmanager
+    def guard(self, where: str) -> Iterator[None]:
+        """Re-raises a failed collective as a `DistributedError` that says where and why."""
+        if self.world == 1:
+            yield
+            return
+        try:
+            yield
+        except (RuntimeError, dist.DistBackendError) as e:
+            if isinstance(e, DistributedError) or not _looks_distributed(e):
+                raise
+            raise DistributedError(
+                f"[recis.train] rank {self.rank} of {self.world}: a collective failed during {where}; "
+                f"another rank probably died, raised or timed out ({type(e).__name__}: {e})"
+            ) from e
+
+
+def _looks_distributed(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, dist.DistBackendError) or any(
+        w in text for w in ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "broken pipe")
+    )
