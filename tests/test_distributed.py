@@ -1,0 +1,113 @@
+"""Sharded embeddings over torch.distributed: 2 and 3 ranks on gloo, spawned by the tests."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import the workers by name
+import dist_workers as w
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def ok(results):
+    for status, value in results:
+        assert status == "ok", value
+    return [value for _, value in results]
+
+
+def by_key(state):
+    """Row order sorting a table's state by (ID, tag)."""
+    order = state["tags"].argsort(stable=True)
+    return order[state["ids"][order].argsort(stable=True)]
+
+
+def assert_same_rows(expected, got, atol=1e-6):
+    assert set(got) == set(expected)
+    for key, row in expected.items():
+        torch.testing.assert_close(got[key], row, atol=atol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["adam", "adagrad"])
+def test_two_ranks_equal_one_rank(tmp_path, opt):
+    ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", opt=opt, steps=4, rows=12))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", opt=opt, steps=4, rows=12))
+    torch.testing.assert_close(two[0][0], single_losses, rtol=1e-5, atol=1e-6)
+    assert two[0][0] == two[1][0]  # every rank logs the global loss
+    rank0, rank1 = two[0][1], two[1][1]
+    assert rank0 and rank1 and not set(rank0) & set(rank1)  # each row lives on exactly one rank
+    assert_same_rows(single_rows, rank0 | rank1)
+
+
+def test_uneven_batches_match_one_rank(tmp_path):
+    ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", opt="adam", steps=3, rows=10))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", opt="adam", steps=3, rows=10, split=[0, 9, 10]))
+    torch.testing.assert_close(two[0][0], single_losses, rtol=1e-5, atol=1e-6)
+    assert_same_rows(single_rows, two[0][1] | two[1][1])
+
+
+def test_rank_without_ids_and_a_table_one_rank_touches(tmp_path):
+    ids = ok(w.run_ranks(w.train_with_empty_rank, 2, tmp_path))
+    solo = sorted(i for r in ids for i in next(v for k, v in r.items() if "solo" in k))
+    assert solo == [1, 2, 3]  # rows of the table only rank 0 reads, spread over their owners
+    a = sorted(i for r in ids for i in next(v for k, v in r.items() if k.endswith(":a")))
+    assert a == sorted(set(range(37)))  # steps 0-2 of 35 consecutive IDs each, all from rank 0
+
+
+def test_checkpoint_moves_between_world_sizes(tmp_path):
+    hops = [(1, None), (2, "w1"), (3, "w2"), (1, "w3")]
+    results = []
+    for i, (world, source) in enumerate(hops):
+        target = str(tmp_path / f"w{i + 1}")
+        results.append(
+            ok(
+                w.run_ranks(
+                    w.checkpoint_hop,
+                    world,
+                    tmp_path / f"run{i}",
+                    source=source and str(tmp_path / source),
+                    target=target,
+                )
+            )
+        )
+    (first,) = results[0]
+    (last,) = results[-1]
+    for name, state in first[0].items():  # 1 -> 2 -> 3 -> 1 gives back every row, slot and metadata
+        back = last[0][name]
+        order, order_back = by_key(state), by_key(back)
+        for key in state:
+            assert torch.equal(state[key][order], back[key][order_back]), key
+        for middle in results[1:-1]:  # in between, the ranks split the rows by owner
+            counts = [len(rank[0][name]["ids"]) for rank in middle]
+            assert sum(counts) == len(state["ids"]) and all(c > 0 for c in counts)
+            owners = [
+                torch.equal(w.owner_of(rank[0][name]["ids"], len(middle)), torch.full_like(rank[0][name]["ids"], r))
+                for r, rank in enumerate(middle)
+            ]
+            assert all(owners)
+    for key, value in first[1].items():
+        assert torch.equal(value, last[1][key])
+    assert first[2] == last[2] == 3  # sparse optimizer step count
+
+
+def test_trainer_runs_unchanged_on_two_ranks(tmp_path):
+    (single,) = ok(w.run_ranks(w.trainer_run, 1, tmp_path / "one"))
+    two = ok(w.run_ranks(w.trainer_run, 2, tmp_path / "two"))
+    assert "error" not in two[0], two[0]
+    torch.testing.assert_close(two[0]["losses"], single["losses"], rtol=1e-5, atol=1e-6)
+    assert two[0]["eval"] == two[1]["eval"]  # metrics merged over ranks
+    torch.testing.assert_close(two[0]["eval"]["label.auc"], single["eval"]["label.auc"])
+    assert Path(two[0]["checkpoint"]).is_dir() and two[0]["checkpoint"] == two[1]["checkpoint"]
+
+
+def test_killed_rank_stops_the_other_with_an_error(tmp_path):
+    t0 = time.monotonic()
+    results = w.run_ranks(w.trainer_run, 2, tmp_path, timeout_s=20, die_at=2)
+    assert results[1][0] == "died"
+    status, survivor = results[0]
+    assert status == "ok" and "error" in survivor, survivor
+    assert "DistributedError" in survivor["error"] and "rank 0 of 2" in survivor["error"]
+    assert survivor["seconds"] < 30 and time.monotonic() - t0 < 120
