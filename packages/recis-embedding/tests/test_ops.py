@@ -130,3 +130,33 @@ def test_runs_of_features_pool_like_each_feature_alone(parts):
     codes = [COMBINERS.index(c) for c in names]
     got = pooled_embedding_backward(grad, inverse, offsets, weights, codes, runs, len(emb))
     torch.testing.assert_close(got, leaf.grad, rtol=1e-5, atol=1e-5)
+
+
+@given(pooling_inputs(), st.integers(0, 2**31))
+def test_pooled_group_matches_reference_per_run(args, seed):
+    """Several features' bags in one call, each run with its own combiner, equal the reference."""
+    from recis.embedding.ops import pooled_group
+
+    emb, inverse, offsets, weights, _ = args
+    bags = len(offsets) - 1
+    g = torch.Generator().manual_seed(seed)
+    cut = int(torch.randint(0, bags + 1, (1,), generator=g))
+    runs, codes = [cut, bags - cut], torch.randint(0, 3, (2,), generator=g).tolist()
+    a, b = emb.clone().requires_grad_(), emb.clone().requires_grad_()
+    out = pooled_group(a, inverse, offsets, weights, codes, runs)
+    ref = pooled_embedding_reference(b, inverse, offsets, weights, [COMBINERS[c] for c in codes], runs)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_group_opcheck_and_bad_runs():
+    from recis.embedding.ops import pooled_group
+
+    emb = torch.randn(3, 4, requires_grad=True)
+    inverse, offsets = torch.tensor([0, 2, 1, 1, 0]), torch.tensor([0, 2, 2, 5])
+    torch.library.opcheck(pooled_group, (emb, inverse, offsets, torch.rand(5), [1, 2], [1, 2]))
+    with pytest.raises(ValueError, match="runs"):
+        pooled_group(emb, inverse, offsets, None, [0], [2])

@@ -212,7 +212,16 @@ class EmbeddingEngine(nn.Module):
             if record:
                 emb.requires_grad_()
                 self._remote.append(distributed.RemoteLookup(r.table, emb, r.send, r.recv, rows, inverse))
-            self._embed_group(present, inputs, emb, r.inverse, out)
+            if present and all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present):
+                names = [f for f, _ in present]
+                offsets, weights, codes, runs = self._bags(names, inputs)
+                try:  # one op for all of the group's pooled features: one (U, D) gradient in backward
+                    pooled = ops.pooled_group(emb, r.inverse, offsets, weights, codes, runs)
+                except ValueError as e:
+                    raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
+                out.update(zip(names, pooled.split(runs), strict=True))
+            else:
+                self._embed_group(present, inputs, emb, r.inverse, out)
 
     def _embed_group(
         self, present: list[tuple[str, int]], inputs: list[Ragged], emb: Tensor, inverse: Tensor, out: dict[str, object]
@@ -239,28 +248,30 @@ class EmbeddingEngine(nn.Module):
         out: dict[str, object],
     ) -> None:
         """Pools every feature of a group in one op: their bags concatenated, one combiner run each."""
-        runs = [ids.num_rows for ids in inputs]
-        offsets, weights, at = [torch.zeros(1, dtype=torch.int64)], [], 0
-        for ids in inputs:
-            offsets.append(ids.offsets[1:].cpu() + at)
-            at += ids.num_values
-        if any(ids.weights is not None for ids in inputs):
-            weights = [torch.ones(ids.num_values) if ids.weights is None else ids.weights.cpu() for ids in inputs]
         names = [name for name, _ in present]
+        offsets, weights, codes, runs = self._bags(names, inputs)
         try:
             pooled = ops.table_pooled(
-                anchor,
-                rows,
-                inverse,
-                torch.cat(offsets),
-                torch.cat(weights) if weights else None,
-                [ops.COMBINERS.index(str(self.specs[name].combiner)) for name in names],
-                runs,
-                group.table.handle,
+                anchor, rows, inverse, offsets, weights, codes, runs, group.table.handle
             )  # (sum of B, D)
         except ValueError as e:
             raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
         out.update(zip(names, pooled.split(runs), strict=True))
+
+    def _bags(self, names: list[str], inputs: list[Ragged]) -> tuple[Tensor, Tensor | None, list[int], list[int]]:
+        """The features' bags as one pooling call: (offsets, weights or None, combiner codes, runs)."""
+        runs = [ids.num_rows for ids in inputs]
+        offsets, at = [torch.zeros(1, dtype=torch.int64)], 0
+        for ids in inputs:
+            offsets.append(ids.offsets[1:].cpu() + at)
+            at += ids.num_values
+        weights = None
+        if any(ids.weights is not None for ids in inputs):
+            weights = torch.cat(
+                [torch.ones(ids.num_values) if ids.weights is None else ids.weights.cpu() for ids in inputs]
+            )
+        codes = [ops.COMBINERS.index(str(self.specs[name].combiner)) for name in names]
+        return torch.cat(offsets), weights, codes, runs
 
     def _record(self, table: HashTable, rows: Tensor, emb: Tensor) -> None:
         hook = self.grad_hook

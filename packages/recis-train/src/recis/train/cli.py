@@ -3,6 +3,7 @@
 recis-train examples/movielens.toml
 recis-train run.toml --resume --set train.epochs=3 --set optim.dense.lr=0.01
 recis-train run.toml --eval-only        # score the latest checkpoint on data.eval
+torchrun --nproc_per_node=2 -m recis.train.cli run.toml   # the same config on 2 ranks
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import config as cfgmod
+from .distributed import DistributedError, Ranks, init_from_env
 from .report import format_table
 from .trainer import NonFiniteLossError, Trainer
 
@@ -36,7 +38,8 @@ def run_config(data: dict[str, Any], resume: bool = False, eval_only: bool = Fal
         if not trainer.resume("latest"):
             raise cfgmod.ConfigError(f"--eval-only: no checkpoint under {run.trainer.output_dir}/checkpoints")
         metrics = trainer.evaluate()
-        print(json.dumps(metrics, indent=1))
+        if Ranks.current().is_main:
+            print(json.dumps(metrics, indent=1))
         return {"model": {"eval": metrics}}
     results["model"] = trainer.fit()
     if "baseline" in data:
@@ -44,11 +47,15 @@ def run_config(data: dict[str, Any], resume: bool = False, eval_only: bool = Fal
         out = f"{run.trainer.output_dir}/baseline" if run.trainer.output_dir else None
         base.trainer = replace(base.trainer, output_dir=out, resume="latest" if resume else None)
         results["baseline"] = _trainer(base).fit()
-        print(
-            compare(
-                results["model"]["eval"], results["baseline"]["eval"], data["model"]["type"], data["baseline"]["type"]
+        if Ranks.current().is_main:
+            print(
+                compare(
+                    results["model"]["eval"],
+                    results["baseline"]["eval"],
+                    data["model"]["type"],
+                    data["baseline"]["type"],
+                )
             )
-        )
     return results
 
 
@@ -68,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-only", action="store_true", help="evaluate the latest checkpoint on data.eval")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.epochs=2 (values parse as TOML)")  # fmt: skip
+    parser.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="under torchrun: how long a collective may wait for the other ranks")  # fmt: skip
     args = parser.parse_args(argv)
     try:
+        init_from_env(args.dist_timeout)  # under torchrun: readers and tables shard by rank
         data = cfgmod.load(args.config, args.set)
         results = run_config(data, args.resume, args.eval_only)
     except cfgmod.ConfigError as e:
@@ -78,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"recis-train: {e}", file=sys.stderr)
         return 3
+    except DistributedError as e:
+        print(f"recis-train: {e}", file=sys.stderr)
+        return 4
     return 0 if results else 1
 
 

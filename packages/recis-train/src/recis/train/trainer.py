@@ -225,8 +225,10 @@ class Trainer:
         if self.eval_data is not None and not self.last_eval:
             self.evaluate()
         trained = self.samples - self._start_samples
+        if self.ranks.world > 1:  # samples and speed of all ranks together
+            trained = sum(self.ranks.gather(trained))
         summary: dict[str, Any] = {
-            "steps": self.step, "samples": self.samples, "seconds": round(seconds, 2),
+            "steps": self.step, "samples": self.samples, "ranks": self.ranks.world, "seconds": round(seconds, 2),
             "samples_per_s": trained / seconds if seconds > 0 and self.step > start_step else math.nan,
             "data_wait_fraction": self.timing.data_wait_fraction(), "stop_reason": self.stop_reason or "done",
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,

@@ -1,0 +1,177 @@
+"""The sparse training step sharded over ranks: ours as 2 processes x 1 thread vs ours as 1 process x
+2 threads vs TorchRec DistributedModelParallel with 2 processes, same run.
+
+    python tools/bench/sparse_step_dist.py [--iters 20] [--rounds 2] [--peer-venv /tmp/torchrec-venv] [--json PATH]
+
+Workload of ../shared/peers/torchrec/sparse_step.py (8 features, Zipf(1.05) over 1M IDs each, bags of
+10-30, global batch 4096, dim 64); with 2 ranks each takes half of every batch. Ours shards every
+hash table row-wise (recis.embedding.distributed, gloo); the optimizer step is two-phase (sharded
+gradients reach their owners after backward). TorchRec runs `sparse_step_dmp2.py` from the peer
+venv (table-wise sharding by its planner, fused RowWiseAdagrad). Besides times, each of our runs
+reports the bytes one step moves between ranks (keys, rows, gradients), for docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEER_DMP2 = HERE.parents[1] / ".." / "shared" / "peers" / "torchrec" / "sparse_step_dmp2.py"
+GLOBAL_BATCH = 4096
+
+
+def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, rendezvous: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300)
+    )
+    sys.path.insert(0, str(HERE))
+    from workloads import zipf_batches
+
+    from recis.core import _C
+    from recis.embedding import EmbeddingEngine, EmbeddingSpec, Initializer
+    from recis.optim import SparseAdam, SparseRowWiseAdagrad
+
+    lo, hi = GLOBAL_BATCH * rank // world, GLOBAL_BATCH * (rank + 1) // world
+    keep = torch.arange(lo, hi)
+    batches = [{f: r.select(keep) for f, r in b.items()} for b in zipf_batches(4)]
+    names = list(batches[0])
+    engine = EmbeddingEngine({f: EmbeddingSpec(64, initializer=Initializer.uniform(-0.001, 0.001)) for f in names})
+    engine.shard()
+    opt = {"adam": SparseAdam, "rowwise_adagrad": SparseRowWiseAdagrad}[opt_name](engine, lr=0.01)
+    w_out = torch.randn(hi - lo, 64 * len(names), generator=torch.Generator().manual_seed(7))
+
+    def step(batch: dict) -> None:
+        out = engine(batch)
+        (torch.cat([out[f] for f in names], dim=1) * w_out).sum().backward()
+        opt.step()
+
+    for i in range(warmup):
+        step(batches[i % 4])
+    times = []
+    for i in range(iters):
+        dist.barrier()
+        t0 = time.perf_counter()
+        step(batches[i % 4])
+        times.append(time.perf_counter() - t0)
+    # Keys this rank sends to other ranks per step (its unique keys owned elsewhere), on batch 0.
+    _, _, counts, _ = _C.route_keys([batches[0][f].values for f in names], list(range(len(names))), world)
+    remote = int(counts.sum() - counts[rank])
+    res = {
+        "times_ms": [round(1000 * t, 2) for t in times],
+        "unique_keys": int(counts.sum()),
+        "remote_keys": remote,
+        "lookups": sum(batches[0][f].num_values for f in names),
+        "rows": sum(len(t) for t in engine.tables().values()),
+    }
+    Path(out, f"rank{rank}.json").write_text(json.dumps(res))
+    dist.destroy_process_group()
+
+
+def run_ours(world: int, opt_name: str, args: argparse.Namespace) -> dict:
+    """Ours on `world` ranks (1 thread each), or in one process with 2 threads when world == 1."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1" if world > 1 else str(args.threads))
+    if world == 1:
+        cmd = [sys.executable, str(HERE / "sparse_step.py"), "--worker", "recis", opt_name]  # fused: our fastest
+        cmd += ["--iters", str(args.iters), "--warmup", str(args.warmup)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                return {"times_ms": json.loads(line[7:])["times_ms"]}
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        code = (
+            f"import sys; sys.path.insert(0, {str(HERE)!r}); import torch.multiprocessing as mp; "
+            f"from sparse_step_dist import rank_main; "
+            f"mp.start_processes(rank_main, args=({world}, {opt_name!r}, {args.iters}, {args.warmup}, "
+            f"{tmp + '/rendezvous'!r}, {tmp!r}), nprocs={world}, start_method='spawn')"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"ranks failed:\n{proc.stderr[-3000:]}")
+        ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
+    return ranks[0] | {"per_rank": ranks}
+
+
+def run_peer(opt_name: str, args: argparse.Namespace) -> dict | None:
+    python = Path(args.peer_venv) / "bin" / "python"
+    if not python.exists():
+        return None
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [str(python), str(PEER_DMP2), opt_name, str(args.iters)], capture_output=True, text=True, env=env, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res = json.loads(line[7:])
+            return {"times_ms": res["times_ms_rank0"], "peer": res}
+    raise RuntimeError(f"TorchRec DMP failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="threads of the 1-process configuration")
+    p.add_argument("--peer-venv", default=os.environ.get("RECIS_TORCHREC_VENV", "/tmp/torchrec-venv"))
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    configs = {
+        "recis RowWiseAdagrad, 2 procs x 1 thread": lambda: run_ours(2, "rowwise_adagrad", args),
+        "recis Adam, 2 procs x 1 thread": lambda: run_ours(2, "adam", args),
+        "recis RowWiseAdagrad, 1 proc x 2 threads": lambda: run_ours(1, "rowwise_adagrad", args),
+        "TorchRec DMP RowWiseAdagrad, 2 procs x 1 thread": lambda: run_peer("rowwise_adagrad", args),
+    }
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    info: dict[str, dict] = {}
+    for r in range(args.rounds):
+        for name, run in configs.items():
+            print(f"round {r + 1}/{args.rounds}: {name} ...", flush=True)
+            res = run()
+            if res is None:
+                print(f"  skipped: no TorchRec venv at {args.peer_venv} (../shared/peers/torchrec/install.sh)")
+                continue
+            times[name] += res["times_ms"]
+            info[name] = res
+    print(f"\nsparse training step, global batch {GLOBAL_BATCH}, median of {args.iters} x {args.rounds} steps")
+    summary = {}
+    for name, t in times.items():
+        if t:
+            ms = statistics.median(t)
+            summary[name] = {"ms": ms, "samples_per_s": GLOBAL_BATCH * 1e3 / ms}
+            print(f"{name:48s} {ms:8.1f} ms {GLOBAL_BATCH * 1e3 / ms:9.0f} samples/s")
+    trec = summary.get("TorchRec DMP RowWiseAdagrad, 2 procs x 1 thread")
+    print()
+    for name, s in summary.items():
+        if trec and name.startswith("recis"):
+            print(f"{name} vs TorchRec DMP: {trec['ms'] / s['ms']:.2f}x samples/s (target 2.0x for 2 procs)")
+    two = info.get("recis RowWiseAdagrad, 2 procs x 1 thread")
+    if two:
+        d = 64
+        for r, rank in enumerate(two["per_rank"]):
+            keys = rank["remote_keys"]
+            print(
+                f"rank {r}: {rank['lookups']} lookups, {rank['unique_keys']} unique keys, {keys} owned elsewhere; "
+                f"sends per step {keys * 16 / 1e6:.2f} MB keys + {keys * 4 * d / 1e6:.2f} MB rows "
+                f"(owner -> requester) + {keys * 4 * d / 1e6:.2f} MB gradients"
+            )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"summary": summary, "runs": info}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
