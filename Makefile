@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python tools/bench/ragged.py --json build/bench/ragged.json
 	$(BIN)/python tools/bench/embedding.py --json build/bench/embedding.json
 	$(BIN)/python tools/bench/sparse_step.py --json build/bench/sparse_step.json
+	$(BIN)/python tools/bench/sparse_step_dist.py --json build/bench/sparse_step_dist.json
 
 demo: install
 	$(BIN)/python -m recis.train.demo --out build/demo
