@@ -17,7 +17,7 @@ as DDP averages dense ones: with a per-rank mean loss both equal the gradient of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -42,7 +42,7 @@ class Routed:
     keys: Tensor  # (U, 2) int64: this rank's unique (ID, tag) keys, ordered by owner
     inverse: Tensor  # (N,) index into `keys` for each input ID
     send: list[int]  # keys sent to each rank
-    recv: list[int] = None  # type: ignore[assignment]  # keys received from each rank
+    recv: list[int] = field(default_factory=list)  # keys received from each rank
     received: Tensor | None = None  # (R, 2) keys this rank owns, from every rank
     work: dist.Work | None = None
 

@@ -1,0 +1,66 @@
+"""`route_keys` (C++) and `HashTable.lookup_tagged` against pure-torch references."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recis.core import _C
+from recis.embedding import HashTable, owner
+
+
+@st.composite
+def id_arrays(draw):
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    arrays = []
+    for _ in range(draw(st.integers(1, 4))):
+        n = draw(st.sampled_from([0, 1, 7, 300]))
+        wide = torch.randint(-(2**63), 2**63 - 1, (n,), generator=gen)
+        few = torch.randint(-5, 5, (n,), generator=gen)  # many repeats, negative IDs
+        arrays.append(torch.where(torch.rand(n, generator=gen) < 0.5, wide, few))
+    return arrays, draw(st.integers(1, 5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(id_arrays())
+def test_route_keys_matches_reference(args):
+    arrays, world = args
+    tags = list(range(len(arrays)))
+    keys, key_tags, counts, inverse = _C.route_keys(arrays, tags, world)
+    all_ids = torch.cat(arrays)
+    all_tags = torch.cat([torch.full((len(a),), t) for a, t in zip(arrays, tags, strict=True)])
+    # every input maps to its own key
+    assert torch.equal(keys[inverse], all_ids) and torch.equal(key_tags[inverse].long(), all_tags)
+    # keys are distinct (ID, tag) pairs covering exactly the inputs' pairs
+    pairs = set(zip(keys.tolist(), key_tags.tolist(), strict=True))
+    assert len(pairs) == len(keys) == len(set(zip(all_ids.tolist(), all_tags.tolist(), strict=True)))
+    # grouped by owner rank, in rank order, with the counts given
+    ranks = owner(keys, world)
+    assert torch.equal(ranks, ranks.sort().values)
+    assert counts.tolist() == torch.bincount(ranks, minlength=world).tolist()
+
+
+def test_route_keys_empty_and_bad_world():
+    keys, tags, counts, inverse = _C.route_keys([torch.zeros(0, dtype=torch.int64)], [0], 3)
+    assert len(keys) == len(tags) == len(inverse) == 0 and counts.tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="world must be >= 1"):
+        _C.route_keys([torch.zeros(1, dtype=torch.int64)], [0], 0)
+
+
+def test_lookup_tagged_equals_per_tag_lookups():
+    a, b = HashTable(4), HashTable(4)
+    for t in (a, b):
+        t.add_logical_table("x")
+        t.add_logical_table("y")
+    ids = torch.tensor([5, -1, 5, 2**62, 5, -1])
+    tags = torch.tensor([0, 0, 1, 1, 0, 1], dtype=torch.int32)
+    got = a.lookup_tagged(ids, tags, step=3)
+    for tag in (0, 1):
+        sel = tags == tag
+        want = b.lookup(ids[sel], step=3, tags=[tag])
+        torch.testing.assert_close(got.embeddings[got.inverse[sel]], want.embeddings[want.inverse])
+    assert len(a) == len(b) == 5  # (5,x) (-1,x) (5,y) (2**62,y) (-1,y)
+    empty = a.lookup_tagged(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32))
+    assert empty.embeddings.shape == (0, 4)
+    with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\]"):
+        a.lookup_tagged(ids, torch.full((6,), 70000, dtype=torch.int32))
