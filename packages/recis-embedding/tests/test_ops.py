@@ -29,10 +29,17 @@ def pooling_inputs(draw):
 @given(pooling_inputs())
 def test_forward_and_backward_match_reference(args):
     emb, inverse, offsets, weights, combiner = args
-    a = emb.clone().requires_grad_()
-    b = emb.clone().requires_grad_()
-    out = pooled_embedding(a, inverse, offsets, weights, combiner)
-    ref = pooled_embedding_reference(b, inverse, offsets, weights, combiner)
+    assert_matches_reference(
+        emb,
+        lambda e: pooled_embedding(e, inverse, offsets, weights, combiner),
+        lambda e: pooled_embedding_reference(e, inverse, offsets, weights, combiner),
+    )
+
+
+def assert_matches_reference(emb, op, reference):
+    """op(emb) equals reference(emb), forward and the gradient with respect to emb."""
+    a, b = emb.clone().requires_grad_(), emb.clone().requires_grad_()
+    out, ref = op(a), reference(b)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -142,14 +149,11 @@ def test_pooled_group_matches_reference_per_run(args, seed):
     g = torch.Generator().manual_seed(seed)
     cut = int(torch.randint(0, bags + 1, (1,), generator=g))
     runs, codes = [cut, bags - cut], torch.randint(0, 3, (2,), generator=g).tolist()
-    a, b = emb.clone().requires_grad_(), emb.clone().requires_grad_()
-    out = pooled_group(a, inverse, offsets, weights, codes, runs)
-    ref = pooled_embedding_reference(b, inverse, offsets, weights, [COMBINERS[c] for c in codes], runs)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    ref.backward(grad)
-    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+    assert_matches_reference(
+        emb,
+        lambda e: pooled_group(e, inverse, offsets, weights, codes, runs),
+        lambda e: pooled_embedding_reference(e, inverse, offsets, weights, [COMBINERS[c] for c in codes], runs),
+    )
 
 
 def test_pooled_group_opcheck_and_bad_runs():

@@ -109,6 +109,6 @@ def exchange_grads(lookups: list[RemoteLookup], group: ProcessGroup | None) -> l
     out = []
     for lk, (got, work) in zip(lookups, pending, strict=True):
         work.wait()
-        grad = torch.zeros(len(lk.rows), lk.table.dim).index_add_(0, lk.inverse, got)
-        out.append((lk.table, lk.rows, grad.div_(w)))
+        grad = torch.zeros(len(lk.rows), lk.table.dim).index_add_(0, lk.inverse, got, alpha=1.0 / w)
+        out.append((lk.table, lk.rows, grad))
     return out

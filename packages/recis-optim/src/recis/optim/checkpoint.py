@@ -164,8 +164,8 @@ class Saver:
         tmp = Path(where[0])
         index = self._index(step, delta)
         since = self._last[1] if delta and self._last else {}
-        evicted = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
-        evicted = evicted if delta else {}
+        drained = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
+        evicted = drained if delta else {}
         try:
             caps: list[Any] = [None] * self.world
             dist.all_gather_object(caps, [t.table.row_capacity for t in self.tables], group=pg)
