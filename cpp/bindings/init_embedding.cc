@@ -81,17 +81,13 @@ int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& ta
 nb::tuple lookup_keys(HashTable& t, const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                       bool gather) {
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
-  std::vector<int64_t> uids;
-  std::vector<uint16_t> utags;
   std::vector<int64_t> rows;
   Buffer emb;
   {
     nb::gil_scoped_release release;
-    unique_keys(ids, tags, n, uids, utags, inverse.as<int64_t>());
-    rows.resize(uids.size());
-    if (gather) emb = Buffer(uids.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     std::lock_guard<std::mutex> lock(t.mutex());
-    t.find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
+    t.lookup(ids, tags, n, step, insert, rows, inverse.as<int64_t>());
+    if (gather) emb = Buffer(rows.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     // Read-only lookups leave the metadata alone: eval traffic must not keep rows alive.
     t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, insert, gather ? emb.as<float>() : nullptr);
   }
@@ -395,6 +391,28 @@ void init_embedding(nb::module_& m) {
 
   m.def("route_keys", &route_keys, nb::arg("ids"), nb::arg("tags"), nb::arg("world"),
         "De-duplicates (ID, tag) keys and orders them by owner rank: (ids, tags, counts per rank, inverse).");
+
+  m.def(
+      "unique_rows",
+      [](const I64Array& rows, int64_t capacity) {
+        const int64_t n = static_cast<int64_t>(rows.shape(0));
+        for (int64_t i = 0; i < n; ++i)
+          if (rows.data()[i] < -1 || rows.data()[i] >= capacity)
+            throw std::invalid_argument("unique_rows: rows[" + std::to_string(i) + "]=" + std::to_string(rows.data()[i]) +
+                                        " is outside [-1, " + std::to_string(capacity) + ")");
+        Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
+        std::vector<int64_t> unique;
+        {
+          nb::gil_scoped_release release;
+          std::copy(rows.data(), rows.data() + n, inverse.as<int64_t>());
+          unique_rows(inverse.as<int64_t>(), n, capacity, unique);
+        }
+        return nb::make_tuple(vector_tensor(std::move(unique), nb::dtype<int64_t>()),
+                              to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()));
+      },
+      nb::arg("rows"), nb::arg("capacity"),
+      "De-duplicates row indices in [-1, capacity): (distinct rows, inverse). Ascending with -1 last unless capacity "
+      "is far above len(rows).");
 
   m.def(
       "pooled_forward",

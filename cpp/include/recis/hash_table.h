@@ -64,9 +64,15 @@ class HashTable {
   const std::string& slot_name(int s) const { return slots_[static_cast<size_t>(s)].name; }
   int64_t slot_width(int s) const { return slots_[static_cast<size_t>(s)].width; }
 
-  // Maps n distinct keys to rows (de-duplicate with unique_keys first). Misses are inserted (when
-  // `insert` and admitted) and initialized; keys without a row get -1. Call touch_and_gather on
-  // the result under the same lock to record the step. Caller holds mutex().
+  // Maps n keys (repeats allowed) to their distinct rows: probes every key (parallel), inserts
+  // the distinct misses (when `insert` and admitted), then de-duplicates by row (unique_rows:
+  // ascending, one -1 last when some key has no row); inverse[i] is key i's index among them. Call touch_and_gather on unique_rows under the same lock to record the step.
+  // Caller holds mutex().
+  void lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+              std::vector<int64_t>& unique_rows, int64_t* inverse);
+
+  // Maps n distinct keys to rows. Misses are inserted (when `insert` and admitted) and
+  // initialized; keys without a row get -1. Caller holds mutex().
   void find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                       int64_t* rows);
 
@@ -152,6 +158,7 @@ class HashTable {
     return blocks[static_cast<size_t>(r >> block_shift_)].get() + (r & block_mask_) * width;
   }
   int64_t probe(int64_t id, uint16_t tag) const;  // row or -1
+  int64_t probe_from(size_t slot, int64_t id, uint16_t tag) const;  // probe starting at home slot `slot`
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
   void init_new_rows(const std::vector<int64_t>& rows);
   void remove(int64_t r);
@@ -198,6 +205,11 @@ class HashTable {
 // of its key among them. Keys come out grouped by hash partition, then in first-seen order.
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
                  std::vector<uint16_t>& unique_tags, int64_t* inverse);
+
+// De-duplicates row indices in [-1, capacity): unique gets the distinct rows, and x (the rows on
+// entry) each one's index among them on return. The rows come out ascending with a -1 last
+// (a bitmap over the rows), unless the table is far larger than the batch (hash order then).
+void unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique);
 
 // 64-bit mixer (the splitmix64 finalizer): spreads sequential and skewed IDs evenly.
 inline uint64_t mix64(uint64_t x) {

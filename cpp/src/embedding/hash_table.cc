@@ -19,6 +19,19 @@ constexpr int kPrefetchAhead = 8;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
+// Set bits of x. Without -mpopcnt, __builtin_popcountll is a libgcc call; this is a few
+// inline instructions instead.
+inline int64_t popcount64(uint64_t x) {
+#ifdef __POPCNT__
+  return __builtin_popcountll(x);
+#else
+  x -= (x >> 1) & 0x5555555555555555ULL;
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+  return static_cast<int64_t>((x * 0x0101010101010101ULL) >> 56);
+#endif
+}
+
 // Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
 // function of (seed, id, k).
 struct RowRandom {
@@ -108,8 +121,10 @@ size_t HashTable::home(int64_t id, uint16_t tag) const {
   return static_cast<size_t>(mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag)) & map_mask_;
 }
 
-int64_t HashTable::probe(int64_t id, uint16_t tag) const {
-  for (size_t i = home(id, tag);; i = (i + 1) & map_mask_) {
+int64_t HashTable::probe(int64_t id, uint16_t tag) const { return probe_from(home(id, tag), id, tag); }
+
+int64_t HashTable::probe_from(size_t i, int64_t id, uint16_t tag) const {
+  for (;; i = (i + 1) & map_mask_) {
     const Entry& e = map_[i];
     if (e.row < 0) return -1;
     if (e.id == id && e.tag == tag) return e.row;
@@ -214,6 +229,52 @@ void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t
   counters_.hits += n - misses;
   counters_.inserts += static_cast<int64_t>(created.size());
   counters_.rejected += rejected;
+}
+
+void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+                       std::vector<int64_t>& unique, int64_t* inverse) {
+  // Probe every key, repeats included: a repeat finds its entry in cache, which is cheaper than
+  // de-duplicating the keys first. inverse holds each key's row until unique_rows turns it into
+  // the index among the distinct rows.
+  parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
+    // Windows of keys: hash and prefetch a whole window's map slots, then probe them.
+    constexpr int64_t kWindow = 32;
+    size_t slot[kWindow];
+    for (int64_t w = begin; w < end; w += kWindow) {
+      const int64_t m = std::min(kWindow, end - w);
+      for (int64_t k = 0; k < m; ++k) {
+        slot[k] = home(ids[w + k], tags ? tags[w + k] : 0);
+        __builtin_prefetch(&map_[slot[k]]);
+      }
+      for (int64_t k = 0; k < m; ++k) inverse[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : 0);
+    }
+  });
+  std::vector<int64_t> missed;
+  for (int64_t i = 0; i < n; ++i)
+    if (inverse[i] < 0) missed.push_back(i);
+  int64_t created = 0;
+  if (!missed.empty()) {  // the distinct missing keys go through admission and insertion once
+    const int64_t m = static_cast<int64_t>(missed.size());
+    ScratchArray<int64_t> miss_ids(missed.size()), miss_inverse(missed.size());
+    ScratchArray<uint16_t> miss_tags(missed.size());
+    for (int64_t k = 0; k < m; ++k) {
+      miss_ids[k] = ids[missed[k]];
+      miss_tags[k] = tags ? tags[missed[k]] : 0;
+    }
+    std::vector<int64_t> uids, rows;
+    std::vector<uint16_t> utags;
+    unique_keys(miss_ids.data(), miss_tags.data(), m, uids, utags, miss_inverse.data());
+    rows.resize(uids.size());
+    const int64_t inserted_before = counters_.inserts;
+    find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
+    created = counters_.inserts - inserted_before;
+    for (int64_t k = 0; k < m; ++k) inverse[missed[k]] = rows[static_cast<size_t>(miss_inverse[k])];
+  }
+  unique_rows(inverse, n, allocated_rows_, unique);
+  // Distinct rows found by the probe (the missing keys were counted by find_or_insert).
+  const int64_t found = static_cast<int64_t>(unique.size()) - (!unique.empty() && unique.back() < 0) - created;
+  counters_.lookups += found;
+  counters_.hits += found;
 }
 
 void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {
@@ -452,6 +513,53 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes,
 }
 
 }  // namespace
+
+void unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
+  const int64_t words = (capacity + 63) / 64;
+  if (words > 8 * n + 65536) {  // sparse over a huge table: hash de-duplication, unordered
+    std::vector<uint16_t> unused;
+    ScratchArray<int64_t> rows(static_cast<size_t>(n));
+    std::copy(x, x + n, rows.data());
+    unique_keys(rows.data(), nullptr, n, unique, unused, x);
+    return;
+  }
+  // A bitmap over the table's rows marks the ones present; a row's index among them is the
+  // number of marked rows below it (popcounts), so they come out ascending with no sort.
+  ScratchArray<uint64_t> marks(static_cast<size_t>(words), 0);
+  uint64_t* bits = marks.data();
+  bool none = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = x[i];
+    if (r < 0)
+      none = true;
+    else
+      bits[r >> 6] |= uint64_t{1} << (r & 63);
+  }
+  ScratchArray<int64_t> below(static_cast<size_t>(words) + 1);
+  below[0] = 0;
+  for (int64_t w = 0; w < words; ++w)
+    below[static_cast<size_t>(w) + 1] = below[static_cast<size_t>(w)] + popcount64(bits[w]);
+  const int64_t u = below[static_cast<size_t>(words)];
+  unique.resize(static_cast<size_t>(u + none));
+  if (none) unique[static_cast<size_t>(u)] = -1;
+  parallel_for(words, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      int64_t at = below[static_cast<size_t>(w)];
+      for (uint64_t b = bits[w]; b; b &= b - 1) unique[static_cast<size_t>(at++)] = w * 64 + __builtin_ctzll(b);
+    }
+  });
+  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r = x[i];
+      if (r < 0) {
+        x[i] = u;
+        continue;
+      }
+      const uint64_t lower = bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1);
+      x[i] = below[static_cast<size_t>(r >> 6)] + popcount64(lower);
+    }
+  });
+}
 
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
                  std::vector<uint16_t>& unique_tags, int64_t* inverse) {

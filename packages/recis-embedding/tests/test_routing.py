@@ -64,3 +64,35 @@ def test_lookup_tagged_equals_per_tag_lookups():
     assert empty.embeddings.shape == (0, 4)
     with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\]"):
         a.lookup_tagged(ids, torch.full((6,), 70000, dtype=torch.int32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from([0, 1, 9, 1000, 70_000]), st.sampled_from([1, 50, 4096, 2**27]))
+def test_unique_rows_matches_reference(seed, n, capacity):
+    """Row de-duplication of lookups: the bitmap path (ascending, -1 last) and, for a capacity far
+    above the batch, the hash path (any order), both against torch.unique."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randint(-1, capacity, (n,), generator=gen)
+    unique, inverse = _C.unique_rows(rows, capacity)
+    assert torch.equal(unique[inverse], rows)
+    assert sorted(unique.tolist()) == torch.unique(rows).tolist()
+    if capacity <= 64 * (8 * n + 65536):
+        present = unique[unique >= 0]
+        assert torch.equal(present, torch.unique(rows[rows >= 0]))
+        assert unique.tolist() == present.tolist() + ([-1] if (rows < 0).any() else [])
+
+
+def test_unique_rows_rejects_out_of_range():
+    with pytest.raises(ValueError, match=r"rows\[1\]=-2 is outside \[-1, 10\)"):
+        _C.unique_rows(torch.tensor([3, -2]), 10)
+    with pytest.raises(ValueError, match=r"rows\[0\]=10 is outside"):
+        _C.unique_rows(torch.tensor([10]), 10)
+
+
+def test_lookup_rows_ascending_with_missing_last():
+    table = HashTable(4)
+    table.lookup(torch.tensor([30, 10, 20]))
+    row = {i: table.lookup(torch.tensor([i]), insert=False).rows.item() for i in (10, 20, 30)}
+    found = table.lookup(torch.tensor([20, 99, 30, 20, -7, 99]), insert=False)
+    assert found.rows.tolist() == [*sorted([row[20], row[30]]), -1]
+    assert found.rows[found.inverse].tolist() == [row[20], -1, row[30], row[20], -1, -1]
