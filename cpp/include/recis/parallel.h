@@ -6,6 +6,15 @@
 #include <cstdint>
 #include <functional>
 
+// Hot kernels are compiled twice, for AVX2 and for the x86-64 baseline, and the loader picks one
+// per machine (GNU ifunc), so one wheel runs everywhere and uses 256-bit vectors where it can.
+// No FMA: both clones round alike, so results never depend on the machine.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(RECIS_NO_CLONES)
+#define RECIS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RECIS_VECTOR_CLONES
+#endif
+
 namespace recis {
 
 // Number of threads a parallel_for may use (the caller included); at least 1.

@@ -66,8 +66,8 @@ namespace {
 // kDim > 0 fixes the width at compile time (fully unrolled, vectorized); 0 reads it at run time.
 // row_of(u) gives the values of unique row u.
 template <int kDim, typename RowOf>
-void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets, const float* weights,
-               const float* scales, float* out, int64_t begin, int64_t end) {
+RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets,
+                                   const float* weights, const float* scales, float* out, int64_t begin, int64_t end) {
   constexpr int64_t kAhead = 16;  // rows in flight; prefetch crosses bag boundaries
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
@@ -78,7 +78,11 @@ void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64
     for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
       if (j + kAhead < last) prefetch_lines(row_of(inverse[j + kAhead]), row_bytes);
       const float* __restrict e = row_of(inverse[j]);
-      const float w = weights ? weights[j] : 1.0f;
+      if (!weights) {
+        for (int64_t d = 0; d < dim; ++d) o[d] += e[d];
+        continue;
+      }
+      const float w = weights[j];
       for (int64_t d = 0; d < dim; ++d) o[d] += w * e[d];
     }
     if (scales && scales[b] != 1.0f)
@@ -123,6 +127,26 @@ void sum_row(const float* grad_out, int64_t dim_rt, const Contribution* items, i
     const float* __restrict go = grad_out + int64_t{items[k].bag} * dim;
     const float f = items[k].factor;
     for (int64_t d = 0; d < dim; ++d) out[d] += f * go[d];
+  }
+}
+
+// Rows [begin, end) of reduce_rows: each row's contributions summed, then handed to the sink.
+RECIS_VECTOR_CLONES void reduce_range(const float* grad_out, int64_t dim, const Contribution* items, const int64_t* start,
+                                      int64_t begin, int64_t end, const RowSink& sink) {
+  std::vector<float> scratch(static_cast<size_t>(dim));
+  constexpr int64_t kAhead = 8;
+  const int64_t last = start[end];
+  for (int64_t u = begin; u < end; ++u) {
+    if (u + kAhead < end) sink.prefetch(u + kAhead);
+    float* g = sink.buffer(u, scratch.data());
+    const int64_t k = start[u], k_end = start[u + 1];
+    switch (dim) {
+      case 32: sum_row<32>(grad_out, dim, items, k, k_end, last, g); break;
+      case 64: sum_row<64>(grad_out, dim, items, k, k_end, last, g); break;
+      case 128: sum_row<128>(grad_out, dim, items, k, k_end, last, g); break;
+      default: sum_row<0>(grad_out, dim, items, k, k_end, last, g);
+    }
+    sink.take(u, g);
   }
 }
 
@@ -175,21 +199,7 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   });
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   parallel_for(num_unique, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(dim));
-    constexpr int64_t kAhead = 8;
-    const int64_t last = start[static_cast<size_t>(end)];
-    for (int64_t u = begin; u < end; ++u) {
-      if (u + kAhead < end) sink.prefetch(u + kAhead);
-      float* g = sink.buffer(u, scratch.data());
-      const int64_t k = start[static_cast<size_t>(u)], k_end = start[static_cast<size_t>(u) + 1];
-      switch (dim) {
-        case 32: sum_row<32>(grad_out, dim, items.data(), k, k_end, last, g); break;
-        case 64: sum_row<64>(grad_out, dim, items.data(), k, k_end, last, g); break;
-        case 128: sum_row<128>(grad_out, dim, items.data(), k, k_end, last, g); break;
-        default: sum_row<0>(grad_out, dim, items.data(), k, k_end, last, g);
-      }
-      sink.take(u, g);
-    }
+    reduce_range(grad_out, dim, items.data(), start.data(), begin, end, sink);
   });
 }
 

@@ -86,10 +86,14 @@ void RowUpdater::prefetch(int64_t r) const {
   if (s1_ >= 0) prefetch_lines(t_.slot_row(s1_, r), bytes, true);
 }
 
-void RowUpdater::apply(int64_t r, const float* g_in) const {
+namespace {
+
+// One row's update (the body of RowUpdater::apply), compiled for AVX2 and the baseline.
+RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, float decay_, int64_t dim_, float* w_row,
+                                    float* s0_row, float* s1_row, const float* g_in) {
   // Branch-free inner loops (they vectorize): L2 decay enters as g += l2 * w with l2 = 0 when off,
   // decoupled decay as w *= decay_ with decay_ = 1 when off.
-  float* __restrict w = t_.row(r);
+  float* __restrict w = w_row;
   const float* __restrict gi = g_in;
   const int64_t dim = dim_;
   const float gs = c_.grad_scale;
@@ -99,7 +103,7 @@ void RowUpdater::apply(int64_t r, const float* g_in) const {
       for (int64_t d = 0; d < dim; ++d) w[d] -= c_.lr * (gi[d] * gs + l2 * w[d]);
       return;
     case OptKind::kAdagrad: {
-      float* __restrict s = t_.slot_row(s0_, r);
+      float* __restrict s = s0_row;
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
         s[d] += g * g;
@@ -108,7 +112,7 @@ void RowUpdater::apply(int64_t r, const float* g_in) const {
       return;
     }
     case OptKind::kRowWiseAdagrad: {
-      float* s = t_.slot_row(s0_, r);
+      float* s = s0_row;
       float sq = 0.0f;
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
@@ -120,8 +124,8 @@ void RowUpdater::apply(int64_t r, const float* g_in) const {
       return;
     }
     case OptKind::kAdam: {
-      float* __restrict m = t_.slot_row(s0_, r);
-      float* __restrict v = t_.slot_row(s1_, r);
+      float* __restrict m = s0_row;
+      float* __restrict v = s1_row;
       const float b1c = 1.0f - c_.beta1, b2 = c_.beta2, b2c = 1.0f - c_.beta2, inv_b = 1.0f / b_;
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
@@ -134,8 +138,8 @@ void RowUpdater::apply(int64_t r, const float* g_in) const {
       return;
     }
     case OptKind::kAdamTF: {
-      float* __restrict m = t_.slot_row(s0_, r);
-      float* __restrict v = t_.slot_row(s1_, r);
+      float* __restrict m = s0_row;
+      float* __restrict v = s1_row;
       const float b1c = 1.0f - c_.beta1, b2c = 1.0f - c_.beta2;
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
@@ -148,8 +152,8 @@ void RowUpdater::apply(int64_t r, const float* g_in) const {
       return;
     }
     case OptKind::kFtrl: {
-      float* __restrict z = t_.slot_row(s0_, r);
-      float* __restrict n = t_.slot_row(s1_, r);
+      float* __restrict z = s0_row;
+      float* __restrict n = s1_row;
       const float alpha = c_.lr, l1 = c_.l1;
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs;
@@ -164,6 +168,13 @@ void RowUpdater::apply(int64_t r, const float* g_in) const {
       return;
     }
   }
+}
+
+}  // namespace
+
+void RowUpdater::apply(int64_t r, const float* g) const {
+  update_row(c_, a_, b_, decay_, dim_, t_.row(r), s0_ >= 0 ? t_.slot_row(s0_, r) : nullptr,
+             s1_ >= 0 ? t_.slot_row(s1_, r) : nullptr, g);
 }
 
 void sparse_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const int64_t* rows, int64_t n,
