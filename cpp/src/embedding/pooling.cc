@@ -165,35 +165,44 @@ void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inve
 void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
                  const float* weights, const float* scales, int64_t num_unique, const RowSink& sink) {
   // Counting sort of the values by unique row, keeping each value's bag and factor (scale * w):
-  // row u's contributions are [start[u], start[u + 1]), in increasing j. Each thread owns a range
-  // of rows and scans all values (sequential reads), so the random writes are split without
-  // atomics and the order within a row stays fixed.
+  // row u's contributions are [start[u], start[u + 1]), in increasing j. Each thread takes a range
+  // of bags and counts, then places, its own values (no atomics, no data-dependent branches);
+  // per-thread offsets into each row's run keep lower threads' values first, so the order within
+  // a row is fixed.
   if (bags >= (int64_t{1} << 31))
     throw std::invalid_argument("pooled backward: at most 2^31 - 1 bags per call, got " + std::to_string(bags));
-  ScratchArray<int64_t> start(static_cast<size_t>(num_unique) + 1, 0);  // block cache: no fresh page faults
-  ScratchArray<Contribution> items(static_cast<size_t>(offsets[bags]));
-  const int parts = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, num_unique / 4096)));
-  auto row_range = [&](int64_t p) { return std::pair{num_unique * p / parts, num_unique * (p + 1) / parts}; };
+  const int64_t n = offsets[bags];
+  ScratchArray<int64_t> start(static_cast<size_t>(num_unique) + 1);  // block cache: no fresh page faults
+  ScratchArray<Contribution> items(static_cast<size_t>(n));
+  const int64_t parts = n < 65536 ? 1 : num_threads();
+  ScratchArray<int64_t> at(static_cast<size_t>(parts * num_unique), 0);  // per thread: count, then next slot
+  auto bag_range = [&](int64_t p) { return std::pair{bags * p / parts, bags * (p + 1) / parts}; };
   parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const auto [lo, hi] = row_range(p);
-      for (int64_t j = 0; j < offsets[bags]; ++j)
-        if (inverse[j] >= lo && inverse[j] < hi) ++start[static_cast<size_t>(inverse[j]) + 1];
+      int64_t* count = at.data() + p * num_unique;
+      const auto [lo, hi] = bag_range(p);
+      for (int64_t j = offsets[lo]; j < offsets[hi]; ++j) ++count[inverse[j]];
     }
   });
-  for (int64_t u = 0; u < num_unique; ++u) start[static_cast<size_t>(u) + 1] += start[static_cast<size_t>(u)];
+  start[0] = 0;
+  for (int64_t u = 0; u < num_unique; ++u) {
+    int64_t next = start[static_cast<size_t>(u)];
+    for (int64_t p = 0; p < parts; ++p) {
+      int64_t& c = at[static_cast<size_t>(p * num_unique + u)];
+      const int64_t k = c;
+      c = next;
+      next += k;
+    }
+    start[static_cast<size_t>(u) + 1] = next;
+  }
   parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const auto [lo, hi] = row_range(p);
-      std::vector<int64_t> fill(start.data() + lo, start.data() + hi);
-      for (int64_t b = 0; b < bags; ++b) {
+      int64_t* next = at.data() + p * num_unique;
+      const auto [lo, hi] = bag_range(p);
+      for (int64_t b = lo; b < hi; ++b) {
         const float s = scales ? scales[b] : 1.0f;
-        for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-          const int64_t u = inverse[j];
-          if (u < lo || u >= hi) continue;
-          items[static_cast<size_t>(fill[static_cast<size_t>(u - lo)]++)] =
-              Contribution{static_cast<int32_t>(b), weights ? s * weights[j] : s};
-        }
+        for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j)
+          items[static_cast<size_t>(next[inverse[j]]++)] = Contribution{static_cast<int32_t>(b), weights ? s * weights[j] : s};
       }
     }
   });
