@@ -113,11 +113,19 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, flo
     }
     case OptKind::kRowWiseAdagrad: {
       float* s = s0_row;
-      float sq = 0.0f;
-      for (int64_t d = 0; d < dim; ++d) {
+      // Eight partial sums, added in a fixed order: the loop vectorizes and every machine rounds alike.
+      float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t d = 0;
+      for (; d + 8 <= dim; d += 8)
+        for (int k = 0; k < 8; ++k) {
+          const float g = gi[d + k] * gs + l2 * w[d + k];
+          lanes[k] += g * g;
+        }
+      for (; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
-        sq += g * g;
+        lanes[0] += g * g;
       }
+      const float sq = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
       *s += sq / static_cast<float>(dim);
       const float step = c_.lr / (std::sqrt(*s) + c_.eps);
       for (int64_t d = 0; d < dim; ++d) w[d] -= step * (gi[d] * gs + l2 * w[d]);
