@@ -41,6 +41,7 @@ struct TableRows {
     const int64_t r = rows[u];
     return r < 0 ? zero : blocks[r >> shift] + (r & mask) * dim;
   }
+  void prefetch_index(int64_t u) const { __builtin_prefetch(rows + u); }  // before operator()(u) reads it
 };
 
 // Same as pooled_forward, reading the unique rows straight from a table's blocks (no copy).

@@ -55,6 +55,12 @@ std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float*
 void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,
                           const int64_t* offsets, int64_t bags) {
   validate_offsets(Offsets{offsets, bags, n}, op);
+  int64_t lo = 0, hi = 0;  // branch-free min/max (vectorizes); the offender is searched only on failure
+  for (int64_t j = 0; j < n; ++j) {
+    lo = std::min(lo, inverse[j]);
+    hi = std::max(hi, inverse[j]);
+  }
+  if (n == 0 || (lo >= 0 && hi < num_unique)) return;
   for (int64_t j = 0; j < n; ++j)
     if (inverse[j] < 0 || inverse[j] >= num_unique)
       throw std::invalid_argument(std::string(op) + ": inverse[" + std::to_string(j) + "]=" + std::to_string(inverse[j]) +
@@ -72,10 +78,13 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
   const int64_t last = offsets[end];
+  // Fixed widths sum in a local array the compiler keeps in vector registers.
+  float local[kDim > 0 ? kDim : 1];
   for (int64_t b = begin; b < end; ++b) {
-    float* __restrict o = out + b * dim;
+    float* __restrict o = kDim > 0 ? local : out + b * dim;
     std::memset(o, 0, row_bytes);
     for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
+      if (j + 2 * kAhead < last) row_of.prefetch_index(inverse[j + 2 * kAhead]);
       if (j + kAhead < last) prefetch_lines(row_of(inverse[j + kAhead]), row_bytes);
       const float* __restrict e = row_of(inverse[j]);
       if (!weights) {
@@ -87,6 +96,7 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
     }
     if (scales && scales[b] != 1.0f)
       for (int64_t d = 0; d < dim; ++d) o[d] *= scales[b];
+    if (kDim > 0) std::memcpy(out + b * dim, o, row_bytes);
   }
 }
 
@@ -154,7 +164,13 @@ RECIS_VECTOR_CLONES void reduce_range(const float* grad_out, int64_t dim, const 
 
 void pooled_forward(const float* emb, int64_t /*num_unique*/, int64_t dim, const int64_t* inverse,
                     const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out) {
-  pool_all([emb, dim](int64_t u) { return emb + u * dim; }, dim, inverse, offsets, bags, weights, scales, out);
+  struct Dense {  // unique row u at emb + u * dim
+    const float* emb;
+    int64_t dim;
+    const float* operator()(int64_t u) const { return emb + u * dim; }
+    void prefetch_index(int64_t) const {}
+  };
+  pool_all(Dense{emb, dim}, dim, inverse, offsets, bags, weights, scales, out);
 }
 
 void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
