@@ -185,17 +185,18 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   // of bags and counts, then places, its own values (no atomics, no data-dependent branches);
   // per-thread offsets into each row's run keep lower threads' values first, so the order within
   // a row is fixed.
-  if (bags >= (int64_t{1} << 31))
-    throw std::invalid_argument("pooled backward: at most 2^31 - 1 bags per call, got " + std::to_string(bags));
   const int64_t n = offsets[bags];
+  if (bags >= (int64_t{1} << 31) || n >= (int64_t{1} << 31))
+    throw std::invalid_argument("pooled backward: at most 2^31 - 1 bags and values per call, got " +
+                                std::to_string(bags) + " bags, " + std::to_string(n) + " values");
   ScratchArray<int64_t> start(static_cast<size_t>(num_unique) + 1);  // block cache: no fresh page faults
   ScratchArray<Contribution> items(static_cast<size_t>(n));
   const int64_t parts = n < 65536 ? 1 : num_threads();
-  ScratchArray<int64_t> at(static_cast<size_t>(parts * num_unique), 0);  // per thread: count, then next slot
+  ScratchArray<int32_t> at(static_cast<size_t>(parts * num_unique), 0);  // per thread: count, then next slot
   auto bag_range = [&](int64_t p) { return std::pair{bags * p / parts, bags * (p + 1) / parts}; };
   parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      int64_t* count = at.data() + p * num_unique;
+      int32_t* count = at.data() + p * num_unique;
       const auto [lo, hi] = bag_range(p);
       for (int64_t j = offsets[lo]; j < offsets[hi]; ++j) ++count[inverse[j]];
     }
@@ -204,16 +205,16 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   for (int64_t u = 0; u < num_unique; ++u) {
     int64_t next = start[static_cast<size_t>(u)];
     for (int64_t p = 0; p < parts; ++p) {
-      int64_t& c = at[static_cast<size_t>(p * num_unique + u)];
-      const int64_t k = c;
-      c = next;
+      int32_t& c = at[static_cast<size_t>(p * num_unique + u)];
+      const int32_t k = c;
+      c = static_cast<int32_t>(next);
       next += k;
     }
     start[static_cast<size_t>(u) + 1] = next;
   }
   parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      int64_t* next = at.data() + p * num_unique;
+      int32_t* next = at.data() + p * num_unique;
       const auto [lo, hi] = bag_range(p);
       for (int64_t b = lo; b < hi; ++b) {
         const float s = scales ? scales[b] : 1.0f;
