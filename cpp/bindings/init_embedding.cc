@@ -195,23 +195,23 @@ void init_embedding(nb::module_& m) {
           "pool",
           [](const HashTable& t, const I64Array& rows, const I64Array& inverse, const I64Array& offsets,
              std::optional<F32Array1> weights, const std::vector<std::string>& combiners,
-             const std::vector<int64_t>& runs, F32Out2 out) {
+             const std::vector<int64_t>& runs, F32Out2 out, bool batch_major) {
             const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
             const int64_t u = static_cast<int64_t>(rows.shape(0));
             const std::vector<BagRun> c = parse_runs(combiners, runs, "HashTable.pool");
-            if (bags < 0 || static_cast<int64_t>(out.shape(0)) != bags || static_cast<int64_t>(out.shape(1)) != t.dim())
-              throw std::invalid_argument("HashTable.pool: out must be " + std::to_string(bags) + " x " +
-                                          std::to_string(t.dim()));
+            const BagLayout layout = parse_layout(runs, batch_major, "HashTable.pool");
+            check_out_shape(out, layout, bags, t.dim(), "HashTable.pool", "out");
             const float* w = weights_of(weights, n, "HashTable.pool");
             nb::gil_scoped_release release;
             check_pooling_inputs("HashTable.pool", inverse.data(), n, u, offsets.data(), bags);
             const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "HashTable.pool");
             t.pool(rows.data(), u, inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
-                   out.data());
+                   out.data(), layout);
           },
           nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
-          nb::arg("runs"), nb::arg("out").noconvert(),
-          "Pools table rows rows[inverse[j]] per bag straight from the blocks (no (U, D) copy) into out (bags x dim).")
+          nb::arg("runs"), nb::arg("out").noconvert(), nb::arg("batch_major") = false,
+          "Pools table rows rows[inverse[j]] per bag straight from the blocks (no (U, D) copy) into out (bags x dim; "
+          "batch_major: bags per run x runs * dim, the runs side by side).")
       .def(
           "gather",
           [](const HashTable& t, const I64Array& rows) {
@@ -436,22 +436,24 @@ void init_embedding(nb::module_& m) {
   m.def(
       "pooled_backward",
       [](const F32Array2& grad_out, const I64Array& inverse, const I64Array& offsets, std::optional<F32Array1> weights,
-         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, F32Out2 grad_emb) {
+         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, F32Out2 grad_emb,
+         bool batch_major) {
         const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
-        const int64_t dim = static_cast<int64_t>(grad_out.shape(1));
+        const int64_t dim = static_cast<int64_t>(grad_emb.shape(1));
         const std::vector<BagRun> c = parse_runs(combiners, runs, "pooled_backward");
-        if (bags < 0 || static_cast<int64_t>(grad_out.shape(0)) != bags || static_cast<int64_t>(grad_emb.shape(1)) != dim)
-          throw std::invalid_argument("pooled_backward: grad_out must be " + std::to_string(bags) + " x dim and grad_emb U x dim");
+        const BagLayout layout = parse_layout(runs, batch_major, "pooled_backward");
+        check_out_shape(grad_out, layout, bags, dim, "pooled_backward", "grad_out");
         const float* w = weights_of(weights, n, "pooled_backward");
         const int64_t u = static_cast<int64_t>(grad_emb.shape(0));
         nb::gil_scoped_release release;
         check_pooling_inputs("pooled_backward", inverse.data(), n, u, offsets.data(), bags);
         const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "pooled_backward");
         pooled_backward(grad_out.data(), dim, inverse.data(), offsets.data(), bags, w,
-                        scales.empty() ? nullptr : scales.data(), u, grad_emb.data());
+                        scales.empty() ? nullptr : scales.data(), u, grad_emb.data(), layout);
       },
       nb::arg("grad_out"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
-      nb::arg("runs"), nb::arg("grad_emb").noconvert(), "Reduces the pooled output's gradient onto the unique rows (U x dim).");
+      nb::arg("runs"), nb::arg("grad_emb").noconvert(), nb::arg("batch_major") = false,
+      "Reduces the pooled output's gradient (laid out as in pool) onto the unique rows (U x dim).");
 }
 
 }  // namespace recis::bind

@@ -28,14 +28,13 @@ namespace {
 void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const I64Array& rows,
                             const I64Array& inverse, const I64Array& offsets, const std::optional<F32Array1>& weights,
                             const std::vector<std::string>& combiners, const std::vector<int64_t>& runs,
-                            const F32Grad& grad_out) {
+                            const F32Grad& grad_out, bool batch_major) {
   const char* op = "pooled_backward_update";
   const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
   const int64_t u = static_cast<int64_t>(rows.shape(0));
   const std::vector<BagRun> parsed = parse_runs(combiners, runs, op);
-  if (bags < 0 || static_cast<int64_t>(grad_out.shape(0)) != bags || static_cast<int64_t>(grad_out.shape(1)) != t.dim())
-    throw std::invalid_argument(std::string(op) + ": grad_out must be " + std::to_string(bags) + " x " +
-                                std::to_string(t.dim()));
+  const BagLayout layout = parse_layout(runs, batch_major, op);
+  check_out_shape(grad_out, layout, bags, t.dim(), op, "grad_out");
   if (weights && static_cast<int64_t>(weights->shape(0)) != n)
     throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(n) + " entries");
   const float* w = weights ? weights->data() : nullptr;
@@ -58,7 +57,7 @@ void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<
   sink.up = &up;
   sink.rows = rows.data();
   reduce_rows(grad_out.data(), t.dim(), inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
-              u, sink);
+              u, sink, layout);
 }
 
 }  // namespace
@@ -107,7 +106,7 @@ void init_optim(nb::module_& m) {
 
   m.def("pooled_backward_update", &pooled_backward_update, nb::arg("table"), nb::arg("config"), nb::arg("slots"),
         nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
-        nb::arg("runs"), nb::arg("grad_out"),
+        nb::arg("runs"), nb::arg("grad_out"), nb::arg("batch_major") = false,
         "Backward of a pooled table lookup fused with the optimizer: reduces each unique row's gradient and "
         "updates the row at once (rows distinct; -1 skipped).");
 }

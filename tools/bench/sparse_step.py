@@ -49,7 +49,7 @@ def worker(how: str, opt_name: str, iters: int, warmup: int) -> None:
     sys.path.insert(0, str(HERE))
     from workloads import zipf_batches
 
-    from recis.embedding import EmbeddingEngine, EmbeddingSpec, Initializer
+    from recis.embedding import EmbeddingEngine, EmbeddingSpec, Initializer, concat
     from recis.optim import SparseAdam, SparseRowWiseAdagrad
 
     batches = zipf_batches(4)
@@ -64,7 +64,7 @@ def worker(how: str, opt_name: str, iters: int, warmup: int) -> None:
     def step(batch: dict) -> None:
         t0 = time.perf_counter()
         out = engine(batch)
-        pooled = torch.cat([out[f] for f in names], dim=1)  # (B, T * D)
+        pooled = concat([out[f] for f in names])  # (B, T * D)
         t1 = time.perf_counter()
         (pooled * w_out).sum().backward()
         t2 = time.perf_counter()

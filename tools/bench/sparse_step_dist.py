@@ -41,7 +41,7 @@ def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, ren
     from workloads import zipf_batches
 
     from recis.core import _C
-    from recis.embedding import EmbeddingEngine, EmbeddingSpec, Initializer
+    from recis.embedding import EmbeddingEngine, EmbeddingSpec, Initializer, concat
     from recis.optim import SparseAdam, SparseRowWiseAdagrad
 
     lo, hi = GLOBAL_BATCH * rank // world, GLOBAL_BATCH * (rank + 1) // world
@@ -55,7 +55,7 @@ def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, ren
 
     def step(batch: dict) -> None:
         out = engine(batch)
-        (torch.cat([out[f] for f in names], dim=1) * w_out).sum().backward()
+        (concat([out[f] for f in names]) * w_out).sum().backward()
         opt.step()
 
     for i in range(warmup):

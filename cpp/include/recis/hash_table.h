@@ -83,7 +83,7 @@ class HashTable {
   // Pools rows[inverse[j]] per bag straight from the blocks into out (bags x dim). Rows must be
   // -1 or < the rows ever allocated (checked); an evicted row reads whatever reuses it.
   void pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-            const float* weights, const float* scales, float* out) const;
+            const float* weights, const float* scales, float* out, const BagLayout& layout = {}) const;
 
   // Throws std::invalid_argument unless every row is -1 or a live row. Caller holds mutex().
   void check_rows(const int64_t* rows, int64_t n, const char* op) const;

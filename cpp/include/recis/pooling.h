@@ -17,6 +17,16 @@ struct BagRun {
   Combiner combiner;
 };
 
+// Where bag b's output row (and its gradient) lives. Feature-major (the default): row b of a
+// (bags, dim) array. Batch-major, for `runs` runs of `per_run` bags each: bag i of run t at row
+// i * runs + t, i.e. a (per_run, runs * dim) array with the runs side by side, as a model
+// concatenates pooled features.
+struct BagLayout {
+  int64_t runs = 0;  // 0: feature-major
+  int64_t per_run = 0;
+  int64_t row(int64_t b) const { return runs ? (b % per_run) * runs + b / per_run : b; }
+};
+
 // Per-bag scale: 1 (sum), 1 / sum_j w_j (mean), 1 / sqrt(sum_j w_j^2) (sqrtn), 0 for empty bags
 // (w_j = 1 when weights is null). Empty when every run is "sum" (all scales 1). The runs must
 // cover exactly `bags` bags.
@@ -26,7 +36,7 @@ std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float*
 // out[b] = scale_b * sum_{j in bag b} w_j * emb[inverse[j]]; scales null: all 1.
 // emb: U x dim; inverse: n values in [0, U); offsets: bags + 1; out: bags x dim.
 void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                    int64_t bags, const float* weights, const float* scales, float* out);
+                    int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout = {});
 
 // Where unique row u lives in a table: rows[u] is a table row (-1: the zero row), found in
 // blocks[row >> shift] at (row & mask) * dim.
@@ -46,7 +56,8 @@ struct TableRows {
 
 // Same as pooled_forward, reading the unique rows straight from a table's blocks (no copy).
 void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                         int64_t bags, const float* weights, const float* scales, float* out);
+                         int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout = {});
 
 // Receives each unique row's reduced gradient from reduce_rows (called in parallel over rows).
 class RowSink {
@@ -61,11 +72,13 @@ class RowSink {
 // For each unique row u: g_u = sum over j with inverse[j] == u of scale_{bag(j)} * w_j *
 // grad_out[bag(j)], summed in increasing j (deterministic), handed to sink.take(u, g_u).
 void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-                 const float* weights, const float* scales, int64_t num_unique, const RowSink& sink);
+                 const float* weights, const float* scales, int64_t num_unique, const RowSink& sink,
+                 const BagLayout& layout = {});
 
 // reduce_rows into grad_emb (U x dim, fully written).
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-                     const float* weights, const float* scales, int64_t num_unique, float* grad_emb);
+                     const float* weights, const float* scales, int64_t num_unique, float* grad_emb,
+                     const BagLayout& layout = {});
 
 // Checks inverse[j] in [0, U) and offsets (0, non-decreasing, last == n); throws naming `op`.
 void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,

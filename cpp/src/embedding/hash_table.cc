@@ -288,7 +288,7 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
 }
 
 void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,
-                     int64_t bags, const float* weights, const float* scales, float* out) const {
+                     int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) const {
   std::lock_guard<std::mutex> lock(mutex_);
   for (int64_t u = 0; u < num_rows; ++u)
     if (rows[u] < -1 || rows[u] >= allocated_rows_)
@@ -296,7 +296,7 @@ void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inver
   std::vector<const float*> blocks;
   for (const Block& b : emb_) blocks.push_back(b.get());
   const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero_row_.data()};
-  pooled_forward_rows(source, dim_, inverse, offsets, bags, weights, scales, out);
+  pooled_forward_rows(source, dim_, inverse, offsets, bags, weights, scales, out, layout);
 }
 
 void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out) {

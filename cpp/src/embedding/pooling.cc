@@ -73,7 +73,8 @@ namespace {
 // row_of(u) gives the values of unique row u.
 template <int kDim, typename RowOf>
 RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* inverse, const int64_t* offsets,
-                                   const float* weights, const float* scales, float* out, int64_t begin, int64_t end) {
+                                   const float* weights, const float* scales, float* out, BagLayout layout,
+                                   int64_t begin, int64_t end) {
   constexpr int64_t kAhead = 16;  // rows in flight; prefetch crosses bag boundaries
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
@@ -81,7 +82,7 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
   // Fixed widths sum in a local array the compiler keeps in vector registers.
   float local[kDim > 0 ? kDim : 1];
   for (int64_t b = begin; b < end; ++b) {
-    float* __restrict o = kDim > 0 ? local : out + b * dim;
+    float* __restrict o = kDim > 0 ? local : out + layout.row(b) * dim;
     std::memset(o, 0, row_bytes);
     for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
       if (j + 2 * kAhead < last) row_of.prefetch_index(inverse[j + 2 * kAhead]);
@@ -96,29 +97,29 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
     }
     if (scales && scales[b] != 1.0f)
       for (int64_t d = 0; d < dim; ++d) o[d] *= scales[b];
-    if (kDim > 0) std::memcpy(out + b * dim, o, row_bytes);
+    if (kDim > 0) std::memcpy(out + layout.row(b) * dim, o, row_bytes);
   }
 }
 
 template <typename RowOf>
 void pool_all(RowOf row_of, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-              const float* weights, const float* scales, float* out) {
+              const float* weights, const float* scales, float* out, const BagLayout& layout) {
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
     switch (dim) {
-      case 8: return pool_bags<8>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
-      case 16: return pool_bags<16>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
-      case 32: return pool_bags<32>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
-      case 64: return pool_bags<64>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
-      case 128: return pool_bags<128>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
-      default: return pool_bags<0>(row_of, dim, inverse, offsets, weights, scales, out, begin, end);
+      case 8: return pool_bags<8>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
+      case 16: return pool_bags<16>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
+      case 32: return pool_bags<32>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
+      case 64: return pool_bags<64>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
+      case 128: return pool_bags<128>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
+      default: return pool_bags<0>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
     }
   });
 }
 
 // One value's share of a row's gradient: factor * grad_out[bag].
 struct Contribution {
-  int32_t bag;  // reduce_rows refuses 2^31 bags or more
+  int32_t grad_row;  // the bag's row in grad_out (reduce_rows refuses 2^31 bags or more)
   float factor;
 };
 
@@ -133,8 +134,8 @@ void sum_row(const float* grad_out, int64_t dim_rt, const Contribution* items, i
   float* __restrict out = g;
   std::memset(out, 0, row_bytes);
   for (; k < k_end; ++k) {
-    if (k + kAhead < last) prefetch_lines(grad_out + int64_t{items[k + kAhead].bag} * dim, row_bytes);
-    const float* __restrict go = grad_out + int64_t{items[k].bag} * dim;
+    if (k + kAhead < last) prefetch_lines(grad_out + int64_t{items[k + kAhead].grad_row} * dim, row_bytes);
+    const float* __restrict go = grad_out + int64_t{items[k].grad_row} * dim;
     const float f = items[k].factor;
     for (int64_t d = 0; d < dim; ++d) out[d] += f * go[d];
   }
@@ -163,23 +164,25 @@ RECIS_VECTOR_CLONES void reduce_range(const float* grad_out, int64_t dim, const 
 }  // namespace
 
 void pooled_forward(const float* emb, int64_t /*num_unique*/, int64_t dim, const int64_t* inverse,
-                    const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out) {
+                    const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                    const BagLayout& layout) {
   struct Dense {  // unique row u at emb + u * dim
     const float* emb;
     int64_t dim;
     const float* operator()(int64_t u) const { return emb + u * dim; }
     void prefetch_index(int64_t) const {}
   };
-  pool_all(Dense{emb, dim}, dim, inverse, offsets, bags, weights, scales, out);
+  pool_all(Dense{emb, dim}, dim, inverse, offsets, bags, weights, scales, out, layout);
 }
 
 void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                         int64_t bags, const float* weights, const float* scales, float* out) {
-  pool_all(rows, dim, inverse, offsets, bags, weights, scales, out);
+                         int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) {
+  pool_all(rows, dim, inverse, offsets, bags, weights, scales, out, layout);
 }
 
 void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-                 const float* weights, const float* scales, int64_t num_unique, const RowSink& sink) {
+                 const float* weights, const float* scales, int64_t num_unique, const RowSink& sink,
+                 const BagLayout& layout) {
   // Counting sort of the values by unique row, keeping each value's bag and factor (scale * w):
   // row u's contributions are [start[u], start[u + 1]), in increasing j. Each thread takes a range
   // of bags and counts, then places, its own values (no atomics, no data-dependent branches);
@@ -218,8 +221,9 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
       const auto [lo, hi] = bag_range(p);
       for (int64_t b = lo; b < hi; ++b) {
         const float s = scales ? scales[b] : 1.0f;
+        const auto row = static_cast<int32_t>(layout.row(b));
         for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j)
-          items[static_cast<size_t>(next[inverse[j]]++)] = Contribution{static_cast<int32_t>(b), weights ? s * weights[j] : s};
+          items[static_cast<size_t>(next[inverse[j]]++)] = Contribution{row, weights ? s * weights[j] : s};
       }
     }
   });
@@ -230,7 +234,8 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
 }
 
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-                     const float* weights, const float* scales, int64_t num_unique, float* grad_emb) {
+                     const float* weights, const float* scales, int64_t num_unique, float* grad_emb,
+                     const BagLayout& layout) {
   struct Into : RowSink {
     float* out;
     int64_t dim;
@@ -239,7 +244,7 @@ void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse,
   } sink;
   sink.out = grad_emb;
   sink.dim = dim;
-  reduce_rows(grad_out, dim, inverse, offsets, bags, weights, scales, num_unique, sink);
+  reduce_rows(grad_out, dim, inverse, offsets, bags, weights, scales, num_unique, sink, layout);
 }
 
 }  // namespace recis

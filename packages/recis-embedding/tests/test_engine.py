@@ -224,3 +224,28 @@ def test_direct_and_copying_paths_agree():
         }
     )
     torch.testing.assert_close(pooled_only(b)["tags"], mixed(b)["tags"])
+
+
+def test_concat_of_one_tables_pooled_features_is_free_and_differentiable():
+    from recis.embedding import concat
+
+    specs = {f: EmbeddingSpec(4, initializer=Initializer.uniform(-1, 1)) for f in ("a", "b", "c")}
+    specs["d"] = EmbeddingSpec(2, combiner="mean")  # another width: another physical table
+    b = {f: Ragged.from_list([[1, 2], [], [3]]) for f in specs}
+    engine, twin = EmbeddingEngine(specs), EmbeddingEngine(specs)
+    out, ref = engine(b), twin(b)
+    x = concat([out["a"], out["b"], out["c"]])
+    assert x.shape == (3, 12) and x.data_ptr() == out["a"].data_ptr()  # no copy
+    torch.testing.assert_close(x, torch.cat([ref["a"], ref["b"], ref["c"]], dim=1))
+    # Other orders, subsets and mixed tables are an ordinary torch.cat.
+    for names in (["b", "a", "c"], ["a", "b"], ["a", "b", "c", "d"]):
+        y = concat([out[n] for n in names])
+        assert y.data_ptr() != out["a"].data_ptr()
+        torch.testing.assert_close(y, torch.cat([ref[n] for n in names], dim=1))
+    w = torch.randn(3, 12)
+    ((x * w).sum() + out["b"].sum()).backward()
+    ((torch.cat([ref["a"], ref["b"], ref["c"]], dim=1) * w).sum() + ref["b"].sum()).backward()
+    (g,) = [s for s in engine.sparse_grads() if s.table.dim == 4]
+    (want,) = [s for s in twin.sparse_grads() if s.table.dim == 4]
+    assert torch.equal(g.rows, want.rows)
+    torch.testing.assert_close(g.grad, want.grad)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recis.embedding import pooled_embedding, pooled_embedding_reference
@@ -109,6 +109,50 @@ def test_table_pooled_reads_rows_in_place_and_matches_the_copying_path():
         table_pooled(anchor, torch.tensor([99, 0, 1]), found.inverse, offsets, None, [0], [3], table.handle)
     with pytest.raises(ValueError, match="runs"):
         table_pooled(anchor, found.rows, found.inverse, offsets, None, [0, 1], [1, 1], table.handle)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from([0, 1, 5]), st.integers(1, 4), st.booleans())
+def test_table_pooled_batch_major_is_the_feature_major_result_side_by_side(seed, batch, features, weighted):
+    """batch_major=True lays run t's bag i at row i, columns t * D: the same numbers, forward and
+    backward (the gradient arrives in that layout), with mixed combiners and weights."""
+    from recis.embedding import HashTable, Initializer
+    from recis.embedding.ops import batch_major, feature_major, table_pooled
+
+    gen = torch.Generator().manual_seed(seed)
+    table = HashTable(dim=8, initializer=Initializer.uniform(-1, 1))
+    lengths = torch.randint(0, 4, (features * batch,), generator=gen)
+    ids = torch.randint(-(2**63), 2**63 - 1, (int(lengths.sum()),), generator=gen) % 7 - 3
+    found = table.lookup(ids)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    weights = torch.rand(len(ids), generator=gen) if weighted else None
+    codes, runs = [t % 3 for t in range(features)], [batch] * features
+    anchor = torch.zeros(()).expand(len(found.rows), 8).requires_grad_()
+    twin = torch.zeros(()).expand(len(found.rows), 8).requires_grad_()
+    args = (found.rows, found.inverse, offsets, weights, codes, runs, table.handle)
+    wide = table_pooled(anchor, *args, True)
+    tall = table_pooled(twin, *args, False)
+    assert wide.shape == (batch, features * 8)
+    torch.testing.assert_close(wide, batch_major(tall, runs))
+    torch.testing.assert_close(feature_major(wide, runs), tall)
+    grad = torch.randn(wide.shape, generator=gen)
+    wide.backward(grad)
+    tall.backward(feature_major(grad, runs))
+    torch.testing.assert_close(anchor.grad, twin.grad)
+    if batch and features > 1:
+        torch.library.opcheck(table_pooled, (anchor, *args, True))
+
+
+def test_batch_major_needs_equal_runs():
+    from recis.embedding import HashTable
+    from recis.embedding.ops import table_pooled
+
+    table = HashTable(dim=2)
+    found = table.lookup(torch.tensor([1, 2, 3]))
+    anchor = torch.zeros(()).expand(len(found.rows), 2)
+    offsets = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="batch_major needs the same number of bags in every run, got 1 and 2"):
+        table_pooled(anchor, found.rows, found.inverse, offsets, None, [0, 0], [1, 2], table.handle, True)
 
 
 @given(st.lists(pooling_inputs(), min_size=1, max_size=4))

@@ -1,11 +1,11 @@
 """Dynamic hash-table embeddings: an ID map plus row blocks that grow, forget and stay fast.
 
 `HashTable` is one table (C++ in recis-core); `EmbeddingEngine` maps a batch of ID features to
-embeddings through merged tables; `ops.pooled_embedding` is the differentiable pooled lookup;
-`owner` says which rank owns an ID.
+embeddings through merged tables; `concat` joins pooled outputs (without a copy when they share a
+table); `ops.pooled_embedding` is the differentiable pooled lookup; `owner` says which rank owns an ID.
 """
 
-from .engine import EmbeddingEngine, EmbeddingSpec, SparseGrad
+from .engine import EmbeddingEngine, EmbeddingSpec, SparseGrad, concat
 from .ops import pooled_embedding, pooled_embedding_reference
 from .sharding import owner
 from .table import Eviction, HashTable, Initializer, Lookup
@@ -19,6 +19,7 @@ __all__ = [
     "Initializer",
     "Lookup",
     "SparseGrad",
+    "concat",
     "owner",
     "pooled_embedding",
     "pooled_embedding_reference",

@@ -250,13 +250,17 @@ class EmbeddingEngine(nn.Module):
         """Pools every feature of a group in one op: their bags concatenated, one combiner run each."""
         names = [name for name, _ in present]
         offsets, weights, codes, runs = self._bags(names, inputs)
+        # Features with the same batch size come out side by side in one (B, F * D) tensor, as a
+        # model concatenates them: `concat` then returns it without copying.
+        side_by_side = len(runs) > 1 and len(set(runs)) == 1
         try:
             pooled = ops.table_pooled(
-                anchor, rows, inverse, offsets, weights, codes, runs, group.table.handle
-            )  # (sum of B, D)
+                anchor, rows, inverse, offsets, weights, codes, runs, group.table.handle, side_by_side
+            )  # (B, F * D) side by side, else (sum of B, D)
         except ValueError as e:
             raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
-        out.update(zip(names, pooled.split(runs), strict=True))
+        parts = pooled.split(group.table.dim, dim=1) if side_by_side else pooled.split(runs)
+        out.update(zip(names, parts, strict=True))
 
     def _bags(self, names: list[str], inputs: list[Ragged]) -> tuple[Tensor, Tensor | None, list[int], list[int]]:
         """The features' bags as one pooling call: (offsets, weights or None, combiner codes, runs)."""
@@ -374,6 +378,31 @@ class EmbeddingEngine(nn.Module):
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
         return {name: table.stats() for name, table in self.tables().items()}
+
+
+def concat(tensors: list[Tensor]) -> Tensor:
+    """`torch.cat(tensors, dim=1)`, without a copy when the tensors are the side-by-side column
+    blocks of one tensor, in order: the pooled outputs of one physical table's features are (the
+    engine computes them as one (B, F * D) tensor), so concatenating them costs nothing forward
+    and backward. May then return that tensor itself rather than a new one.
+
+    Example:
+        >>> engine = EmbeddingEngine({"a": EmbeddingSpec(4), "b": EmbeddingSpec(4)})
+        >>> out = engine({"a": torch.tensor([1, 2]), "b": torch.tensor([3, 4])})
+        >>> x = concat([out["a"], out["b"]])  # (2, 8), shares memory with out["a"]
+        >>> x.data_ptr() == out["a"].data_ptr()
+        True
+    """
+    base = tensors[0]._base if tensors else None
+    if base is not None and base.dim() == 2 and all(t.dim() == 2 for t in tensors):
+        col, ok = 0, True
+        for t in tensors:
+            ok = ok and t._base is base and t.shape[0] == base.shape[0] and t.stride() == base.stride()
+            ok = ok and t.storage_offset() == base.storage_offset() + col * base.stride(1)
+            col += t.shape[1]
+        if ok and col == base.shape[1]:
+            return base
+    return torch.cat(tensors, dim=1)
 
 
 def _check_spec(name: str, spec: EmbeddingSpec) -> None:

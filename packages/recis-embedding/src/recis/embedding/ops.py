@@ -68,6 +68,22 @@ def _runs(combiner: str | list[str], runs: list[int] | None, offsets: Tensor) ->
     return combiners, runs
 
 
+def batch_major(pooled: Tensor, runs: list[int]) -> Tensor:
+    """(runs * B, D) feature-major pooled rows -> (B, runs * D), the runs side by side."""
+    if not runs:
+        return pooled
+    dim = pooled.shape[1]
+    return pooled.view(len(runs), runs[0], dim).transpose(0, 1).reshape(runs[0], len(runs) * dim)
+
+
+def feature_major(pooled: Tensor, runs: list[int]) -> Tensor:
+    """Inverse of `batch_major`: (B, runs * D) -> (runs * B, D)."""
+    if not runs:
+        return pooled
+    dim = pooled.shape[1] // len(runs)
+    return pooled.view(runs[0], len(runs), dim).transpose(0, 1).reshape(len(runs) * runs[0], dim)
+
+
 def _check(emb: Tensor, inverse: Tensor, offsets: Tensor, combiner: str) -> None:
     _runs(combiner, None, offsets)
     if emb.dim() != 2 or inverse.dim() != 1 or offsets.dim() != 1:
@@ -107,19 +123,24 @@ def pooled_embedding_backward(
     combiners: list[int],
     runs: list[int],
     num_unique: int,
+    batch_major: bool = False,
 ) -> Tensor:
-    """Gradient of a pooled lookup with respect to its unique rows: (U, D), summed per row."""
+    """Gradient of a pooled lookup with respect to its unique rows: (U, D), summed per row.
+    `batch_major`: `grad` is (B, runs * D), the runs side by side (as `table_pooled` gives them)."""
     names = [COMBINERS[c] for c in combiners]
     if not _on_cpu(grad, inverse, offsets, weights) or grad.dtype != torch.float32:
+        if batch_major:
+            grad = feature_major(grad, runs)
         rows = grad.new_zeros(num_unique, grad.shape[1])
         with torch.enable_grad():
             rows.requires_grad_()
             out = pooled_embedding_reference(rows, inverse, offsets, weights, names, runs)
             (g,) = torch.autograd.grad(out, rows, grad)
         return g
-    out = torch.empty(num_unique, grad.shape[1], dtype=grad.dtype)
+    dim = grad.shape[1] // len(runs) if batch_major and runs else grad.shape[1]
+    out = torch.empty(num_unique, dim, dtype=grad.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
-    _C.pooled_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out)
+    _C.pooled_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out, batch_major)
     return out
 
 
@@ -132,8 +153,9 @@ def _(
     combiners: list[int],
     runs: list[int],
     num_unique: int,
+    batch_major: bool = False,
 ) -> Tensor:
-    return grad.new_empty(num_unique, grad.shape[1])
+    return grad.new_empty(num_unique, grad.shape[1] // len(runs) if batch_major and runs else grad.shape[1])
 
 
 # Both pooled ops share one backward: it needs the pooling structure and U, never the rows.
@@ -143,11 +165,14 @@ def _save_pooling(  # type: ignore[no-untyped-def]
     ctx.save_for_backward(inverse, offsets, weights)
     ctx.combiners, ctx.runs = combiners, runs
     ctx.num_unique = unique.shape[0]
+    ctx.batch_major = False
 
 
 def _grad_of_rows(ctx, grad: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
     inverse, offsets, weights = ctx.saved_tensors
-    return pooled_embedding_backward(grad, inverse, offsets, weights, ctx.combiners, ctx.runs, ctx.num_unique)
+    return pooled_embedding_backward(
+        grad, inverse, offsets, weights, ctx.combiners, ctx.runs, ctx.num_unique, ctx.batch_major
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -208,19 +233,24 @@ def table_pooled(
     combiners: list[int],
     runs: list[int],
     table: int,
+    batch_major: bool = False,
 ) -> Tensor:
     """Pooled lookup reading the unique rows straight from table `table` (a handle).
 
     Pools several features in one call: their bags are concatenated in `offsets` and run i (the
-    next `runs[i]` bags) uses combiner `COMBINERS[combiners[i]]`. `anchor` is a (U, D) stand-in for the unique rows,
-    usually a zero-stride `torch.zeros(()).expand(U, D)` that requires grad: it costs no memory,
-    and backward gives it the (U, D) gradient of the rows, or, when the table has a fused
-    optimizer (`HashTable.fused_backward`), hands the output gradient to it and gives none.
+    next `runs[i]` bags) uses combiner `COMBINERS[combiners[i]]`. The result is (bags, D), or
+    with `batch_major` (all runs of B bags) (B, runs * D): the features side by side, as a model
+    concatenates them, so no copy is needed for that (see `recis.embedding.concat`).
+
+    `anchor` is a (U, D) stand-in for the unique rows, usually a zero-stride
+    `torch.zeros(()).expand(U, D)` that requires grad: it costs no memory, and backward gives it
+    the (U, D) gradient of the rows, or, when the table has a fused optimizer
+    (`HashTable.fused_backward`), hands the output gradient to it and gives none.
     """
     from .table import table_by_handle
 
     names = _runs([COMBINERS[c] for c in combiners], runs, offsets)[0]
-    return table_by_handle(table).pool(rows, inverse, offsets, weights, names, runs).to(anchor.device)
+    return table_by_handle(table).pool(rows, inverse, offsets, weights, names, runs, batch_major).to(anchor.device)
 
 
 @table_pooled.register_fake
@@ -233,14 +263,17 @@ def _(
     combiners: list[int],
     runs: list[int],
     table: int,
+    batch_major: bool = False,
 ) -> Tensor:
+    if batch_major and runs:
+        return anchor.new_empty(runs[0], len(runs) * anchor.shape[1])
     return anchor.new_empty(offsets.shape[0] - 1, anchor.shape[1])
 
 
 def _setup_table_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    anchor, rows, inverse, offsets, weights, combiners, runs, table = inputs
+    anchor, rows, inverse, offsets, weights, combiners, runs, table, batch_major = inputs
     _save_pooling(ctx, anchor, inverse, offsets, weights, combiners, runs)
-    ctx.rows, ctx.table = rows, table
+    ctx.rows, ctx.table, ctx.batch_major = rows, table, batch_major
 
 
 def _table_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
@@ -249,9 +282,11 @@ def _table_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
     fused = table_by_handle(ctx.table).fused_backward
     if fused is not None:
         inverse, offsets, weights = ctx.saved_tensors
-        fused(ctx.rows, inverse, offsets, weights, [COMBINERS[c] for c in ctx.combiners], ctx.runs, grad)
-        return None, None, None, None, None, None, None, None
-    return _grad_of_rows(ctx, grad), None, None, None, None, None, None, None
+        fused(
+            ctx.rows, inverse, offsets, weights, [COMBINERS[c] for c in ctx.combiners], ctx.runs, grad, ctx.batch_major
+        )
+        return None, None, None, None, None, None, None, None, None
+    return _grad_of_rows(ctx, grad), None, None, None, None, None, None, None, None
 
 
 table_pooled.register_autograd(_table_backward, setup_context=_setup_table_context)

@@ -205,18 +205,23 @@ class HashTable:
         weights: Tensor | None,
         combiner: str | list[str],
         runs: list[int] | None = None,
+        batch_major: bool = False,
     ) -> Tensor:
         """Pools rows `rows[inverse[j]]` per bag straight from the table's blocks: (bags, D).
 
         `combiner` may be a list, one per run of `runs[i]` consecutive bags (several features in
-        one call). The differentiable form is `ops.table_pooled`.
+        one call). With `batch_major` (every run the same length B) the result is (B, runs * D),
+        the runs side by side as a model concatenates features. The differentiable form is
+        `ops.table_pooled`.
         """
-        out = torch.empty(len(offsets) - 1, self.dim)
+        bags = len(offsets) - 1
         combiners = [combiner] if isinstance(combiner, str) else list(combiner)
-        runs = [len(out)] if runs is None else list(runs)
+        runs = [bags] if runs is None else list(runs)
+        shape = (runs[0], len(runs) * self.dim) if batch_major and runs else (bags, self.dim)
+        out = torch.empty(shape)
         w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
         cpu = lambda t: t.to(device="cpu", dtype=torch.int64).contiguous()
-        self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiners, runs, out)
+        self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiners, runs, out, batch_major)
         return out
 
     def gather(self, rows: Tensor) -> Tensor:

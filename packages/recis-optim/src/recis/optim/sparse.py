@@ -201,6 +201,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         combiners: list[str],
         runs: list[int],
         grad: Tensor,
+        batch_major: bool = False,
     ) -> None:
         """Backward of a pooled lookup straight into the update: no (U, D) gradient is stored."""
         self._mark_fused(i)
@@ -217,6 +218,7 @@ class SparseOptimizer(torch.optim.Optimizer):
             combiners,
             runs,
             grad.to(device="cpu", dtype=torch.float32).contiguous(),
+            batch_major,
         )
 
     def _mark_fused(self, i: int) -> None:
