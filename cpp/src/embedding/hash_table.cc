@@ -3,6 +3,7 @@
 #include "recis/hash_table.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -236,21 +237,27 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
   // Probe every key, repeats included: a repeat finds its entry in cache, which is cheaper than
   // de-duplicating the keys first. inverse holds each key's row until unique_rows turns it into
   // the index among the distinct rows.
+  std::atomic<bool> any_missed{false};
   parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
     // Windows of keys: hash and prefetch a whole window's map slots, then probe them.
     constexpr int64_t kWindow = 32;
     size_t slot[kWindow];
+    int64_t missing = 0;
     for (int64_t w = begin; w < end; w += kWindow) {
       const int64_t m = std::min(kWindow, end - w);
       for (int64_t k = 0; k < m; ++k) {
         slot[k] = home(ids[w + k], tags ? tags[w + k] : 0);
         __builtin_prefetch(&map_[slot[k]]);
       }
-      for (int64_t k = 0; k < m; ++k) inverse[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : 0);
+      for (int64_t k = 0; k < m; ++k) {
+        inverse[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : 0);
+        missing += inverse[w + k] < 0;
+      }
     }
+    if (missing) any_missed.store(true, std::memory_order_relaxed);
   });
-  std::vector<int64_t> missed;
-  for (int64_t i = 0; i < n; ++i)
+  std::vector<int64_t> missed;  // positions of missing keys (a scan only when there are any)
+  for (int64_t i = 0; any_missed.load(std::memory_order_relaxed) && i < n; ++i)
     if (inverse[i] < 0) missed.push_back(i);
   int64_t created = 0;
   if (!missed.empty()) {  // the distinct missing keys go through admission and insertion once
