@@ -274,3 +274,18 @@ def test_reserve_grows_the_map_once_and_keeps_rows():
     assert torch.equal(table.gather(table.lookup(torch.arange(10), insert=False).rows), values)
     with pytest.raises(ValueError, match="rows must be >= 0"):
         table.reserve(-1)
+
+
+def test_table_kernels_follow_torch_thread_count():
+    """The core's pool starts at one thread; table calls size it to torch.get_num_threads() (a
+    lookup that never synced ran single-threaded whatever torch was set to)."""
+    from recis.core import _C
+
+    before = torch.get_num_threads()
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            HashTable(4).lookup(torch.arange(10))
+            assert _C.num_threads() == n
+    finally:
+        torch.set_num_threads(before)

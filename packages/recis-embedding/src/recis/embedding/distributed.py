@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from recis.core import _C
+from recis.core import _C, threads
 
 from .table import HashTable
 
@@ -63,6 +63,7 @@ class RemoteLookup:
 def route(table: HashTable, ids: list[Tensor], tags: list[int], group: ProcessGroup | None) -> Routed:
     """Step 1: local de-duplication and ordering by owner (no communication)."""
     parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]
+    threads.sync()
     keys, key_tags, counts, inverse = _C.route_keys(parts, list(tags), world(group))
     return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist())
 

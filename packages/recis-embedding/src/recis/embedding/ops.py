@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recis.core import _C
+from recis.core import _C, threads
 
 COMBINERS = ("sum", "mean", "sqrtn")  # custom ops take a combiner as its index here (no list[str] in op schemas)
 
@@ -105,6 +105,7 @@ def pooled_embedding(emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Ten
         return pooled_embedding_reference(emb, inverse, offsets, weights, combiner)
     out = torch.empty(len(offsets) - 1, emb.shape[1], dtype=emb.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
+    threads.sync()
     _C.pooled_forward(emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, [combiner], [len(out)], out)
     return out
 
@@ -140,6 +141,7 @@ def pooled_embedding_backward(
     dim = grad.shape[1] // len(runs) if batch_major and runs else grad.shape[1]
     out = torch.empty(num_unique, dim, dtype=grad.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
+    threads.sync()
     _C.pooled_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out, batch_major)
     return out
 
@@ -200,6 +202,7 @@ def pooled_group(
         return pooled_embedding_reference(emb, inverse, offsets, weights, names, runs)
     out = torch.empty(len(offsets) - 1, emb.shape[1], dtype=emb.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
+    threads.sync()
     _C.pooled_forward(emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out)
     return out
 

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple, cast
 import torch
 from torch import Tensor
 
-from recis.core import _C
+from recis.core import _C, threads
 
 InitKind = Literal["constant", "uniform", "normal", "truncated_normal", "xavier_uniform"]
 
@@ -188,12 +188,14 @@ class HashTable:
         parts = [ids] if isinstance(ids, Tensor) else list(ids)
         tags = [0] * len(parts) if tags is None else list(tags)
         parts = [_as_ids(p, "HashTable.lookup") for p in parts]
+        threads.sync()  # the core pool follows torch.get_num_threads()
         rows, inverse, emb = self._c.lookup(parts, tags, step, insert, gather)
         return Lookup(rows, inverse, emb)
 
     def lookup_tagged(self, ids: Tensor, tags: Tensor, step: int = 0, insert: bool = True) -> Lookup:
         """`lookup` of keys that carry one tag each (`tags`: int32, one per ID), rows gathered."""
         ids = _as_ids(ids, "HashTable.lookup_tagged")
+        threads.sync()
         rows, inverse, emb = self._c.lookup_tagged(ids, tags.to(torch.int32).contiguous(), step, insert)
         return Lookup(rows, inverse, emb)
 
@@ -221,11 +223,13 @@ class HashTable:
         out = torch.empty(shape)
         w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
         cpu = lambda t: t.to(device="cpu", dtype=torch.int64).contiguous()
+        threads.sync()
         self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiners, runs, out, batch_major)
         return out
 
     def gather(self, rows: Tensor) -> Tensor:
         """Embeddings of live table rows (n, D); row -1 reads zeros, any other row raises ValueError."""
+        threads.sync()
         return cast(Tensor, self._c.gather(_as_ids(rows, "HashTable.gather")))
 
     def evict(self, step: int) -> int:
@@ -266,6 +270,7 @@ class HashTable:
         """Live rows with row index in [begin, end), optionally only those seen at step >= `min_step`,
         as `state_dict()` does: savers walk `range(0, row_capacity, chunk)` to stream a big table
         without copying it whole, and `min_step` selects the rows touched since a save (deltas)."""
+        threads.sync()
         e = self._c.export(begin, 2**63 - 1 if end is None else end, -(2**63) if min_step is None else min_step)
         out = {k: e[k] for k in ("ids", "tags", "steps", "freqs", "embeddings")}
         return out | {f"slot.{name}": t for name, t in e["slots"].items()}

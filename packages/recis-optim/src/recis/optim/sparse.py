@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from recis.core import _C
+from recis.core import _C, threads
 from recis.embedding import EmbeddingEngine, HashTable, SparseGrad
 
 Sources = EmbeddingEngine | nn.Module | HashTable | Iterable[EmbeddingEngine | nn.Module | HashTable]
@@ -207,6 +207,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._mark_fused(i)
         w = None if weights is None else weights.to(torch.float32).contiguous()
         config = self._config(i, self._step + 1)
+        threads.sync()  # the core pool follows torch.get_num_threads()
         _C.pooled_backward_update(
             self.tables[i]._c,
             config,
@@ -242,6 +243,7 @@ class SparseOptimizer(torch.optim.Optimizer):
     def _update(self, i: int, rows: Tensor, grad: Tensor, step: int) -> None:
         config = self._config(i, step)
         grad = grad.to(device="cpu", dtype=torch.float32).contiguous()
+        threads.sync()
         _C.sparse_update(self.tables[i]._c, config, self._slots[i], rows.cpu(), grad)
 
     def _configure(self, config: Any, group: dict[str, Any]) -> None:
