@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "recis/hash_table.h"
+#include "recis/parallel.h"
 #include "recis/pooling.h"
 #include "pooling_args.h"
 #include "tensor.h"
@@ -66,13 +67,15 @@ int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& ta
   all_ids = ScratchArray<int64_t>(static_cast<size_t>(n));
   all_tags = ScratchArray<uint16_t>(static_cast<size_t>(n));
   nb::gil_scoped_release release;
-  int64_t at = 0;
-  for (size_t k = 0; k < ids.size(); ++k) {
-    const int64_t m = static_cast<int64_t>(ids[k].shape(0));
-    if (m) std::memcpy(all_ids.data() + at, ids[k].data(), static_cast<size_t>(m) * sizeof(int64_t));
-    std::fill(all_tags.data() + at, all_tags.data() + at + m, static_cast<uint16_t>(tags[k]));
-    at += m;
-  }
+  std::vector<int64_t> starts(ids.size() + 1, 0);
+  for (size_t k = 0; k < ids.size(); ++k) starts[k + 1] = starts[k] + static_cast<int64_t>(ids[k].shape(0));
+  parallel_for(static_cast<int64_t>(ids.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t at = starts[static_cast<size_t>(k)], m = starts[static_cast<size_t>(k) + 1] - at;
+      if (m) std::memcpy(all_ids.data() + at, ids[static_cast<size_t>(k)].data(), static_cast<size_t>(m) * sizeof(int64_t));
+      std::fill(all_tags.data() + at, all_tags.data() + at + m, static_cast<uint16_t>(tags[static_cast<size_t>(k)]));
+    }
+  });
   return n;
 }
 

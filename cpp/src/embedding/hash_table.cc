@@ -532,16 +532,29 @@ void unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
   }
   // A bitmap over the table's rows marks the ones present; a row's index among them is the
   // number of marked rows below it (popcounts), so they come out ascending with no sort.
-  ScratchArray<uint64_t> marks(static_cast<size_t>(words), 0);
+  // Each thread marks its share of the keys in its own bitmap; the bitmaps are then OR-ed.
+  const int64_t parts = n < 65536 ? 1 : num_threads();
+  ScratchArray<uint64_t> marks(static_cast<size_t>(words * parts), 0);
+  std::vector<char> none_in(static_cast<size_t>(parts), 0);
+  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      uint64_t* own = marks.data() + p * words;
+      for (int64_t i = n * p / parts; i < n * (p + 1) / parts; ++i) {
+        const int64_t r = x[i];
+        if (r < 0)
+          none_in[static_cast<size_t>(p)] = 1;
+        else
+          own[r >> 6] |= uint64_t{1} << (r & 63);
+      }
+    }
+  });
   uint64_t* bits = marks.data();
-  bool none = false;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t r = x[i];
-    if (r < 0)
-      none = true;
-    else
-      bits[r >> 6] |= uint64_t{1} << (r & 63);
-  }
+  if (parts > 1)
+    parallel_for(words, 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t p = 1; p < parts; ++p)
+        for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
+    });
+  const bool none = std::find(none_in.begin(), none_in.end(), 1) != none_in.end();
   ScratchArray<int64_t> below(static_cast<size_t>(words) + 1);
   below[0] = 0;
   for (int64_t w = 0; w < words; ++w)

@@ -5,6 +5,7 @@
 #include "recis/pooling.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -55,12 +56,17 @@ std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float*
 void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,
                           const int64_t* offsets, int64_t bags) {
   validate_offsets(Offsets{offsets, bags, n}, op);
-  int64_t lo = 0, hi = 0;  // branch-free min/max (vectorizes); the offender is searched only on failure
-  for (int64_t j = 0; j < n; ++j) {
-    lo = std::min(lo, inverse[j]);
-    hi = std::max(hi, inverse[j]);
-  }
-  if (n == 0 || (lo >= 0 && hi < num_unique)) return;
+  // Branch-free min/max per chunk (vectorizes); the offender is searched only on failure.
+  std::atomic<bool> bad{false};
+  parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
+    int64_t lo = 0, hi = 0;
+    for (int64_t j = begin; j < end; ++j) {
+      lo = std::min(lo, inverse[j]);
+      hi = std::max(hi, inverse[j]);
+    }
+    if (lo < 0 || hi >= num_unique) bad.store(true, std::memory_order_relaxed);
+  });
+  if (!bad.load()) return;
   for (int64_t j = 0; j < n; ++j)
     if (inverse[j] < 0 || inverse[j] >= num_unique)
       throw std::invalid_argument(std::string(op) + ": inverse[" + std::to_string(j) + "]=" + std::to_string(inverse[j]) +
