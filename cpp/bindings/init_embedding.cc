@@ -13,6 +13,7 @@
 #include "recis/hash_table.h"
 #include "recis/parallel.h"
 #include "recis/pooling.h"
+#include "recis/ragged.h"
 #include "pooling_args.h"
 #include "tensor.h"
 
@@ -215,6 +216,30 @@ void init_embedding(nb::module_& m) {
           nb::arg("runs"), nb::arg("out").noconvert(), nb::arg("batch_major") = false,
           "Pools table rows rows[inverse[j]] per bag straight from the blocks (no (U, D) copy) into out (bags x dim; "
           "batch_major: bags per run x runs * dim, the runs side by side).")
+      .def(
+          "pool_keys",
+          [](HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, const I64Array& offsets,
+             std::optional<F32Array1> weights, const std::vector<std::string>& combiners,
+             const std::vector<int64_t>& runs, F32Out2 out, bool batch_major) {
+            const char* op = "HashTable.pool_keys";
+            ScratchArray<int64_t> all_ids(0);
+            ScratchArray<uint16_t> all_tags(0);
+            const int64_t n = concat_keys(ids, tags, op, all_ids, all_tags);
+            const int64_t bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+            const std::vector<BagRun> c = parse_runs(combiners, runs, op);
+            const BagLayout layout = parse_layout(runs, batch_major, op);
+            check_out_shape(out, layout, bags, t.dim(), op, "out");
+            const float* w = weights_of(weights, n, op);
+            nb::gil_scoped_release release;
+            validate_offsets(Offsets{offsets.data(), bags, n}, op);
+            const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, op);
+            t.pool_keys(all_ids.data(), all_tags.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
+                        out.data(), layout);
+          },
+          nb::arg("ids"), nb::arg("tags"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
+          nb::arg("runs"), nb::arg("out").noconvert(), nb::arg("batch_major") = false,
+          "Read-only pooled lookup straight from the keys (one ID array per tag, bags over their concatenation): no "
+          "de-duplication, no insert, nothing recorded, missing keys read zeros; every key counts as a lookup.")
       .def(
           "gather",
           [](const HashTable& t, const I64Array& rows) {

@@ -24,7 +24,11 @@ struct BagRun {
 struct BagLayout {
   int64_t runs = 0;  // 0: feature-major
   int64_t per_run = 0;
-  int64_t row(int64_t b) const { return runs ? (b % per_run) * runs + b / per_run : b; }
+  int64_t first = 0;  // the call's bag 0 is bag `first` of the layout (a piece of a larger call)
+  int64_t row(int64_t b) const {
+    b += first;
+    return runs ? (b % per_run) * runs + b / per_run : b;
+  }
 };
 
 // Per-bag scale: 1 (sum), 1 / sum_j w_j (mean), 1 / sqrt(sum_j w_j^2) (sqrtn), 0 for empty bags

@@ -239,22 +239,8 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
   // the index among the distinct rows.
   std::atomic<bool> any_missed{false};
   parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
-    // Windows of keys: hash and prefetch a whole window's map slots, then probe them.
-    constexpr int64_t kWindow = 32;
-    size_t slot[kWindow];
-    int64_t missing = 0;
-    for (int64_t w = begin; w < end; w += kWindow) {
-      const int64_t m = std::min(kWindow, end - w);
-      for (int64_t k = 0; k < m; ++k) {
-        slot[k] = home(ids[w + k], tags ? tags[w + k] : 0);
-        __builtin_prefetch(&map_[slot[k]]);
-      }
-      for (int64_t k = 0; k < m; ++k) {
-        inverse[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : 0);
-        missing += inverse[w + k] < 0;
-      }
-    }
-    if (missing) any_missed.store(true, std::memory_order_relaxed);
+    if (probe_keys(ids + begin, tags ? tags + begin : nullptr, end - begin, inverse + begin))
+      any_missed.store(true, std::memory_order_relaxed);
   });
   std::vector<int64_t> missed;  // positions of missing keys (a scan only when there are any)
   for (int64_t i = 0; any_missed.load(std::memory_order_relaxed) && i < n; ++i)
@@ -282,6 +268,56 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
   const int64_t found = static_cast<int64_t>(unique.size()) - (!unique.empty() && unique.back() < 0) - created;
   counters_.lookups += found;
   counters_.hits += found;
+}
+
+int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows) const {
+  // Windows of keys: hash and prefetch a whole window's map slots, then probe them.
+  constexpr int64_t kWindow = 32;
+  size_t slot[kWindow];
+  int64_t missing = 0;
+  for (int64_t w = 0; w < n; w += kWindow) {
+    const int64_t m = std::min(kWindow, n - w);
+    for (int64_t k = 0; k < m; ++k) {
+      slot[k] = home(ids[w + k], tags ? tags[w + k] : 0);
+      __builtin_prefetch(&map_[slot[k]]);
+    }
+    for (int64_t k = 0; k < m; ++k) {
+      rows[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : 0);
+      missing += rows[w + k] < 0;
+    }
+  }
+  return missing;
+}
+
+void HashTable::pool_keys(const int64_t* ids, const uint16_t* tags, const int64_t* offsets, int64_t bags,
+                          const float* weights, const float* scales, float* out, const BagLayout& layout) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<const float*> blocks;
+  for (const Block& b : emb_) blocks.push_back(b.get());
+  // Pieces of 256 bags: probe a piece's keys, then pool it while its rows are still in cache.
+  constexpr int64_t kBags = 256;
+  std::atomic<int64_t> missed{0};
+  parallel_for((bags + kBags - 1) / kBags, 1, [&](int64_t pb, int64_t pe) {
+    std::vector<int64_t> rows, position, local(kBags + 1);
+    int64_t missing = 0;
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t b0 = p * kBags, nb = std::min(kBags, bags - b0);
+      const int64_t v0 = offsets[b0], m = offsets[b0 + nb] - v0;
+      rows.resize(static_cast<size_t>(m));
+      missing += probe_keys(ids + v0, tags ? tags + v0 : nullptr, m, rows.data());
+      for (int64_t k = static_cast<int64_t>(position.size()); k < m; ++k) position.push_back(k);
+      for (int64_t k = 0; k <= nb; ++k) local[static_cast<size_t>(k)] = offsets[b0 + k] - v0;
+      const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows.data(), zero_row_.data()};
+      BagLayout piece = layout;
+      piece.first += b0;
+      pooled_forward_rows(source, dim_, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
+                          scales ? scales + b0 : nullptr, out, piece);
+    }
+    missed += missing;
+  });
+  counters_.lookups += offsets[bags];
+  counters_.hits += offsets[bags] - missed.load();
+  counters_.rejected += missed.load();
 }
 
 void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {

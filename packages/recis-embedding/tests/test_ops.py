@@ -208,3 +208,53 @@ def test_pooled_group_opcheck_and_bad_runs():
     torch.library.opcheck(pooled_group, (emb, inverse, offsets, torch.rand(5), [1, 2], [1, 2]))
     with pytest.raises(ValueError, match="runs"):
         pooled_group(emb, inverse, offsets, None, [0], [2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from([0, 1, 3, 600]), st.integers(1, 3), st.booleans(), st.booleans())
+def test_pool_keys_matches_lookup_then_pool(seed, batch, features, weighted, side_by_side):
+    """The eval path pools straight from the keys (pieces of 256 bags, no de-duplication); it must
+    equal a read-only lookup followed by pooling, with missing keys (zeros), negative and 64-bit
+    IDs, empty bags, weights and mixed combiners, and leave the table unchanged."""
+    from recis.embedding import HashTable, Initializer
+    from recis.embedding.ops import batch_major
+
+    gen = torch.Generator().manual_seed(seed)
+    table = HashTable(dim=8, initializer=Initializer.uniform(-1, 1))
+    for tag in range(features):
+        table.add_logical_table(f"t{tag}")
+    ids, lengths, known = [], [], []
+    for _ in range(features):
+        n = torch.randint(0, 4, (batch,), generator=gen)
+        wide = torch.randint(-(2**63), 2**63 - 1, (int(n.sum()),), generator=gen)
+        ids.append(torch.where(torch.rand(len(wide), generator=gen) < 0.5, wide % 50 - 25, wide))
+        lengths.append(n)
+        known.append(ids[-1][torch.rand(len(wide), generator=gen) < 0.7])  # ~30% of keys stay unknown
+    table.lookup(known, tags=list(range(features)))
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
+    weights = torch.rand(int(offsets[-1]), generator=gen) if weighted else None
+    combiners, runs = [COMBINERS[t % 3] for t in range(features)], [batch] * features
+    before = table.stats()
+    got = table.pool_keys(ids, list(range(features)), offsets, weights, combiners, runs, side_by_side)
+    found = table.lookup(ids, insert=False, tags=list(range(features)), gather=False)
+    want = table.pool(found.rows, found.inverse, offsets, weights, combiners, runs)
+    torch.testing.assert_close(got, batch_major(want, runs) if side_by_side else want)
+    after = table.stats()
+    assert after["rows"] == before["rows"] and after["inserts"] == before["inserts"]
+    assert after["lookups"] - before["lookups"] >= int(offsets[-1])
+
+
+def test_pool_keys_bad_input():
+    from recis.embedding import HashTable
+
+    table = HashTable(dim=2)
+    ids = [torch.tensor([1, 2, 3])]
+    with pytest.raises(ValueError, match="offsets"):
+        table.pool_keys(ids, [0], torch.tensor([0, 2]), None, "sum")  # covers 2 of 3 keys
+    with pytest.raises(ValueError, match="weights"):
+        table.pool_keys(ids, [0], torch.tensor([0, 3]), torch.ones(2), "sum")
+    with pytest.raises(TypeError, match="IDs must be integers"):
+        table.pool_keys([torch.ones(3)], [0], torch.tensor([0, 3]), None, "sum")
+    assert table.pool_keys(
+        [torch.zeros(0, dtype=torch.int64)], [0], torch.zeros(1, dtype=torch.int64), None, "sum"
+    ).shape == (0, 2)

@@ -174,6 +174,9 @@ class EmbeddingEngine(nn.Module):
             # All-pooled groups pool straight from the table's blocks; others gather (U, D) rows.
             direct = all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
             tags = [t for _, t in present]
+            if direct and not self.training:  # read-only: pool straight from the keys, no de-duplication
+                self._pool_keys(group, present, inputs, out)
+                continue
             found = group.table.lookup([r.values for r in inputs], self.step, insert, tags, gather=not direct)  # type: ignore[misc]
             dim = group.table.dim
             emb = torch.zeros(()).expand(len(found.rows), dim) if direct else found.embeddings  # (U, D)
@@ -250,17 +253,31 @@ class EmbeddingEngine(nn.Module):
         """Pools every feature of a group in one op: their bags concatenated, one combiner run each."""
         names = [name for name, _ in present]
         offsets, weights, codes, runs = self._bags(names, inputs)
-        # Features with the same batch size come out side by side in one (B, F * D) tensor, as a
-        # model concatenates them: `concat` then returns it without copying.
-        side_by_side = len(runs) > 1 and len(set(runs)) == 1
+        side_by_side = _side_by_side(runs)
         try:
             pooled = ops.table_pooled(
                 anchor, rows, inverse, offsets, weights, codes, runs, group.table.handle, side_by_side
-            )  # (B, F * D) side by side, else (sum of B, D)
+            )
         except ValueError as e:
             raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
-        parts = pooled.split(group.table.dim, dim=1) if side_by_side else pooled.split(runs)
-        out.update(zip(names, parts, strict=True))
+        _split_pooled(names, runs, group.table.dim, pooled, side_by_side, out)
+
+    def _pool_keys(
+        self, group: _Group, present: list[tuple[str, int]], inputs: list[Ragged], out: dict[str, object]
+    ) -> None:
+        """Eval-mode pooling of a group's features, one read-only pass over their keys."""
+        names = [name for name, _ in present]
+        offsets, weights, codes, runs = self._bags(names, inputs)
+        side_by_side = _side_by_side(runs)
+        ids: list[Tensor] = [r.values for r in inputs]  # type: ignore[misc]
+        tags = [t for _, t in present]
+        combiners = [ops.COMBINERS[c] for c in codes]
+        try:
+            pooled = group.table.pool_keys(ids, tags, offsets, weights, combiners, runs, side_by_side)
+        except ValueError as e:
+            raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
+        device = inputs[0].device if inputs else torch.device("cpu")
+        _split_pooled(names, runs, group.table.dim, pooled.to(device), side_by_side, out)
 
     def _bags(self, names: list[str], inputs: list[Ragged]) -> tuple[Tensor, Tensor | None, list[int], list[int]]:
         """The features' bags as one pooling call: (offsets, weights or None, combiner codes, runs)."""
@@ -378,6 +395,20 @@ class EmbeddingEngine(nn.Module):
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
         return {name: table.stats() for name, table in self.tables().items()}
+
+
+def _side_by_side(runs: list[int]) -> bool:
+    """Whether a group's pooled features come out side by side in one (B, F * D) tensor, as a
+    model concatenates them (`concat` then returns it without copying): same batch size for all."""
+    return len(runs) > 1 and len(set(runs)) == 1
+
+
+def _split_pooled(
+    names: list[str], runs: list[int], dim: int, pooled: Tensor, side_by_side: bool, out: dict[str, object]
+) -> None:
+    """Each feature's (B, D) part of a group's pooled output: (B, F * D) side by side, else (sum of B, D)."""
+    parts = pooled.split(dim, dim=1) if side_by_side else pooled.split(runs)
+    out.update(zip(names, parts, strict=True))
 
 
 def concat(tensors: list[Tensor]) -> Tensor:

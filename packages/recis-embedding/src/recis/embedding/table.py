@@ -227,6 +227,41 @@ class HashTable:
         self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiners, runs, out, batch_major)
         return out
 
+    def pool_keys(
+        self,
+        ids: Sequence[Tensor],
+        tags: Sequence[int],
+        offsets: Tensor,
+        weights: Tensor | None,
+        combiner: str | list[str],
+        runs: list[int] | None = None,
+        batch_major: bool = False,
+    ) -> Tensor:
+        """Read-only pooled lookup straight from the keys: bag b pools the rows of the keys
+        `offsets[b]:offsets[b + 1]` of the concatenated `ids` (tensor k of logical table `tags[k]`).
+
+        No de-duplication, no inserts, no row metadata touched: missing keys read zeros. This is
+        what an eval-mode `EmbeddingEngine` runs for pooled features. Layout as in `pool`.
+        """
+        parts = [_as_ids(p, "HashTable.pool_keys") for p in ids]
+        bags = len(offsets) - 1
+        combiners = [combiner] if isinstance(combiner, str) else list(combiner)
+        runs = [bags] if runs is None else list(runs)
+        out = torch.empty((runs[0], len(runs) * self.dim) if batch_major and runs else (bags, self.dim))
+        w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
+        threads.sync()
+        self._c.pool_keys(
+            parts,
+            list(tags),
+            offsets.to(device="cpu", dtype=torch.int64).contiguous(),
+            w,
+            combiners,
+            runs,
+            out,
+            batch_major,
+        )
+        return out
+
     def gather(self, rows: Tensor) -> Tensor:
         """Embeddings of live table rows (n, D); row -1 reads zeros, any other row raises ValueError."""
         threads.sync()
