@@ -321,7 +321,13 @@ void HashTable::pool_keys(const int64_t* ids, const uint16_t* tags, const int64_
 }
 
 void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {
-  for (int64_t i = 0; i < n; ++i) {
+  auto bad = [&](int64_t r) { return r != -1 && (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live); };
+  std::atomic<bool> any{false};  // parallel check; the first offender is searched only on failure
+  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      if (bad(rows[i])) any.store(true, std::memory_order_relaxed);
+  });
+  for (int64_t i = 0; any.load() && i < n; ++i) {
     const int64_t r = rows[i];
     if (r == -1) continue;
     if (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live)

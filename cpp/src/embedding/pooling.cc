@@ -210,17 +210,35 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
       for (int64_t j = offsets[lo]; j < offsets[hi]; ++j) ++count[inverse[j]];
     }
   });
-  start[0] = 0;
-  for (int64_t u = 0; u < num_unique; ++u) {
-    int64_t next = start[static_cast<size_t>(u)];
-    for (int64_t p = 0; p < parts; ++p) {
-      int32_t& c = at[static_cast<size_t>(p * num_unique + u)];
-      const int32_t k = c;
-      c = static_cast<int32_t>(next);
-      next += k;
+  // Exclusive prefix over (row, thread) in two parallel passes: each range of rows sums its
+  // counts, then numbers its slots from the totals of the ranges before it.
+  const int64_t ranges = num_unique < 65536 ? 1 : num_threads();
+  std::vector<int64_t> range_base(static_cast<size_t>(ranges) + 1, 0);
+  auto rows_of = [&](int64_t q) { return std::pair{num_unique * q / ranges, num_unique * (q + 1) / ranges}; };
+  parallel_for(ranges, 1, [&](int64_t qb, int64_t qe) {
+    for (int64_t q = qb; q < qe; ++q) {
+      int64_t total = 0;
+      for (int64_t u = rows_of(q).first; u < rows_of(q).second; ++u)
+        for (int64_t p = 0; p < parts; ++p) total += at[static_cast<size_t>(p * num_unique + u)];
+      range_base[static_cast<size_t>(q) + 1] = total;
     }
-    start[static_cast<size_t>(u) + 1] = next;
-  }
+  });
+  for (int64_t q = 0; q < ranges; ++q) range_base[static_cast<size_t>(q) + 1] += range_base[static_cast<size_t>(q)];
+  start[0] = 0;
+  parallel_for(ranges, 1, [&](int64_t qb, int64_t qe) {
+    for (int64_t q = qb; q < qe; ++q) {
+      int64_t next = range_base[static_cast<size_t>(q)];
+      for (int64_t u = rows_of(q).first; u < rows_of(q).second; ++u) {
+        for (int64_t p = 0; p < parts; ++p) {
+          int32_t& c = at[static_cast<size_t>(p * num_unique + u)];
+          const int32_t k = c;
+          c = static_cast<int32_t>(next);
+          next += k;
+        }
+        start[static_cast<size_t>(u) + 1] = next;
+      }
+    }
+  });
   parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       int32_t* next = at.data() + p * num_unique;
