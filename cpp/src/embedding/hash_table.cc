@@ -263,9 +263,9 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
     created = counters_.inserts - inserted_before;
     for (int64_t k = 0; k < m; ++k) inverse[missed[k]] = rows[static_cast<size_t>(miss_inverse[k])];
   }
-  unique_rows(inverse, n, allocated_rows_, unique);
+  const bool none = unique_rows(inverse, n, allocated_rows_, unique);
   // Distinct rows found by the probe (the missing keys were counted by find_or_insert).
-  const int64_t found = static_cast<int64_t>(unique.size()) - (!unique.empty() && unique.back() < 0) - created;
+  const int64_t found = static_cast<int64_t>(unique.size()) - none - created;
   counters_.lookups += found;
   counters_.hits += found;
 }
@@ -563,14 +563,14 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes,
 
 }  // namespace
 
-void unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
+bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
   const int64_t words = (capacity + 63) / 64;
   if (words > 8 * n + 65536) {  // sparse over a huge table: hash de-duplication, unordered
     std::vector<uint16_t> unused;
     ScratchArray<int64_t> rows(static_cast<size_t>(n));
     std::copy(x, x + n, rows.data());
     unique_keys(rows.data(), nullptr, n, unique, unused, x);
-    return;
+    return std::find(unique.begin(), unique.end(), -1) != unique.end();
   }
   // A bitmap over the table's rows marks the ones present; a row's index among them is the
   // number of marked rows below it (popcounts), so they come out ascending with no sort.
@@ -621,6 +621,7 @@ void unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
       x[i] = below[static_cast<size_t>(r >> 6)] + popcount64(lower);
     }
   });
+  return none;
 }
 
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
