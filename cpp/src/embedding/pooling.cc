@@ -85,7 +85,7 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
   const int64_t last = offsets[end];
-  // Fixed widths sum into a local row (in L1, next to nothing else), written to out once per bag.
+  // Fixed widths sum into a local row (it stays in L1), written to out once per bag.
   float local[kDim > 0 ? kDim : 1];
   for (int64_t b = begin; b < end; ++b) {
     float* __restrict o = kDim > 0 ? local : out + layout.row(b) * dim;
