@@ -94,7 +94,9 @@ class EmbeddingEngine(nn.Module):
     Inputs per feature: a `Ragged` of int IDs (optionally weighted), a (B,) tensor (one ID per
     row) or a (B, k) tensor (k IDs per row). Outputs: (B, D) for pooled features, (B, max_len * D)
     for "tile", `Padded(values (B, L, D), mask (B, L), weights)` or a `Ragged` of (N, D) rows for
-    sequences. Keys without a spec pass through unchanged.
+    sequences. Keys without a spec pass through unchanged. Pooled features that share a physical
+    table and a batch size are column blocks of one (B, F * D) tensor (views, not contiguous):
+    `concat` joins them without a copy.
 
     In training mode lookups insert unknown IDs and record, per physical table, the unique rows
     and their (U, D) embedding leaf; after backward, `sparse_grads()` hands (table, rows, grads) to
