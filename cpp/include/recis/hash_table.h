@@ -71,10 +71,11 @@ class HashTable {
   void lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
               std::vector<int64_t>& unique_rows, int64_t* inverse);
 
-  // Maps n distinct keys to rows. Misses are inserted (when `insert` and admitted) and
-  // initialized; keys without a row get -1. Caller holds mutex().
-  void find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
-                      int64_t* rows);
+  // n distinct keys known to be absent (a probe just missed them): each is inserted and
+  // initialized when `insert` and admitted, rows[i] gets its row or -1. Returns the rows created.
+  // Caller holds mutex().
+  int64_t insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+                         int64_t* rows);
 
   // Copies rows into out (n x dim; null: copy nothing), row -1 giving zeros; when `record`, marks each row seen at
   // `step` (last step = step, frequency + 1, saturating). Rows must be distinct. Caller holds mutex().

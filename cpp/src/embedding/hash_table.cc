@@ -188,24 +188,14 @@ void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
   });
 }
 
-void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
-                               int64_t* rows) {
-  // Parallel probe. Hits get their metadata updated later, in touch_and_gather, where the row's
-  // cache lines are fetched anyway.
-  parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (i + kPrefetchAhead < end)
-        __builtin_prefetch(&map_[home(ids[i + kPrefetchAhead], tags ? tags[i + kPrefetchAhead] : 0)]);
-      rows[i] = probe(ids[i], tags ? tags[i] : 0);
-    }
-  });
+int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
+                                  int64_t* rows) {
   // Serial: admission and inserts (row allocation and map growth), one rehash at most.
   std::vector<int64_t> created;
-  int64_t misses = 0, rejected = 0;
-  for (int64_t i = 0; i < n; ++i) misses += rows[i] < 0;
-  if (insert) reserve_map(live_ + misses);
-  for (int64_t i = 0; i < n && misses > 0; ++i) {
-    if (rows[i] >= 0) continue;
+  int64_t rejected = 0;
+  if (insert) reserve_map(live_ + n);
+  for (int64_t i = 0; i < n; ++i) {
+    rows[i] = -1;
     const uint16_t tag = tags ? tags[i] : 0;
     if (!insert) {
       ++rejected;
@@ -225,11 +215,10 @@ void HashTable::find_or_insert(const int64_t* ids, const uint16_t* tags, int64_t
     created.push_back(rows[i]);
   }
   init_new_rows(created);
-  (void)step;
   counters_.lookups += n;
-  counters_.hits += n - misses;
   counters_.inserts += static_cast<int64_t>(created.size());
   counters_.rejected += rejected;
+  return static_cast<int64_t>(created.size());
 }
 
 void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
@@ -243,8 +232,9 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
       any_missed.store(true, std::memory_order_relaxed);
   });
   std::vector<int64_t> missed;  // positions of missing keys (a scan only when there are any)
-  for (int64_t i = 0; any_missed.load(std::memory_order_relaxed) && i < n; ++i)
-    if (inverse[i] < 0) missed.push_back(i);
+  if (any_missed.load())
+    for (int64_t i = 0; i < n; ++i)
+      if (inverse[i] < 0) missed.push_back(i);
   int64_t created = 0;
   if (!missed.empty()) {  // the distinct missing keys go through admission and insertion once
     const int64_t m = static_cast<int64_t>(missed.size());
@@ -258,13 +248,11 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
     std::vector<uint16_t> utags;
     unique_keys(miss_ids.data(), miss_tags.data(), m, uids, utags, miss_inverse.data());
     rows.resize(uids.size());
-    const int64_t inserted_before = counters_.inserts;
-    find_or_insert(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
-    created = counters_.inserts - inserted_before;
+    created = insert_missing(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
     for (int64_t k = 0; k < m; ++k) inverse[missed[k]] = rows[static_cast<size_t>(miss_inverse[k])];
   }
   const bool none = unique_rows(inverse, n, allocated_rows_, unique);
-  // Distinct rows found by the probe (the missing keys were counted by find_or_insert).
+  // Distinct rows found by the probe (the missing keys were counted by insert_missing).
   const int64_t found = static_cast<int64_t>(unique.size()) - none - created;
   counters_.lookups += found;
   counters_.hits += found;
@@ -327,13 +315,10 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
     for (int64_t i = begin; i < end; ++i)
       if (bad(rows[i])) any.store(true, std::memory_order_relaxed);
   });
-  for (int64_t i = 0; any.load() && i < n; ++i) {
-    const int64_t r = rows[i];
-    if (r == -1) continue;
-    if (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live)
-      throw std::invalid_argument(std::string(op) + ": rows[" + str(i) + "]=" + str(r) +
+  for (int64_t i = 0; any.load() && i < n; ++i)
+    if (bad(rows[i]))
+      throw std::invalid_argument(std::string(op) + ": rows[" + str(i) + "]=" + str(rows[i]) +
                                   " is not a live row of this table (or -1)");
-  }
 }
 
 void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,

@@ -216,15 +216,8 @@ class HashTable:
         the runs side by side as a model concatenates features. The differentiable form is
         `ops.table_pooled`.
         """
-        bags = len(offsets) - 1
-        combiners = [combiner] if isinstance(combiner, str) else list(combiner)
-        runs = [bags] if runs is None else list(runs)
-        shape = (runs[0], len(runs) * self.dim) if batch_major and runs else (bags, self.dim)
-        out = torch.empty(shape)
-        w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
-        cpu = lambda t: t.to(device="cpu", dtype=torch.int64).contiguous()
-        threads.sync()
-        self._c.pool(cpu(rows), cpu(inverse), cpu(offsets), w, combiners, runs, out, batch_major)
+        combiners, runs, w, out = self._pool_args(offsets, weights, combiner, runs, batch_major)
+        self._c.pool(_cpu(rows), _cpu(inverse), _cpu(offsets), w, combiners, runs, out, batch_major)
         return out
 
     def pool_keys(
@@ -244,23 +237,27 @@ class HashTable:
         what an eval-mode `EmbeddingEngine` runs for pooled features. Layout as in `pool`.
         """
         parts = [_as_ids(p, "HashTable.pool_keys") for p in ids]
+        combiners, runs, w, out = self._pool_args(offsets, weights, combiner, runs, batch_major)
+        self._c.pool_keys(parts, list(tags), _cpu(offsets), w, combiners, runs, out, batch_major)
+        return out
+
+    def _pool_args(
+        self,
+        offsets: Tensor,
+        weights: Tensor | None,
+        combiner: str | list[str],
+        runs: list[int] | None,
+        batch_major: bool,
+    ) -> tuple[list[str], list[int], Tensor | None, Tensor]:
+        """What `pool` and `pool_keys` pass to C++: combiners, runs, float32 weights and the output
+        ((bags, D), or (B, runs * D) batch-major); sizes the core's pool to torch's thread count."""
         bags = len(offsets) - 1
         combiners = [combiner] if isinstance(combiner, str) else list(combiner)
         runs = [bags] if runs is None else list(runs)
         out = torch.empty((runs[0], len(runs) * self.dim) if batch_major and runs else (bags, self.dim))
         w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
         threads.sync()
-        self._c.pool_keys(
-            parts,
-            list(tags),
-            offsets.to(device="cpu", dtype=torch.int64).contiguous(),
-            w,
-            combiners,
-            runs,
-            out,
-            batch_major,
-        )
-        return out
+        return combiners, runs, w, out
 
     def gather(self, rows: Tensor) -> Tensor:
         """Embeddings of live table rows (n, D); row -1 reads zeros, any other row raises ValueError."""
@@ -359,6 +356,11 @@ class HashTable:
 
     def __repr__(self) -> str:
         return f"HashTable(dim={self.dim}, rows={len(self)}, initializer={self.initializer.kind})"
+
+
+def _cpu(t: Tensor) -> Tensor:
+    """int64, contiguous, on the CPU (offsets, rows and inverses for the C++ kernels)."""
+    return t.to(device="cpu", dtype=torch.int64).contiguous()
 
 
 def _as_ids(t: Tensor, where: str) -> Tensor:
