@@ -69,7 +69,9 @@ def run_ranks(fn: Callable[..., Any], world: int, directory: Path, timeout_s: fl
     return results
 
 
-# ---- a small model: pooled features (two sharing a table), a sequence, a dense layer ----------------
+# ---- a small model: pooled features, a sequence, a dense layer ---------------------------------------
+# "a", "u" and the sequence "s" merge into one physical table, which gathers rows from the owners;
+# "p" (weighted sqrtn) and "q" (mean) merge into another, all pooled: it pools on the owners.
 
 
 def batches(steps: int, rows: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -78,6 +80,9 @@ def batches(steps: int, rows: int, seed: int = 0) -> list[dict[str, Any]]:
     for _ in range(steps):
         a_len = torch.randint(0, 5, (rows,), generator=g)
         s_len = torch.randint(0, 4, (rows,), generator=g)
+        p_len = torch.randint(0, 6, (rows,), generator=g)
+        q_len = torch.randint(0, 3, (rows,), generator=g)
+        p_weights = torch.rand(int(p_len.sum()), generator=g) + 0.5
         out.append(
             {
                 "a": Ragged.from_lengths(
@@ -85,6 +90,8 @@ def batches(steps: int, rows: int, seed: int = 0) -> list[dict[str, Any]]:
                 ),
                 "u": torch.randint(0, 40, (rows,), generator=g) + 2**35,
                 "s": Ragged.from_lengths(torch.randint(0, 30, (int(s_len.sum()),), generator=g), s_len),
+                "p": Ragged.from_lengths(torch.randint(-50, 50, (int(p_len.sum()),), generator=g), p_len, p_weights),
+                "q": Ragged.from_lengths(torch.randint(0, 20, (int(q_len.sum()),), generator=g), q_len),
                 "y": torch.rand(rows, generator=g),
             }
         )
@@ -105,14 +112,16 @@ class Model(torch.nn.Module):
                 "a": EmbeddingSpec(4, combiner="mean"),
                 "u": EmbeddingSpec(4, table="a"),
                 "s": EmbeddingSpec(4, combiner=None, max_len=3),
+                "p": EmbeddingSpec(4, combiner="sqrtn", seed=1),
+                "q": EmbeddingSpec(4, combiner="mean", seed=1),
             }
         )
-        self.dense = torch.nn.Linear(12, 1)
+        self.dense = torch.nn.Linear(20, 1)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         out = self.emb(batch)
         seq = out["s"].values.sum(1)  # (B, L, D) padded with zeros
-        return self.dense(torch.cat([out["a"], out["u"], seq], 1)).squeeze(1)
+        return self.dense(torch.cat([out["a"], out["u"], seq, out["p"], out["q"]], 1)).squeeze(1)
 
 
 def table_rows(model: Model) -> dict[tuple[str, int, int], torch.Tensor]:

@@ -5,6 +5,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <utility>
@@ -167,6 +168,73 @@ nb::tuple route_keys(const std::vector<I64Array>& ids, const std::vector<int>& t
                         to_tensor(std::move(out_tags), {u}, nb::dtype<int32_t>()),
                         vector_tensor(std::move(counts), nb::dtype<int64_t>()),
                         to_tensor(std::move(inverse), {static_cast<size_t>(n)}, nb::dtype<int64_t>()));
+}
+
+// Splits bags of keys by owner rank for owner-side pooling. `ids` are one array per feature,
+// concatenated; bag b holds keys offsets[b]:offsets[b + 1] of that concatenation. Returns
+// (packed, sizes, order): packed holds one block per rank q: `header`, how many keys of each bag
+// q owns (one count per bag), then those keys' IDs in input order; sizes[q] is that block's
+// length; order[i] is the input position of the i-th packed ID (to send per-key weights along).
+nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, int64_t world,
+                     const std::vector<int64_t>& header) {
+  if (world < 1 || world > 0xffff)
+    throw std::invalid_argument("route_bags: world must be in [1, 65535], got " + std::to_string(world));
+  int64_t n = 0;
+  for (const auto& a : ids) n += static_cast<int64_t>(a.shape(0));
+  const int64_t bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+  const int64_t* off = offsets.data();
+  if (bags < 0 || off[0] != 0 || off[bags] != n)
+    throw std::invalid_argument("route_bags: offsets must run from 0 to the " + std::to_string(n) + " IDs, got " +
+                                (bags < 0 ? std::string("none") : std::to_string(off[0]) + ".." + std::to_string(off[bags])));
+  for (int64_t b = 0; b < bags; ++b)
+    if (off[b + 1] < off[b])
+      throw std::invalid_argument("route_bags: offsets decrease at bag " + std::to_string(b) + " (" +
+                                  std::to_string(off[b]) + " > " + std::to_string(off[b + 1]) + ")");
+  const auto w = static_cast<size_t>(world);
+  const auto head = static_cast<int64_t>(header.size());
+  std::vector<int64_t> sizes(w, head + bags), start(w, 0);
+  ScratchArray<uint16_t> rank(static_cast<size_t>(n));
+  std::vector<const int64_t*> part(ids.size());
+  std::vector<int64_t> part_end(ids.size());
+  for (size_t k = 0, at = 0; k < ids.size(); ++k) {
+    part[k] = ids[k].data();
+    at += ids[k].shape(0);
+    part_end[k] = static_cast<int64_t>(at);
+  }
+  Buffer packed, order(static_cast<size_t>(n) * sizeof(int64_t));
+  {
+    nb::gil_scoped_release release;
+    for (size_t k = 0, j = 0; k < ids.size(); ++k)  // owner of every key, and keys per owner
+      for (const int64_t* p = part[k]; static_cast<int64_t>(j) < part_end[k]; ++j, ++p) {
+        const auto q = static_cast<uint16_t>(mix64(static_cast<uint64_t>(*p)) % static_cast<uint64_t>(world));
+        rank.data()[j] = q;
+        ++sizes[q];
+      }
+    for (size_t q = 1; q < w; ++q) start[q] = start[q - 1] + sizes[q - 1];
+    packed = Buffer(static_cast<size_t>(start[w - 1] + sizes[w - 1]) * sizeof(int64_t));
+    int64_t* out = packed.as<int64_t>();
+    std::vector<int64_t> next(w);
+    for (size_t q = 0; q < w; ++q) {
+      std::copy(header.begin(), header.end(), out + start[q]);
+      std::fill(out + start[q] + head, out + start[q] + head + bags, 0);
+      next[q] = start[q] + head + bags;
+    }
+    int64_t* ord = order.as<int64_t>();
+    size_t k = 0;
+    for (int64_t b = 0; b < bags; ++b)
+      for (int64_t j = off[b]; j < off[b + 1]; ++j) {
+        while (j >= part_end[k]) ++k;
+        const uint16_t q = rank.data()[j];
+        ++out[start[q] + head + b];
+        const int64_t at = next[q]++;
+        out[at] = part[k][j - (k ? part_end[k - 1] : 0)];
+        ord[at - (q + 1) * (head + bags)] = j;  // before this ID: q + 1 headers and runs of counts
+      }
+  }
+  const auto total = static_cast<size_t>(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}));
+  return nb::make_tuple(to_tensor(std::move(packed), {total}, nb::dtype<int64_t>()),
+                        vector_tensor(std::move(sizes), nb::dtype<int64_t>()),
+                        to_tensor(std::move(order), {static_cast<size_t>(n)}, nb::dtype<int64_t>()));
 }
 
 }  // namespace
@@ -419,6 +487,10 @@ void init_embedding(nb::module_& m) {
 
   m.def("route_keys", &route_keys, nb::arg("ids"), nb::arg("tags"), nb::arg("world"),
         "De-duplicates (ID, tag) keys and orders them by owner rank: (ids, tags, counts per rank, inverse).");
+
+  m.def("route_bags", &route_bags, nb::arg("ids"), nb::arg("offsets"), nb::arg("world"),
+        nb::arg("header") = std::vector<int64_t>{},
+        "Splits bags of keys by owner rank: (blocks [header, keys per bag, IDs] per rank, block sizes, order of the IDs).");
 
   m.def(
       "unique_rows",

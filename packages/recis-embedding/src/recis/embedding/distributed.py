@@ -1,22 +1,37 @@
 """Row-wise sharding of hash tables over `torch.distributed` (gloo on CPU, NCCL on GPU).
 
-Every key (ID, tag) of a physical table lives on one rank, `owner(id, world_size)`. One sharded
-lookup of a physical table, for all the features that read it:
+Every key (ID, tag) of a physical table lives on one rank, `owner(id, world_size)`. A table's
+lookups for all the features that read it travel together, by one of two routes:
 
-1. `route_keys` (C++) de-duplicates this rank's keys and orders them by owner rank.
-2. Keys per (table, rank) travel in one `all_to_all_single` for all tables; then each table's
-   keys travel by one `all_to_all_single`, every table's exchange in flight at once.
-3. Owners look their received keys up (inserting in training) and send each key's row back,
-   again asynchronously: the next table's lookup overlaps this table's transfer.
-4. The requester gets a (U, D) row per unique key, which pools or pads exactly as in one process.
+Pooled tables (every feature sum/mean/sqrtn) pool on the owners, as TorchRec's row-wise sharding:
 
-Backward sends each requester's (U, D) gradient back along the same routes (`exchange_grads`);
-owners sum it per row and divide by the world size, so sparse gradients are averaged over ranks
-as DDP averages dense ones: with a per-rank mean loss both equal the gradient of the global mean.
+1. `route_pooled` (C++ `route_bags`) splits every bag by the owners of its keys: each owner gets
+   the keys it owns with how many fall in each bag; mean/sqrtn scales become per-key weights.
+2. One `all_to_all_single` carries every table's block sizes; then each table's keys (and weights)
+   travel asynchronously, all tables in flight at once (`exchange_keys`).
+3. Owners look the keys up (inserting in training) and pool each requester's bags into partial
+   sums, sent back while the next table is served (`serve_pooled`).
+4. The requester adds the partial sums of all owners: its (bags, D) pooled rows.
+
+Backward sends each requester's (bags, D) output gradient to every owner, who turns it into
+per-row gradients with the forward's pooling structure. Per step a rank moves its keys once and
+(bags, D) floats per other rank each way, instead of a row per unique key each way.
+
+Other tables (sequences, "tile") gather rows:
+
+1. `route` (C++ `route_keys`) de-duplicates this rank's keys and orders them by owner rank.
+2. Keys travel as in the pooled route.
+3. Owners look their received keys up and send each key's row back (`serve`).
+4. The requester gets a (U, D) row per unique key, which pads exactly as in one process.
+
+Backward sends each requester's (U, D) gradient back along the same routes. In both routes owners
+sum gradients per row and divide by the world size, so sparse gradients are averaged over ranks as
+DDP averages dense ones: with a per-rank mean loss both equal the gradient of the global mean.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +40,7 @@ from torch import Tensor
 
 from recis.core import _C, threads
 
+from . import ops
 from .table import HashTable
 
 ProcessGroup = dist.ProcessGroup
@@ -36,7 +52,7 @@ def world(group: ProcessGroup | None) -> int:
 
 @dataclass
 class Routed:
-    """One physical table's keys on their way: what this rank sends and receives."""
+    """One gathered table's keys on their way: what this rank sends and receives."""
 
     table: HashTable
     keys: Tensor  # (U, 2) int64: this rank's unique (ID, tag) keys, ordered by owner
@@ -46,11 +62,53 @@ class Routed:
     received: Tensor | None = None  # (R, 2) keys this rank owns, from every rank
     work: dist.Work | None = None
 
+    def sizes(self) -> list[tuple[int, int]]:
+        return [(n, 0) for n in self.send]
+
+    def start(self, got: list[tuple[int, int]], group: ProcessGroup | None) -> None:
+        self.recv = [n for n, _ in got]
+        self.received = torch.empty(sum(self.recv), 2, dtype=torch.int64)
+        self.work = dist.all_to_all_single(self.received, self.keys, self.recv, self.send, group=group, async_op=True)
+
+
+@dataclass
+class Bags:
+    """One pooled table's bags on their way to the owners of their keys (owner-side pooling)."""
+
+    table: HashTable
+    tags: list[int]  # logical table of each feature
+    bags: int  # this rank's bags, all features
+    packed: Tensor  # per owner: [bags per feature, keys per bag, IDs] (route_bags)
+    send: list[int]  # packed block size per owner
+    weights: Tensor | None  # per packed ID: weight times its bag's combiner scale
+    send_w: list[int]  # weights per owner (0 when unweighted)
+    recv: list[int] = field(default_factory=list)
+    recv_w: list[int] = field(default_factory=list)
+    received: Tensor | None = None
+    received_w: Tensor | None = None
+    works: list[dist.Work] = field(default_factory=list)
+
+    def sizes(self) -> list[tuple[int, int]]:
+        return list(zip(self.send, self.send_w, strict=True))
+
+    def start(self, got: list[tuple[int, int]], group: ProcessGroup | None) -> None:
+        self.recv, self.recv_w = [n for n, _ in got], [n for _, n in got]
+        self.received = torch.empty(sum(self.recv), dtype=torch.int64)
+        self.works = [
+            dist.all_to_all_single(self.received, self.packed, self.recv, self.send, group=group, async_op=True)
+        ]
+        if sum(self.send_w) or sum(self.recv_w):
+            self.received_w = torch.empty(sum(self.recv_w))
+            w = torch.empty(0) if self.weights is None else self.weights
+            self.works.append(
+                dist.all_to_all_single(self.received_w, w, self.recv_w, self.send_w, group=group, async_op=True)
+            )
+
 
 @dataclass
 class RemoteLookup:
-    """A sharded training lookup, kept until its gradient is exchanged: the requester's (U, D)
-    leaf and the routes, plus the owner's rows for the keys it received."""
+    """A sharded training lookup of gathered rows, kept until its gradient is exchanged: the
+    requester's (U, D) leaf and the routes, plus the owner's rows for the keys it received."""
 
     table: HashTable
     emb: Tensor  # requester: (U, D), requires grad
@@ -59,31 +117,85 @@ class RemoteLookup:
     rows: Tensor  # owner: unique rows (Uo,) of the received keys
     inverse: Tensor  # owner: (R,) index into `rows` for each received key
 
+    def grad_routes(self, grad: Tensor) -> tuple[Tensor, list[int], list[int]]:
+        """(what to send, sizes received, sizes sent) for the requester's gradient."""
+        return grad, self.recv, self.send
+
+    def owner_grad(self, got: Tensor, scale: float) -> Tensor:
+        return torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got, alpha=scale)
+
+
+@dataclass
+class RemotePooled:
+    """A sharded training lookup pooled on the owners: the requester's (bags, D) leaf, plus the
+    owner's pooling structure over the bags it received from every rank."""
+
+    table: HashTable
+    emb: Tensor  # requester: (bags, D) pooled rows, requires grad
+    recv_bags: list[int]  # owner: bags received from each rank
+    rows: Tensor  # owner: unique rows of the received keys
+    inverse: Tensor
+    offsets: Tensor
+    weights: Tensor | None
+
+    def grad_routes(self, grad: Tensor) -> tuple[Tensor, list[int], list[int]]:
+        w = len(self.recv_bags)  # every owner gets the whole (bags, D) gradient
+        return grad.expand(w, *grad.shape).reshape(-1, self.table.dim), self.recv_bags, [len(grad)] * w
+
+    def owner_grad(self, got: Tensor, scale: float) -> Tensor:
+        got.mul_(scale)
+        bags = len(self.offsets) - 1
+        return ops.pooled_embedding_backward(got, self.inverse, self.offsets, self.weights, [0], [bags], len(self.rows))
+
 
 def route(table: HashTable, ids: list[Tensor], tags: list[int], group: ProcessGroup | None) -> Routed:
-    """Step 1: local de-duplication and ordering by owner (no communication)."""
+    """Gathered route, step 1: local de-duplication and ordering by owner (no communication)."""
     parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]
     threads.sync()
     keys, key_tags, counts, inverse = _C.route_keys(parts, list(tags), world(group))
     return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist())
 
 
-def exchange_keys(routed: list[Routed], group: ProcessGroup | None) -> None:
-    """Step 2: the counts of every table in one collective, then each table's keys (async)."""
+def route_pooled(
+    table: HashTable,
+    ids: list[Tensor],
+    tags: list[int],
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[str],
+    runs: list[int],
+    group: ProcessGroup | None,
+) -> Bags:
+    """Pooled route, step 1: splits the bags (`offsets` over the concatenated `ids`, `runs[i]` bags
+    of feature i) by owner; owners sum, so mean/sqrtn scales travel as per-key weights."""
+    parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]
+    packed, sizes, order = _C.route_bags(parts, offsets, world(group), list(runs))
+    scale = ops._bag_scale(offsets, weights, combiners, runs, torch.float32)
+    if scale is not None:
+        per_key = scale.repeat_interleave(offsets.diff(), output_size=len(order))
+        weights = per_key if weights is None else weights * per_key
+    send = sizes.tolist()
+    if weights is None:
+        return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send))
+    send_w = [n - len(runs) - (len(offsets) - 1) for n in send]
+    return Bags(table, tags, len(offsets) - 1, packed, send, weights.index_select(0, order), send_w)
+
+
+def exchange_keys(routed: list[Routed | Bags], group: ProcessGroup | None) -> None:
+    """Step 2: every table's sizes in one collective, then each table's keys (async)."""
     w = world(group)
-    send = torch.tensor([r.send for r in routed], dtype=torch.int64).reshape(len(routed), w).t().contiguous()
-    recv = torch.empty_like(send)  # (W, T): row q = what rank q sends me, per table
+    send = torch.tensor([r.sizes() for r in routed], dtype=torch.int64).reshape(len(routed), w, 2)
+    send = send.transpose(0, 1).contiguous()  # (W, T, 2): row q = what I send to rank q
+    recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send, group=group)
-    for i, r in enumerate(routed):
-        r.recv = recv[:, i].tolist()
-        r.received = torch.empty(sum(r.recv), 2, dtype=torch.int64)
-        r.work = dist.all_to_all_single(r.received, r.keys, r.recv, r.send, group=group, async_op=True)
+    got = recv.transpose(0, 1).tolist()  # (T, W, 2)
+    for r, sizes in zip(routed, got, strict=True):
+        r.start([tuple(s) for s in sizes], group)
 
 
 def serve(r: Routed, step: int, insert: bool, group: ProcessGroup | None) -> tuple[Tensor, Tensor, Tensor, dist.Work]:
-    """Step 3 on the owner: looks the received keys up and starts sending their rows back.
-
-    Returns (owner rows (Uo,), inverse (R,), rows for this rank's own keys (U, D) once the
+    """Gathered route, step 3 on the owner: looks the received keys up and starts sending their rows
+    back. Returns (owner rows (Uo,), inverse (R,), rows for this rank's own keys (U, D) once the
     returned work completes, the work).
     """
     assert r.work is not None and r.received is not None
@@ -97,7 +209,66 @@ def serve(r: Routed, step: int, insert: bool, group: ProcessGroup | None) -> tup
     return found.rows, found.inverse, out, work
 
 
-def exchange_grads(lookups: list[RemoteLookup], group: ProcessGroup | None) -> list[tuple[HashTable, Tensor, Tensor]]:
+@dataclass
+class Served:
+    """What an owner keeps of a pooled lookup (for backward) and the partial sums on their way."""
+
+    recv_bags: list[int]
+    rows: Tensor | None  # None in eval (read-only pooling, no de-duplication)
+    inverse: Tensor | None
+    offsets: Tensor
+    weights: Tensor | None
+    partial: Tensor  # (W * bags, D): every owner's partial sums of this rank's bags, once `work` completes
+    work: dist.Work
+
+
+def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -> Served:
+    """Pooled route, step 3 on the owner: pools every requester's bags over the keys it owns and
+    starts sending the partial sums back. `insert` (training) inserts unknown keys and keeps the
+    pooling structure for backward; otherwise the lookup is read-only."""
+    assert b.received is not None
+    for work in b.works:
+        work.wait()
+    features = len(b.tags)
+    parts, tags, lengths, recv_bags, at = [], [], [], [], 0
+    for size in b.recv:  # one block per requester: [bags per feature, keys per bag, IDs]
+        block = b.received[at : at + size]
+        at += size
+        runs = block[:features].tolist()
+        bags = sum(runs)
+        counts = block[features : features + bags]
+        ids = block[features + bags :]
+        ends = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # key offsets of the bags
+        cut = ends[[0, *itertools.accumulate(runs)]].tolist()  # key offsets of the features
+        parts += [ids[lo:hi] for lo, hi in itertools.pairwise(cut)]
+        tags += b.tags
+        lengths.append(counts)
+        recv_bags.append(bags)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), *lengths]).cumsum(0)
+    weights = None
+    if b.received_w is not None:
+        pieces, wat = [], 0
+        for n, (size, nw) in enumerate(zip(b.recv, b.recv_w, strict=True)):
+            keys = size - features - recv_bags[n]
+            pieces.append(b.received_w[wat : wat + nw] if nw else torch.ones(keys))
+            wat += nw
+        weights = torch.cat(pieces)
+    if insert:
+        found = b.table.lookup(parts, step, True, tags, gather=False)
+        rows, inverse = found.rows, found.inverse
+        pooled = b.table.pool(rows, inverse, offsets, weights, "sum")
+    else:
+        rows = inverse = None
+        pooled = b.table.pool_keys(parts, tags, offsets, weights, "sum")
+    w = len(b.recv)
+    partial = torch.empty(w * b.bags, b.table.dim)
+    work = dist.all_to_all_single(partial, pooled, [b.bags] * w, recv_bags, group=group, async_op=True)
+    return Served(recv_bags, rows, inverse, offsets, weights, partial, work)
+
+
+def exchange_grads(
+    lookups: list[RemoteLookup | RemotePooled], group: ProcessGroup | None
+) -> list[tuple[HashTable, Tensor, Tensor]]:
     """Backward routes: each requester gradient (zeros where none) goes to the owners, all tables in
     flight at once; returns (table, rows, grad averaged over ranks) per lookup, rows distinct."""
     w = world(group)
@@ -105,11 +276,11 @@ def exchange_grads(lookups: list[RemoteLookup], group: ProcessGroup | None) -> l
     for lk in lookups:
         g = lk.emb.grad
         g = torch.zeros_like(lk.emb) if g is None else g.to(device="cpu", dtype=torch.float32).contiguous()
-        got = torch.empty(sum(lk.recv), lk.table.dim)
-        pending.append((got, dist.all_to_all_single(got, g, lk.recv, lk.send, group=group, async_op=True)))
+        send, recv_sizes, send_sizes = lk.grad_routes(g)
+        got = torch.empty(sum(recv_sizes), lk.table.dim)
+        pending.append((got, dist.all_to_all_single(got, send, recv_sizes, send_sizes, group=group, async_op=True)))
     out = []
     for lk, (got, work) in zip(lookups, pending, strict=True):
         work.wait()
-        grad = torch.zeros(len(lk.rows), lk.table.dim).index_add_(0, lk.inverse, got, alpha=1.0 / w)
-        out.append((lk.table, lk.rows, grad))
+        out.append((lk.table, lk.rows, lk.owner_grad(got, 1.0 / w)))
     return out

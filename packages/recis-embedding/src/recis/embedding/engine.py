@@ -123,7 +123,9 @@ class EmbeddingEngine(nn.Module):
         self.groups: list[_Group] = []
         self.sharded = False  # set by shard()
         self.process_group: distributed.ProcessGroup | None = None
-        self._remote: list[distributed.RemoteLookup] = []  # sharded training lookups awaiting exchange_grads
+        self._remote: list[
+            distributed.RemoteLookup | distributed.RemotePooled
+        ] = []  # sharded training lookups awaiting exchange_grads
         logical: dict[str, tuple[str, EmbeddingSpec]] = {}  # table name -> (first feature, spec)
         by_settings: dict[tuple, _Group] = {}
         for name, spec in self.specs.items():
@@ -203,30 +205,54 @@ class EmbeddingEngine(nn.Module):
         return present, [self._prepare(f, batch[f]) for f, _ in present]
 
     def _forward_sharded(self, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> None:
-        """All physical tables' lookups through their owners (recis.embedding.distributed)."""
+        """All physical tables' lookups through their owners (recis.embedding.distributed): pooled
+        tables pool on the owners, others gather rows from them."""
         pg, record = self.process_group, self.training and torch.is_grad_enabled()
         prepared = [self._inputs(group, batch) for group in self.groups]
-        routed = [
-            distributed.route(g.table, [r.values for r in inputs], [t for _, t in present], pg)  # type: ignore[misc]
-            for g, (present, inputs) in zip(self.groups, prepared, strict=True)
-        ]
+        routed: list[distributed.Routed | distributed.Bags] = []
+        for g, (present, inputs) in zip(self.groups, prepared, strict=True):
+            ids: list[Tensor] = [r.values for r in inputs]  # type: ignore[misc]
+            tags = [t for _, t in present]
+            if self._all_pooled(present):
+                offsets, weights, codes, runs = self._bags([f for f, _ in present], inputs)
+                combiners = [ops.COMBINERS[c] for c in codes]
+                routed.append(distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, pg))
+            else:
+                routed.append(distributed.route(g.table, ids, tags, pg))
         distributed.exchange_keys(routed, pg)
-        served = [distributed.serve(r, self.step, self.training, pg) for r in routed]
-        for r, (rows, inverse, emb, work), (present, inputs) in zip(routed, served, prepared, strict=True):
+        served = [
+            distributed.serve_pooled(r, self.step, self.training, pg)
+            if isinstance(r, distributed.Bags)
+            else distributed.serve(r, self.step, self.training, pg)
+            for r in routed
+        ]
+        for r, done, (present, inputs) in zip(routed, served, prepared, strict=True):
+            if isinstance(done, distributed.Served):
+                assert isinstance(r, distributed.Bags)
+                done.work.wait()
+                pooled = done.partial.view(len(r.send), r.bags, r.table.dim).sum(0)  # the owners' partial sums
+                if record:
+                    pooled.requires_grad_()
+                    self._remote.append(
+                        distributed.RemotePooled(
+                            r.table, pooled, done.recv_bags, done.rows, done.inverse, done.offsets, done.weights
+                        )
+                    )
+                runs = [ids.num_rows for ids in inputs]
+                side = _side_by_side(runs)
+                names = [f for f, _ in present]
+                _split_pooled(names, runs, r.table.dim, ops.batch_major(pooled, runs) if side else pooled, side, out)
+                continue
+            assert isinstance(r, distributed.Routed)
+            rows, inverse, emb, work = done
             work.wait()
             if record:
                 emb.requires_grad_()
                 self._remote.append(distributed.RemoteLookup(r.table, emb, r.send, r.recv, rows, inverse))
-            if present and all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present):
-                names = [f for f, _ in present]
-                offsets, weights, codes, runs = self._bags(names, inputs)
-                try:  # one op for all of the group's pooled features: one (U, D) gradient in backward
-                    pooled = ops.pooled_group(emb, r.inverse, offsets, weights, codes, runs)
-                except ValueError as e:
-                    raise ValueError(f"EmbeddingEngine: features {names}: {e}") from e
-                out.update(zip(names, pooled.split(runs), strict=True))
-            else:
-                self._embed_group(present, inputs, emb, r.inverse, out)
+            self._embed_group(present, inputs, emb, r.inverse, out)
+
+    def _all_pooled(self, present: list[tuple[str, int]]) -> bool:
+        return bool(present) and all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
 
     def _embed_group(
         self, present: list[tuple[str, int]], inputs: list[Ragged], emb: Tensor, inverse: Tensor, out: dict[str, object]
