@@ -253,12 +253,13 @@ def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -
             pieces.append(b.received_w[wat : wat + nw] if nw else torch.ones(keys))
             wat += nw
         weights = torch.cat(pieces)
+    rows: Tensor | None = None
+    inverse: Tensor | None = None
     if insert:
         found = b.table.lookup(parts, step, True, tags, gather=False)
         rows, inverse = found.rows, found.inverse
         pooled = b.table.pool(rows, inverse, offsets, weights, "sum")
     else:
-        rows = inverse = None
         pooled = b.table.pool_keys(parts, tags, offsets, weights, "sum")
     w = len(b.recv)
     partial = torch.empty(w * b.bags, b.table.dim)

@@ -232,6 +232,7 @@ class EmbeddingEngine(nn.Module):
                 done.work.wait()
                 pooled = done.partial.view(len(r.send), r.bags, r.table.dim).sum(0)  # the owners' partial sums
                 if record:
+                    assert done.rows is not None and done.inverse is not None  # training lookups keep them
                     pooled.requires_grad_()
                     self._remote.append(
                         distributed.RemotePooled(
