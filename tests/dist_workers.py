@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 
 from recis.core import Ragged
 from recis.embedding import EmbeddingEngine, EmbeddingSpec
-from recis.optim import Saver, SparseAdagrad, SparseAdam
+from recis.optim import Saver, SparseAdagrad, SparseAdam, clip_grad_norm_
 
 OPTIMIZERS = {"adam": lambda e: SparseAdam(e, lr=0.05), "adagrad": lambda e: SparseAdagrad(e, lr=0.1)}
 
@@ -134,10 +134,21 @@ def table_rows(model: Model) -> dict[tuple[str, int, int], torch.Tensor]:
     return rows
 
 
-def train(rank: int, world: int, directory: str, opt: str, steps: int, rows: int, split: list[int] | None = None):
+def train(
+    rank: int,
+    world: int,
+    directory: str,
+    opt: str,
+    steps: int,
+    rows: int,
+    split: list[int] | None = None,
+    micro: int = 1,
+    clip: float | None = None,
+):
     """K steps on global batches of `rows`; rank r takes rows [split[r], split[r+1]). Each rank's
     loss is its rows' sum; DDP and the sparse exchange average over the 2 ranks, which equals one
-    process minimizing sum / 2 over the global batch (what world == 1 runs)."""
+    process minimizing sum / 2 over the global batch (what world == 1 runs). `micro`: gradients of
+    that many micro-batches per step; `clip`: global gradient-norm limit."""
     model = Model()
     if world > 1:
         model.emb.shard()
@@ -149,12 +160,17 @@ def train(rank: int, world: int, directory: str, opt: str, steps: int, rows: int
     losses = []
     for batch in batches(steps, rows):
         mine = rows_of(batch, split[rank], split[rank + 1]) if world > 1 else batch
-        loss = ((model(mine) - mine["y"]) ** 2).sum() / (2 if world == 1 else 1)
-        loss.backward()
-        total = loss.detach().clone()
+        n, total = len(mine["y"]), torch.zeros(())
+        for m in range(micro):
+            part = rows_of(mine, n * m // micro, n * (m + 1) // micro)
+            loss = ((model(part) - part["y"]) ** 2).sum() / (2 if world == 1 else 1)
+            loss.backward()
+            total += loss.detach()
         if world > 1:
             dist.all_reduce(total)
         losses.append(float(total) / world)
+        if clip is not None:
+            clip_grad_norm_(model.dense.parameters(), sparse, clip)
         sparse.step()
         dense_opt.step()
         sparse.zero_grad()

@@ -42,6 +42,16 @@ def test_two_ranks_equal_one_rank(tmp_path, opt):
     assert_same_rows(single_rows, rank0 | rank1)
 
 
+def test_accumulation_and_clipping_match_one_rank(tmp_path):
+    """Two micro-batches per step (two pooled gradients per table to sum) and a clipped global norm
+    (sparse gradients summed per row before the step) give the same rows on 2 ranks as on 1."""
+    kw = dict(opt="adam", steps=3, rows=12, micro=2, clip=0.05)
+    ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", **kw))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", **kw))
+    torch.testing.assert_close(two[0][0], single_losses, rtol=1e-5, atol=1e-6)
+    assert_same_rows(single_rows, two[0][1] | two[1][1])
+
+
 def test_uneven_batches_match_one_rank(tmp_path):
     ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", opt="adam", steps=3, rows=10))
     two = ok(w.run_ranks(w.train, 2, tmp_path / "two", opt="adam", steps=3, rows=10, split=[0, 9, 10]))

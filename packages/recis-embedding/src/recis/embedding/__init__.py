@@ -5,8 +5,8 @@ embeddings through merged tables; `concat` joins pooled outputs (without a copy 
 table); `ops.pooled_embedding` is the differentiable pooled lookup; `owner` says which rank owns an ID.
 """
 
-from .engine import EmbeddingEngine, EmbeddingSpec, SparseGrad, concat
-from .ops import pooled_embedding, pooled_embedding_reference
+from .engine import EmbeddingEngine, EmbeddingSpec, concat
+from .ops import PooledGrad, SparseGrad, pooled_embedding, pooled_embedding_reference
 from .sharding import owner
 from .table import Eviction, HashTable, Initializer, Lookup
 
@@ -18,6 +18,7 @@ __all__ = [
     "HashTable",
     "Initializer",
     "Lookup",
+    "PooledGrad",
     "SparseGrad",
     "concat",
     "owner",

@@ -41,6 +41,7 @@ from torch import Tensor
 from recis.core import _C, threads
 
 from . import ops
+from .ops import PooledGrad, SparseGrad
 from .table import HashTable
 
 ProcessGroup = dist.ProcessGroup
@@ -121,8 +122,9 @@ class RemoteLookup:
         """(what to send, sizes received, sizes sent) for the requester's gradient."""
         return grad, self.recv, self.send
 
-    def owner_grad(self, got: Tensor, scale: float) -> Tensor:
-        return torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got, alpha=scale)
+    def owner_grad(self, got: Tensor, scale: float) -> SparseGrad:
+        grad = torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got, alpha=scale)
+        return SparseGrad(self.table, self.rows, grad)
 
 
 @dataclass
@@ -142,10 +144,8 @@ class RemotePooled:
         w = len(self.recv_bags)  # every owner gets the whole (bags, D) gradient
         return grad.expand(w, *grad.shape).reshape(-1, self.table.dim), self.recv_bags, [len(grad)] * w
 
-    def owner_grad(self, got: Tensor, scale: float) -> Tensor:
-        got.mul_(scale)
-        bags = len(self.offsets) - 1
-        return ops.pooled_embedding_backward(got, self.inverse, self.offsets, self.weights, [0], [bags], len(self.rows))
+    def owner_grad(self, got: Tensor, scale: float) -> PooledGrad:
+        return PooledGrad(self.table, self.rows, self.inverse, self.offsets, self.weights, got.mul_(scale))
 
 
 def route(table: HashTable, ids: list[Tensor], tags: list[int], group: ProcessGroup | None) -> Routed:
@@ -269,9 +269,9 @@ def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -
 
 def exchange_grads(
     lookups: list[RemoteLookup | RemotePooled], group: ProcessGroup | None
-) -> list[tuple[HashTable, Tensor, Tensor]]:
+) -> list[SparseGrad | PooledGrad]:
     """Backward routes: each requester gradient (zeros where none) goes to the owners, all tables in
-    flight at once; returns (table, rows, grad averaged over ranks) per lookup, rows distinct."""
+    flight at once; returns the owner's gradient per lookup, averaged over ranks, rows distinct."""
     w = world(group)
     pending = []
     for lk in lookups:
@@ -283,5 +283,5 @@ def exchange_grads(
     out = []
     for lk, (got, work) in zip(lookups, pending, strict=True):
         work.wait()
-        out.append((lk.table, lk.rows, lk.owner_grad(got, 1.0 / w)))
+        out.append(lk.owner_grad(got, 1.0 / w))
     return out

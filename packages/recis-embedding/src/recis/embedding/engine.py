@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from recis.core import Padded, Ragged
 
 from . import distributed, ops
+from .ops import PooledGrad, SparseGrad
 from .table import Eviction, HashTable, Initializer
 
 Combiner = Literal["sum", "mean", "sqrtn", "tile"]
@@ -71,14 +72,6 @@ class EmbeddingSpec:
         is a per-table promise, so such tables are never merged)."""
         capped = self.eviction is not None and self.eviction.capacity is not None
         return (*self.table_settings(), table if capped else None)
-
-
-class SparseGrad(NamedTuple):
-    """Gradient of one lookup: rows (U,) of `table` (-1: no row) and grads (U, D) summed per row."""
-
-    table: HashTable
-    rows: Tensor
-    grad: Tensor
 
 
 @dataclass
@@ -383,15 +376,23 @@ class EmbeddingEngine(nn.Module):
         Sharded engines exchange here: every rank must call it (once per step, as `step()` of a
         sparse optimizer does); each rank gets the gradients of the rows it owns.
         """
+        return [g.reduce() if isinstance(g, PooledGrad) else g for g in self.raw_sparse_grads(strict)]
+
+    def raw_sparse_grads(self, strict: bool = True) -> list[SparseGrad | PooledGrad]:
+        """`sparse_grads`, except that lookups pooled on their owners (sharded pooled tables) come as
+        `PooledGrad`s, not yet summed per row: sparse optimizers sum and update in one pass."""
         grads = [p.grad.grad for p in self._pending]
         got = grads + [r.emb.grad for r in self._remote]
         remote, self._remote = self._remote, []
-        owned = [SparseGrad(*g) for g in distributed.exchange_grads(remote, self.process_group)] if remote else []
+        owned = distributed.exchange_grads(remote, self.process_group) if remote else []
         if strict and got and all(g is None for g in got):
             raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
         pending, self._pending = self._pending, []
         # A lookup whose output took no part in the loss has no gradient: nothing to update.
-        return [SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None] + owned
+        mine: list[SparseGrad | PooledGrad] = [
+            SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None
+        ]
+        return mine + owned
 
     def get_extra_state(self) -> dict[str, int]:
         """The step counter travels with `state_dict()` (table rows are saved by the checkpoint saver)."""

@@ -8,12 +8,46 @@ Weights are treated as constants (no gradient flows to them).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import torch
 from torch import Tensor
 
 from recis.core import _C, threads
 
+if TYPE_CHECKING:
+    from .table import HashTable
+
 COMBINERS = ("sum", "mean", "sqrtn")  # custom ops take a combiner as its index here (no list[str] in op schemas)
+
+
+class SparseGrad(NamedTuple):
+    """Gradient of one lookup: rows (U,) of `table` (-1: no row) and grads (U, D) summed per row."""
+
+    table: HashTable
+    rows: Tensor
+    grad: Tensor
+
+
+class PooledGrad(NamedTuple):
+    """Gradient of a pooled lookup before it is summed per row: `pooled_grad` (bags, D) of the
+    output, whose bag b summed `weights[j] * row(rows[inverse[j]])` over keys j in
+    `offsets[b]:offsets[b + 1]` (weights None: all 1). `reduce()` gives its `SparseGrad`; a sparse
+    optimizer may instead reduce and update in one pass (`_C.pooled_backward_update`)."""
+
+    table: HashTable
+    rows: Tensor  # distinct
+    inverse: Tensor
+    offsets: Tensor
+    weights: Tensor | None
+    pooled_grad: Tensor
+
+    def reduce(self) -> SparseGrad:
+        bags = len(self.offsets) - 1
+        grad = pooled_embedding_backward(
+            self.pooled_grad, self.inverse, self.offsets, self.weights, [0], [bags], len(self.rows)
+        )
+        return SparseGrad(self.table, self.rows, grad)
 
 
 def _bag_scale(

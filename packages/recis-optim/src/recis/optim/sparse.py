@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from recis.core import _C, threads
-from recis.embedding import EmbeddingEngine, HashTable, SparseGrad
+from recis.embedding import EmbeddingEngine, HashTable, PooledGrad, SparseGrad
 
 Sources = EmbeddingEngine | nn.Module | HashTable | Iterable[EmbeddingEngine | nn.Module | HashTable]
 
@@ -52,8 +52,10 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._slots = [self._ensure_slots(t) for t in self.tables]
         self._index = {id(t): i for i, t in enumerate(self.tables)}
         self._step = 0
-        self._grads: list[tuple[SparseGrad, bool]] = []  # (gradient, rows known distinct) since the last step
-        self._merged: list[SparseGrad] | None = None  # reduced per table, cached for clipping
+        self._grads: list[
+            tuple[SparseGrad | PooledGrad, bool]
+        ] = []  # (gradient, rows known distinct) since the last step
+        self._merged: list[SparseGrad | PooledGrad] | None = None  # reduced per table, cached for clipping
         self._grad_scale = 1.0
         self.fused = fused
         self._fused_done: set[int] = set()
@@ -97,8 +99,11 @@ class SparseOptimizer(torch.optim.Optimizer):
         try:
             with torch.no_grad():
                 if not self.fused:
-                    for i, g in enumerate(self._reduce()):
-                        if len(g.rows):
+                    for i, g in enumerate(self._gather(fuse=True)):
+                        if isinstance(g, PooledGrad):  # sum per row inside the update
+                            bags = [len(g.offsets) - 1]
+                            self._fused_update(i, g.rows, g.inverse, g.offsets, g.weights, ["sum"], bags, g.pooled_grad)
+                        elif len(g.rows):
                             self._update(i, g.rows, g.grad, self._step + 1)
             self._step += 1
         finally:
@@ -170,17 +175,26 @@ class SparseOptimizer(torch.optim.Optimizer):
 
     def _reduce(self) -> list[SparseGrad]:
         """Pulls the engines' gradients and sums them per table and row (cached until the step)."""
+        merged = self._gather(fuse=False)
+        return [g for g in merged if isinstance(g, SparseGrad)]  # all of them, without fuse
+
+    def _gather(self, fuse: bool) -> list[SparseGrad | PooledGrad]:
+        """`_reduce`; with `fuse`, a table whose one gradient is a `PooledGrad` keeps it unsummed, for
+        the update to sum and apply in one pass."""
         if self.fused:
             raise RuntimeError(f"{type(self).__name__}(fused=True) keeps no gradients to read or clip")
         for engine in self.engines:  # an engine's entries have distinct rows
-            self._grads.extend((g, True) for g in engine.sparse_grads(strict=False) if id(g.table) in self._index)
+            self._grads.extend((g, True) for g in engine.raw_sparse_grads(strict=False) if id(g.table) in self._index)
         if self._merged is not None and not self._grads:
             return self._merged
-        per_table: list[list[tuple[SparseGrad, bool]]] = [[] for _ in self.tables]
+        per_table: list[list[tuple[SparseGrad | PooledGrad, bool]]] = [[] for _ in self.tables]
         for g, distinct in [*((m, True) for m in self._merged or []), *self._grads]:
             per_table[self._index[id(g.table)]].append((g, distinct))
         self._grads = []
-        self._merged = [_merge(table, parts) for table, parts in zip(self.tables, per_table, strict=True)]
+        self._merged = [
+            parts[0][0] if fuse and len(parts) == 1 and isinstance(parts[0][0], PooledGrad) else _merge(table, parts)
+            for table, parts in zip(self.tables, per_table, strict=True)
+        ]
         return self._merged
 
     def _apply_in_backward(self, g: SparseGrad) -> None:
@@ -205,6 +219,21 @@ class SparseOptimizer(torch.optim.Optimizer):
     ) -> None:
         """Backward of a pooled lookup straight into the update: no (U, D) gradient is stored."""
         self._mark_fused(i)
+        self._fused_update(i, rows, inverse, offsets, weights, combiners, runs, grad, batch_major)
+
+    def _fused_update(
+        self,
+        i: int,
+        rows: Tensor,
+        inverse: Tensor,
+        offsets: Tensor,
+        weights: Tensor | None,
+        combiners: list[str],
+        runs: list[int],
+        grad: Tensor,
+        batch_major: bool = False,
+    ) -> None:
+        """Sums a pooled output's gradient per row and applies it, in one pass per row."""
         w = None if weights is None else weights.to(torch.float32).contiguous()
         config = self._config(i, self._step + 1)
         threads.sync()  # the core pool follows torch.get_num_threads()
@@ -284,9 +313,10 @@ class _FusedHook:
         getattr(opt, self.method)(*self.args, *args)
 
 
-def _merge(table: HashTable, parts: list[tuple[SparseGrad, bool]]) -> SparseGrad:
-    """One gradient per distinct row (rows -1, which have no row, dropped). `parts` pairs each
+def _merge(table: HashTable, grads: list[tuple[SparseGrad | PooledGrad, bool]]) -> SparseGrad:
+    """One gradient per distinct row (rows -1, which have no row, dropped). `grads` pairs each
     gradient with whether its rows are known to be distinct (a lone such part needs no sort)."""
+    parts = [(g.reduce() if isinstance(g, PooledGrad) else g, distinct) for g, distinct in grads]
     if not parts:
         return SparseGrad(table, torch.empty(0, dtype=torch.int64), torch.empty(0, table.dim))
     rows = torch.cat([p.rows for p, _ in parts]) if len(parts) > 1 else parts[0][0].rows
