@@ -31,10 +31,10 @@ def assert_same_rows(expected, got, atol=1e-6):
         torch.testing.assert_close(got[key], row, atol=atol, rtol=1e-5)
 
 
-@pytest.mark.parametrize("opt", ["adam", "adagrad"])
-def test_two_ranks_equal_one_rank(tmp_path, opt):
+@pytest.mark.parametrize(("opt", "pool_on_owner"), [("adam", True), ("adagrad", True), ("adam", False)])
+def test_two_ranks_equal_one_rank(tmp_path, opt, pool_on_owner):
     ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", opt=opt, steps=4, rows=12))
-    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", opt=opt, steps=4, rows=12))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", opt=opt, steps=4, rows=12, pool_on_owner=pool_on_owner))
     torch.testing.assert_close(two[0][0], single_losses, rtol=1e-5, atol=1e-6)
     assert two[0][0] == two[1][0]  # every rank logs the global loss
     rank0, rank1 = two[0][1], two[1][1]
@@ -47,9 +47,13 @@ def test_accumulation_and_clipping_match_one_rank(tmp_path):
     (sparse gradients summed per row before the step) give the same rows on 2 ranks as on 1."""
     kw = dict(opt="adam", steps=3, rows=12, micro=2, clip=0.05)
     ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", **kw))
-    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", **kw))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", **kw, pool_on_owner=True))
     torch.testing.assert_close(two[0][0], single_losses, rtol=1e-5, atol=1e-6)
     assert_same_rows(single_rows, two[0][1] | two[1][1])
+
+
+def test_ranks_agree_on_each_tables_route(tmp_path):
+    assert ok(w.run_ranks(w.route_choice, 2, tmp_path)) == [[True, False, False]] * 2
 
 
 def test_uneven_batches_match_one_rank(tmp_path):

@@ -132,7 +132,8 @@ nb::tuple lookup_tagged(HashTable& t, const I64Array& ids, const I32Array& tags,
 // (mix64(id) mod world, the rule of recis.embedding.owner): returns (ids, tags int32, keys per
 // rank, inverse into the ordered keys for every input ID).
 nb::tuple route_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t world) {
-  if (world < 1) throw std::invalid_argument("route_keys: world must be >= 1, got " + std::to_string(world));
+  if (world < 1 || world > 0xffff)
+    throw std::invalid_argument("route_keys: world must be in [1, 65535], got " + std::to_string(world));
   ScratchArray<int64_t> all_ids(0);
   ScratchArray<uint16_t> all_tags(0);
   const int64_t n = concat_keys(ids, tags, "route_keys", all_ids, all_tags);
@@ -148,8 +149,9 @@ nb::tuple route_keys(const std::vector<I64Array>& ids, const std::vector<int>& t
     unique_keys(all_ids.data(), all_tags.data(), n, uids, utags, inv);
     u = uids.size();
     std::vector<int64_t> rank(u), at(static_cast<size_t>(world), 0);
+    const OwnerRank owner(static_cast<uint32_t>(world));
     for (size_t i = 0; i < u; ++i) {
-      rank[i] = static_cast<int64_t>(mix64(static_cast<uint64_t>(uids[i])) % static_cast<uint64_t>(world));
+      rank[i] = owner(uids[i]);
       ++counts[static_cast<size_t>(rank[i])];
     }
     for (int64_t r = 1; r < world; ++r) at[static_cast<size_t>(r)] = at[static_cast<size_t>(r - 1)] + counts[static_cast<size_t>(r - 1)];
@@ -204,9 +206,10 @@ nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, 
   Buffer packed, order(static_cast<size_t>(n) * sizeof(int64_t));
   {
     nb::gil_scoped_release release;
+    const OwnerRank owner(static_cast<uint32_t>(world));
     for (size_t k = 0, j = 0; k < ids.size(); ++k)  // owner of every key, and keys per owner
       for (const int64_t* p = part[k]; static_cast<int64_t>(j) < part_end[k]; ++j, ++p) {
-        const auto q = static_cast<uint16_t>(mix64(static_cast<uint64_t>(*p)) % static_cast<uint64_t>(world));
+        const auto q = static_cast<uint16_t>(owner(*p));
         rank.data()[j] = q;
         ++sizes[q];
       }

@@ -148,6 +148,29 @@ class RemotePooled:
         return PooledGrad(self.table, self.rows, self.inverse, self.offsets, self.weights, got.mul_(scale))
 
 
+def agree_pool_on_owner(
+    candidates: list[tuple[list[Tensor], list[int], int] | None], group: ProcessGroup | None
+) -> list[bool]:
+    """Which tables pool on their owners, the same answer on every rank (one all-reduce).
+
+    `candidates[i]` is table i's (IDs per feature, tags, bags), or None where it cannot pool. Per step
+    the pooled route moves (bags, D) floats per other rank each way, the gathered one (unique keys,
+    D) rows over all other ranks: the pooled route is chosen when the unique keys per bag, summed
+    over ranks, exceed the world size.
+    """
+    stats = torch.zeros(len(candidates), 2, dtype=torch.float64)  # (unique keys, bags) per table
+    for i, c in enumerate(candidates):
+        if c is not None:
+            parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in c[0]]
+            threads.sync()
+            counts = _C.route_keys(parts, c[1], 1)[2]
+            stats[i, 0] = float(counts.sum())
+            stats[i, 1] = float(c[2])
+    dist.all_reduce(stats, group=group)
+    w = world(group)
+    return [c is not None and keys > w * bags for c, (keys, bags) in zip(candidates, stats.tolist(), strict=True)]
+
+
 def route(table: HashTable, ids: list[Tensor], tags: list[int], group: ProcessGroup | None) -> Routed:
     """Gathered route, step 1: local de-duplication and ordering by owner (no communication)."""
     parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]

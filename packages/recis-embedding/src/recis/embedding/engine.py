@@ -116,6 +116,8 @@ class EmbeddingEngine(nn.Module):
         self.groups: list[_Group] = []
         self.sharded = False  # set by shard()
         self.process_group: distributed.ProcessGroup | None = None
+        self.pool_on_owner: bool | None = None
+        self._routes: list[bool] | None = None  # per group: pooled on the owners (set at the first sharded forward)
         self._remote: list[
             distributed.RemoteLookup | distributed.RemotePooled
         ] = []  # sharded training lookups awaiting exchange_grads
@@ -140,13 +142,21 @@ class EmbeddingEngine(nn.Module):
             group.features.append(name)
             group.tags.append(group.table.add_logical_table(table))
 
-    def shard(self, process_group: distributed.ProcessGroup | None = None) -> EmbeddingEngine:
+    def shard(
+        self, process_group: distributed.ProcessGroup | None = None, pool_on_owner: bool | None = None
+    ) -> EmbeddingEngine:
         """Shards every table row-wise over `process_group` (default: the default group).
 
         Each rank then stores the rows it owns (`owner(id, world_size)`); every rank calls forward
         with its own batch (all ranks together, as for any collective) and gets its own batch's
         embeddings; `sparse_grads()` sends gradients to the owners, averaged over ranks. Call
         before training or loading; returns the engine.
+
+        `pool_on_owner`: whether tables whose features are all pooled (sum/mean/sqrtn) pool on the
+        owners and exchange (bags, D) partial sums, or exchange (unique keys, D) rows. None (the
+        default) picks per table at the first training forward, agreed by all ranks: pool on the
+        owners when the unique keys per bag, over all ranks, exceed the world size (then the
+        partial sums are the fewer bytes; see docs/scaling.md).
         """
         if not torch.distributed.is_initialized():
             raise RuntimeError("EmbeddingEngine.shard: torch.distributed is not initialized (init_process_group first)")
@@ -155,6 +165,8 @@ class EmbeddingEngine(nn.Module):
         if self.grad_hook is not None:
             raise ValueError("EmbeddingEngine.shard: a fused optimizer is attached; fused updates need local tables")
         self.sharded, self.process_group = True, process_group
+        self.pool_on_owner = pool_on_owner
+        self._routes = None
         return self
 
     def forward(self, batch: dict[str, Tensor | Ragged]) -> dict[str, object]:
@@ -202,11 +214,13 @@ class EmbeddingEngine(nn.Module):
         tables pool on the owners, others gather rows from them."""
         pg, record = self.process_group, self.training and torch.is_grad_enabled()
         prepared = [self._inputs(group, batch) for group in self.groups]
+        if self._routes is None:
+            self._routes = self._choose_routes(prepared)
         routed: list[distributed.Routed | distributed.Bags] = []
-        for g, (present, inputs) in zip(self.groups, prepared, strict=True):
+        for g, (present, inputs), pooled_route in zip(self.groups, prepared, self._routes, strict=True):
             ids: list[Tensor] = [r.values for r in inputs]  # type: ignore[misc]
             tags = [t for _, t in present]
-            if self._all_pooled(present):
+            if pooled_route:
                 offsets, weights, codes, runs = self._bags([f for f, _ in present], inputs)
                 combiners = [ops.COMBINERS[c] for c in codes]
                 routed.append(distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, pg))
@@ -247,6 +261,17 @@ class EmbeddingEngine(nn.Module):
 
     def _all_pooled(self, present: list[tuple[str, int]]) -> bool:
         return bool(present) and all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
+
+    def _choose_routes(self, prepared: list[tuple[list[tuple[str, int]], list[Ragged]]]) -> list[bool]:
+        """Per group, whether it pools on the owners (`pool_on_owner`, or agreed by all ranks)."""
+        pooled = [self._all_pooled(present) for present, _ in prepared]
+        if self.pool_on_owner is not None:
+            return [p and self.pool_on_owner for p in pooled]
+        candidates: list[tuple[list[Tensor], list[int], int] | None] = []
+        for (present, inputs), p in zip(prepared, pooled, strict=True):
+            ids: list[Tensor] = [r.values for r in inputs]  # type: ignore[misc]
+            candidates.append((ids, [t for _, t in present], sum(r.num_rows for r in inputs)) if p else None)
+        return distributed.agree_pool_on_owner(candidates, self.process_group)
 
     def _embed_group(
         self, present: list[tuple[str, int]], inputs: list[Ragged], emb: Tensor, inverse: Tensor, out: dict[str, object]
