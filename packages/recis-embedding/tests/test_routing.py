@@ -1,4 +1,4 @@
-"""`route_keys` (C++) and `HashTable.lookup_tagged` against pure-torch references."""
+"""`route_keys`, `route_bags` (C++) and `HashTable.lookup_tagged` against pure-torch references."""
 
 import pytest
 import torch
@@ -18,7 +18,7 @@ def id_arrays(draw):
         wide = torch.randint(-(2**63), 2**63 - 1, (n,), generator=gen)
         few = torch.randint(-5, 5, (n,), generator=gen)  # many repeats, negative IDs
         arrays.append(torch.where(torch.rand(n, generator=gen) < 0.5, wide, few))
-    return arrays, draw(st.integers(1, 5))
+    return arrays, draw(st.sampled_from([1, 2, 3, 5, 7, 8, 100, 65535]))  # owner's modulo by multiplications
 
 
 @settings(max_examples=60, deadline=None)
@@ -43,8 +43,42 @@ def test_route_keys_matches_reference(args):
 def test_route_keys_empty_and_bad_world():
     keys, tags, counts, inverse = _C.route_keys([torch.zeros(0, dtype=torch.int64)], [0], 3)
     assert len(keys) == len(tags) == len(inverse) == 0 and counts.tolist() == [0, 0, 0]
-    with pytest.raises(ValueError, match="world must be >= 1"):
-        _C.route_keys([torch.zeros(1, dtype=torch.int64)], [0], 0)
+    for world in (0, 65536):
+        with pytest.raises(ValueError, match=r"world must be in \[1, 65535\]"):
+            _C.route_keys([torch.zeros(1, dtype=torch.int64)], [0], world)
+
+
+@settings(max_examples=60, deadline=None)
+@given(id_arrays(), st.integers(0, 2**31))
+def test_route_bags_matches_reference(args, seed):
+    arrays, world = args
+    ids = torch.cat(arrays)
+    gen = torch.Generator().manual_seed(seed)
+    cuts = torch.randint(0, len(ids) + 1, (int(torch.randint(0, 6, (1,), generator=gen)),), generator=gen)
+    offsets = torch.cat([torch.tensor([0]), cuts.sort().values, torch.tensor([len(ids)])])  # empty bags too
+    bags = len(offsets) - 1
+    packed, sizes, order = _C.route_bags(arrays, offsets, world, [7, bags])
+    ranks = owner(ids, world)
+    bag = torch.repeat_interleave(torch.arange(bags), offsets.diff())
+    blocks = packed.split(sizes.tolist())
+    assert len(blocks) == world and torch.equal(order.sort().values, torch.arange(len(ids)))
+    sent = []
+    for q, block in enumerate(blocks):
+        mine = (ranks == q).nonzero().squeeze(1)  # input positions owned by q, in input order
+        assert block[:2].tolist() == [7, bags]
+        assert torch.equal(block[2 : 2 + bags], torch.bincount(bag[mine], minlength=bags))
+        assert torch.equal(block[2 + bags :], ids[mine])
+        sent.append(mine)
+    assert torch.equal(order, torch.cat(sent))
+
+
+def test_route_bags_rejects_bad_offsets():
+    ids = [torch.arange(5)]
+    for offsets, match in [([0, 3], "run from 0 to the 5 IDs"), ([0, 4, 2, 5], "decrease at bag 1")]:
+        with pytest.raises(ValueError, match=match):
+            _C.route_bags(ids, torch.tensor(offsets), 2)
+    with pytest.raises(ValueError, match="world"):
+        _C.route_bags(ids, torch.tensor([0, 5]), 0)
 
 
 def test_lookup_tagged_equals_per_tag_lookups():
