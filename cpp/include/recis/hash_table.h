@@ -237,14 +237,14 @@ inline uint64_t mix64(uint64_t x) {
 class OwnerRank {
  public:
   explicit OwnerRank(uint32_t world) : w_(world), m_(~uint64_t{0} / world + 1), shift_(mod32(1u << 16) * (1u << 16) % world) {}
-  uint32_t operator()(int64_t id) const {
+  [[gnu::always_inline]] uint32_t operator()(int64_t id) const {
     const uint64_t x = mix64(static_cast<uint64_t>(id));
     // x mod w = (hi * (2^32 mod w) + lo) mod w, every term below 2^32 for w < 2^16.
     return mod32(mod32(static_cast<uint32_t>(x >> 32)) * shift_ + mod32(static_cast<uint32_t>(x)));
   }
 
  private:
-  uint32_t mod32(uint32_t a) const {
+  [[gnu::always_inline]] uint32_t mod32(uint32_t a) const {
     return static_cast<uint32_t>((static_cast<unsigned __int128>(m_ * a) * w_) >> 64);
   }
   uint32_t w_;
