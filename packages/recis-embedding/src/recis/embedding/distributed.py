@@ -51,6 +51,26 @@ def world(group: ProcessGroup | None) -> int:
     return dist.get_world_size(group)
 
 
+def _others(group: ProcessGroup | None) -> list[int]:
+    """The other ranks of `group`, starting after this one (so every rank serves a different peer first)."""
+    w, me = world(group), dist.get_rank(group)
+    return [(me + i) % w for i in range(1, w)]
+
+
+def _send(t: Tensor, r: int, group: ProcessGroup | None, tag: int) -> dist.Work:
+    """Starts sending `t` to group rank `r`."""
+    work = dist.isend(t, r if group is None else dist.get_global_rank(group, r), group=group, tag=tag)
+    assert work is not None  # this rank is in the group
+    return work
+
+
+def _recv(t: Tensor, r: int, group: ProcessGroup | None, tag: int) -> dist.Work:
+    """Starts receiving `t` from group rank `r`."""
+    work = dist.irecv(t, r if group is None else dist.get_global_rank(group, r), group=group, tag=tag)
+    assert work is not None
+    return work
+
+
 @dataclass
 class Routed:
     """One gathered table's keys on their way: what this rank sends and receives."""
@@ -83,11 +103,14 @@ class Bags:
     send: list[int]  # packed block size per owner
     weights: Tensor | None  # per packed ID: weight times its bag's combiner scale
     send_w: list[int]  # weights per owner (0 when unweighted)
+    tag: int  # this table's position in the step: tells its point-to-point messages apart
     recv: list[int] = field(default_factory=list)
     recv_w: list[int] = field(default_factory=list)
     received: Tensor | None = None
     received_w: Tensor | None = None
     works: list[dist.Work] = field(default_factory=list)
+    partial: Tensor | None = None  # (W, bags, D): each owner's partial sums of this rank's bags
+    partial_works: list[dist.Work] = field(default_factory=list)
 
     def sizes(self) -> list[tuple[int, int]]:
         return list(zip(self.send, self.send_w, strict=True))
@@ -104,6 +127,9 @@ class Bags:
             self.works.append(
                 dist.all_to_all_single(self.received_w, w, self.recv_w, self.send_w, group=group, async_op=True)
             )
+        # Partial sums arrive from each other owner as soon as it has pooled them (posted now).
+        self.partial = torch.empty(len(self.send), self.bags, self.table.dim)
+        self.partial_works = [_recv(self.partial[q], q, group, self.tag) for q in _others(group) if self.bags]
 
 
 @dataclass
@@ -118,9 +144,11 @@ class RemoteLookup:
     rows: Tensor  # owner: unique rows (Uo,) of the received keys
     inverse: Tensor  # owner: (R,) index into `rows` for each received key
 
-    def grad_routes(self, grad: Tensor) -> tuple[Tensor, list[int], list[int]]:
-        """(what to send, sizes received, sizes sent) for the requester's gradient."""
-        return grad, self.recv, self.send
+    def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
+        """Starts sending the requester's (U, D) gradient to the owners of its keys and receiving
+        the gradients of this rank's rows: (receive buffer, works)."""
+        got = torch.empty(sum(self.recv), self.table.dim)
+        return got, [dist.all_to_all_single(got, grad, self.recv, self.send, group=group, async_op=True)]
 
     def owner_grad(self, got: Tensor, scale: float) -> SparseGrad:
         grad = torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got, alpha=scale)
@@ -134,15 +162,21 @@ class RemotePooled:
 
     table: HashTable
     emb: Tensor  # requester: (bags, D) pooled rows, requires grad
+    tag: int
     recv_bags: list[int]  # owner: bags received from each rank
     rows: Tensor  # owner: unique rows of the received keys
     inverse: Tensor
     offsets: Tensor
     weights: Tensor | None
 
-    def grad_routes(self, grad: Tensor) -> tuple[Tensor, list[int], list[int]]:
-        w = len(self.recv_bags)  # every owner gets the whole (bags, D) gradient
-        return grad.expand(w, *grad.shape).reshape(-1, self.table.dim), self.recv_bags, [len(grad)] * w
+    def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
+        """Every other owner gets the whole (bags, D) gradient; this rank's own part goes in place."""
+        got = torch.empty(sum(self.recv_bags), self.table.dim)  # requesters' bags in rank order
+        parts = got.split(self.recv_bags)
+        me = dist.get_rank(group)
+        parts[me].copy_(grad)
+        works = [_recv(parts[r], r, group, self.tag) for r in _others(group) if self.recv_bags[r]]
+        return got, works + [_send(grad, r, group, self.tag) for r in _others(group) if len(grad)]
 
     def owner_grad(self, got: Tensor, scale: float) -> PooledGrad:
         return PooledGrad(self.table, self.rows, self.inverse, self.offsets, self.weights, got.mul_(scale))
@@ -187,6 +221,7 @@ def route_pooled(
     weights: Tensor | None,
     combiners: list[str],
     runs: list[int],
+    tag: int,
     group: ProcessGroup | None,
 ) -> Bags:
     """Pooled route, step 1: splits the bags (`offsets` over the concatenated `ids`, `runs[i]` bags
@@ -199,9 +234,9 @@ def route_pooled(
         weights = per_key if weights is None else weights * per_key
     send = sizes.tolist()
     if weights is None:
-        return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send))
+        return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send), tag)
     send_w = [n - len(runs) - (len(offsets) - 1) for n in send]
-    return Bags(table, tags, len(offsets) - 1, packed, send, weights.index_select(0, order), send_w)
+    return Bags(table, tags, len(offsets) - 1, packed, send, weights.index_select(0, order), send_w, tag)
 
 
 def exchange_keys(routed: list[Routed | Bags], group: ProcessGroup | None) -> None:
@@ -241,13 +276,14 @@ class Served:
     inverse: Tensor | None
     offsets: Tensor
     weights: Tensor | None
-    partial: Tensor  # (W * bags, D): every owner's partial sums of this rank's bags, once `work` completes
-    work: dist.Work
+    partial: Tensor  # (W, bags, D): every owner's partial sums of this rank's bags, once `works` complete
+    works: list[dist.Work]
 
 
 def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -> Served:
     """Pooled route, step 3 on the owner: pools every requester's bags over the keys it owns and
-    starts sending the partial sums back. `insert` (training) inserts unknown keys and keeps the
+    sends each its partial sums as soon as they are pooled (other ranks first, its own last, so
+    the transfers overlap the pooling). `insert` (training) inserts unknown keys and keeps the
     pooling structure for backward; otherwise the lookup is read-only."""
     assert b.received is not None
     for work in b.works:
@@ -281,13 +317,25 @@ def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -
     if insert:
         found = b.table.lookup(parts, step, True, tags, gather=False)
         rows, inverse = found.rows, found.inverse
-        pooled = b.table.pool(rows, inverse, offsets, weights, "sum")
-    else:
-        pooled = b.table.pool_keys(parts, tags, offsets, weights, "sum")
-    w = len(b.recv)
-    partial = torch.empty(w * b.bags, b.table.dim)
-    work = dist.all_to_all_single(partial, pooled, [b.bags] * w, recv_bags, group=group, async_op=True)
-    return Served(recv_bags, rows, inverse, offsets, weights, partial, work)
+    assert b.partial is not None
+    bag_at = [0, *itertools.accumulate(recv_bags)]
+    key_at = offsets[bag_at].tolist()
+    sends = []
+    for r in [*_others(group), dist.get_rank(group)]:  # requester r's bags: bag_at[r]:bag_at[r + 1]
+        if not recv_bags[r]:
+            continue
+        lo, hi = key_at[r], key_at[r + 1]
+        bag_offsets = offsets[bag_at[r] : bag_at[r + 1] + 1] - lo
+        w = None if weights is None else weights[lo:hi]
+        if inverse is not None:
+            pooled = b.table.pool(rows, inverse[lo:hi], bag_offsets, w, "sum")  # type: ignore[arg-type]
+        else:  # read-only: straight from the keys
+            pooled = b.table.pool_keys(parts[r * features : (r + 1) * features], b.tags, bag_offsets, w, "sum")
+        if r == dist.get_rank(group):
+            b.partial[r] = pooled
+        else:
+            sends.append(_send(pooled, r, group, b.tag))
+    return Served(recv_bags, rows, inverse, offsets, weights, b.partial, [*b.partial_works, *sends])
 
 
 def exchange_grads(
@@ -300,11 +348,10 @@ def exchange_grads(
     for lk in lookups:
         g = lk.emb.grad
         g = torch.zeros_like(lk.emb) if g is None else g.to(device="cpu", dtype=torch.float32).contiguous()
-        send, recv_sizes, send_sizes = lk.grad_routes(g)
-        got = torch.empty(sum(recv_sizes), lk.table.dim)
-        pending.append((got, dist.all_to_all_single(got, send, recv_sizes, send_sizes, group=group, async_op=True)))
+        pending.append(lk.exchange(g, group))
     out = []
-    for lk, (got, work) in zip(lookups, pending, strict=True):
-        work.wait()
+    for lk, (got, works) in zip(lookups, pending, strict=True):
+        for work in works:
+            work.wait()
         out.append(lk.owner_grad(got, 1.0 / w))
     return out

@@ -223,7 +223,8 @@ class EmbeddingEngine(nn.Module):
             if pooled_route:
                 offsets, weights, codes, runs = self._bags([f for f, _ in present], inputs)
                 combiners = [ops.COMBINERS[c] for c in codes]
-                routed.append(distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, pg))
+                tag = len(routed)
+                routed.append(distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, tag, pg))
             else:
                 routed.append(distributed.route(g.table, ids, tags, pg))
         distributed.exchange_keys(routed, pg)
@@ -236,14 +237,15 @@ class EmbeddingEngine(nn.Module):
         for r, done, (present, inputs) in zip(routed, served, prepared, strict=True):
             if isinstance(done, distributed.Served):
                 assert isinstance(r, distributed.Bags)
-                done.work.wait()
-                pooled = done.partial.view(len(r.send), r.bags, r.table.dim).sum(0)  # the owners' partial sums
+                for work in done.works:
+                    work.wait()
+                pooled = done.partial.sum(0)  # the owners' partial sums
                 if record:
                     assert done.rows is not None and done.inverse is not None  # training lookups keep them
                     pooled.requires_grad_()
                     self._remote.append(
                         distributed.RemotePooled(
-                            r.table, pooled, done.recv_bags, done.rows, done.inverse, done.offsets, done.weights
+                            r.table, pooled, r.tag, done.recv_bags, done.rows, done.inverse, done.offsets, done.weights
                         )
                     )
                 runs = [ids.num_rows for ids in inputs]
