@@ -5,10 +5,11 @@
 
 Workload of ../shared/peers/torchrec/sparse_step.py (8 features, Zipf(1.05) over 1M IDs each, bags of
 10-30, global batch 4096, dim 64); with 2 ranks each takes half of every batch. Ours shards every
-hash table row-wise (recis.embedding.distributed, gloo); the optimizer step is two-phase (sharded
-gradients reach their owners after backward). TorchRec runs `sparse_step_dmp2.py` from the peer
+hash table row-wise (recis.embedding.distributed, gloo): the 8 features share one physical table,
+which pools on the owners (its route as the engine picks it); the owners sum gradients per row
+inside the optimizer's update, after backward. TorchRec runs `sparse_step_dmp2.py` from the peer
 venv (table-wise sharding by its planner, fused RowWiseAdagrad). Besides times, each of our runs
-reports the bytes one step moves between ranks (keys, rows, gradients), for docs/scaling.md.
+reports the bytes one step moves between ranks on either route, for docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -66,15 +67,30 @@ def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, ren
         t0 = time.perf_counter()
         step(batches[i % 4])
         times.append(time.perf_counter() - t0)
-    # Keys this rank sends to other ranks per step (its unique keys owned elsewhere), on batch 0.
-    _, _, counts, _ = _C.route_keys([batches[0][f].values for f in names], list(range(len(names))), world)
+    # What this rank sends to the others per step on batch 0, on either route: gathered (its unique
+    # keys owned elsewhere, their rows back, their gradients) or pooled on the owners (every key
+    # owned elsewhere with per-bag counts; partial sums of the other ranks' bags; its gradients).
+    ids = [batches[0][f].values for f in names]
+    _, _, counts, _ = _C.route_keys(ids, list(range(len(names))), world)
     remote = int(counts.sum() - counts[rank])
+    bags = len(names) * (hi - lo)
+    lengths = torch.cat([batches[0][f].offsets.diff() for f in names])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    _, sizes, _ = _C.route_bags(ids, offsets, world, [hi - lo] * len(names))
+    other_bags = len(names) * (GLOBAL_BATCH - (hi - lo))
     res = {
         "times_ms": [round(1000 * t, 2) for t in times],
         "unique_keys": int(counts.sum()),
         "remote_keys": remote,
         "lookups": sum(batches[0][f].num_values for f in names),
         "rows": sum(len(t) for t in engine.tables().values()),
+        "pooled_on_owner": engine._routes,
+        "gathered_mb": {"keys": remote * 16 / 1e6, "rows": remote * 256 / 1e6, "grads": remote * 256 / 1e6},
+        "pooled_mb": {
+            "keys": 8 * int(sizes.sum() - sizes[rank]) / 1e6,
+            "partial_sums": 256 * other_bags / 1e6,
+            "grads": 256 * bags * (world - 1) / 1e6,
+        },
     }
     Path(out, f"rank{rank}.json").write_text(json.dumps(res))
     dist.destroy_process_group()
@@ -160,14 +176,15 @@ def main() -> None:
             print(f"{name} vs TorchRec DMP: {trec['ms'] / s['ms']:.2f}x samples/s (target 2.0x for 2 procs)")
     two = info.get("recis RowWiseAdagrad, 2 procs x 1 thread")
     if two:
-        d = 64
         for r, rank in enumerate(two["per_rank"]):
-            keys = rank["remote_keys"]
             print(
-                f"rank {r}: {rank['lookups']} lookups, {rank['unique_keys']} unique keys, {keys} owned elsewhere; "
-                f"sends per step {keys * 16 / 1e6:.2f} MB keys + {keys * 4 * d / 1e6:.2f} MB rows "
-                f"(owner -> requester) + {keys * 4 * d / 1e6:.2f} MB gradients"
+                f"rank {r}: {rank['lookups']} lookups, {rank['unique_keys']} unique keys, "
+                f"{rank['remote_keys']} owned elsewhere; pooled on the owners: {rank['pooled_on_owner']}"
             )
+            for route in ("pooled", "gathered"):
+                mb = rank[f"{route}_mb"]
+                parts = " + ".join(f"{v:.2f} MB {k}" for k, v in mb.items())
+                print(f"  {route} route sends per step {parts} = {sum(mb.values()):.2f} MB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"summary": summary, "runs": info}, indent=1))
