@@ -145,15 +145,16 @@ def train(
     micro: int = 1,
     clip: float | None = None,
     pool_on_owner: bool | None = None,
+    wire_dtype: torch.dtype = torch.float32,
 ):
     """K steps on global batches of `rows`; rank r takes rows [split[r], split[r+1]). Each rank's
     loss is its rows' sum; DDP and the sparse exchange average over the 2 ranks, which equals one
     process minimizing sum / 2 over the global batch (what world == 1 runs). `micro`: gradients of
     that many micro-batches per step; `clip`: global gradient-norm limit; `pool_on_owner`: as in
-    `EmbeddingEngine.shard` (on these short bags None picks the gathered route)."""
+    `EmbeddingEngine.shard` (on these short bags None picks the gathered route), as `wire_dtype`."""
     model = Model()
     if world > 1:
-        model.emb.shard(pool_on_owner=pool_on_owner)
+        model.emb.shard(pool_on_owner=pool_on_owner, wire_dtype=wire_dtype)
         dense = torch.nn.parallel.DistributedDataParallel(model.dense)
         model.dense = dense  # type: ignore[assignment]
     sparse = OPTIMIZERS[opt](model.emb)
@@ -182,14 +183,19 @@ def train(
 
 def route_choice(rank: int, world: int, directory: str):
     """The routes a sharded engine picks: long bags pool on the owners, one-ID bags and sequences
-    gather rows; every rank agrees although only rank 0 sees long bags."""
+    gather rows; every rank agrees although only rank 0 sees long bags. Also: a wire dtype that
+    cannot carry embeddings is refused."""
     engine = EmbeddingEngine(
         {"long": EmbeddingSpec(4), "short": EmbeddingSpec(8), "seq": EmbeddingSpec(16, combiner=None)}
     ).shard()
     rows = 4
     long = Ragged.from_lengths(torch.arange(rows * 10 * (1 - rank)), torch.full((rows,), 10 * (1 - rank)))
     engine({"long": long, "short": torch.arange(rows), "seq": Ragged.from_list([[1, 2]] * rows)})
-    return engine._routes
+    try:
+        EmbeddingEngine({"x": EmbeddingSpec(4)}).shard(wire_dtype=torch.int8)
+    except ValueError as e:
+        return engine._routes, str(e)
+    return engine._routes, None
 
 
 def train_with_empty_rank(rank: int, world: int, directory: str):

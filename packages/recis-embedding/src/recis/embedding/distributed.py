@@ -79,6 +79,7 @@ class Routed:
     keys: Tensor  # (U, 2) int64: this rank's unique (ID, tag) keys, ordered by owner
     inverse: Tensor  # (N,) index into `keys` for each input ID
     send: list[int]  # keys sent to each rank
+    wire: torch.dtype  # of rows and gradients between ranks
     recv: list[int] = field(default_factory=list)  # keys received from each rank
     received: Tensor | None = None  # (R, 2) keys this rank owns, from every rank
     work: dist.Work | None = None
@@ -104,6 +105,7 @@ class Bags:
     weights: Tensor | None  # per packed ID: weight times its bag's combiner scale
     send_w: list[int]  # weights per owner (0 when unweighted)
     tag: int  # this table's position in the step: tells its point-to-point messages apart
+    wire: torch.dtype  # of partial sums and gradients between ranks
     recv: list[int] = field(default_factory=list)
     recv_w: list[int] = field(default_factory=list)
     received: Tensor | None = None
@@ -128,7 +130,7 @@ class Bags:
                 dist.all_to_all_single(self.received_w, w, self.recv_w, self.send_w, group=group, async_op=True)
             )
         # Partial sums arrive from each other owner as soon as it has pooled them (posted now).
-        self.partial = torch.empty(len(self.send), self.bags, self.table.dim)
+        self.partial = torch.empty(len(self.send), self.bags, self.table.dim, dtype=self.wire)
         self.partial_works = [_recv(self.partial[q], q, group, self.tag) for q in _others(group) if self.bags]
 
 
@@ -143,15 +145,17 @@ class RemoteLookup:
     recv: list[int]
     rows: Tensor  # owner: unique rows (Uo,) of the received keys
     inverse: Tensor  # owner: (R,) index into `rows` for each received key
+    wire: torch.dtype
 
     def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
         """Starts sending the requester's (U, D) gradient to the owners of its keys and receiving
         the gradients of this rank's rows: (receive buffer, works)."""
-        got = torch.empty(sum(self.recv), self.table.dim)
-        return got, [dist.all_to_all_single(got, grad, self.recv, self.send, group=group, async_op=True)]
+        got = torch.empty(sum(self.recv), self.table.dim, dtype=self.wire)
+        send = grad.to(self.wire)
+        return got, [dist.all_to_all_single(got, send, self.recv, self.send, group=group, async_op=True)]
 
     def owner_grad(self, got: Tensor, scale: float) -> SparseGrad:
-        grad = torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got, alpha=scale)
+        grad = torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got.float(), alpha=scale)
         return SparseGrad(self.table, self.rows, grad)
 
 
@@ -168,17 +172,23 @@ class RemotePooled:
     inverse: Tensor
     offsets: Tensor
     weights: Tensor | None
+    wire: torch.dtype
+    own: Tensor | None = None  # this rank's own (bags, D) gradient, kept in float32
+    me: int = 0
 
     def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
-        """Every other owner gets the whole (bags, D) gradient; this rank's own part goes in place."""
-        got = torch.empty(sum(self.recv_bags), self.table.dim)  # requesters' bags in rank order
+        """Every other owner gets the whole (bags, D) gradient; the other requesters' arrive in
+        their slices of the receive buffer (requesters in rank order)."""
+        got = torch.empty(sum(self.recv_bags), self.table.dim, dtype=self.wire)
         parts = got.split(self.recv_bags)
-        me = dist.get_rank(group)
-        parts[me].copy_(grad)
+        self.own, self.me, send = grad, dist.get_rank(group), grad.to(self.wire)
         works = [_recv(parts[r], r, group, self.tag) for r in _others(group) if self.recv_bags[r]]
-        return got, works + [_send(grad, r, group, self.tag) for r in _others(group) if len(grad)]
+        return got, works + [_send(send, r, group, self.tag) for r in _others(group) if len(grad)]
 
     def owner_grad(self, got: Tensor, scale: float) -> PooledGrad:
+        got = got.float()  # the other requesters' gradients, then this rank's own in its slice
+        assert self.own is not None
+        got.split(self.recv_bags)[self.me].copy_(self.own)
         return PooledGrad(self.table, self.rows, self.inverse, self.offsets, self.weights, got.mul_(scale))
 
 
@@ -205,12 +215,14 @@ def agree_pool_on_owner(
     return [c is not None and keys > w * bags for c, (keys, bags) in zip(candidates, stats.tolist(), strict=True)]
 
 
-def route(table: HashTable, ids: list[Tensor], tags: list[int], group: ProcessGroup | None) -> Routed:
+def route(
+    table: HashTable, ids: list[Tensor], tags: list[int], wire: torch.dtype, group: ProcessGroup | None
+) -> Routed:
     """Gathered route, step 1: local de-duplication and ordering by owner (no communication)."""
     parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]
     threads.sync()
     keys, key_tags, counts, inverse = _C.route_keys(parts, list(tags), world(group))
-    return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist())
+    return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist(), wire)
 
 
 def route_pooled(
@@ -222,6 +234,7 @@ def route_pooled(
     combiners: list[str],
     runs: list[int],
     tag: int,
+    wire: torch.dtype,
     group: ProcessGroup | None,
 ) -> Bags:
     """Pooled route, step 1: splits the bags (`offsets` over the concatenated `ids`, `runs[i]` bags
@@ -234,9 +247,9 @@ def route_pooled(
         weights = per_key if weights is None else weights * per_key
     send = sizes.tolist()
     if weights is None:
-        return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send), tag)
+        return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send), tag, wire)
     send_w = [n - len(runs) - (len(offsets) - 1) for n in send]
-    return Bags(table, tags, len(offsets) - 1, packed, send, weights.index_select(0, order), send_w, tag)
+    return Bags(table, tags, len(offsets) - 1, packed, send, weights.index_select(0, order), send_w, tag, wire)
 
 
 def exchange_keys(routed: list[Routed | Bags], group: ProcessGroup | None) -> None:
@@ -260,10 +273,9 @@ def serve(r: Routed, step: int, insert: bool, group: ProcessGroup | None) -> tup
     r.work.wait()
     found = r.table.lookup_tagged(r.received[:, 0], r.received[:, 1], step, insert)
     assert found.embeddings is not None
-    out = torch.empty(len(r.keys), r.table.dim)
-    work = dist.all_to_all_single(
-        out, found.embeddings.index_select(0, found.inverse), r.send, r.recv, group=group, async_op=True
-    )
+    out = torch.empty(len(r.keys), r.table.dim, dtype=r.wire)
+    rows = found.embeddings.index_select(0, found.inverse).to(r.wire)
+    work = dist.all_to_all_single(out, rows, r.send, r.recv, group=group, async_op=True)
     return found.rows, found.inverse, out, work
 
 
@@ -276,8 +288,19 @@ class Served:
     inverse: Tensor | None
     offsets: Tensor
     weights: Tensor | None
-    partial: Tensor  # (W, bags, D): every owner's partial sums of this rank's bags, once `works` complete
+    partial: Tensor  # (W, bags, D): the other owners' partial sums of this rank's bags, once `works` complete
+    own: Tensor  # (bags, D) float32: this rank's partial sums as owner
+    me: int
     works: list[dist.Work]
+
+    def pooled(self) -> Tensor:
+        """(bags, D) float32: the partial sums of all owners, added in rank order."""
+        for work in self.works:
+            work.wait()
+        out = self.own.clone() if self.me == 0 else self.partial[0].float()
+        for q in range(1, len(self.partial)):
+            out += self.own if q == self.me else self.partial[q]
+        return out
 
 
 def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -> Served:
@@ -320,8 +343,9 @@ def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -
     assert b.partial is not None
     bag_at = [0, *itertools.accumulate(recv_bags)]
     key_at = offsets[bag_at].tolist()
-    sends = []
-    for r in [*_others(group), dist.get_rank(group)]:  # requester r's bags: bag_at[r]:bag_at[r + 1]
+    me = dist.get_rank(group)
+    own, sends = torch.zeros(b.bags, b.table.dim), []
+    for r in [*_others(group), me]:  # requester r's bags: bag_at[r]:bag_at[r + 1]
         if not recv_bags[r]:
             continue
         lo, hi = key_at[r], key_at[r + 1]
@@ -331,11 +355,11 @@ def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -
             pooled = b.table.pool(rows, inverse[lo:hi], bag_offsets, w, "sum")  # type: ignore[arg-type]
         else:  # read-only: straight from the keys
             pooled = b.table.pool_keys(parts[r * features : (r + 1) * features], b.tags, bag_offsets, w, "sum")
-        if r == dist.get_rank(group):
-            b.partial[r] = pooled
+        if r == me:
+            own = pooled
         else:
-            sends.append(_send(pooled, r, group, b.tag))
-    return Served(recv_bags, rows, inverse, offsets, weights, b.partial, [*b.partial_works, *sends])
+            sends.append(_send(pooled.to(b.wire), r, group, b.tag))
+    return Served(recv_bags, rows, inverse, offsets, weights, b.partial, own, me, [*b.partial_works, *sends])
 
 
 def exchange_grads(

@@ -117,6 +117,7 @@ class EmbeddingEngine(nn.Module):
         self.sharded = False  # set by shard()
         self.process_group: distributed.ProcessGroup | None = None
         self.pool_on_owner: bool | None = None
+        self.wire_dtype = torch.float32
         self._routes: list[bool] | None = None  # per group: pooled on the owners (set at the first sharded forward)
         self._remote: list[
             distributed.RemoteLookup | distributed.RemotePooled
@@ -143,7 +144,10 @@ class EmbeddingEngine(nn.Module):
             group.tags.append(group.table.add_logical_table(table))
 
     def shard(
-        self, process_group: distributed.ProcessGroup | None = None, pool_on_owner: bool | None = None
+        self,
+        process_group: distributed.ProcessGroup | None = None,
+        pool_on_owner: bool | None = None,
+        wire_dtype: torch.dtype = torch.float32,
     ) -> EmbeddingEngine:
         """Shards every table row-wise over `process_group` (default: the default group).
 
@@ -154,9 +158,13 @@ class EmbeddingEngine(nn.Module):
 
         `pool_on_owner`: whether tables whose features are all pooled (sum/mean/sqrtn) pool on the
         owners and exchange (bags, D) partial sums, or exchange (unique keys, D) rows. None (the
-        default) picks per table at the first training forward, agreed by all ranks: pool on the
-        owners when the unique keys per bag, over all ranks, exceed the world size (then the
-        partial sums are the fewer bytes; see docs/scaling.md).
+        default) picks per table at the first forward, agreed by all ranks: pool on the owners
+        when the unique keys per bag, over all ranks, exceed the world size (then the partial sums
+        are the fewer bytes; see docs/scaling.md).
+
+        `wire_dtype`: how partial sums, rows and gradients travel between ranks. torch.bfloat16
+        halves those bytes at bf16 precision (8-bit mantissa) for what crosses ranks; sums and
+        updates stay float32. torch.float16 keeps 11 bits but can flush tiny gradients to zero.
         """
         if not torch.distributed.is_initialized():
             raise RuntimeError("EmbeddingEngine.shard: torch.distributed is not initialized (init_process_group first)")
@@ -165,7 +173,11 @@ class EmbeddingEngine(nn.Module):
         if self.grad_hook is not None:
             raise ValueError("EmbeddingEngine.shard: a fused optimizer is attached; fused updates need local tables")
         self.sharded, self.process_group = True, process_group
-        self.pool_on_owner = pool_on_owner
+        if wire_dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(
+                f"EmbeddingEngine.shard: wire_dtype must be float32, bfloat16 or float16, got {wire_dtype}"
+            )
+        self.pool_on_owner, self.wire_dtype = pool_on_owner, wire_dtype
         self._routes = None
         return self
 
@@ -212,7 +224,7 @@ class EmbeddingEngine(nn.Module):
     def _forward_sharded(self, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> None:
         """All physical tables' lookups through their owners (recis.embedding.distributed): pooled
         tables pool on the owners, others gather rows from them."""
-        pg, record = self.process_group, self.training and torch.is_grad_enabled()
+        pg, record, wire = self.process_group, self.training and torch.is_grad_enabled(), self.wire_dtype
         prepared = [self._inputs(group, batch) for group in self.groups]
         if self._routes is None:
             self._routes = self._choose_routes(prepared)
@@ -224,9 +236,11 @@ class EmbeddingEngine(nn.Module):
                 offsets, weights, codes, runs = self._bags([f for f, _ in present], inputs)
                 combiners = [ops.COMBINERS[c] for c in codes]
                 tag = len(routed)
-                routed.append(distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, tag, pg))
+                routed.append(
+                    distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, tag, wire, pg)
+                )
             else:
-                routed.append(distributed.route(g.table, ids, tags, pg))
+                routed.append(distributed.route(g.table, ids, tags, wire, pg))
         distributed.exchange_keys(routed, pg)
         served = [
             distributed.serve_pooled(r, self.step, self.training, pg)
@@ -237,15 +251,21 @@ class EmbeddingEngine(nn.Module):
         for r, done, (present, inputs) in zip(routed, served, prepared, strict=True):
             if isinstance(done, distributed.Served):
                 assert isinstance(r, distributed.Bags)
-                for work in done.works:
-                    work.wait()
-                pooled = done.partial.sum(0)  # the owners' partial sums
+                pooled = done.pooled()
                 if record:
                     assert done.rows is not None and done.inverse is not None  # training lookups keep them
                     pooled.requires_grad_()
                     self._remote.append(
                         distributed.RemotePooled(
-                            r.table, pooled, r.tag, done.recv_bags, done.rows, done.inverse, done.offsets, done.weights
+                            r.table,
+                            pooled,
+                            r.tag,
+                            done.recv_bags,
+                            done.rows,
+                            done.inverse,
+                            done.offsets,
+                            done.weights,
+                            wire,
                         )
                     )
                 runs = [ids.num_rows for ids in inputs]
@@ -256,9 +276,10 @@ class EmbeddingEngine(nn.Module):
             assert isinstance(r, distributed.Routed)
             rows, inverse, emb, work = done
             work.wait()
+            emb = emb.float()
             if record:
                 emb.requires_grad_()
-                self._remote.append(distributed.RemoteLookup(r.table, emb, r.send, r.recv, rows, inverse))
+                self._remote.append(distributed.RemoteLookup(r.table, emb, r.send, r.recv, rows, inverse, wire))
             self._embed_group(present, inputs, emb, r.inverse, out)
 
     def _all_pooled(self, present: list[tuple[str, int]]) -> bool:
