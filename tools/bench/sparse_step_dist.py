@@ -9,7 +9,8 @@ hash table row-wise (recis.embedding.distributed, gloo): the 8 features share on
 which pools on the owners (its route as the engine picks it); the owners sum gradients per row
 inside the optimizer's update, after backward. TorchRec runs `sparse_step_dmp2.py` from the peer
 venv (table-wise sharding by its planner, fused RowWiseAdagrad). Besides times, each of our runs
-reports the bytes one step moves between ranks on either route, for docs/scaling.md.
+reports the bytes one step moves between ranks on either route, for docs/scaling.md. The bf16
+configuration sends partial sums and gradients as bfloat16 (`shard(wire_dtype=torch.bfloat16)`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ PEER_DMP2 = HERE.parents[1] / ".." / "shared" / "peers" / "torchrec" / "sparse_s
 GLOBAL_BATCH = 4096
 
 
-def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, rendezvous: str, out: str) -> None:
+def rank_main(
+    rank: int, world: int, opt_name: str, iters: int, warmup: int, rendezvous: str, out: str, wire: str = "float32"
+) -> None:
     import torch
     import torch.distributed as dist
 
@@ -50,7 +53,7 @@ def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, ren
     batches = [{f: r.select(keep) for f, r in b.items()} for b in zipf_batches(4)]
     names = list(batches[0])
     engine = EmbeddingEngine({f: EmbeddingSpec(64, initializer=Initializer.uniform(-0.001, 0.001)) for f in names})
-    engine.shard()
+    engine.shard(wire_dtype=getattr(torch, wire))
     opt = {"adam": SparseAdam, "rowwise_adagrad": SparseRowWiseAdagrad}[opt_name](engine, lr=0.01)
     w_out = torch.randn(hi - lo, 64 * len(names), generator=torch.Generator().manual_seed(7))
 
@@ -96,7 +99,7 @@ def rank_main(rank: int, world: int, opt_name: str, iters: int, warmup: int, ren
     dist.destroy_process_group()
 
 
-def run_ours(world: int, opt_name: str, args: argparse.Namespace) -> dict:
+def run_ours(world: int, opt_name: str, args: argparse.Namespace, wire: str = "float32") -> dict:
     """Ours on `world` ranks (1 thread each), or in one process with 2 threads when world == 1."""
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1" if world > 1 else str(args.threads))
     if world == 1:
@@ -112,7 +115,7 @@ def run_ours(world: int, opt_name: str, args: argparse.Namespace) -> dict:
             f"import sys; sys.path.insert(0, {str(HERE)!r}); import torch.multiprocessing as mp; "
             f"from sparse_step_dist import rank_main; "
             f"mp.start_processes(rank_main, args=({world}, {opt_name!r}, {args.iters}, {args.warmup}, "
-            f"{tmp + '/rendezvous'!r}, {tmp!r}), nprocs={world}, start_method='spawn')"
+            f"{tmp + '/rendezvous'!r}, {tmp!r}, {wire!r}), nprocs={world}, start_method='spawn')"
         )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
         if proc.returncode:
@@ -148,6 +151,7 @@ def main() -> None:
     configs = {
         "recis RowWiseAdagrad, 2 procs x 1 thread": lambda: run_ours(2, "rowwise_adagrad", args),
         "recis Adam, 2 procs x 1 thread": lambda: run_ours(2, "adam", args),
+        "recis RowWiseAdagrad, 2 procs x 1 thread, bf16 wire": lambda: run_ours(2, "rowwise_adagrad", args, "bfloat16"),
         "recis RowWiseAdagrad, 1 proc x 2 threads": lambda: run_ours(1, "rowwise_adagrad", args),
         "TorchRec DMP RowWiseAdagrad, 2 procs x 1 thread": lambda: run_peer("rowwise_adagrad", args),
     }
@@ -168,7 +172,7 @@ def main() -> None:
         if t:
             ms = statistics.median(t)
             summary[name] = {"ms": ms, "samples_per_s": GLOBAL_BATCH * 1e3 / ms}
-            print(f"{name:48s} {ms:8.1f} ms {GLOBAL_BATCH * 1e3 / ms:9.0f} samples/s")
+            print(f"{name:54s} {ms:8.1f} ms {GLOBAL_BATCH * 1e3 / ms:9.0f} samples/s")
     trec = summary.get("TorchRec DMP RowWiseAdagrad, 2 procs x 1 thread")
     print()
     for name, s in summary.items():
