@@ -183,33 +183,6 @@ def test_runs_of_features_pool_like_each_feature_alone(parts):
     torch.testing.assert_close(got, leaf.grad, rtol=1e-5, atol=1e-5)
 
 
-@given(pooling_inputs(), st.integers(0, 2**31))
-def test_pooled_group_matches_reference_per_run(args, seed):
-    """Several features' bags in one call, each run with its own combiner, equal the reference."""
-    from recis.embedding.ops import pooled_group
-
-    emb, inverse, offsets, weights, _ = args
-    bags = len(offsets) - 1
-    g = torch.Generator().manual_seed(seed)
-    cut = int(torch.randint(0, bags + 1, (1,), generator=g))
-    runs, codes = [cut, bags - cut], torch.randint(0, 3, (2,), generator=g).tolist()
-    assert_matches_reference(
-        emb,
-        lambda e: pooled_group(e, inverse, offsets, weights, codes, runs),
-        lambda e: pooled_embedding_reference(e, inverse, offsets, weights, [COMBINERS[c] for c in codes], runs),
-    )
-
-
-def test_pooled_group_opcheck_and_bad_runs():
-    from recis.embedding.ops import pooled_group
-
-    emb = torch.randn(3, 4, requires_grad=True)
-    inverse, offsets = torch.tensor([0, 2, 1, 1, 0]), torch.tensor([0, 2, 2, 5])
-    torch.library.opcheck(pooled_group, (emb, inverse, offsets, torch.rand(5), [1, 2], [1, 2]))
-    with pytest.raises(ValueError, match="runs"):
-        pooled_group(emb, inverse, offsets, None, [0], [2])
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31), st.sampled_from([0, 1, 3, 600]), st.integers(1, 3), st.booleans(), st.booleans())
 def test_pool_keys_matches_lookup_then_pool(seed, batch, features, weighted, side_by_side):

@@ -1,32 +1,35 @@
 """Row-wise sharding of hash tables over `torch.distributed` (gloo on CPU, NCCL on GPU).
 
 Every key (ID, tag) of a physical table lives on one rank, `owner(id, world_size)`. A table's
-lookups for all the features that read it travel together, by one of two routes:
+lookups for all the features that read it travel together, by one of two routes (the engine
+picks per table with `agree_pool_on_owner`):
 
-Pooled tables (every feature sum/mean/sqrtn) pool on the owners, as TorchRec's row-wise sharding:
+Pooled on the owners (every feature sum/mean/sqrtn, long bags), as TorchRec's row-wise sharding:
 
 1. `route_pooled` (C++ `route_bags`) splits every bag by the owners of its keys: each owner gets
    the keys it owns with how many fall in each bag; mean/sqrtn scales become per-key weights.
 2. One `all_to_all_single` carries every table's block sizes; then each table's keys (and weights)
    travel asynchronously, all tables in flight at once (`exchange_keys`).
 3. Owners look the keys up (inserting in training) and pool each requester's bags into partial
-   sums, sent back while the next table is served (`serve_pooled`).
-4. The requester adds the partial sums of all owners: its (bags, D) pooled rows.
+   sums, sent point to point as soon as they are pooled (`serve_pooled`).
+4. The requester adds the partial sums of all owners: its (bags, D) pooled rows (`Served.pooled`).
 
-Backward sends each requester's (bags, D) output gradient to every owner, who turns it into
-per-row gradients with the forward's pooling structure. Per step a rank moves its keys once and
-(bags, D) floats per other rank each way, instead of a row per unique key each way.
+Backward sends each requester's (bags, D) output gradient to every owner, who keeps it with the
+forward's pooling structure (`PooledGrad`) for the optimizer to sum per row and apply in one pass.
+Per step a rank moves its keys once and (bags, D) floats per other rank each way, instead of a
+row per unique key each way.
 
-Other tables (sequences, "tile") gather rows:
+Gathered rows (sequences, "tile", short bags):
 
 1. `route` (C++ `route_keys`) de-duplicates this rank's keys and orders them by owner rank.
 2. Keys travel as in the pooled route.
 3. Owners look their received keys up and send each key's row back (`serve`).
-4. The requester gets a (U, D) row per unique key, which pads exactly as in one process.
+4. The requester gets a (U, D) row per unique key, which pools or pads exactly as in one process.
 
-Backward sends each requester's (U, D) gradient back along the same routes. In both routes owners
-sum gradients per row and divide by the world size, so sparse gradients are averaged over ranks as
-DDP averages dense ones: with a per-rank mean loss both equal the gradient of the global mean.
+Backward sends each requester's (U, D) gradient back along the same routes. On both routes owners
+divide gradients by the world size, so sparse gradients are averaged over ranks as DDP averages
+dense ones: with a per-rank mean loss both equal the gradient of the global mean. Partial sums,
+rows and gradients cross ranks in the engine's `wire_dtype` (float32 or, to halve the bytes, bf16).
 """
 
 from __future__ import annotations
@@ -292,6 +295,14 @@ class Served:
     own: Tensor  # (bags, D) float32: this rank's partial sums as owner
     me: int
     works: list[dist.Work]
+
+    def recorded(self, b: Bags, pooled: Tensor) -> RemotePooled:
+        """What a training lookup keeps for its gradient exchange: the requester's `pooled` leaf and
+        this rank's pooling structure as owner."""
+        assert self.rows is not None and self.inverse is not None  # training lookups keep them
+        return RemotePooled(
+            b.table, pooled, b.tag, self.recv_bags, self.rows, self.inverse, self.offsets, self.weights, b.wire
+        )
 
     def pooled(self) -> Tensor:
         """(bags, D) float32: the partial sums of all owners, added in rank order."""

@@ -119,9 +119,8 @@ class EmbeddingEngine(nn.Module):
         self.pool_on_owner: bool | None = None
         self.wire_dtype = torch.float32
         self._routes: list[bool] | None = None  # per group: pooled on the owners (set at the first sharded forward)
-        self._remote: list[
-            distributed.RemoteLookup | distributed.RemotePooled
-        ] = []  # sharded training lookups awaiting exchange_grads
+        # Sharded training lookups awaiting exchange_grads.
+        self._remote: list[distributed.RemoteLookup | distributed.RemotePooled] = []
         logical: dict[str, tuple[str, EmbeddingSpec]] = {}  # table name -> (first feature, spec)
         by_settings: dict[tuple, _Group] = {}
         for name, spec in self.specs.items():
@@ -172,11 +171,11 @@ class EmbeddingEngine(nn.Module):
             raise ValueError("EmbeddingEngine.shard: the tables already hold rows; shard before training or loading")
         if self.grad_hook is not None:
             raise ValueError("EmbeddingEngine.shard: a fused optimizer is attached; fused updates need local tables")
-        self.sharded, self.process_group = True, process_group
         if wire_dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(
                 f"EmbeddingEngine.shard: wire_dtype must be float32, bfloat16 or float16, got {wire_dtype}"
             )
+        self.sharded, self.process_group = True, process_group
         self.pool_on_owner, self.wire_dtype = pool_on_owner, wire_dtype
         self._routes = None
         return self
@@ -253,21 +252,7 @@ class EmbeddingEngine(nn.Module):
                 assert isinstance(r, distributed.Bags)
                 pooled = done.pooled()
                 if record:
-                    assert done.rows is not None and done.inverse is not None  # training lookups keep them
-                    pooled.requires_grad_()
-                    self._remote.append(
-                        distributed.RemotePooled(
-                            r.table,
-                            pooled,
-                            r.tag,
-                            done.recv_bags,
-                            done.rows,
-                            done.inverse,
-                            done.offsets,
-                            done.weights,
-                            wire,
-                        )
-                    )
+                    self._remote.append(done.recorded(r, pooled.requires_grad_()))
                 runs = [ids.num_rows for ids in inputs]
                 side = _side_by_side(runs)
                 names = [f for f, _ in present]

@@ -223,43 +223,6 @@ def _backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
 pooled_embedding.register_autograd(_backward, setup_context=_setup_context)
 
 
-@torch.library.custom_op("recis::pooled_group", mutates_args=())
-def pooled_group(
-    emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiners: list[int], runs: list[int]
-) -> Tensor:
-    """`pooled_embedding` of several features in one call over one (U, D) tensor of rows: their
-    bags concatenated in `offsets`, run i (the next `runs[i]` bags) pooled with `COMBINERS[combiners[i]]`.
-    Backward writes one (U, D) gradient for all of them (not one per feature)."""
-    names = _runs([COMBINERS[c] for c in combiners], runs, offsets)[0]
-    _check(emb, inverse, offsets, "sum")
-    if not _on_cpu(emb, inverse, offsets, weights) or emb.dtype != torch.float32:
-        return pooled_embedding_reference(emb, inverse, offsets, weights, names, runs)
-    out = torch.empty(len(offsets) - 1, emb.shape[1], dtype=emb.dtype)
-    w = None if weights is None else weights.to(torch.float32).contiguous()
-    threads.sync()
-    _C.pooled_forward(emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out)
-    return out
-
-
-@pooled_group.register_fake
-def _(
-    emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiners: list[int], runs: list[int]
-) -> Tensor:
-    return emb.new_empty(offsets.shape[0] - 1, emb.shape[1])
-
-
-def _setup_group_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    emb, inverse, offsets, weights, combiners, runs = inputs
-    _save_pooling(ctx, emb, inverse, offsets, weights, combiners, runs)
-
-
-def _group_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
-    return _grad_of_rows(ctx, grad), None, None, None, None, None
-
-
-pooled_group.register_autograd(_group_backward, setup_context=_setup_group_context)
-
-
 @torch.library.custom_op("recis::table_pooled", mutates_args=())
 def table_pooled(
     anchor: Tensor,
