@@ -51,6 +51,30 @@ size_t HashTable::KeyHash::operator()(const std::pair<int64_t, uint16_t>& k) con
   return static_cast<size_t>(mix64(static_cast<uint64_t>(k.first) ^ (static_cast<uint64_t>(k.second) << 48)));
 }
 
+namespace {
+
+// out[k] = low + width * u_k for k < dim (below low + width), u_k uniform in [0, 1) on a 2^-24 grid: a 32-bit
+// counter hash of (row stream, k), two rounds of the lowbias32 mixer. 32-bit lanes, so the loop
+// vectorizes (8 values per AVX2 instruction); a scalar 64-bit mix per value cost ~4 ns.
+RECIS_VECTOR_CLONES void uniform_row(uint64_t stream, float low, float width, float* out, int64_t dim) {
+  const auto lo = static_cast<uint32_t>(stream), hi = static_cast<uint32_t>(stream >> 32);
+  const float top = std::nextafter(low + width, low);  // float rounding must not reach the open end
+  auto mix32 = [](uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+  };
+  for (int64_t k = 0; k < dim; ++k) {
+    const uint32_t x = mix32(mix32(lo + static_cast<uint32_t>(k) * 0x9e3779b9U) ^ hi);
+    out[k] = std::min(top, low + width * (static_cast<float>(static_cast<int32_t>(x >> 8)) * 0x1.0p-24f));
+  }
+}
+
+}  // namespace
+
 void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, int64_t dim) {
   RowRandom rng{mix64(seed ^ mix64(static_cast<uint64_t>(id)))};
   switch (init.kind) {
@@ -58,7 +82,7 @@ void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, in
       std::fill(out, out + dim, static_cast<float>(init.a));
       break;
     case InitKind::kUniform:
-      for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(init.a + (init.b - init.a) * rng.next());
+      uniform_row(rng.base, static_cast<float>(init.a), static_cast<float>(init.b - init.a), out, dim);
       break;
     case InitKind::kNormal:
       for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(init.a + init.b * rng.normal());
@@ -72,8 +96,8 @@ void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, in
       }
       break;
     case InitKind::kXavierUniform: {
-      const double bound = std::sqrt(6.0 / (1.0 + static_cast<double>(dim)));
-      for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(bound * (2.0 * rng.next() - 1.0));
+      const auto bound = static_cast<float>(std::sqrt(6.0 / (1.0 + static_cast<double>(dim))));
+      uniform_row(rng.base, -bound, 2.0f * bound, out, dim);
       break;
     }
   }

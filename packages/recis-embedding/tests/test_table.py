@@ -55,10 +55,13 @@ def test_against_python_model_with_growth_and_eviction():
     assert t.stats()["evicted"] > 0
 
 
-def test_new_rows_depend_only_on_seed_and_id():
+@pytest.mark.parametrize(
+    "init, dim", [(Initializer.normal(0, 1), 8), (Initializer.uniform(-1, 1), 13), (Initializer.xavier_uniform(), 64)]
+)
+def test_new_rows_depend_only_on_seed_and_id(init, dim):
     ids = torch.randint(-(2**62), 2**62, (5000,))
-    a = HashTable(dim=8, initializer=Initializer.normal(0, 1), seed=3)
-    b = HashTable(dim=8, initializer=Initializer.normal(0, 1), seed=3)
+    a = HashTable(dim=dim, initializer=init, seed=3)
+    b = HashTable(dim=dim, initializer=init, seed=3)
     recis.core.set_num_threads(1)
     a.lookup(ids)
     recis.core.set_num_threads(2)
@@ -66,9 +69,12 @@ def test_new_rows_depend_only_on_seed_and_id():
         b.lookup(chunk)
     recis.core.set_num_threads(None)
     assert rows_by_id(a) == rows_by_id(b)
-    c = HashTable(dim=8, initializer=Initializer.normal(0, 1), seed=4)
+    c = HashTable(dim=dim, initializer=init, seed=4)
     c.lookup(ids[:10])
     assert rows_by_id(c)[ids[0].item()] != rows_by_id(a)[ids[0].item()]
+    rows = a.lookup(ids).embeddings
+    assert len(torch.unique(rows, dim=0)) == len(ids)  # no two IDs share a row's values
+    assert len(torch.unique(rows[0])) == dim  # nor two positions of one row
 
 
 @pytest.mark.parametrize(
@@ -76,6 +82,7 @@ def test_new_rows_depend_only_on_seed_and_id():
     [
         (Initializer.constant(0.25), lambda e: bool((e == 0.25).all())),
         (Initializer.uniform(-0.5, 0.5), lambda e: e.min() >= -0.5 and e.max() < 0.5 and abs(e.mean()) < 0.01),
+        (Initializer.uniform(0.0, 1.0), lambda e: abs(e.std() - 12**-0.5) < 0.005 and len(e.unique()) > 60000),
         (Initializer.normal(1.0, 2.0), lambda e: abs(e.mean() - 1) < 0.05 and abs(e.std() - 2) < 0.05),
         (Initializer.truncated_normal(0.0, 1.0), lambda e: e.abs().max() <= 2.0 and abs(e.std() - 0.88) < 0.03),
         (Initializer.xavier_uniform(), lambda e: e.abs().max() <= (6 / 17) ** 0.5 and e.std() > 0.3),
