@@ -73,6 +73,7 @@ class HashTable {
 
   // n distinct keys known to be absent (a probe just missed them): each is inserted and
   // initialized when `insert` and admitted, rows[i] gets its row or -1. Returns the rows created.
+  // Without admission counting, rows are assigned in key order and the map filled in parallel.
   // Caller holds mutex().
   int64_t insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                          int64_t* rows);
@@ -169,6 +170,7 @@ class HashTable {
   // rows[i] = row of key i or -1, probing a window of keys at a time; returns how many missed.
   int64_t probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows) const;
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
+  void claim(const Entry& e);  // puts e in the first free slot from its home; safe from several threads
   void init_new_rows(const std::vector<int64_t>& rows);
   void remove(int64_t r);
   void reserve_map(int64_t rows);  // rehashes once so `rows` live rows keep load <= 0.5

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
+#include <utility>
 
 #include <sys/mman.h>
 
@@ -36,6 +38,16 @@ struct HugePageAllocator {
   HugePageAllocator(const HugePageAllocator<U>&) {}
   T* allocate(size_t n) { return static_cast<T*>(huge_alloc(n * sizeof(T))); }
   void deallocate(T* p, size_t) noexcept { std::free(p); }
+  // vector(n) and resize(n) leave trivial elements uninitialized (no serial zero fill of fresh
+  // pages); give a value, or fill in parallel, where contents matter.
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
   template <typename U>
   bool operator==(const HugePageAllocator<U>&) const { return true; }
   template <typename U>

@@ -160,14 +160,29 @@ void HashTable::reserve_map(int64_t rows) {
   size_t cap = map_.size();
   while (static_cast<size_t>(rows) * 2 > cap) cap *= 2;
   if (cap == map_.size()) return;
-  std::vector<Entry, HugePageAllocator<Entry>> old(cap, Entry{0, -1, 0, 0});
+  std::vector<Entry, HugePageAllocator<Entry>> old(cap);  // fresh pages: filled (faulted in) in parallel
+  parallel_for(static_cast<int64_t>(cap), 1 << 16, [&](int64_t begin, int64_t end) {
+    std::fill(old.begin() + begin, old.begin() + end, Entry{0, -1, 0, 0});
+  });
   old.swap(map_);
   map_mask_ = map_.size() - 1;
-  for (const Entry& e : old) {
-    if (e.row < 0) continue;
-    size_t i = home(e.id, e.tag);
-    while (map_[i].row >= 0) i = (i + 1) & map_mask_;
-    map_[i] = e;
+  parallel_for(static_cast<int64_t>(old.size()), 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k)
+      if (old[static_cast<size_t>(k)].row >= 0) claim(old[static_cast<size_t>(k)]);
+  });
+}
+
+void HashTable::claim(const Entry& e) {
+  // Linear probing to the first empty slot, taken by compare-and-swap on its row, so threads can
+  // fill the map at once (distinct keys; nobody reads a slot's ID until they are done).
+  for (size_t i = home(e.id, e.tag);; i = (i + 1) & map_mask_) {
+    int32_t empty = -1;
+    if (__atomic_load_n(&map_[i].row, __ATOMIC_RELAXED) < 0 &&
+        __atomic_compare_exchange_n(&map_[i].row, &empty, e.row, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+      map_[i].id = e.id;
+      map_[i].tag = e.tag;
+      return;
+    }
   }
 }
 
@@ -189,9 +204,7 @@ int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
     if (allocated_rows_ == static_cast<int64_t>(emb_.size()) << block_shift_) add_block();
     r = allocated_rows_++;
   }
-  size_t i = home(id, tag);
-  while (map_[i].row >= 0) i = (i + 1) & map_mask_;
-  map_[i] = Entry{id, static_cast<int32_t>(r), tag, 0};
+  claim(Entry{id, static_cast<int32_t>(r), tag, 0});
   meta_[static_cast<size_t>(r)] = RowMeta{id, 0, 0, tag, 1, 0};
   ++live_;
   return r;
@@ -214,18 +227,41 @@ void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
 
 int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                                   int64_t* rows) {
-  // Serial: admission and inserts (row allocation and map growth), one rehash at most.
   std::vector<int64_t> created;
   int64_t rejected = 0;
-  if (insert) reserve_map(live_ + n);
-  for (int64_t i = 0; i < n; ++i) {
-    rows[i] = -1;
-    const uint16_t tag = tags ? tags[i] : 0;
-    if (!insert) {
-      ++rejected;
-      continue;
+  if (insert) reserve_map(live_ + n);  // one rehash at most
+  if (insert && admit_count_ == 1) {
+    // Every key gets a row: rows are assigned here in key order (freed ones first), so a key's row
+    // never depends on thread timing; then the map slots are claimed in parallel.
+    if (live_ + n > (int64_t{1} << 31) - 1) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
+    created.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      if (!free_rows_.empty()) {
+        created[static_cast<size_t>(i)] = free_rows_.back();
+        free_rows_.pop_back();
+      } else {
+        if (allocated_rows_ == static_cast<int64_t>(emb_.size()) << block_shift_) add_block();
+        created[static_cast<size_t>(i)] = allocated_rows_++;
+      }
     }
-    if (admit_count_ > 1) {
+    parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r = created[static_cast<size_t>(i)];
+        const uint16_t tag = tags ? tags[i] : 0;
+        claim(Entry{ids[i], static_cast<int32_t>(r), tag, 0});
+        meta_[static_cast<size_t>(r)] = RowMeta{ids[i], 0, 0, tag, 1, 0};
+        rows[i] = r;
+      }
+    });
+    live_ += n;
+  } else {  // serial: admission counts, or a read-only lookup
+    for (int64_t i = 0; i < n; ++i) {
+      rows[i] = -1;
+      const uint16_t tag = tags ? tags[i] : 0;
+      if (!insert) {
+        ++rejected;
+        continue;
+      }
       auto it = pending_.try_emplace({ids[i], tag}, Pending{0, step}).first;
       it->second.last_step = step;
       if (++it->second.count < admit_count_) {
@@ -234,9 +270,9 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
       }
       pending_.erase(it);
       ++counters_.admitted;
+      rows[i] = insert_new(ids[i], tag);
+      created.push_back(rows[i]);
     }
-    rows[i] = insert_new(ids[i], tag);
-    created.push_back(rows[i]);
   }
   init_new_rows(created);
   counters_.lookups += n;

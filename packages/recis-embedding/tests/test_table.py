@@ -77,6 +77,30 @@ def test_new_rows_depend_only_on_seed_and_id(init, dim):
     assert len(torch.unique(rows[0])) == dim  # nor two positions of one row
 
 
+def test_parallel_inserts_assign_the_same_rows_as_one_thread():
+    """Misses are inserted with map slots claimed in parallel: with 1 or 2 threads every key gets the
+    same row index (rows in key order, freed rows first), the map finds them all, and it grows
+    (rehashes in parallel) on the way."""
+    ids = torch.randint(-(2**63), 2**63 - 1, (30_000,))
+    ids[:3] = torch.tensor([0, -1, 2**63 - 1])
+    states = []
+    for threads in (1, 2):
+        recis.core.set_num_threads(threads)
+        t = HashTable(dim=4, eviction=Eviction(max_age=1), block_rows=1024)
+        for chunk in ids[:20_000].split(6_000):
+            t.lookup(chunk, step=0)
+        assert t.evict(2) == 20_000  # everything freed: the next inserts reuse rows
+        first = t.lookup(ids[20_000:], step=3).rows
+        t.lookup(ids[:5_000], step=3)
+        found = t.lookup(ids[20_000:], step=3, insert=False)
+        assert torch.equal(found.rows, first)
+        assert len(t) == 15_000 and t.stats()["inserts"] == 35_000
+        states.append(t.state_dict())
+    recis.core.set_num_threads(None)
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
 @pytest.mark.parametrize(
     "init, check",
     [
