@@ -238,7 +238,8 @@ inline uint64_t mix64(uint64_t x) {
 // tens of cycles per key). Exact for world in [1, 65535].
 class OwnerRank {
  public:
-  explicit OwnerRank(uint32_t world) : w_(world), m_(~uint64_t{0} / world + 1), shift_(mod32(1u << 16) * (1u << 16) % world) {}
+  explicit OwnerRank(uint32_t world)
+      : w_(world), m_(~uint64_t{0} / world + 1), shift_(mod32(1u << 16) * (1u << 16) % world) {}
   [[gnu::always_inline]] uint32_t operator()(int64_t id) const {
     const uint64_t x = mix64(static_cast<uint64_t>(id));
     // x mod w = (hi * (2^32 mod w) + lo) mod w, every term below 2^32 for w < 2^16.

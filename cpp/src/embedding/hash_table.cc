@@ -53,9 +53,10 @@ size_t HashTable::KeyHash::operator()(const std::pair<int64_t, uint16_t>& k) con
 
 namespace {
 
-// out[k] = low + width * u_k for k < dim (below low + width), u_k uniform in [0, 1) on a 2^-24 grid: a 32-bit
-// counter hash of (row stream, k), two rounds of the lowbias32 mixer. 32-bit lanes, so the loop
-// vectorizes (8 values per AVX2 instruction); a scalar 64-bit mix per value cost ~4 ns.
+// out[k] = low + width * u_k for k < dim (kept below low + width), u_k uniform in [0, 1) on a
+// 2^-24 grid: a 32-bit counter hash of (row stream, k), two rounds of the lowbias32 mixer.
+// 32-bit lanes, so the loop vectorizes (8 values per AVX2 instruction); a scalar 64-bit mix per
+// value cost ~4 ns.
 RECIS_VECTOR_CLONES void uniform_row(uint64_t stream, float low, float width, float* out, int64_t dim) {
   const auto lo = static_cast<uint32_t>(stream), hi = static_cast<uint32_t>(stream >> 32);
   const float top = std::nextafter(low + width, low);  // float rounding must not reach the open end
