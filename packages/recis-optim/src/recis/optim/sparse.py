@@ -52,9 +52,8 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._slots = [self._ensure_slots(t) for t in self.tables]
         self._index = {id(t): i for i, t in enumerate(self.tables)}
         self._step = 0
-        self._grads: list[
-            tuple[SparseGrad | PooledGrad, bool]
-        ] = []  # (gradient, rows known distinct) since the last step
+        # (gradient, rows known distinct) since the last step
+        self._grads: list[tuple[SparseGrad | PooledGrad, bool]] = []
         self._merged: list[SparseGrad | PooledGrad] | None = None  # reduced per table, cached for clipping
         self._grad_scale = 1.0
         self.fused = fused
@@ -175,8 +174,7 @@ class SparseOptimizer(torch.optim.Optimizer):
 
     def _reduce(self) -> list[SparseGrad]:
         """Pulls the engines' gradients and sums them per table and row (cached until the step)."""
-        merged = self._gather(fuse=False)
-        return [g for g in merged if isinstance(g, SparseGrad)]  # all of them, without fuse
+        return [g.reduce() if isinstance(g, PooledGrad) else g for g in self._gather(fuse=False)]
 
     def _gather(self, fuse: bool) -> list[SparseGrad | PooledGrad]:
         """`_reduce`; with `fuse`, a table whose one gradient is a `PooledGrad` keeps it unsummed, for
