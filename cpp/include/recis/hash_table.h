@@ -170,7 +170,11 @@ class HashTable {
   // rows[i] = row of key i or -1, probing a window of keys at a time; returns how many missed.
   int64_t probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows) const;
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
-  void claim(const Entry& e);  // puts e in the first free slot from its home; safe from several threads
+  // Put e in the first free slot from its home (or from `slot`); safe from several threads at once.
+  void claim(const Entry& e);
+  void claim_from(size_t slot, const Entry& e);
+  template <typename EntryAt>  // claims entry_at(k) for k in [begin, end), skipping rows < 0
+  void claim_range(int64_t begin, int64_t end, EntryAt entry_at);
   void init_new_rows(const std::vector<int64_t>& rows);
   void remove(int64_t r);
   void reserve_map(int64_t rows);  // rehashes once so `rows` live rows keep load <= 0.5

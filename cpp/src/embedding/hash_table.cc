@@ -168,15 +168,35 @@ void HashTable::reserve_map(int64_t rows) {
   old.swap(map_);
   map_mask_ = map_.size() - 1;
   parallel_for(static_cast<int64_t>(old.size()), 1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k)
-      if (old[static_cast<size_t>(k)].row >= 0) claim(old[static_cast<size_t>(k)]);
+    claim_range(begin, end, [&](int64_t k) { return old[static_cast<size_t>(k)]; });
   });
 }
 
-void HashTable::claim(const Entry& e) {
+template <typename EntryAt>
+void HashTable::claim_range(int64_t begin, int64_t end, EntryAt entry_at) {
+  // A window of entries at a time: their home slots hashed and prefetched, then claimed.
+  constexpr int64_t kWindow = 32;
+  size_t slot[kWindow];
+  for (int64_t w = begin; w < end; w += kWindow) {
+    const int64_t m = std::min(kWindow, end - w);
+    for (int64_t k = 0; k < m; ++k) {
+      const Entry e = entry_at(w + k);
+      slot[k] = home(e.id, e.tag);
+      if (e.row >= 0) __builtin_prefetch(&map_[slot[k]], 1);
+    }
+    for (int64_t k = 0; k < m; ++k) {
+      const Entry e = entry_at(w + k);
+      if (e.row >= 0) claim_from(slot[k], e);
+    }
+  }
+}
+
+void HashTable::claim(const Entry& e) { claim_from(home(e.id, e.tag), e); }
+
+void HashTable::claim_from(size_t slot, const Entry& e) {
   // Linear probing to the first empty slot, taken by compare-and-swap on its row, so threads can
   // fill the map at once (distinct keys; nobody reads a slot's ID until they are done).
-  for (size_t i = home(e.id, e.tag);; i = (i + 1) & map_mask_) {
+  for (size_t i = slot;; i = (i + 1) & map_mask_) {
     int32_t empty = -1;
     if (__atomic_load_n(&map_[i].row, __ATOMIC_RELAXED) < 0 &&
         __atomic_compare_exchange_n(&map_[i].row, &empty, e.row, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
@@ -246,11 +266,13 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
       }
     }
     parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
+      auto entry = [&](int64_t i) {
+        return Entry{ids[i], static_cast<int32_t>(created[static_cast<size_t>(i)]), tags ? tags[i] : uint16_t{0}, 0};
+      };
+      claim_range(begin, end, entry);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r = created[static_cast<size_t>(i)];
-        const uint16_t tag = tags ? tags[i] : 0;
-        claim(Entry{ids[i], static_cast<int32_t>(r), tag, 0});
-        meta_[static_cast<size_t>(r)] = RowMeta{ids[i], 0, 0, tag, 1, 0};
+        meta_[static_cast<size_t>(r)] = RowMeta{ids[i], 0, 0, tags ? tags[i] : uint16_t{0}, 1, 0};
         rows[i] = r;
       }
     });
