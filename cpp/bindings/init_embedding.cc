@@ -176,9 +176,10 @@ nb::tuple route_keys(const std::vector<I64Array>& ids, const std::vector<int>& t
 // concatenated; bag b holds keys offsets[b]:offsets[b + 1] of that concatenation. Returns
 // (packed, sizes, order): packed holds one block per rank q: `header`, how many keys of each bag
 // q owns (one count per bag), then those keys' IDs in input order; sizes[q] is that block's
-// length; order[i] is the input position of the i-th packed ID (to send per-key weights along).
+// length; order[i] is the input position of the i-th packed ID (to send per-key weights along;
+// empty unless `with_order`).
 nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, int64_t world,
-                     const std::vector<int64_t>& header) {
+                     const std::vector<int64_t>& header, bool with_order) {
   if (world < 1 || world > 0xffff)
     throw std::invalid_argument("route_bags: world must be in [1, 65535], got " + std::to_string(world));
   int64_t n = 0;
@@ -203,7 +204,8 @@ nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, 
     at += ids[k].shape(0);
     part_end[k] = static_cast<int64_t>(at);
   }
-  Buffer packed, order(static_cast<size_t>(n) * sizeof(int64_t));
+  const size_t order_size = with_order ? static_cast<size_t>(n) : 0;
+  Buffer packed, order(order_size * sizeof(int64_t));
   {
     nb::gil_scoped_release release;
     const OwnerRank owner(static_cast<uint32_t>(world));
@@ -234,7 +236,7 @@ nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, 
         const uint16_t q = rank_of[j];
         const int64_t at = nx[q]++;
         out[at] = p[static_cast<int64_t>(j) - (k ? part_end[k - 1] : 0)];
-        ord[at - (q + 1) * skip] = static_cast<int64_t>(j);  // IDs before it: all but q + 1 headers and counts
+        if (with_order) ord[at - (q + 1) * skip] = static_cast<int64_t>(j);  // IDs before it: all but q + 1 headers and counts
       }
     }
     for (int64_t b = 0; b < bags; ++b)  // keys per bag and owner
@@ -243,7 +245,7 @@ nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, 
   const auto total = static_cast<size_t>(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}));
   return nb::make_tuple(to_tensor(std::move(packed), {total}, nb::dtype<int64_t>()),
                         vector_tensor(std::move(sizes), nb::dtype<int64_t>()),
-                        to_tensor(std::move(order), {static_cast<size_t>(n)}, nb::dtype<int64_t>()));
+                        to_tensor(std::move(order), {order_size}, nb::dtype<int64_t>()));
 }
 
 }  // namespace
@@ -498,7 +500,7 @@ void init_embedding(nb::module_& m) {
         "De-duplicates (ID, tag) keys and orders them by owner rank: (ids, tags, counts per rank, inverse).");
 
   m.def("route_bags", &route_bags, nb::arg("ids"), nb::arg("offsets"), nb::arg("world"),
-        nb::arg("header") = std::vector<int64_t>{},
+        nb::arg("header") = std::vector<int64_t>{}, nb::arg("with_order") = true,
         "Splits bags of keys by owner rank: (blocks [header, keys per bag, IDs] per rank, block sizes, order of the IDs).");
 
   m.def(

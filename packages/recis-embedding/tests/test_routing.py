@@ -70,6 +70,8 @@ def test_route_bags_matches_reference(args, seed):
         assert torch.equal(block[2 + bags :], ids[mine])
         sent.append(mine)
     assert torch.equal(order, torch.cat(sent))
+    unordered = _C.route_bags(arrays, offsets, world, [7, bags], False)  # without the weight order
+    assert torch.equal(unordered[0], packed) and torch.equal(unordered[1], sizes) and len(unordered[2]) == 0
 
 
 def test_route_bags_rejects_bad_offsets():

@@ -45,7 +45,7 @@ from recis.core import _C, threads
 
 from . import ops
 from .ops import PooledGrad, SparseGrad
-from .table import HashTable
+from .table import HashTable, _as_ids
 
 ProcessGroup = dist.ProcessGroup
 
@@ -208,7 +208,7 @@ def agree_pool_on_owner(
     stats = torch.zeros(len(candidates), 2, dtype=torch.float64)  # (unique keys, bags) per table
     for i, c in enumerate(candidates):
         if c is not None:
-            parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in c[0]]
+            parts = [_as_ids(t, "agree_pool_on_owner") for t in c[0]]
             threads.sync()
             counts = _C.route_keys(parts, c[1], 1)[2]
             stats[i, 0] = float(counts.sum())
@@ -222,7 +222,7 @@ def route(
     table: HashTable, ids: list[Tensor], tags: list[int], wire: torch.dtype, group: ProcessGroup | None
 ) -> Routed:
     """Gathered route, step 1: local de-duplication and ordering by owner (no communication)."""
-    parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]
+    parts = [_as_ids(t, "route") for t in ids]
     threads.sync()
     keys, key_tags, counts, inverse = _C.route_keys(parts, list(tags), world(group))
     return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist(), wire)
@@ -242,12 +242,13 @@ def route_pooled(
 ) -> Bags:
     """Pooled route, step 1: splits the bags (`offsets` over the concatenated `ids`, `runs[i]` bags
     of feature i) by owner; owners sum, so mean/sqrtn scales travel as per-key weights."""
-    parts = [t.reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in ids]
-    packed, sizes, order = _C.route_bags(parts, offsets, world(group), list(runs))
+    parts = [_as_ids(t, "route_pooled") for t in ids]
     scale = ops._bag_scale(offsets, weights, combiners, runs, torch.float32)
     if scale is not None:
-        per_key = scale.repeat_interleave(offsets.diff(), output_size=len(order))
+        per_key = scale.repeat_interleave(offsets.diff(), output_size=int(offsets[-1]))
         weights = per_key if weights is None else weights * per_key
+    # The order of the packed IDs is only needed to send weights along.
+    packed, sizes, order = _C.route_bags(parts, offsets, world(group), list(runs), weights is not None)
     send = sizes.tolist()
     if weights is None:
         return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send), tag, wire)

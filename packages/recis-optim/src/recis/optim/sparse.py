@@ -203,21 +203,11 @@ class SparseOptimizer(torch.optim.Optimizer):
         merged = _merge(g.table, [(g, True)])
         self._update(i, merged.rows, merged.grad, self._step + 1)
 
-    def _pooled_backward(
-        self,
-        i: int,
-        rows: Tensor,
-        inverse: Tensor,
-        offsets: Tensor,
-        weights: Tensor | None,
-        combiners: list[str],
-        runs: list[int],
-        grad: Tensor,
-        batch_major: bool = False,
-    ) -> None:
-        """Backward of a pooled lookup straight into the update: no (U, D) gradient is stored."""
+    def _pooled_backward(self, i: int, *pooled: Any) -> None:
+        """Backward of a pooled lookup straight into the update (`_fused_update`'s arguments after
+        `i`, as `HashTable.fused_backward` gets them): no (U, D) gradient is stored."""
         self._mark_fused(i)
-        self._fused_update(i, rows, inverse, offsets, weights, combiners, runs, grad, batch_major)
+        self._fused_update(i, *pooled)
 
     def _fused_update(
         self,
