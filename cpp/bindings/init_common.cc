@@ -1,6 +1,7 @@
 // Bindings for the thread pool and the Ragged kernels. Thin: convert, release the GIL, call.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
@@ -96,6 +97,11 @@ void init_common(nb::module_& m) {
   m.def("num_threads", &recis::num_threads, "Threads the core's parallel loops use (the caller included).");
   m.def("set_num_threads", &recis::set_num_threads, nb::arg("n"), nb::call_guard<nb::gil_scoped_release>(),
         "Resizes the core's thread pool.");
+  m.def("attach_openmp", &recis::attach_openmp, nb::call_guard<nb::gil_scoped_release>(),
+        "Runs the core's loops on the OpenMP team of the runtime torch loaded; returns its path or ''.");
+  m.def("detach_openmp", &recis::detach_openmp, nb::call_guard<nb::gil_scoped_release>(),
+        "Runs the core's loops on its own threads again.");
+  m.def("on_openmp", &recis::on_openmp, "Whether the core's loops run on an OpenMP team.");
 
   m.def(
       "validate_offsets",

@@ -1,10 +1,12 @@
 // A small reusable thread pool for the core's kernels.
 // One pool per process, sized once and resized on request; the calling thread takes part in
 // every loop, so a pool of size N runs N-1 workers. Nested parallel_for calls run inline.
+// Its workers are the process's OpenMP team (torch's) once attach_openmp found one.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <string>
 
 // Hot kernels are compiled twice, for AVX2 and for the x86-64 baseline, and the loader picks one
 // per machine (GNU ifunc), so one wheel runs everywhere and uses 256-bit vectors where it can.
@@ -22,6 +24,14 @@ int num_threads();
 
 // Resizes the pool; n < 1 is an error. Blocks until running loops finish.
 void set_num_threads(int n);
+
+// Runs every later loop on the OpenMP team of a runtime already loaded in the process (libgomp,
+// libiomp or libomp, found by name; never loads one) instead of the pool's own threads. Returns
+// the runtime's path, or "" (and changes nothing) when none is loaded.
+std::string attach_openmp();
+// Back to the pool's own threads.
+void detach_openmp();
+bool on_openmp();
 
 // Calls fn(begin, end) over disjoint chunks covering [0, n), each at least `grain` long
 // (except the last). Runs inline when the work is small, the pool has one thread, or the

@@ -1,8 +1,15 @@
-// Thread pool behind recis::parallel_for: workers sleep on a condition variable and pull chunk
-// indices from an atomic counter, so a loop costs one wake-up per worker, not one per chunk.
+// Thread pool behind recis::parallel_for: workers pull chunk indices from an atomic counter, so a
+// loop costs one wake-up per worker, not one per chunk. The workers are the OpenMP team of the
+// runtime torch loaded, when attach_openmp found one (torch's ops and ours then share warm
+// threads; two pools on the same cores starve each other while OpenMP's idle workers spin), else
+// the pool's own threads, which sleep on a condition variable.
 #include "recis/parallel.h"
 
+#include <dlfcn.h>
+#include <link.h>
+
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <condition_variable>
 #include <exception>
@@ -24,20 +31,32 @@ class ThreadPool {
 
   int size() const { return size_.load(std::memory_order_relaxed); }
 
+  // libgomp's entry point for `#pragma omp parallel` (GCC's ABI; LLVM's and Intel's runtimes
+  // export it too): runs fn(data) on a team of num_threads, the caller as thread 0.
+  using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+
+  void use_openmp(GompParallel gomp) {
+    std::lock_guard<std::mutex> lock(run_mutex_);
+    stop_workers();
+    gomp_ = gomp;
+    if (!gomp_) start_workers(size());
+  }
+  bool on_openmp() const { return gomp_ != nullptr; }
+
   void resize(int n) {
     std::lock_guard<std::mutex> lock(run_mutex_);
+    if (gomp_) {
+      size_.store(n);
+      return;
+    }
     if (static_cast<int>(workers_.size()) + 1 == n) return;
     stop_workers();
-    stopping_ = false;
-    // New workers must wait for the next loop, not join the last one again: they start from the
-    // current generation (no loop runs now, run_mutex_ is held).
-    for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this, g = generation_] { worker_loop(g); });
-    size_.store(n);
+    start_workers(n);
   }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
     std::lock_guard<std::mutex> run_lock(run_mutex_);
-    const int64_t threads = static_cast<int64_t>(workers_.size()) + 1;
+    const int64_t threads = gomp_ ? size() : static_cast<int64_t>(workers_.size()) + 1;
     // Four chunks per thread balance uneven rows without paying for many tiny chunks.
     const int64_t chunk = std::max(grain, (n + threads * 4 - 1) / (threads * 4));
     {
@@ -50,15 +69,27 @@ class ThreadPool {
       active_ = static_cast<int>(workers_.size());
       ++generation_;
     }
-    wake_.notify_all();
-    work();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    if (gomp_) {
+      gomp_([](void* self) { static_cast<ThreadPool*>(self)->work(); }, this, static_cast<unsigned>(threads), 0);
+    } else {
+      wake_.notify_all();
+      work();
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return active_ == 0; });
+    }
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
+  void start_workers(int n) {
+    stopping_ = false;
+    // New workers must wait for the next loop, not join the last one again: they start from the
+    // current generation (no loop runs now, run_mutex_ is held).
+    for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this, g = generation_] { worker_loop(g); });
+    size_.store(n);
+  }
+
   void work() {
     t_inside_loop = true;
     for (;;) {
@@ -111,6 +142,7 @@ class ThreadPool {
   int active_ = 0;
   uint64_t generation_ = 0;
   bool stopping_ = false;
+  GompParallel gomp_ = nullptr;
 };
 
 // Leaked on purpose: joining threads during static destruction at interpreter exit deadlocks on
@@ -119,6 +151,7 @@ ThreadPool* g_pool = nullptr;
 
 // A forked child inherits the pool object but none of its threads (and maybe a locked mutex):
 // it starts over with a fresh single-threaded pool, leaking the parent's copy.
+// (A child's OpenMP runtime is no safer, so it gets the pool's own threads.)
 void reset_pool_in_child() { g_pool = new ThreadPool(); }
 
 ThreadPool& pool() {
@@ -134,6 +167,34 @@ ThreadPool& pool() {
 }  // namespace
 
 int num_threads() { return pool().size(); }
+
+std::string attach_openmp() {
+  struct Found {
+    std::string path;
+    void* handle = nullptr;
+  } found;
+  // The runtime must already be in the process (RTLD_NOLOAD): borrow torch's team, never load one.
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        const char* name = info->dlpi_name;
+        if (!name || !*name || !(std::strstr(name, "libgomp") || std::strstr(name, "libiomp") || std::strstr(name, "libomp")))
+          return 0;
+        auto* f = static_cast<Found*>(data);
+        f->handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+        if (!f->handle || !dlsym(f->handle, "GOMP_parallel")) return 0;
+        f->path = name;
+        return 1;
+      },
+      &found);
+  if (found.path.empty()) return {};
+  // The handle stays open for the life of the process, as the runtime does anyway.
+  pool().use_openmp(reinterpret_cast<ThreadPool::GompParallel>(dlsym(found.handle, "GOMP_parallel")));
+  return found.path;
+}
+
+void detach_openmp() { pool().use_openmp(nullptr); }
+
+bool on_openmp() { return pool().on_openmp(); }
 
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("set_num_threads: expected n >= 1, got " + std::to_string(n));

@@ -55,12 +55,28 @@ def test_resume_yields_exactly_the_rest(dataset, s, data):
     rank = data.draw(st.integers(0, s["world_size"] - 1))
     full = ids(make(root, s, rank))
     reader = make(root, s, rank)
-    stop = data.draw(st.integers(0, len(full) // s["batch_size"] + 1))
+    stop = data.draw(st.integers(0, -(-len(full) // s["batch_size"])))  # up to the last batch
     head = ids(reader, stop)
     state = reader.state_dict()
     resumed = make(root, s, rank)
     resumed.load_state_dict(state)
     assert head + ids(resumed) == full
+
+
+@examples
+@given(setups())
+def test_a_finished_epoch_resumes_at_the_next(dataset, s):
+    """Once an epoch ran to its end, the saved position is the start of the next epoch."""
+    root = dataset(s["sizes"], s["group_rows"])
+    reader = make(root, s)
+    ids(reader)
+    state = reader.state_dict()
+    assert (state["epoch"], state["cursor"]) == (1, 0)
+    resumed = make(root, s)
+    resumed.load_state_dict(state)
+    again = make(root, s)
+    again.set_epoch(1)
+    assert ids(resumed) == ids(again)
 
 
 @examples

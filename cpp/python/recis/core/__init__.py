@@ -6,16 +6,7 @@ torch >= 2.4. Importing checks that torch is new enough and that `_C` matches th
 
 from __future__ import annotations
 
-import os
-import sys
 from importlib import metadata
-
-# torch's OpenMP workers spin after every parallel op by default and starve the core's own thread
-# pool (and torch's next op) on small machines: a sparse step ran 3x slower. OpenMP reads the
-# policy once, when torch loads, so this only helps when recis is imported first; an explicit
-# setting wins. See docs/development.md.
-if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 

@@ -1,12 +1,25 @@
-"""Size of the core's thread pool. It follows `torch.get_num_threads()` until set explicitly."""
+"""The core's threads: how many (`torch.get_num_threads()` until set explicitly) and which.
+
+The core's loops run on torch's OpenMP team when torch loaded an OpenMP runtime (the usual Linux
+build): torch's ops and ours then share the same warm threads instead of two pools competing for
+the cores (OpenMP's idle workers spin for milliseconds after each op). `RECIS_OPENMP=0` in the
+environment keeps the core on its own threads.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from . import _C
 
 _pinned: int | None = None
+
+
+def backend() -> str:
+    """`"openmp"` when the core's loops run on torch's OpenMP team, else `"pool"` (its own threads)."""
+    return "openmp" if _C.on_openmp() else "pool"
 
 
 def set_num_threads(n: int | None) -> None:
@@ -39,3 +52,7 @@ def sync() -> None:
     wanted = _pinned if _pinned is not None else torch.get_num_threads()
     if wanted != _C.num_threads():
         _C.set_num_threads(wanted)
+
+
+if os.environ.get("RECIS_OPENMP", "1") != "0":
+    _C.attach_openmp()
