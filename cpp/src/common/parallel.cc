@@ -9,9 +9,9 @@
 #include <link.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <pthread.h>
@@ -169,27 +169,27 @@ ThreadPool& pool() {
 int num_threads() { return pool().size(); }
 
 std::string attach_openmp() {
-  struct Found {
-    std::string path;
-    void* handle = nullptr;
-  } found;
-  // The runtime must already be in the process (RTLD_NOLOAD): borrow torch's team, never load one.
+  std::vector<std::string> loaded;  // OpenMP runtimes in the process (dlopen is called after the walk)
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* data) {
         const char* name = info->dlpi_name;
-        if (!name || !*name || !(std::strstr(name, "libgomp") || std::strstr(name, "libiomp") || std::strstr(name, "libomp")))
-          return 0;
-        auto* f = static_cast<Found*>(data);
-        f->handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
-        if (!f->handle || !dlsym(f->handle, "GOMP_parallel")) return 0;
-        f->path = name;
-        return 1;
+        if (name && (std::strstr(name, "libgomp") || std::strstr(name, "libiomp") || std::strstr(name, "libomp")))
+          static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+        return 0;
       },
-      &found);
-  if (found.path.empty()) return {};
-  // The handle stays open for the life of the process, as the runtime does anyway.
-  pool().use_openmp(reinterpret_cast<ThreadPool::GompParallel>(dlsym(found.handle, "GOMP_parallel")));
-  return found.path;
+      &loaded);
+  for (const std::string& name : loaded) {
+    // RTLD_NOLOAD: borrow the runtime torch loaded, never load one. The handle stays open for the
+    // life of the process, as the runtime does anyway.
+    void* handle = dlopen(name.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) continue;
+    if (void* gomp = dlsym(handle, "GOMP_parallel")) {
+      pool().use_openmp(reinterpret_cast<ThreadPool::GompParallel>(gomp));
+      return name;
+    }
+    dlclose(handle);
+  }
+  return {};
 }
 
 void detach_openmp() { pool().use_openmp(nullptr); }
