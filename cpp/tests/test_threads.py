@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import recis.core
-from recis.core import _C, threads
+from recis.core import _C
 
 
 @pytest.fixture(params=["openmp", "pool"])
@@ -21,7 +21,7 @@ def backend(request):
         _C.detach_openmp()
     elif not _C.attach_openmp():
         pytest.skip("torch loaded no OpenMP runtime")
-    assert threads.backend() == request.param
+    assert recis.core.threads.backend() == request.param
     yield request.param
     _C.attach_openmp()
 
