@@ -242,8 +242,12 @@ def checkpoint_hop(rank: int, world: int, directory: str, source: str | None, ta
     return states, {k: v.clone() for k, v in model.dense.state_dict().items()}, sparse.state_dict()["sparse_step"]
 
 
-def trainer_run(rank: int, world: int, directory: str, die_at: int | None = None):
-    """The Trainer, unchanged, on this world size: returns per-step losses and the final eval."""
+def trainer_run(
+    rank: int, world: int, directory: str, die_at: int | None = None, dense_adam: bool = False, **config: Any
+):
+    """The Trainer, unchanged, on this world size (`config`: more TrainerConfig fields): returns
+    per-step losses, the final eval and the dense parameters and optimizer state, gathered."""
+    from recis.optim import dense_state
     from recis.train import Trainer, TrainerConfig
     from recis.train.hooks import Hook
 
@@ -257,19 +261,31 @@ def trainer_run(rank: int, world: int, directory: str, die_at: int | None = None
                 os.kill(os.getpid(), signal.SIGKILL)
 
     model = _ClickModel()
+    if rank:  # ranks start from different dense weights: DDP and FSDP both take rank 0's
+        torch.nn.init.normal_(model.mlp[0].weight)
     data = []
     for b in batches(6, 16, seed=1):
         b["label"] = (b["y"] > 0.5).float()
         data.append(b if world == 1 else rows_of(b, 16 * rank // world, 16 * (rank + 1) // world))
     record = Record()
-    cfg = TrainerConfig(progress=False, hooks=[record], output_dir=f"{directory}/out", checkpoint_every=3)
-    trainer = Trainer(model, data, data, SparseAdam(model, lr=0.05), torch.optim.SGD(model.parameters(), 0.1), cfg)
+    config = {"output_dir": f"{directory}/out", "checkpoint_every": 3, **config}
+    cfg = TrainerConfig(progress=False, hooks=[record], **config)
+    params = model.parameters()
+    dense = torch.optim.Adam(params, 0.02) if dense_adam else torch.optim.SGD(params, 0.1)
+    trainer = Trainer(model, data, data, SparseAdam(model, lr=0.05), dense, cfg)
     t0 = time.monotonic()
     try:
         summary = trainer.fit()
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - t0}
-    return {"losses": record.losses, "eval": summary["eval"], "checkpoint": summary["checkpoint"]}
+    return {
+        "losses": record.losses,
+        "eval": summary["eval"],
+        "checkpoint": summary["checkpoint"],
+        "fsdp": dense_state.has_sharded(model),
+        "dense": dense_state.full_model_state(model.mlp),
+        "dense_optimizer": dense_state.full_optimizer_state(dense),
+    }
 
 
 class _ClickModel(torch.nn.Module):
@@ -288,3 +304,16 @@ def owner_of(ids: torch.Tensor, world: int) -> torch.Tensor:
     from recis.embedding import owner
 
     return owner(ids, world)
+
+
+def saver_with_unsharded_engine(rank: int, world: int, directory: str) -> str:
+    """FSDP dense layers beside an unsharded engine: the Saver refuses (every rank would write its rows)."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = torch.nn.ModuleDict({"emb": EmbeddingEngine({"a": EmbeddingSpec(4)}), "mlp": torch.nn.Linear(4, 1)})
+    fully_shard(model["mlp"])
+    try:
+        Saver(directory, model)
+    except ValueError as e:
+        return str(e)
+    return "no error"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from recis.train import Stage
+
 sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import the workers by name
 import dist_workers as w
 
@@ -138,3 +140,36 @@ def test_killed_rank_stops_the_other_with_an_error(tmp_path):
     assert status == "ok" and "error" in survivor, survivor
     assert "DistributedError" in survivor["error"] and "rank 0 of 2" in survivor["error"]
     assert survivor["seconds"] < 30 and time.monotonic() - t0 < 120
+
+
+def test_fsdp_dense_layers_match_one_rank_and_checkpoint_to_any_world(tmp_path):
+    """dense_sharding="fsdp" on 2 ranks: the same losses, eval and dense state as 1 rank, with two
+    micro-batches a step, an active norm clip and a stage that freezes part of the MLP; its
+    checkpoint (full tensors) resumes on 1 rank, and a 1-rank checkpoint on 2 FSDP ranks."""
+    stages = [Stage("all", steps=2), Stage("top", steps=2, train=["emb", "mlp.2"])]
+    kw = dict(dense_adam=True, grad_accum=2, clip_grad_norm=0.05, stages=stages)
+    (single,) = ok(w.run_ranks(w.trainer_run, 1, tmp_path / "one", **kw))
+    two = ok(w.run_ranks(w.trainer_run, 2, tmp_path / "two", dense_sharding="fsdp", **kw))
+    assert "error" not in two[0], two[0]
+    assert two[0]["fsdp"] and not single["fsdp"]
+    torch.testing.assert_close(two[0]["losses"], single["losses"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(two[0]["eval"]["label.auc"], single["eval"]["label.auc"])
+    for rank in two:
+        torch.testing.assert_close(rank["dense"], single["dense"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rank["dense_optimizer"]["state"], single["dense_optimizer"]["state"])
+    first = single["dense_optimizer"]["state"][0]["step"]  # mlp.0.weight froze in stage "top"
+    assert float(first) == 2 and float(single["dense_optimizer"]["state"][2]["step"]) == 4
+
+    # 2 FSDP ranks -> 1 rank, and 1 rank -> 2 FSDP ranks: resumed runs train on from the same state
+    more = [*stages, Stage("more", steps=1)]
+    (back,) = ok(w.run_ranks(w.trainer_run, 1, tmp_path / "two", **kw | {"stages": more, "resume": "latest"}))
+    fsdp = dict(kw, stages=more, resume="latest", dense_sharding="fsdp")
+    (onward, _) = ok(w.run_ranks(w.trainer_run, 2, tmp_path / "one", **fsdp))
+    assert len(back["losses"]) == len(onward["losses"]) == 1
+    torch.testing.assert_close(back["losses"], onward["losses"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(back["dense"], onward["dense"], rtol=1e-5, atol=1e-6)
+
+
+def test_collective_saver_refuses_an_unsharded_engine(tmp_path):
+    for message in ok(w.run_ranks(w.saver_with_unsharded_engine, 2, tmp_path)):
+        assert "every EmbeddingEngine must be sharded" in message

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from recis.train import Checkpointer, cli
 from recis.train.config import ConfigError, build, load
@@ -91,6 +92,7 @@ def test_runs_a_config_with_baseline_resume_and_eval_only(config_file, tmp_path,
         ("data.batch_size=0", "config key 'data'"),
         ("objectives=[{label='click', loss='hinge'}]", "config key 'objectives[0].loss'"),
         ("stages=[{lr_schedule='zigzag'}]", "config key 'stages[0].lr_schedule'"),
+        ("train.dense_sharding='zero3'", "config key 'train.dense_sharding': expected one of 'ddp', 'fsdp'"),
     ],
 )
 def test_config_errors_name_the_key(config_file, override, message):
@@ -105,3 +107,14 @@ def test_missing_required_key_and_exit_code(config_file, tmp_path, capsys):
     bad.write_text(text)
     assert cli.main([str(bad)]) == 2
     assert "config key 'model.type' is required" in capsys.readouterr().err
+
+
+def test_the_seed_fixes_the_initial_dense_weights(config_file):
+    def weights(*overrides):
+        torch.manual_seed(len(overrides) + 100)  # whatever the RNG held before
+        return build(load(config_file, list(overrides))).model.state_dict()
+
+    first, again, other = weights(), weights("train.log_every=5"), weights("train.seed=7")
+    dense = [k for k, v in first.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    assert dense and all(torch.equal(first[k], again[k]) for k in dense)
+    assert not all(torch.equal(first[k], other[k]) for k in dense)

@@ -153,3 +153,8 @@ def test_online_windows_progressive_validation_and_resume(tmp_path):
     resumed.fit()
     assert resumed.step == 8
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+
+
+def test_unknown_dense_sharding_is_refused():
+    with pytest.raises(ValueError, match="dense_sharding must be 'ddp' or 'fsdp', got 'zero3'"):
+        Trainer(make_din(), [], config=TrainerConfig(dense_sharding="zero3"))

@@ -26,7 +26,7 @@ from torch import nn
 
 from recis.embedding import EmbeddingEngine, HashTable
 
-from . import checkpoint_load
+from . import checkpoint_load, dense_state
 from .safetensors_stream import ShardWriter
 from .sparse import SparseOptimizer
 
@@ -106,9 +106,16 @@ class Saver:
         self.deltas = deltas
         self.tables = _saved_tables(model, tables or {})
         sharded = [t.engine for t in self.tables if t.engine is not None and t.engine.sharded]
-        # A sharded model saves collectively: every rank writes the rows it owns, rank 0 the rest.
+        # A sharded model saves collectively: every rank writes the rows it owns, rank 0 the rest
+        # (FSDP-sharded dense layers are gathered first, by all ranks).
         self.group = sharded[0].process_group if sharded else None
-        self.rank, self.world = (dist.get_rank(self.group), dist.get_world_size(self.group)) if sharded else (0, 1)
+        collective = bool(sharded) or dense_state.has_sharded(model)
+        if collective and len(sharded) < len([t for t in self.tables if t.engine is not None]):
+            raise ValueError(
+                "Saver: ranks save together (sharded tables or FSDP-sharded dense layers), so every "
+                "EmbeddingEngine must be sharded (engine.shard()); an unsharded one would be written by every rank"
+            )
+        self.rank, self.world = (dist.get_rank(self.group), dist.get_world_size(self.group)) if collective else (0, 1)
         self._last: tuple[str, dict[str, int]] | None = None  # previous save: (dir name, row step per table)
 
     # -- saving ----------------------------------------------------------------------------------
@@ -162,6 +169,7 @@ class Saver:
         where: list[Any] = [self._new_tmp(final) if self.rank == 0 else None]
         dist.broadcast_object_list(where, src=root, group=pg)
         tmp = Path(where[0])
+        dense = self._dense_state()
         index = self._index(step, delta)
         since = self._last[1] if delta and self._last else {}
         drained = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
@@ -188,7 +196,7 @@ class Saver:
         if self.rank == 0:
             try:
                 if outcome[0] is None:
-                    self._write(tmp, step, extra_json, delta, _merge_parts([ix for _, ix in parts]))
+                    self._write(tmp, step, extra_json, delta, _merge_parts([ix for _, ix in parts]), dense)
                     self._publish(tmp, final)
                     self._prune()
             except Exception as e:
@@ -215,22 +223,33 @@ class Saver:
             "tensors": {},
         }
 
-    def _write(self, tmp: Path, step: int, extra_json: str, delta: bool, index: dict[str, Any] | None = None) -> None:
+    def _dense_state(self) -> tuple[dict[str, Any] | None, dict[str, list[Any]]]:
+        """The model's state dict and the optimizers' (sparse, dense), sharded dense tensors gathered."""
+        model = dense_state.full_model_state(self.model) if self.model is not None else None
+        sparse = [o.state_dict() for o in self.optimizers if isinstance(o, SparseOptimizer)]
+        dense = [dense_state.full_optimizer_state(o) for o in self.optimizers if not isinstance(o, SparseOptimizer)]
+        return model, {"sparse": sparse, "dense": dense}
+
+    def _write(
+        self,
+        tmp: Path,
+        step: int,
+        extra_json: str,
+        delta: bool,
+        index: dict[str, Any] | None = None,
+        dense: tuple[dict[str, Any] | None, dict[str, list[Any]]] | None = None,
+    ) -> None:
         """Writes a checkpoint into `tmp`: the tables (unless `index` already lists them), the
-        dense and optimizer state, `extra` and, last, the index."""
+        dense and optimizer state (`dense`, else this process's), `extra` and, last, the index."""
         if index is None:
             index = self._index(step, delta)
             since = self._last[1] if delta and self._last else {}
             evicted = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
             self._write_tables(tmp, index, since, self._row_steps(step), delta, {}, evicted if delta else {})
-        if self.model is not None:
-            self._torch_save(self.model.state_dict(), tmp / "model.pt")
-        sparse = [o for o in self.optimizers if isinstance(o, SparseOptimizer)]
-        dense = [o for o in self.optimizers if not isinstance(o, SparseOptimizer)]
-        self._torch_save(
-            {"sparse": [o.state_dict() for o in sparse], "dense": [o.state_dict() for o in dense]},
-            tmp / "optimizers.pt",
-        )
+        model, optimizers = dense if dense is not None else self._dense_state()
+        if model is not None:
+            self._torch_save(model, tmp / "model.pt")
+        self._torch_save(optimizers, tmp / "optimizers.pt")
         self._write_text(tmp / "extra.json", extra_json)
         self._write_text(tmp / "index.json", json.dumps(index, indent=1))  # last: marks the files complete
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from recis.embedding import owner
 
+from . import dense_state
 from .safetensors_stream import checksum, read_header, read_tensor
 from .sparse import SparseOptimizer
 
@@ -261,14 +262,15 @@ class Loader:
                     for chunk in self._chunks(i, name, entry):
                         self._insert(i, name, chunk)
         if "model" in self.state and self.saver.model is not None:
-            self.saver.model.load_state_dict(self.state["model"])
+            model = self.saver.model
+            model.load_state_dict(dense_state.shard_model_state(model, self.state["model"]))
         if self.optimizer:
             sparse = [o for o in self.saver.optimizers if isinstance(o, SparseOptimizer)]
             dense = [o for o in self.saver.optimizers if not isinstance(o, SparseOptimizer)]
             for opt, state in zip(sparse, self.state["optimizers"]["sparse"], strict=True):
                 opt.load_state_dict(state)
             for d_opt, state in zip(dense if self.dense else [], self.state["optimizers"]["dense"], strict=False):
-                d_opt.load_state_dict(state)
+                d_opt.load_state_dict(dense_state.shard_optimizer_state(d_opt, state))
         return dict(self.state["extra"])
 
     def _chunks(self, i: int, name: str, entry: dict[str, Any]) -> Iterator[dict[str, Tensor]]:

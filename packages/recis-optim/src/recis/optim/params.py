@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from recis.embedding import EmbeddingEngine
 
+from .dense_state import is_sharded
 from .sparse import SparseOptimizer
 
 
@@ -41,7 +42,12 @@ def clip_grad_norm_(
         raise ValueError(f"clip_grad_norm_: max_norm must be > 0, got {max_norm}")
     grads = [p.grad for p in dense if p.grad is not None]
     sparse = [sparse] if isinstance(sparse, SparseOptimizer) else list(sparse)
-    total_sq = sum((g.detach().double().square().sum() for g in grads), torch.zeros((), dtype=torch.float64))
+    total_sq = _sq_sum(g for g in grads if not is_sharded(g))
+    shards = [g for g in grads if is_sharded(g)]
+    if shards:  # FSDP: each rank holds a shard of these gradients; the norm sums all shards
+        shard_sq = _sq_sum(g.to_local() for g in shards)
+        torch.distributed.all_reduce(shard_sq, group=shards[0].device_mesh.get_group())
+        total_sq = total_sq + shard_sq
     for opt in sparse:
         total_sq = total_sq + opt.grad_sq_norm()
     total = total_sq.sqrt()
@@ -52,3 +58,7 @@ def clip_grad_norm_(
         for opt in sparse:
             opt.scale_grads(coef)
     return total.float()
+
+
+def _sq_sum(grads: Iterable[Tensor]) -> Tensor:
+    return sum((g.detach().double().square().sum() for g in grads), torch.zeros((), dtype=torch.float64))

@@ -323,12 +323,14 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
     specs = embedding_specs(emb)
     objs = objectives(root.get("objectives", list, [{"label": "label"}]))
     heads = head_widths(root.data.get("objectives", [{}]), objs)
+    train = root.section("train") or Section({}, "train")
+    seed = train.get("seed", int, 0)
+    torch.manual_seed(seed)  # the dense layers start from the same weights in every run (and on every rank)
     model = build_model(root.section(model_key, required=True), specs, heads, features)  # type: ignore[arg-type]
     root.get("baseline" if model_key == "model" else "model", dict, None)
     optim = root.section("optim")
     sparse = optimizer(optim.section("sparse") if optim else None, "sparse", model)
     dense = optimizer(optim.section("dense") if optim else None, "dense", model)
-    train = root.section("train") or Section({}, "train")
     if windows is not None:
         from recis.io import Windows
 
@@ -381,7 +383,8 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         evict_every=train.get("evict_every", int, None),
         log_every=train.get("log_every", int, 50),
         progress=train.get("progress", bool, True),
-        seed=train.get("seed", int, 0),
+        seed=seed,
+        dense_sharding=train.get("dense_sharding", ("oneof", "ddp", "fsdp"), "ddp"),
     )
     for sec in (data, train, *(x for x in (optim,) if x is not None)):
         sec.done()

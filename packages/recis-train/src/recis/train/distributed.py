@@ -13,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from recis.embedding import EmbeddingEngine
 
 
 class DistributedError(RuntimeError):
@@ -103,3 +106,58 @@ def _looks_distributed(e: BaseException) -> bool:
     return isinstance(e, dist.DistBackendError) or any(
         w in text for w in ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "broken pipe")
     )
+
+
+def fully_shard_dense(model: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> list[nn.Module]:
+    """FSDP (`fully_shard`) over the model's dense layers; returns the modules made sharding units.
+
+    Every largest submodule with a forward, parameters and no `EmbeddingEngine` inside (containers
+    such as `ModuleDict` are looked into) becomes one unit (its
+    parameters are gathered for its forward and backward, then freed); the model itself becomes a
+    unit too when parameters are left over. Every rank first takes rank 0's dense weights and
+    buffers, as DDP does. The optimizers, built over the model's parameters before, are pointed at
+    the sharded ones (by name); they must not have stepped yet.
+    """
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError as e:  # pragma: no cover
+        raise RuntimeError(
+            f"dense_sharding='fsdp' needs torch >= 2.6 (fully_shard), this is {torch.__version__}"
+        ) from e
+
+    optimizers = list(optimizers)
+    for opt in optimizers:
+        if opt.state:
+            raise ValueError(
+                f"dense_sharding='fsdp': {type(opt).__name__} already has state; build the Trainer before stepping it"
+            )
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def units(module: nn.Module) -> list[nn.Module]:
+        if isinstance(module, EmbeddingEngine) or next(module.parameters(), None) is None:
+            return []
+        has_forward = type(module).forward is not nn.Module.forward  # ModuleDict, ModuleList: containers only
+        if has_forward and not any(isinstance(m, EmbeddingEngine) for m in module.modules()):
+            return [module]
+        return [u for child in module.children() for u in units(child)]
+
+    with torch.no_grad():  # every rank starts from rank 0's weights, as DDP makes sure too
+        for t in _dense_tensors(model):
+            dist.broadcast(t, src=0)
+    found = [u for child in model.children() for u in units(child)]
+    inside = {id(p) for unit in found for p in unit.parameters()}
+    if any(id(p) not in inside for p in model.parameters()):
+        found.append(model)
+    for unit in found:  # resharded after every forward, so the next gather sees stage changes of requires_grad
+        fully_shard(unit, reshard_after_forward=True)
+    sharded = dict(model.named_parameters())
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["params"] = [sharded[names[id(p)]] if id(p) in names else p for p in group["params"]]
+    return found
+
+
+def _dense_tensors(model: nn.Module) -> list[torch.Tensor]:
+    engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)]
+    inside = {id(t) for e in engines for t in [*e.parameters(), *e.buffers()]}
+    return [t for t in [*model.parameters(), *model.buffers()] if id(t) not in inside]

@@ -164,6 +164,9 @@ class TrainerConfig:
         evict_every: run table eviction every this many steps (always after a window).
         log_every, progress: logging interval and the tqdm bar.
         seed: torch seed at the start of a fresh run (None: leave the RNG alone).
+        dense_sharding: how several ranks hold the dense layers: "ddp" (replicated, gradients
+            all-reduced) or "fsdp" (each rank keeps a shard of every parameter and its optimizer
+            state, gathered per layer for forward and backward). Ignored on one rank.
     """
 
     objectives: Sequence[Objective] = ()
@@ -186,4 +189,5 @@ class TrainerConfig:
     log_every: int = 50
     progress: bool = True
     seed: int | None = 0
+    dense_sharding: str = "ddp"
     hooks: list[Hook] = field(default_factory=list)

@@ -22,7 +22,7 @@ from torch import nn
 from recis.embedding import EmbeddingEngine
 
 from .checkpoint import Checkpointer
-from .distributed import Ranks
+from .distributed import Ranks, fully_shard_dense
 from .evaluation import batch_rows, score
 from .hooks import CheckpointEvery, EvictEvery, Hook
 from .objectives import Objective, total_loss
@@ -75,18 +75,24 @@ class Trainer:
         self.config = cfg = config or TrainerConfig()
         if cfg.grad_accum < 1:
             raise ValueError(f"TrainerConfig.grad_accum must be >= 1, got {cfg.grad_accum}")
+        if cfg.dense_sharding not in ("ddp", "fsdp"):
+            raise ValueError(f"TrainerConfig.dense_sharding must be 'ddp' or 'fsdp', got {cfg.dense_sharding!r}")
         fused = bool(getattr(sparse_optimizer, "fused", False))
         if fused and (cfg.grad_accum > 1 or cfg.clip_grad_norm):
             raise ValueError("Trainer: a fused sparse optimizer rules out grad_accum > 1 and clip_grad_norm")
         self.objectives = list(cfg.objectives) or [Objective("label")]
         self.stages = list(cfg.stages) or [Stage("train", train_data, epochs=cfg.epochs, steps=cfg.max_steps)]
         self.engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)]
-        # Under torch.distributed: tables sharded by row, dense parameters under DDP, rank 0 reports.
+        # Under torch.distributed: tables sharded by row, dense parameters under DDP or FSDP, rank 0 reports.
         self.ranks = Ranks.current()
+        self.fsdp: list[nn.Module] = []  # FSDP's sharding units, when the dense layers are sharded
         if self.ranks.world > 1:
             for engine in self.engines:
                 if not engine.sharded:
                     engine.shard()
+        if self.ranks.world > 1 and cfg.dense_sharding == "fsdp":
+            with self.ranks.guard("sharding the dense parameters (FSDP)"):
+                self.fsdp = fully_shard_dense(model, [dense_optimizer] if dense_optimizer is not None else [])
         self.ddp: nn.Module | None = None
         self._ddp_params: tuple[str, ...] = ()
         self.optimizers = {k: o for k, o in (("sparse", sparse_optimizer), ("dense", dense_optimizer)) if o is not None}
@@ -254,8 +260,9 @@ class Trainer:
 
     def _wrap_dense(self) -> None:
         """With several ranks, wraps the model in DDP for its trainable dense parameters (again
-        whenever a stage changes which ones train: DDP fixes its set when built)."""
-        if self.ranks.world == 1:
+        whenever a stage changes which ones train: DDP fixes its set when built). FSDP needs no
+        rewrap: it reduces the gradients of whichever parameters have one."""
+        if self.ranks.world == 1 or self.config.dense_sharding == "fsdp":
             return
         from torch.nn.parallel import DistributedDataParallel
 
@@ -344,7 +351,9 @@ class Trainer:
         for i, batch in enumerate(batches):
             t = time.perf_counter()
             sparse_before = self.timing.seconds["sparse_forward"]
-            last = i == len(batches) - 1  # DDP averages dense gradients after the last micro-batch
+            last = i == len(batches) - 1  # DDP and FSDP average dense gradients after the last micro-batch
+            for unit in self.fsdp:
+                unit.set_requires_gradient_sync(last)  # type: ignore[operator]
             with contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync():  # type: ignore[operator]
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                     outputs = model(batch)
