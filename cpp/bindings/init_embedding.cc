@@ -56,16 +56,25 @@ const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char
 using I32Array = nb::ndarray<nb::pytorch, const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 // The keys of several ID arrays (one per feature) with one logical-table tag each, concatenated.
-int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op,
-                    ScratchArray<int64_t>& all_ids, ScratchArray<uint16_t>& all_tags) {
+// The ID arrays as runs of one tag each (checked: one tag per array, each in [0, 65535]).
+std::vector<HashTable::KeyRun> key_runs(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op) {
   if (ids.size() != tags.size())
     throw std::invalid_argument(std::string(op) + ": got " + std::to_string(ids.size()) + " ID arrays but " +
                                 std::to_string(tags.size()) + " tags");
+  std::vector<HashTable::KeyRun> runs;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    if (tags[k] < 0 || tags[k] > 0xffff)
+      throw std::invalid_argument(std::string(op) + ": tags must be in [0, 65535], got " + std::to_string(tags[k]));
+    runs.push_back({ids[k].data(), static_cast<int64_t>(ids[k].shape(0)), static_cast<uint16_t>(tags[k])});
+  }
+  return runs;
+}
+
+int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op,
+                    ScratchArray<int64_t>& all_ids, ScratchArray<uint16_t>& all_tags) {
+  key_runs(ids, tags, op);  // checks
   int64_t n = 0;
   for (const auto& a : ids) n += static_cast<int64_t>(a.shape(0));
-  for (int tag : tags)
-    if (tag < 0 || tag > 0xffff)
-      throw std::invalid_argument(std::string(op) + ": tags must be in [0, 65535], got " + std::to_string(tag));
   all_ids = ScratchArray<int64_t>(static_cast<size_t>(n));
   all_tags = ScratchArray<uint16_t>(static_cast<size_t>(n));
   nb::gil_scoped_release release;
@@ -301,9 +310,9 @@ void init_embedding(nb::module_& m) {
              std::optional<F32Array1> weights, const std::vector<std::string>& combiners,
              const std::vector<int64_t>& runs, F32Out2 out, bool batch_major) {
             const char* op = "HashTable.pool_keys";
-            ScratchArray<int64_t> all_ids(0);
-            ScratchArray<uint16_t> all_tags(0);
-            const int64_t n = concat_keys(ids, tags, op, all_ids, all_tags);
+            const std::vector<HashTable::KeyRun> keys = key_runs(ids, tags, op);
+            int64_t n = 0;
+            for (const auto& run : keys) n += run.n;
             const int64_t bags = static_cast<int64_t>(offsets.shape(0)) - 1;
             const std::vector<BagRun> c = parse_runs(combiners, runs, op);
             const BagLayout layout = parse_layout(runs, batch_major, op);
@@ -312,8 +321,7 @@ void init_embedding(nb::module_& m) {
             nb::gil_scoped_release release;
             validate_offsets(Offsets{offsets.data(), bags, n}, op);
             const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, op);
-            t.pool_keys(all_ids.data(), all_tags.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
-                        out.data(), layout);
+            t.pool_keys(keys, offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(), out.data(), layout);
           },
           nb::arg("ids"), nb::arg("tags"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
           nb::arg("runs"), nb::arg("out").noconvert(), nb::arg("batch_major") = false,

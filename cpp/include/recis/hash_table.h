@@ -87,10 +87,17 @@ class HashTable {
   void pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets, int64_t bags,
             const float* weights, const float* scales, float* out, const BagLayout& layout = {}) const;
 
+  // One feature's keys in a read-only pooled lookup: n IDs, all of logical table `tag`.
+  struct KeyRun {
+    const int64_t* ids;
+    int64_t n;
+    uint16_t tag;
+  };
   // Read-only pooled lookup straight from the keys (no de-duplication, no insert, nothing
   // recorded; missing keys read zeros): bag b of `offsets` pools the rows of keys
-  // [offsets[b], offsets[b + 1]), as HashTable::pool does. Counts every key as a lookup.
-  void pool_keys(const int64_t* ids, const uint16_t* tags, const int64_t* offsets, int64_t bags, const float* weights,
+  // [offsets[b], offsets[b + 1]) of the runs laid end to end (never copied into one array), as
+  // HashTable::pool does. Counts every key as a lookup.
+  void pool_keys(const std::vector<KeyRun>& keys, const int64_t* offsets, int64_t bags, const float* weights,
                  const float* scales, float* out, const BagLayout& layout = {});
 
   // Throws std::invalid_argument unless every row is -1 or a live row. Caller holds mutex().
@@ -168,7 +175,8 @@ class HashTable {
   int64_t probe(int64_t id, uint16_t tag) const;  // row or -1
   int64_t probe_from(size_t slot, int64_t id, uint16_t tag) const;  // probe starting at home slot `slot`
   // rows[i] = row of key i or -1, probing a window of keys at a time; returns how many missed.
-  int64_t probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows) const;
+  // Without `tags`, every key has tag `tag`.
+  int64_t probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows, uint16_t tag = 0) const;
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
   // Put e in the first free slot from its home (or from `slot`); safe from several threads at once.
   void claim(const Entry& e);

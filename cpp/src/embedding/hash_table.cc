@@ -341,7 +341,7 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
   counters_.hits += found;
 }
 
-int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows) const {
+int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows, uint16_t tag) const {
   // Windows of keys: hash and prefetch a whole window's map slots, then probe them.
   constexpr int64_t kWindow = 32;
   size_t slot[kWindow];
@@ -349,22 +349,35 @@ int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t 
   for (int64_t w = 0; w < n; w += kWindow) {
     const int64_t m = std::min(kWindow, n - w);
     for (int64_t k = 0; k < m; ++k) {
-      slot[k] = home(ids[w + k], tags ? tags[w + k] : 0);
+      slot[k] = home(ids[w + k], tags ? tags[w + k] : tag);
       __builtin_prefetch(&map_[slot[k]]);
     }
     for (int64_t k = 0; k < m; ++k) {
-      rows[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : 0);
+      rows[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : tag);
       missing += rows[w + k] < 0;
     }
   }
   return missing;
 }
 
-void HashTable::pool_keys(const int64_t* ids, const uint16_t* tags, const int64_t* offsets, int64_t bags,
+void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offsets, int64_t bags,
                           const float* weights, const float* scales, float* out, const BagLayout& layout) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<const float*> blocks;
   for (const Block& b : emb_) blocks.push_back(b.get());
+  std::vector<int64_t> starts(keys.size() + 1, 0);  // key position where each run starts
+  for (size_t k = 0; k < keys.size(); ++k) starts[k + 1] = starts[k] + keys[k].n;
+  // rows[0, m) = rows of keys [v0, v0 + m), probing each run's part with its tag.
+  auto probe_range = [&](int64_t v0, int64_t m, int64_t* rows) {
+    int64_t missing = 0;
+    auto k = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), v0) - starts.begin()) - 1;
+    for (int64_t v = v0; v < v0 + m; ++k) {
+      const int64_t stop = std::min(v0 + m, starts[k + 1]);
+      if (stop > v) missing += probe_keys(keys[k].ids + (v - starts[k]), nullptr, stop - v, rows + (v - v0), keys[k].tag);
+      v = std::max(v, stop);
+    }
+    return missing;
+  };
   // Pieces of 256 bags: probe a piece's keys, then pool it while its rows are still in cache.
   constexpr int64_t kBags = 256;
   std::atomic<int64_t> missed{0};
@@ -375,7 +388,7 @@ void HashTable::pool_keys(const int64_t* ids, const uint16_t* tags, const int64_
       const int64_t b0 = p * kBags, nb = std::min(kBags, bags - b0);
       const int64_t v0 = offsets[b0], m = offsets[b0 + nb] - v0;
       rows.resize(static_cast<size_t>(m));
-      missing += probe_keys(ids + v0, tags ? tags + v0 : nullptr, m, rows.data());
+      missing += probe_range(v0, m, rows.data());
       for (int64_t k = static_cast<int64_t>(position.size()); k < m; ++k) position.push_back(k);
       for (int64_t k = 0; k <= nb; ++k) local[static_cast<size_t>(k)] = offsets[b0 + k] - v0;
       const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows.data(), zero_row_.data()};

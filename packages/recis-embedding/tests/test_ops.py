@@ -228,6 +228,10 @@ def test_pool_keys_bad_input():
         table.pool_keys(ids, [0], torch.tensor([0, 3]), torch.ones(2), "sum")
     with pytest.raises(TypeError, match="IDs must be integers"):
         table.pool_keys([torch.ones(3)], [0], torch.tensor([0, 3]), None, "sum")
+    with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\], got 70000"):
+        table.pool_keys(ids, [70000], torch.tensor([0, 3]), None, "sum")
+    with pytest.raises(ValueError, match="got 1 ID arrays but 2 tags"):
+        table.pool_keys(ids, [0, 1], torch.tensor([0, 3]), None, "sum")
     assert table.pool_keys(
         [torch.zeros(0, dtype=torch.int64)], [0], torch.zeros(1, dtype=torch.int64), None, "sum"
     ).shape == (0, 2)
