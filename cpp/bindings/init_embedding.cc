@@ -55,7 +55,6 @@ const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char
 
 using I32Array = nb::ndarray<nb::pytorch, const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-// The keys of several ID arrays (one per feature) with one logical-table tag each, concatenated.
 // The ID arrays as runs of one tag each (checked: one tag per array, each in [0, 65535]).
 std::vector<HashTable::KeyRun> key_runs(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op) {
   if (ids.size() != tags.size())
@@ -65,11 +64,12 @@ std::vector<HashTable::KeyRun> key_runs(const std::vector<I64Array>& ids, const 
   for (size_t k = 0; k < ids.size(); ++k) {
     if (tags[k] < 0 || tags[k] > 0xffff)
       throw std::invalid_argument(std::string(op) + ": tags must be in [0, 65535], got " + std::to_string(tags[k]));
-    runs.push_back({ids[k].data(), static_cast<int64_t>(ids[k].shape(0)), static_cast<uint16_t>(tags[k])});
+    runs.push_back({ids[k].data(), static_cast<int64_t>(ids[k].shape(0)), static_cast<uint16_t>(tags[k]), nullptr});
   }
   return runs;
 }
 
+// The keys of several ID arrays (one per feature) with one logical-table tag each, concatenated.
 int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op,
                     ScratchArray<int64_t>& all_ids, ScratchArray<uint16_t>& all_tags) {
   key_runs(ids, tags, op);  // checks
@@ -92,15 +92,16 @@ int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& ta
 
 // De-duplicates n keys, finds or inserts their rows and (with gather) copies them out: returns
 // (unique rows, inverse into them for every key, unique embeddings U x dim or None).
-nb::tuple lookup_keys(HashTable& t, const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
-                      bool gather) {
+nb::tuple lookup_keys(HashTable& t, const std::vector<HashTable::KeyRun>& keys, int64_t step, bool insert, bool gather) {
+  int64_t n = 0;
+  for (const auto& run : keys) n += run.n;
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
   std::vector<int64_t> rows;
   Buffer emb;
   {
     nb::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(t.mutex());
-    t.lookup(ids, tags, n, step, insert, rows, inverse.as<int64_t>());
+    t.lookup(keys, step, insert, rows, inverse.as<int64_t>());
     if (gather) emb = Buffer(rows.size() * static_cast<size_t>(t.dim()) * sizeof(float));
     // Read-only lookups leave the metadata alone: eval traffic must not keep rows alive.
     t.touch_and_gather(rows.data(), static_cast<int64_t>(rows.size()), step, insert, gather ? emb.as<float>() : nullptr);
@@ -114,10 +115,7 @@ nb::tuple lookup_keys(HashTable& t, const int64_t* ids, const uint16_t* tags, in
 
 nb::tuple lookup(HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, int64_t step,
                  bool insert, bool gather) {
-  ScratchArray<int64_t> all_ids(0);
-  ScratchArray<uint16_t> all_tags(0);
-  const int64_t n = concat_keys(ids, tags, "HashTable.lookup", all_ids, all_tags);
-  return lookup_keys(t, all_ids.data(), all_tags.data(), n, step, insert, gather);
+  return lookup_keys(t, key_runs(ids, tags, "HashTable.lookup"), step, insert, gather);
 }
 
 // Lookup of keys that carry one tag each (keys received from other ranks).
@@ -134,7 +132,7 @@ nb::tuple lookup_tagged(HashTable& t, const I64Array& ids, const I32Array& tags,
       throw std::invalid_argument("HashTable.lookup_tagged: tags must be in [0, 65535], got " + std::to_string(tag));
     tags16.data()[i] = static_cast<uint16_t>(tag);
   }
-  return lookup_keys(t, ids.data(), tags16.data(), n, step, insert, gather);
+  return lookup_keys(t, {HashTable::KeyRun{ids.data(), n, 0, tags16.data()}}, step, insert, gather);
 }
 
 // De-duplicates the keys of several ID arrays and orders the unique keys by owner rank

@@ -64,12 +64,21 @@ class HashTable {
   const std::string& slot_name(int s) const { return slots_[static_cast<size_t>(s)].name; }
   int64_t slot_width(int s) const { return slots_[static_cast<size_t>(s)].width; }
 
-  // Maps n keys (repeats allowed) to their distinct rows: probes every key (parallel), inserts
+  // n keys read in place: one feature's IDs, all of logical table `tag`, or keys with a tag
+  // each (`tags`). Lookups take a list of runs, laid end to end, so no caller concatenates them.
+  struct KeyRun {
+    const int64_t* ids;
+    int64_t n;
+    uint16_t tag = 0;
+    const uint16_t* tags = nullptr;
+  };
+
+  // Maps the keys (repeats allowed) to their distinct rows: probes every key (parallel), inserts
   // the distinct misses (when `insert` and admitted), then de-duplicates by row (unique_rows:
   // ascending, one -1 last when some key has no row); inverse[i] is key i's index among them. Call touch_and_gather on unique_rows under the same lock to record the step.
   // Caller holds mutex().
-  void lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
-              std::vector<int64_t>& unique_rows, int64_t* inverse);
+  void lookup(const std::vector<KeyRun>& keys, int64_t step, bool insert, std::vector<int64_t>& unique_rows,
+              int64_t* inverse);
 
   // n distinct keys known to be absent (a probe just missed them): each is inserted and
   // initialized when `insert` and admitted, rows[i] gets its row or -1. Returns the rows created.
@@ -87,12 +96,6 @@ class HashTable {
   void pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets, int64_t bags,
             const float* weights, const float* scales, float* out, const BagLayout& layout = {}) const;
 
-  // One feature's keys in a read-only pooled lookup: n IDs, all of logical table `tag`.
-  struct KeyRun {
-    const int64_t* ids;
-    int64_t n;
-    uint16_t tag;
-  };
   // Read-only pooled lookup straight from the keys (no de-duplication, no insert, nothing
   // recorded; missing keys read zeros): bag b of `offsets` pools the rows of keys
   // [offsets[b], offsets[b + 1]) of the runs laid end to end (never copied into one array), as
@@ -177,6 +180,9 @@ class HashTable {
   // rows[i] = row of key i or -1, probing a window of keys at a time; returns how many missed.
   // Without `tags`, every key has tag `tag`.
   int64_t probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows, uint16_t tag = 0) const;
+  // rows[0, m) = rows of keys [v0, v0 + m) of `keys` (run k starts at key starts[k]); returns misses.
+  int64_t probe_runs(const std::vector<KeyRun>& keys, const std::vector<int64_t>& starts, int64_t v0, int64_t m,
+                     int64_t* rows) const;
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
   // Put e in the first free slot from its home (or from `slot`); safe from several threads at once.
   void claim(const Entry& e);

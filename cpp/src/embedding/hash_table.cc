@@ -304,15 +304,26 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
   return static_cast<int64_t>(created.size());
 }
 
-void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
-                       std::vector<int64_t>& unique, int64_t* inverse) {
+namespace {
+
+std::vector<int64_t> run_starts(const std::vector<HashTable::KeyRun>& keys) {
+  std::vector<int64_t> starts(keys.size() + 1, 0);
+  for (size_t k = 0; k < keys.size(); ++k) starts[k + 1] = starts[k] + keys[k].n;
+  return starts;
+}
+
+}  // namespace
+
+void HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool insert, std::vector<int64_t>& unique,
+                       int64_t* inverse) {
   // Probe every key, repeats included: a repeat finds its entry in cache, which is cheaper than
   // de-duplicating the keys first. inverse holds each key's row until unique_rows turns it into
   // the index among the distinct rows.
+  const std::vector<int64_t> starts = run_starts(keys);
+  const int64_t n = starts.back();
   std::atomic<bool> any_missed{false};
   parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
-    if (probe_keys(ids + begin, tags ? tags + begin : nullptr, end - begin, inverse + begin))
-      any_missed.store(true, std::memory_order_relaxed);
+    if (probe_runs(keys, starts, begin, end - begin, inverse + begin)) any_missed.store(true, std::memory_order_relaxed);
   });
   std::vector<int64_t> missed;  // positions of missing keys (a scan only when there are any)
   if (any_missed.load())
@@ -323,9 +334,13 @@ void HashTable::lookup(const int64_t* ids, const uint16_t* tags, int64_t n, int6
     const int64_t m = static_cast<int64_t>(missed.size());
     ScratchArray<int64_t> miss_ids(missed.size()), miss_inverse(missed.size());
     ScratchArray<uint16_t> miss_tags(missed.size());
-    for (int64_t k = 0; k < m; ++k) {
-      miss_ids[k] = ids[missed[k]];
-      miss_tags[k] = tags ? tags[missed[k]] : 0;
+    size_t run = 0;
+    for (int64_t k = 0; k < m; ++k) {  // positions ascend: walk the runs along
+      while (missed[k] >= starts[run + 1]) ++run;
+      const KeyRun& r = keys[run];
+      const int64_t at = missed[k] - starts[run];
+      miss_ids[k] = r.ids[at];
+      miss_tags[k] = r.tags ? r.tags[at] : r.tag;
     }
     std::vector<int64_t> uids, rows;
     std::vector<uint16_t> utags;
@@ -360,24 +375,26 @@ int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t 
   return missing;
 }
 
+int64_t HashTable::probe_runs(const std::vector<KeyRun>& keys, const std::vector<int64_t>& starts, int64_t v0,
+                              int64_t m, int64_t* rows) const {
+  int64_t missing = 0;
+  auto k = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), v0) - starts.begin()) - 1;
+  for (int64_t v = v0; v < v0 + m; ++k) {
+    const int64_t stop = std::min(v0 + m, starts[k + 1]), at = v - starts[k];
+    if (stop > v)
+      missing += probe_keys(keys[k].ids + at, keys[k].tags ? keys[k].tags + at : nullptr, stop - v, rows + (v - v0),
+                            keys[k].tag);
+    v = std::max(v, stop);
+  }
+  return missing;
+}
+
 void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offsets, int64_t bags,
                           const float* weights, const float* scales, float* out, const BagLayout& layout) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<const float*> blocks;
   for (const Block& b : emb_) blocks.push_back(b.get());
-  std::vector<int64_t> starts(keys.size() + 1, 0);  // key position where each run starts
-  for (size_t k = 0; k < keys.size(); ++k) starts[k + 1] = starts[k] + keys[k].n;
-  // rows[0, m) = rows of keys [v0, v0 + m), probing each run's part with its tag.
-  auto probe_range = [&](int64_t v0, int64_t m, int64_t* rows) {
-    int64_t missing = 0;
-    auto k = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), v0) - starts.begin()) - 1;
-    for (int64_t v = v0; v < v0 + m; ++k) {
-      const int64_t stop = std::min(v0 + m, starts[k + 1]);
-      if (stop > v) missing += probe_keys(keys[k].ids + (v - starts[k]), nullptr, stop - v, rows + (v - v0), keys[k].tag);
-      v = std::max(v, stop);
-    }
-    return missing;
-  };
+  const std::vector<int64_t> starts = run_starts(keys);
   // Pieces of 256 bags: probe a piece's keys, then pool it while its rows are still in cache.
   constexpr int64_t kBags = 256;
   std::atomic<int64_t> missed{0};
@@ -388,7 +405,7 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
       const int64_t b0 = p * kBags, nb = std::min(kBags, bags - b0);
       const int64_t v0 = offsets[b0], m = offsets[b0 + nb] - v0;
       rows.resize(static_cast<size_t>(m));
-      missing += probe_range(v0, m, rows.data());
+      missing += probe_runs(keys, starts, v0, m, rows.data());
       for (int64_t k = static_cast<int64_t>(position.size()); k < m; ++k) position.push_back(k);
       for (int64_t k = 0; k <= nb; ++k) local[static_cast<size_t>(k)] = offsets[b0 + k] - v0;
       const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows.data(), zero_row_.data()};
