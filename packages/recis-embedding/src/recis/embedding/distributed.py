@@ -176,14 +176,17 @@ class RemotePooled:
     offsets: Tensor
     weights: Tensor | None
     wire: torch.dtype
+    runs: list[int] | None = None  # set when `emb` is batch-major (B, runs * D)
     own: Tensor | None = None  # this rank's own (bags, D) gradient, kept in float32
     me: int = 0
 
     def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
-        """Every other owner gets the whole (bags, D) gradient; the other requesters' arrive in
-        their slices of the receive buffer (requesters in rank order)."""
+        """Every other owner gets the whole (bags, D) gradient (feature-major, as owners pool);
+        the other requesters' arrive in their slices of the receive buffer (requesters in rank order)."""
         got = torch.empty(sum(self.recv_bags), self.table.dim, dtype=self.wire)
         parts = got.split(self.recv_bags)
+        if self.runs is not None:
+            grad = ops.feature_major(grad, self.runs)
         self.own, self.me, send = grad, dist.get_rank(group), grad.to(self.wire)
         works = [_recv(parts[r], r, group, self.tag) for r in _others(group) if self.recv_bags[r]]
         return got, works + [_send(send, r, group, self.tag) for r in _others(group) if len(grad)]
@@ -297,21 +300,31 @@ class Served:
     me: int
     works: list[dist.Work]
 
-    def recorded(self, b: Bags, pooled: Tensor) -> RemotePooled:
-        """What a training lookup keeps for its gradient exchange: the requester's `pooled` leaf and
-        this rank's pooling structure as owner."""
+    def recorded(self, b: Bags, pooled: Tensor, runs: list[int] | None) -> RemotePooled:
+        """What a training lookup keeps for its gradient exchange: the requester's `pooled` leaf
+        (batch-major when `runs` is given) and this rank's pooling structure as owner."""
         assert self.rows is not None and self.inverse is not None  # training lookups keep them
         return RemotePooled(
-            b.table, pooled, b.tag, self.recv_bags, self.rows, self.inverse, self.offsets, self.weights, b.wire
+            b.table, pooled, b.tag, self.recv_bags, self.rows, self.inverse, self.offsets, self.weights, b.wire, runs
         )
 
-    def pooled(self) -> Tensor:
-        """(bags, D) float32: the partial sums of all owners, added in rank order."""
+    def pooled(self, runs: list[int] | None = None) -> Tensor:
+        """The partial sums of all owners, added in rank order, float32: (bags, D), or with `runs`
+        (features of B bags each) batch-major (B, runs * D), written in that layout by the sum itself."""
         for work in self.works:
             work.wait()
-        out = self.own.clone() if self.me == 0 else self.partial[0].float()
-        for q in range(1, len(self.partial)):
-            out += self.own if q == self.me else self.partial[q]
+        parts = [self.own if q == self.me else self.partial[q] for q in range(len(self.partial))]
+        bags, dim = self.own.shape
+        out = torch.empty(runs[0], len(runs) * dim) if runs else torch.empty(bags, dim)
+        # The feature-major (F, B, D) view of a batch-major buffer: the sums land transposed.
+        target = out.view(runs[0], len(runs), dim).transpose(0, 1) if runs else out
+        parts = [p.view(target.shape) for p in parts]
+        if len(parts) == 1:
+            target.copy_(parts[0])
+        else:
+            torch.add(parts[0], parts[1], out=target)
+        for p in parts[2:]:
+            target += p
         return out
 
 

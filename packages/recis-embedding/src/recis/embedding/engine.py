@@ -250,13 +250,12 @@ class EmbeddingEngine(nn.Module):
         for r, done, (present, inputs) in zip(routed, served, prepared, strict=True):
             if isinstance(done, distributed.Served):
                 assert isinstance(r, distributed.Bags)
-                pooled = done.pooled()
-                if record:
-                    self._remote.append(done.recorded(r, pooled.requires_grad_()))
                 runs = [ids.num_rows for ids in inputs]
                 side = _side_by_side(runs)
-                names = [f for f, _ in present]
-                _split_pooled(names, runs, r.table.dim, ops.batch_major(pooled, runs) if side else pooled, side, out)
+                pooled = done.pooled(runs if side else None)
+                if record:
+                    self._remote.append(done.recorded(r, pooled.requires_grad_(), runs if side else None))
+                _split_pooled([f for f, _ in present], runs, r.table.dim, pooled, side, out)
                 continue
             assert isinstance(r, distributed.Routed)
             rows, inverse, emb, work = done
