@@ -177,7 +177,7 @@ class RemotePooled:
     weights: Tensor | None
     wire: torch.dtype
     runs: list[int] | None = None  # set when `emb` is batch-major (B, runs * D)
-    own: Tensor | None = None  # this rank's own (bags, D) gradient, kept in float32
+    own: Tensor | None = None  # this rank's own (bags, D) gradient, kept in float32 when the wire is narrower
     me: int = 0
 
     def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
@@ -185,17 +185,25 @@ class RemotePooled:
         the other requesters' arrive in their slices of the receive buffer (requesters in rank order)."""
         got = torch.empty(sum(self.recv_bags), self.table.dim, dtype=self.wire)
         parts = got.split(self.recv_bags)
-        if self.runs is not None:
-            grad = ops.feature_major(grad, self.runs)
-        self.own, self.me, send = grad, dist.get_rank(group), grad.to(self.wire)
+        self.me = dist.get_rank(group)
+        if self.wire == torch.float32:  # this rank's own gradient goes straight into its slice, sent from there
+            send, self.own = parts[self.me], None
+            if self.runs is None:
+                send.copy_(grad)
+            else:
+                b, f = self.runs[0], len(self.runs)
+                send.view(f, b, -1).copy_(grad.view(b, f, -1).transpose(0, 1))
+        else:  # kept in float32 for this rank's own share
+            self.own = grad if self.runs is None else ops.feature_major(grad, self.runs)
+            send = self.own.to(self.wire)
         works = [_recv(parts[r], r, group, self.tag) for r in _others(group) if self.recv_bags[r]]
         return got, works + [_send(send, r, group, self.tag) for r in _others(group) if len(grad)]
 
     def owner_grad(self, got: Tensor, scale: float) -> PooledGrad:
-        got = got.float()  # the other requesters' gradients, then this rank's own in its slice
-        assert self.own is not None
-        got.split(self.recv_bags)[self.me].copy_(self.own)
-        return PooledGrad(self.table, self.rows, self.inverse, self.offsets, self.weights, got.mul_(scale))
+        if self.own is not None:  # the other requesters' gradients, then this rank's own in its slice
+            got = got.float()
+            got.split(self.recv_bags)[self.me].copy_(self.own)
+        return PooledGrad(self.table, self.rows, self.inverse, self.offsets, self.weights, got, scale)
 
 
 def agree_pool_on_owner(

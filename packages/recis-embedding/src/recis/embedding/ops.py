@@ -32,8 +32,9 @@ class SparseGrad(NamedTuple):
 class PooledGrad(NamedTuple):
     """Gradient of a pooled lookup before it is summed per row: `pooled_grad` (bags, D) of the
     output, whose bag b summed `weights[j] * row(rows[inverse[j]])` over keys j in
-    `offsets[b]:offsets[b + 1]` (weights None: all 1). `reduce()` gives its `SparseGrad`; a sparse
-    optimizer may instead reduce and update in one pass (`_C.pooled_backward_update`)."""
+    `offsets[b]:offsets[b + 1]` (weights None: all 1), all times `scale`. `reduce()` gives its
+    `SparseGrad`; a sparse optimizer may instead reduce and update in one pass
+    (`_C.pooled_backward_update`, with `scale` folded into its gradient scale)."""
 
     table: HashTable
     rows: Tensor  # distinct
@@ -41,13 +42,14 @@ class PooledGrad(NamedTuple):
     offsets: Tensor
     weights: Tensor | None
     pooled_grad: Tensor
+    scale: float = 1.0
 
     def reduce(self) -> SparseGrad:
         bags = len(self.offsets) - 1
         grad = pooled_embedding_backward(
             self.pooled_grad, self.inverse, self.offsets, self.weights, [0], [bags], len(self.rows)
         )
-        return SparseGrad(self.table, self.rows, grad)
+        return SparseGrad(self.table, self.rows, grad.mul_(self.scale) if self.scale != 1.0 else grad)
 
 
 def _bag_scale(

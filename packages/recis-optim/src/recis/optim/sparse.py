@@ -101,7 +101,10 @@ class SparseOptimizer(torch.optim.Optimizer):
                     for i, g in enumerate(self._gather(fuse=True)):
                         if isinstance(g, PooledGrad):  # sum per row inside the update
                             bags = [len(g.offsets) - 1]
-                            self._fused_update(i, g.rows, g.inverse, g.offsets, g.weights, ["sum"], bags, g.pooled_grad)
+                            grad = g.pooled_grad
+                            self._fused_update(
+                                i, g.rows, g.inverse, g.offsets, g.weights, ["sum"], bags, grad, scale=g.scale
+                            )
                         elif len(g.rows):
                             self._update(i, g.rows, g.grad, self._step + 1)
             self._step += 1
@@ -220,10 +223,12 @@ class SparseOptimizer(torch.optim.Optimizer):
         runs: list[int],
         grad: Tensor,
         batch_major: bool = False,
+        scale: float = 1.0,
     ) -> None:
-        """Sums a pooled output's gradient per row and applies it, in one pass per row."""
+        """Sums a pooled output's gradient (times `scale`) per row and applies it, in one pass per row."""
         w = None if weights is None else weights.to(torch.float32).contiguous()
         config = self._config(i, self._step + 1)
+        config.grad_scale *= scale
         threads.sync()  # the core pool follows torch.get_num_threads()
         _C.pooled_backward_update(
             self.tables[i]._c,
