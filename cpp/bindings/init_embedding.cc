@@ -217,12 +217,16 @@ nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, 
     nb::gil_scoped_release release;
     const OwnerRank owner(static_cast<uint32_t>(world));
     uint16_t* __restrict rank_of = rank.data();
-    for (size_t k = 0; k < ids.size(); ++k) {  // the owner of every key
+    int64_t* __restrict size = sizes.data();
+    for (size_t k = 0; k < ids.size(); ++k) {  // the owner of every key, counted
       const int64_t* __restrict p = part[k];
       const int64_t begin = k ? part_end[k - 1] : 0, m = part_end[k] - begin;
-      for (int64_t i = 0; i < m; ++i) rank_of[begin + i] = static_cast<uint16_t>(owner(p[i]));
+      for (int64_t i = 0; i < m; ++i) {
+        const auto q = static_cast<uint16_t>(owner(p[i]));
+        rank_of[begin + i] = q;
+        ++size[q];
+      }
     }
-    for (int64_t j = 0; j < n; ++j) ++sizes[rank_of[j]];
     for (size_t q = 1; q < w; ++q) start[q] = start[q - 1] + sizes[q - 1];
     packed = Buffer(static_cast<size_t>(start[w - 1] + sizes[w - 1]) * sizeof(int64_t));
     int64_t* __restrict out = packed.as<int64_t>();
@@ -237,17 +241,17 @@ nb::tuple route_bags(const std::vector<I64Array>& ids, const I64Array& offsets, 
     int64_t* __restrict nx = next.data();
     const int64_t* __restrict cnt = counts.data();
     const int64_t skip = head + bags;  // a block's header and counts
-    for (size_t k = 0, j = 0; k < ids.size(); ++k) {  // each part's keys, scattered to their owners
-      const int64_t* __restrict p = part[k];
-      for (const int64_t end = part_end[k]; static_cast<int64_t>(j) < end; ++j) {
+    size_t k = 0;  // the part holding key j
+    for (int64_t b = 0; b < bags; ++b) {  // each bag's keys, scattered to their owners and counted per owner
+      for (int64_t j = off[b]; j < off[b + 1]; ++j) {
+        while (j >= part_end[k]) ++k;
         const uint16_t q = rank_of[j];
         const int64_t at = nx[q]++;
-        out[at] = p[static_cast<int64_t>(j) - (k ? part_end[k - 1] : 0)];
-        if (with_order) ord[at - (q + 1) * skip] = static_cast<int64_t>(j);  // IDs before it: all but q + 1 headers and counts
+        out[at] = part[k][j - (k ? part_end[k - 1] : 0)];
+        ++out[cnt[q] + b];
+        if (with_order) ord[at - (q + 1) * skip] = j;  // IDs before it: all but q + 1 headers and counts
       }
     }
-    for (int64_t b = 0; b < bags; ++b)  // keys per bag and owner
-      for (int64_t j = off[b]; j < off[b + 1]; ++j) ++out[cnt[rank_of[j]] + b];
   }
   const auto total = static_cast<size_t>(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}));
   return nb::make_tuple(to_tensor(std::move(packed), {total}, nb::dtype<int64_t>()),

@@ -377,7 +377,7 @@ def serve_pooled(b: Bags, step: int, insert: bool, group: ProcessGroup | None) -
     bag_at = [0, *itertools.accumulate(recv_bags)]
     key_at = offsets[bag_at].tolist()
     me = dist.get_rank(group)
-    own, sends = torch.zeros(b.bags, b.table.dim), []
+    own, sends = torch.empty(b.bags, b.table.dim), []  # replaced below unless this rank has no bags
     for r in [*_others(group), me]:  # requester r's bags: bag_at[r]:bag_at[r + 1]
         if not recv_bags[r]:
             continue
