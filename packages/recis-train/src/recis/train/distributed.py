@@ -111,12 +111,12 @@ def _looks_distributed(e: BaseException) -> bool:
 def fully_shard_dense(model: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> list[nn.Module]:
     """FSDP (`fully_shard`) over the model's dense layers; returns the modules made sharding units.
 
-    Every largest submodule with a forward, parameters and no `EmbeddingEngine` inside (containers
-    such as `ModuleDict` are looked into) becomes one unit (its
-    parameters are gathered for its forward and backward, then freed); the model itself becomes a
-    unit too when parameters are left over. Every rank first takes rank 0's dense weights and
-    buffers, as DDP does. The optimizers, built over the model's parameters before, are pointed at
-    the sharded ones (by name); they must not have stepped yet.
+    Every largest submodule with a forward, parameters and no `EmbeddingEngine` inside becomes one
+    unit (containers such as `ModuleDict` are looked into): its parameters are gathered for its
+    forward and backward, then freed. The model itself becomes a unit too when parameters are left
+    over. Every rank first takes rank 0's dense weights and buffers, as DDP does. The optimizers,
+    built over the model's parameters before, are pointed at the sharded ones (by name); they must
+    not have stepped yet.
     """
     try:
         from torch.distributed.fsdp import fully_shard
