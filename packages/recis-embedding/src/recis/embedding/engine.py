@@ -252,9 +252,10 @@ class EmbeddingEngine(nn.Module):
                 assert isinstance(r, distributed.Bags)
                 runs = [ids.num_rows for ids in inputs]
                 side = _side_by_side(runs)
-                pooled = done.pooled(runs if side else None)
+                layout = runs if side else None  # batch-major (B, F * D) when the features sit side by side
+                pooled = done.pooled(layout)
                 if record:
-                    self._remote.append(done.recorded(r, pooled.requires_grad_(), runs if side else None))
+                    self._remote.append(done.recorded(r, pooled.requires_grad_(), layout))
                 _split_pooled([f for f, _ in present], runs, r.table.dim, pooled, side, out)
                 continue
             assert isinstance(r, distributed.Routed)

@@ -169,7 +169,8 @@ class Saver:
         where: list[Any] = [self._new_tmp(final) if self.rank == 0 else None]
         dist.broadcast_object_list(where, src=root, group=pg)
         tmp = Path(where[0])
-        dense = self._dense_state()
+        # Rank 0 writes the dense state; the others only take part in gathering FSDP shards.
+        dense = self._dense_state() if self.rank == 0 or dense_state.has_sharded(self.model) else None
         index = self._index(step, delta)
         since = self._last[1] if delta and self._last else {}
         drained = {t.name: t.table.take_evicted() for t in self.tables}  # drained by full saves too
