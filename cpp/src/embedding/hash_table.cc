@@ -702,12 +702,9 @@ bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
   const int64_t u = below[static_cast<size_t>(words)];
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
-  parallel_for(words, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      int64_t at = below[static_cast<size_t>(w)];
-      for (uint64_t b = bits[w]; b; b &= b - 1) unique[static_cast<size_t>(at++)] = w * 64 + __builtin_ctzll(b);
-    }
-  });
+  // A key's rank is its row's index among the distinct rows, and the key writes its row there
+  // (repeats write the same value): no pass over the whole bitmap lists the rows.
+  int64_t* uniq = unique.data();
   parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t r = x[i];
@@ -717,6 +714,7 @@ bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
       }
       const uint64_t lower = bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1);
       x[i] = below[static_cast<size_t>(r >> 6)] + popcount64(lower);
+      __atomic_store_n(uniq + x[i], r, __ATOMIC_RELAXED);
     }
   });
   return none;
