@@ -211,7 +211,7 @@ void HashTable::add_block() {
   const int64_t block_rows = block_mask_ + 1;
   emb_.push_back(new_block(block_rows * dim_));
   for (Slot& s : slots_) s.blocks.push_back(new_block(block_rows * s.width));
-  meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_, RowMeta{0, 0, 0, 0, 0, 0});
+  meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_);  // uninitialized: rows past allocated_rows_ are never read
 }
 
 int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
@@ -679,7 +679,8 @@ bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
   parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
       uint64_t* own = marks.data() + p * words;
-      for (int64_t i = n * p / parts; i < n * (p + 1) / parts; ++i) {
+      const int64_t stop = n * (p + 1) / parts;  // hoisted: the stores below could alias n
+      for (int64_t i = n * p / parts; i < stop; ++i) {
         const int64_t r = x[i];
         if (r < 0)
           none_in[static_cast<size_t>(p)] = 1;
@@ -733,7 +734,8 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t* cnt = counts.data() + c * kParts;
-      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) ++cnt[part_of(key_hash(ids[i], tags ? tags[i] : 0))];
+      const int64_t stop = chunk_begin(c + 1);  // hoisted: a division the stores would repeat
+      for (int64_t i = chunk_begin(c); i < stop; ++i) ++cnt[part_of(key_hash(ids[i], tags ? tags[i] : 0))];
     }
   });
   // Partition-major layout: run p holds its keys chunk by chunk, so positions stay increasing.
@@ -754,7 +756,8 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t* at = counts.data() + c * kParts;
-      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) {
+      const int64_t stop = chunk_begin(c + 1);
+      for (int64_t i = chunk_begin(c); i < stop; ++i) {
         const uint16_t tag = tags ? tags[i] : 0;
         const uint64_t h = key_hash(ids[i], tag);
         const auto k = static_cast<size_t>(at[part_of(h)]++);

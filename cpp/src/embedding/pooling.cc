@@ -218,7 +218,8 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   parallel_for(ranges, 1, [&](int64_t qb, int64_t qe) {
     for (int64_t q = qb; q < qe; ++q) {
       int64_t total = 0;
-      for (int64_t u = rows_of(q).first; u < rows_of(q).second; ++u)
+      const auto [lo, hi] = rows_of(q);  // bounds hoisted: the loops' stores could alias them
+      for (int64_t u = lo; u < hi; ++u)
         for (int64_t p = 0; p < parts; ++p) total += at[static_cast<size_t>(p * num_unique + u)];
       range_base[static_cast<size_t>(q) + 1] = total;
     }
@@ -228,7 +229,8 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   parallel_for(ranges, 1, [&](int64_t qb, int64_t qe) {
     for (int64_t q = qb; q < qe; ++q) {
       int64_t next = range_base[static_cast<size_t>(q)];
-      for (int64_t u = rows_of(q).first; u < rows_of(q).second; ++u) {
+      const auto [lo, hi] = rows_of(q);
+      for (int64_t u = lo; u < hi; ++u) {
         for (int64_t p = 0; p < parts; ++p) {
           int32_t& c = at[static_cast<size_t>(p * num_unique + u)];
           const int32_t k = c;
