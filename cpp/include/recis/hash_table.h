@@ -257,9 +257,11 @@ inline uint64_t mix64(uint64_t x) {
 class OwnerRank {
  public:
   explicit OwnerRank(uint32_t world)
-      : w_(world), m_(~uint64_t{0} / world + 1), shift_(mod32(1u << 16) * (1u << 16) % world) {}
+      : w_(world), m_(~uint64_t{0} / world + 1), shift_(mod32(1u << 16) * (1u << 16) % world),
+        mask_((world & (world - 1)) == 0 ? world - 1 : 0) {}
   [[gnu::always_inline]] uint32_t operator()(int64_t id) const {
     const uint64_t x = mix64(static_cast<uint64_t>(id));
+    if (w_ == mask_ + 1) return static_cast<uint32_t>(x) & mask_;  // a power of two: the low bits
     // x mod w = (hi * (2^32 mod w) + lo) mod w, every term below 2^32 for w < 2^16.
     return mod32(mod32(static_cast<uint32_t>(x >> 32)) * shift_ + mod32(static_cast<uint32_t>(x)));
   }
@@ -271,6 +273,7 @@ class OwnerRank {
   uint32_t w_;
   uint64_t m_;
   uint32_t shift_;  // 2^32 mod w
+  uint32_t mask_;   // w - 1 when w is a power of two, else 0
 };
 
 }  // namespace recis
