@@ -297,7 +297,7 @@ void init_embedding(nb::module_& m) {
             check_out_shape(out, layout, bags, t.dim(), "HashTable.pool", "out");
             const float* w = weights_of(weights, n, "HashTable.pool");
             nb::gil_scoped_release release;
-            check_pooling_inputs("HashTable.pool", inverse.data(), n, u, offsets.data(), bags);
+            validate_offsets(Offsets{offsets.data(), bags, n}, "HashTable.pool");
             const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "HashTable.pool");
             t.pool(rows.data(), u, inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
                    out.data(), layout);
@@ -546,7 +546,7 @@ void init_embedding(nb::module_& m) {
           throw std::invalid_argument("pooled_forward: out must be " + std::to_string(bags) + " x " + std::to_string(dim));
         const float* w = weights_of(weights, n, "pooled_forward");
         nb::gil_scoped_release release;
-        check_pooling_inputs("pooled_forward", inverse.data(), n, static_cast<int64_t>(emb.shape(0)), offsets.data(), bags);
+        validate_offsets(Offsets{offsets.data(), bags, n}, "pooled_forward");
         const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "pooled_forward");
         pooled_forward(emb.data(), static_cast<int64_t>(emb.shape(0)), dim, inverse.data(), offsets.data(), bags, w,
                        scales.empty() ? nullptr : scales.data(), out.data());
@@ -567,10 +567,10 @@ void init_embedding(nb::module_& m) {
         const float* w = weights_of(weights, n, "pooled_backward");
         const int64_t u = static_cast<int64_t>(grad_emb.shape(0));
         nb::gil_scoped_release release;
-        check_pooling_inputs("pooled_backward", inverse.data(), n, u, offsets.data(), bags);
+        validate_offsets(Offsets{offsets.data(), bags, n}, "pooled_backward");
         const std::vector<float> scales = bag_scales(offsets.data(), bags, w, c, "pooled_backward");
         pooled_backward(grad_out.data(), dim, inverse.data(), offsets.data(), bags, w,
-                        scales.empty() ? nullptr : scales.data(), u, grad_emb.data(), layout);
+                        scales.empty() ? nullptr : scales.data(), u, grad_emb.data(), layout, "pooled_backward");
       },
       nb::arg("grad_out"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
       nb::arg("runs"), nb::arg("grad_emb").noconvert(), nb::arg("batch_major") = false,

@@ -13,6 +13,7 @@
 
 #include "pooling_args.h"
 #include "recis/pooling.h"
+#include "recis/ragged.h"
 #include "recis/sparse_optim.h"
 #include "tensor.h"
 
@@ -39,7 +40,7 @@ void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<
     throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(n) + " entries");
   const float* w = weights ? weights->data() : nullptr;
   nb::gil_scoped_release release;
-  check_pooling_inputs(op, inverse.data(), n, u, offsets.data(), bags);
+  validate_offsets(Offsets{offsets.data(), bags, n}, op);
   const std::vector<float> scales = bag_scales(offsets.data(), bags, w, parsed, op);
   std::lock_guard<std::mutex> lock(t.mutex());
   t.check_rows(rows.data(), u, op);
@@ -57,7 +58,7 @@ void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<
   sink.up = &up;
   sink.rows = rows.data();
   reduce_rows(grad_out.data(), t.dim(), inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
-              u, sink, layout);
+              u, sink, layout, op);
 }
 
 }  // namespace

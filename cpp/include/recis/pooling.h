@@ -37,10 +37,15 @@ struct BagLayout {
 std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float* weights,
                               const std::vector<BagRun>& runs, const char* op);
 
+// The kernels below check every inverse[j] in [0, U) as they go (a chunk's values just before
+// they are used, so no separate pass reads them) and throw std::invalid_argument naming `op` and
+// the first offender; callers validate the offsets (validate_offsets) first.
+
 // out[b] = scale_b * sum_{j in bag b} w_j * emb[inverse[j]]; scales null: all 1.
 // emb: U x dim; inverse: n values in [0, U); offsets: bags + 1; out: bags x dim.
 void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                    int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout = {});
+                    int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout = {},
+                    const char* op = "pooled_forward");
 
 // Where unique row u lives in a table: rows[u] is a table row (-1: the zero row), found in
 // blocks[row >> shift] at (row & mask) * dim.
@@ -58,10 +63,10 @@ struct TableRows {
   void prefetch_index(int64_t u) const { __builtin_prefetch(rows + u); }  // before operator()(u) reads it
 };
 
-// Same as pooled_forward, reading the unique rows straight from a table's blocks (no copy).
-void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                         int64_t bags, const float* weights, const float* scales, float* out,
-                         const BagLayout& layout = {});
+// Same as pooled_forward, reading the U unique rows straight from a table's blocks (no copy).
+void pooled_forward_rows(const TableRows& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+                         const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout = {}, const char* op = "pooled_forward");
 
 // Receives each unique row's reduced gradient from reduce_rows (called in parallel over rows).
 class RowSink {
@@ -77,15 +82,11 @@ class RowSink {
 // grad_out[bag(j)], summed in increasing j (deterministic), handed to sink.take(u, g_u).
 void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
                  const float* weights, const float* scales, int64_t num_unique, const RowSink& sink,
-                 const BagLayout& layout = {});
+                 const BagLayout& layout = {}, const char* op = "pooled_backward");
 
 // reduce_rows into grad_emb (U x dim, fully written).
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
                      const float* weights, const float* scales, int64_t num_unique, float* grad_emb,
-                     const BagLayout& layout = {});
-
-// Checks inverse[j] in [0, U) and offsets (0, non-decreasing, last == n); throws naming `op`.
-void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,
-                          const int64_t* offsets, int64_t bags);
+                     const BagLayout& layout = {}, const char* op = "pooled_backward");
 
 }  // namespace recis

@@ -411,8 +411,8 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
       const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows.data(), zero_row_.data()};
       BagLayout piece = layout;
       piece.first += b0;
-      pooled_forward_rows(source, dim_, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
-                          scales ? scales + b0 : nullptr, out, piece);
+      pooled_forward_rows(source, m, dim_, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
+                          scales ? scales + b0 : nullptr, out, piece, "HashTable.pool_keys");
     }
     missed += missing;
   });
@@ -437,13 +437,18 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
 void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,
                      int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (int64_t u = 0; u < num_rows; ++u)
+  int64_t lo = -1, hi = -1;  // branch-free min/max (vectorizes); the offender is searched only on failure
+  for (int64_t u = 0; u < num_rows; ++u) {
+    lo = std::min(lo, rows[u]);
+    hi = std::max(hi, rows[u]);
+  }
+  for (int64_t u = 0; (lo < -1 || hi >= allocated_rows_) && u < num_rows; ++u)
     if (rows[u] < -1 || rows[u] >= allocated_rows_)
       throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) + " is not a row of this table");
   std::vector<const float*> blocks;
   for (const Block& b : emb_) blocks.push_back(b.get());
   const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero_row_.data()};
-  pooled_forward_rows(source, dim_, inverse, offsets, bags, weights, scales, out, layout);
+  pooled_forward_rows(source, num_rows, dim_, inverse, offsets, bags, weights, scales, out, layout, "HashTable.pool");
 }
 
 void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out) {

@@ -53,25 +53,18 @@ std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float*
   return scales;
 }
 
-void check_pooling_inputs(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique,
-                          const int64_t* offsets, int64_t bags) {
-  validate_offsets(Offsets{offsets, bags, n}, op);
-  // Branch-free min/max per chunk (vectorizes); the offender is searched only on failure.
-  std::atomic<bool> bad{false};
-  parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
-    int64_t lo = 0, hi = 0;
-    for (int64_t j = begin; j < end; ++j) {
-      lo = std::min(lo, inverse[j]);
-      hi = std::max(hi, inverse[j]);
-    }
-    if (lo < 0 || hi >= num_unique) bad.store(true, std::memory_order_relaxed);
-  });
-  if (!bad.load()) return;
+namespace {
+
+// The first inverse[j] outside [0, U), as an error naming `op` (called once a check failed).
+[[noreturn]] void throw_bad_inverse(const char* op, const int64_t* inverse, int64_t n, int64_t num_unique) {
   for (int64_t j = 0; j < n; ++j)
     if (inverse[j] < 0 || inverse[j] >= num_unique)
       throw std::invalid_argument(std::string(op) + ": inverse[" + std::to_string(j) + "]=" + std::to_string(inverse[j]) +
                                   " is out of range for " + std::to_string(num_unique) + " unique rows");
+  throw std::logic_error(std::string(op) + ": inverse check failed without an offender");
 }
+
+}  // namespace
 
 namespace {
 
@@ -108,10 +101,22 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
 }
 
 template <typename RowOf>
-void pool_all(RowOf row_of, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
-              const float* weights, const float* scales, float* out, const BagLayout& layout) {
+void pool_all(RowOf row_of, int64_t num_unique, int64_t dim, const int64_t* inverse, const int64_t* offsets,
+              int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout,
+              const char* op) {
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
+  std::atomic<bool> bad{false};
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
+    // The chunk's inverse checked (branch-free min/max, vectorized) right before pooling reads it.
+    int64_t lo = 0, hi = -1;
+    for (int64_t j = offsets[begin]; j < offsets[end]; ++j) {
+      lo = std::min(lo, inverse[j]);
+      hi = std::max(hi, inverse[j]);
+    }
+    if (lo < 0 || hi >= num_unique) {
+      bad.store(true, std::memory_order_relaxed);
+      return;
+    }
     switch (dim) {
       case 8: return pool_bags<8>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
       case 16: return pool_bags<16>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
@@ -121,6 +126,7 @@ void pool_all(RowOf row_of, int64_t dim, const int64_t* inverse, const int64_t* 
       default: return pool_bags<0>(row_of, dim, inverse, offsets, weights, scales, out, layout, begin, end);
     }
   });
+  if (bad.load()) throw_bad_inverse(op, inverse, offsets[bags], num_unique);
 }
 
 // One value's share of a row's gradient: factor * grad_out[bag].
@@ -169,26 +175,27 @@ RECIS_VECTOR_CLONES void reduce_range(const float* grad_out, int64_t dim, const 
 
 }  // namespace
 
-void pooled_forward(const float* emb, int64_t /*num_unique*/, int64_t dim, const int64_t* inverse,
+void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int64_t* inverse,
                     const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
-                    const BagLayout& layout) {
+                    const BagLayout& layout, const char* op) {
   struct Dense {  // unique row u at emb + u * dim
     const float* emb;
     int64_t dim;
     const float* operator()(int64_t u) const { return emb + u * dim; }
     void prefetch_index(int64_t) const {}
   };
-  pool_all(Dense{emb, dim}, dim, inverse, offsets, bags, weights, scales, out, layout);
+  pool_all(Dense{emb, dim}, num_unique, dim, inverse, offsets, bags, weights, scales, out, layout, op);
 }
 
-void pooled_forward_rows(const TableRows& rows, int64_t dim, const int64_t* inverse, const int64_t* offsets,
-                         int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) {
-  pool_all(rows, dim, inverse, offsets, bags, weights, scales, out, layout);
+void pooled_forward_rows(const TableRows& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+                         const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout, const char* op) {
+  pool_all(rows, num_unique, dim, inverse, offsets, bags, weights, scales, out, layout, op);
 }
 
 void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
                  const float* weights, const float* scales, int64_t num_unique, const RowSink& sink,
-                 const BagLayout& layout) {
+                 const BagLayout& layout, const char* op) {
   // Counting sort of the values by unique row, keeping each value's bag and factor (scale * w):
   // row u's contributions are [start[u], start[u + 1]), in increasing j. Each thread takes a range
   // of bags and counts, then places, its own values (no atomics, no data-dependent branches);
@@ -203,13 +210,22 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   const int64_t parts = n < 65536 ? 1 : num_threads();
   ScratchArray<int32_t> at(static_cast<size_t>(parts * num_unique), 0);  // per thread: count, then next slot
   auto bag_range = [&](int64_t p) { return std::pair{bags * p / parts, bags * (p + 1) / parts}; };
+  std::atomic<bool> bad{false};
   parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       int32_t* count = at.data() + p * num_unique;
       const auto [lo, hi] = bag_range(p);
-      for (int64_t j = offsets[lo]; j < offsets[hi]; ++j) ++count[inverse[j]];
+      for (int64_t j = offsets[lo]; j < offsets[hi]; ++j) {
+        const int64_t u = inverse[j];
+        if (static_cast<uint64_t>(u) >= static_cast<uint64_t>(num_unique)) {  // checked as it is counted
+          bad.store(true, std::memory_order_relaxed);
+          break;
+        }
+        ++count[u];
+      }
     }
   });
+  if (bad.load()) throw_bad_inverse(op, inverse, n, num_unique);
   // Exclusive prefix over (row, thread) in two parallel passes: each range of rows sums its
   // counts, then numbers its slots from the totals of the ranges before it.
   const int64_t ranges = num_unique < 65536 ? 1 : num_threads();
@@ -261,7 +277,7 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
 
 void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse, const int64_t* offsets, int64_t bags,
                      const float* weights, const float* scales, int64_t num_unique, float* grad_emb,
-                     const BagLayout& layout) {
+                     const BagLayout& layout, const char* op) {
   struct Into : RowSink {
     float* out;
     int64_t dim;
@@ -270,7 +286,7 @@ void pooled_backward(const float* grad_out, int64_t dim, const int64_t* inverse,
   } sink;
   sink.out = grad_emb;
   sink.dim = dim;
-  reduce_rows(grad_out, dim, inverse, offsets, bags, weights, scales, num_unique, sink, layout);
+  reduce_rows(grad_out, dim, inverse, offsets, bags, weights, scales, num_unique, sink, layout, op);
 }
 
 }  // namespace recis

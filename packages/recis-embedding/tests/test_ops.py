@@ -111,6 +111,35 @@ def test_table_pooled_reads_rows_in_place_and_matches_the_copying_path():
         table_pooled(anchor, found.rows, found.inverse, offsets, None, [0, 1], [1, 1], table.handle)
 
 
+@pytest.mark.parametrize("bad", [-1, 3, 2**40])
+@pytest.mark.parametrize("at", [0, 4999])
+def test_every_pooling_kernel_refuses_an_inverse_out_of_range(bad, at):
+    """The kernels check inverse as they read it (chunk by chunk, no separate pass): a bad value in
+    the first or the last of 5000 bags fails the forward, the backward and the fused update alike,
+    naming the op and the first offender, and leaves the table's rows as they were."""
+    from recis.core import _C
+    from recis.embedding import HashTable, Initializer
+
+    table = HashTable(dim=4, initializer=Initializer.uniform(-1, 1))
+    found = table.lookup(torch.tensor([5, 9, -3]))
+    rows_before = table.gather(found.rows).clone()
+    inverse = torch.arange(5000) % 3
+    inverse[at] = bad
+    offsets = torch.arange(5001)
+    message = rf"inverse\[{at}\]={bad} is out of range for 3 unique rows"
+    with pytest.raises(ValueError, match="HashTable.pool: " + message):
+        table.pool(found.rows, inverse, offsets, None, "sum")
+    with pytest.raises(ValueError, match="pooled_forward: " + message):
+        _C.pooled_forward(torch.randn(3, 4), inverse, offsets, None, ["sum"], [5000], torch.empty(5000, 4))
+    with pytest.raises(ValueError, match="pooled_backward: " + message):
+        _C.pooled_backward(torch.randn(5000, 4), inverse, offsets, None, ["sum"], [5000], torch.empty(3, 4))
+    with pytest.raises(ValueError, match="pooled_backward_update: " + message):
+        _C.pooled_backward_update(
+            table._c, _C.OptConfig("sgd"), [], found.rows, inverse, offsets, None, ["sum"], [5000], torch.randn(5000, 4)
+        )
+    torch.testing.assert_close(table.gather(found.rows), rows_before)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31), st.sampled_from([0, 1, 5]), st.integers(1, 4), st.booleans())
 def test_table_pooled_batch_major_is_the_feature_major_result_side_by_side(seed, batch, features, weighted):
