@@ -35,7 +35,9 @@ class TargetAttention(nn.Module):
         scores = self.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)  # (B, L)
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, -1).nan_to_num(0.0)  # all-masked rows: NaN -> 0
-        return torch.einsum("bl,bld->bd", weights, keys)  # (B, D)
+        # (B, D), a tensor of its own rather than einsum's view: FSDP warns on units that return
+        # views, since an in-place op on one would skip the unit's backward hooks.
+        return torch.einsum("bl,bld->bd", weights, keys).clone()
 
 
 class DIN(RankingModel):
