@@ -39,7 +39,8 @@ std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float*
 
 // The kernels below check every inverse[j] in [0, U) as they go (a chunk's values just before
 // they are used, so no separate pass reads them) and throw std::invalid_argument naming `op` and
-// the first offender; callers validate the offsets (validate_offsets) first.
+// the first offender; callers validate the offsets (validate_offsets) first. For the forward
+// kernels a null `op` skips the check, for an inverse the caller built itself.
 
 // out[b] = scale_b * sum_{j in bag b} w_j * emb[inverse[j]]; scales null: all 1.
 // emb: U x dim; inverse: n values in [0, U); offsets: bags + 1; out: bags x dim.

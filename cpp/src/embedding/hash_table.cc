@@ -412,7 +412,7 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
       BagLayout piece = layout;
       piece.first += b0;
       pooled_forward_rows(source, m, dim_, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
-                          scales ? scales + b0 : nullptr, out, piece, "HashTable.pool_keys");
+                          scales ? scales + b0 : nullptr, out, piece, nullptr);  // positions made here
     }
     missed += missing;
   });

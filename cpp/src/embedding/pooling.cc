@@ -109,7 +109,7 @@ void pool_all(RowOf row_of, int64_t num_unique, int64_t dim, const int64_t* inve
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
     // The chunk's inverse checked (branch-free min/max, vectorized) right before pooling reads it.
     int64_t lo = 0, hi = -1;
-    for (int64_t j = offsets[begin]; j < offsets[end]; ++j) {
+    for (int64_t j = op ? offsets[begin] : 0, stop = op ? offsets[end] : 0; j < stop; ++j) {
       lo = std::min(lo, inverse[j]);
       hi = std::max(hi, inverse[j]);
     }
