@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -20,18 +21,59 @@ constexpr int kPrefetchAhead = 8;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-// Set bits of x. Without -mpopcnt, __builtin_popcountll is a libgcc call; this is a few
-// inline instructions instead.
-inline int64_t popcount64(uint64_t x) {
-#ifdef __POPCNT__
-  return __builtin_popcountll(x);
-#else
-  x -= (x >> 1) & 0x5555555555555555ULL;
-  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
-  return static_cast<int64_t>((x * 0x0101010101010101ULL) >> 56);
-#endif
+// Set bits of x: the POPCNT instruction when kHw (callers compiled for it), else a few inline
+// instructions (without -mpopcnt, __builtin_popcountll is a libgcc call).
+template <bool kHw>
+[[gnu::always_inline]] inline int64_t popcount64(uint64_t x) {
+  if constexpr (kHw) {
+    return __builtin_popcountll(x);
+  } else {
+    x -= (x >> 1) & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+    return static_cast<int64_t>((x * 0x0101010101010101ULL) >> 56);
+  }
 }
+
+// unique_rows' counting loops, compiled twice: with POPCNT (every x86-64 CPU since 2008, but not
+// the baseline the wheel targets) and without; the CPU picks once.
+template <bool kHw>
+[[gnu::always_inline]] inline void count_below(const uint64_t* bits, int64_t words, int64_t* below) {
+  below[0] = 0;
+  for (int64_t w = 0; w < words; ++w) below[w + 1] = below[w] + popcount64<kHw>(bits[w]);
+}
+// x[i] (a row, or -1) becomes its index among the distinct rows, which gets the row.
+template <bool kHw>
+[[gnu::always_inline]] inline void rank_rows(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
+                                             const int64_t* below, int64_t none_at, int64_t* unique) {
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t r = x[i];
+    if (r < 0) {
+      x[i] = none_at;
+      continue;
+    }
+    x[i] = below[r >> 6] + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
+    __atomic_store_n(unique + x[i], r, __ATOMIC_RELAXED);  // repeats store the same value
+  }
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("popcnt"))) void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) {
+  count_below<true>(bits, words, below);
+}
+__attribute__((target("popcnt"))) void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
+                                                    const int64_t* below, int64_t none_at, int64_t* unique) {
+  rank_rows<true>(x, begin, end, bits, below, none_at, unique);
+}
+// RECIS_NO_POPCNT=1 takes the portable loops (tests run both).
+const bool kHasPopcnt = __builtin_cpu_supports("popcnt") && !std::getenv("RECIS_NO_POPCNT");
+#else
+void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) { count_below<false>(bits, words, below); }
+void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const int64_t* below, int64_t none_at,
+                  int64_t* unique) {
+  rank_rows<false>(x, begin, end, bits, below, none_at, unique);
+}
+const bool kHasPopcnt = false;
+#endif
 
 // Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
 // function of (seed, id, k).
@@ -702,26 +744,21 @@ bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
     });
   const bool none = std::find(none_in.begin(), none_in.end(), 1) != none_in.end();
   ScratchArray<int64_t> below(static_cast<size_t>(words) + 1);
-  below[0] = 0;
-  for (int64_t w = 0; w < words; ++w)
-    below[static_cast<size_t>(w) + 1] = below[static_cast<size_t>(w)] + popcount64(bits[w]);
+  if (kHasPopcnt)
+    count_below_hw(bits, words, below.data());
+  else
+    count_below<false>(bits, words, below.data());
   const int64_t u = below[static_cast<size_t>(words)];
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
-  // A key's rank is its row's index among the distinct rows, and the key writes its row there
-  // (repeats write the same value): no pass over the whole bitmap lists the rows.
+  // A key's rank is its row's index among the distinct rows, and the key writes its row there:
+  // no pass over the whole bitmap lists the rows.
   int64_t* uniq = unique.data();
   parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t r = x[i];
-      if (r < 0) {
-        x[i] = u;
-        continue;
-      }
-      const uint64_t lower = bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1);
-      x[i] = below[static_cast<size_t>(r >> 6)] + popcount64(lower);
-      __atomic_store_n(uniq + x[i], r, __ATOMIC_RELAXED);
-    }
+    if (kHasPopcnt)
+      rank_rows_hw(x, begin, end, bits, below.data(), u, uniq);
+    else
+      rank_rows<false>(x, begin, end, bits, below.data(), u, uniq);
   });
   return none;
 }

@@ -1,5 +1,9 @@
 """`route_keys`, `route_bags` (C++) and `HashTable.lookup_tagged` against pure-torch references."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -116,6 +120,24 @@ def test_unique_rows_matches_reference(seed, n, capacity):
         present = unique[unique >= 0]
         assert torch.equal(present, torch.unique(rows[rows >= 0]))
         assert unique.tolist() == present.tolist() + ([-1] if (rows < 0).any() else [])
+
+
+def test_unique_rows_without_the_popcnt_instruction():
+    """The portable counting loops (taken on CPUs without POPCNT) give the same de-duplication."""
+    code = (
+        "import torch; from recis.core import _C\n"
+        "g = torch.Generator().manual_seed(3)\n"
+        "for n, cap in [(0, 5), (1, 1), (9, 50), (70000, 4096), (1000, 2**20)]:\n"
+        "    rows = torch.randint(-1, cap, (n,), generator=g)\n"
+        "    unique, inverse = _C.unique_rows(rows, cap)\n"
+        "    assert torch.equal(unique[inverse], rows)\n"
+        "    present = unique[unique >= 0]\n"
+        "    assert torch.equal(present, torch.unique(rows[rows >= 0])), (n, cap)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, RECIS_NO_POPCNT="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_unique_rows_rejects_out_of_range():
