@@ -64,8 +64,13 @@ __attribute__((target("popcnt"))) void rank_rows_hw(int64_t* x, int64_t begin, i
                                                     const int64_t* below, int64_t none_at, int64_t* unique) {
   rank_rows<true>(x, begin, end, bits, below, none_at, unique);
 }
-// RECIS_NO_POPCNT=1 takes the portable loops (tests run both).
-const bool kHasPopcnt = __builtin_cpu_supports("popcnt") && !std::getenv("RECIS_NO_POPCNT");
+// RECIS_NO_POPCNT=1 takes the portable loops (tests run both). Runs while the library loads,
+// possibly before libgcc's own CPU detection, hence the explicit init.
+bool has_popcnt() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("popcnt") && !std::getenv("RECIS_NO_POPCNT");
+}
+const bool kHasPopcnt = has_popcnt();
 #else
 void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) { count_below<false>(bits, words, below); }
 void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const int64_t* below, int64_t none_at,
@@ -253,7 +258,8 @@ void HashTable::add_block() {
   const int64_t block_rows = block_mask_ + 1;
   emb_.push_back(new_block(block_rows * dim_));
   for (Slot& s : slots_) s.blocks.push_back(new_block(block_rows * s.width));
-  meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_);  // uninitialized: rows past allocated_rows_ are never read
+  // Left uninitialized: no row at or past allocated_rows_ is ever read.
+  meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_);
 }
 
 int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
@@ -479,7 +485,7 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
 void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,
                      int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  int64_t lo = -1, hi = -1;  // branch-free min/max (vectorizes); the offender is searched only on failure
+  int64_t lo = -1, hi = -1;  // branch-free min/max; the offender is searched only on failure
   for (int64_t u = 0; u < num_rows; ++u) {
     lo = std::min(lo, rows[u]);
     hi = std::max(hi, rows[u]);

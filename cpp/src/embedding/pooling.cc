@@ -64,10 +64,6 @@ namespace {
   throw std::logic_error(std::string(op) + ": inverse check failed without an offender");
 }
 
-}  // namespace
-
-namespace {
-
 // kDim > 0 fixes the width at compile time (fully unrolled, vectorized); 0 reads it at run time.
 // row_of(u) gives the values of unique row u.
 template <int kDim, typename RowOf>
@@ -107,7 +103,7 @@ void pool_all(RowOf row_of, int64_t num_unique, int64_t dim, const int64_t* inve
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   std::atomic<bool> bad{false};
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
-    // The chunk's inverse checked (branch-free min/max, vectorized) right before pooling reads it.
+    // The chunk's inverse checked (branch-free min/max) right before pooling reads it, from cache.
     int64_t lo = 0, hi = -1;
     for (int64_t j = op ? offsets[begin] : 0, stop = op ? offsets[end] : 0; j < stop; ++j) {
       lo = std::min(lo, inverse[j]);
