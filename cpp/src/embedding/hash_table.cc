@@ -472,7 +472,19 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
 void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {
   auto bad = [&](int64_t r) { return r != -1 && (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live); };
   std::atomic<bool> any{false};  // parallel check; the first offender is searched only on failure
+  // A row below allocated_rows_ is dead only while it waits in free_rows_: with none waiting
+  // (always, without eviction), a range check does, and no row's metadata is read.
+  const bool all_live = free_rows_.empty();
   parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    if (all_live) {
+      int64_t lo = -1, hi = -1;  // branch-free min/max
+      for (int64_t i = begin; i < end; ++i) {
+        lo = std::min(lo, rows[i]);
+        hi = std::max(hi, rows[i]);
+      }
+      if (lo < -1 || hi >= allocated_rows_) any.store(true, std::memory_order_relaxed);
+      return;
+    }
     for (int64_t i = begin; i < end; ++i)
       if (bad(rows[i])) any.store(true, std::memory_order_relaxed);
   });

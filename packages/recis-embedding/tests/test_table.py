@@ -255,6 +255,12 @@ def test_gather_refuses_rows_that_are_not_live():
     t.evict(step=5)
     with pytest.raises(ValueError, match="is not a live row"):
         t.gather(rows)
+    # Both freed rows reused: every allocated row is live again (the check then reads no metadata).
+    again = t.lookup(torch.tensor([7, 8]), step=6).rows
+    assert sorted(again.tolist()) == sorted(rows.tolist())
+    assert t.gather(rows).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"rows\[1\]=2 is not a live row"):
+        t.gather(torch.tensor([0, 2]))
 
 
 def test_read_only_lookups_leave_metadata_alone():
