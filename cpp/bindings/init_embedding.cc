@@ -69,22 +69,20 @@ std::vector<HashTable::KeyRun> key_runs(const std::vector<I64Array>& ids, const 
   return runs;
 }
 
-// The keys of several ID arrays (one per feature) with one logical-table tag each, concatenated.
-int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op,
-                    ScratchArray<int64_t>& all_ids, ScratchArray<uint16_t>& all_tags) {
-  key_runs(ids, tags, op);  // checks
-  int64_t n = 0;
-  for (const auto& a : ids) n += static_cast<int64_t>(a.shape(0));
+// The keys of the runs concatenated, with a tag per key.
+int64_t concat_keys(const std::vector<HashTable::KeyRun>& keys, ScratchArray<int64_t>& all_ids,
+                    ScratchArray<uint16_t>& all_tags) {
+  const std::vector<int64_t> starts = run_starts(keys);
+  const int64_t n = starts.back();
   all_ids = ScratchArray<int64_t>(static_cast<size_t>(n));
   all_tags = ScratchArray<uint16_t>(static_cast<size_t>(n));
   nb::gil_scoped_release release;
-  std::vector<int64_t> starts(ids.size() + 1, 0);
-  for (size_t k = 0; k < ids.size(); ++k) starts[k + 1] = starts[k] + static_cast<int64_t>(ids[k].shape(0));
-  parallel_for(static_cast<int64_t>(ids.size()), 1, [&](int64_t begin, int64_t end) {
+  parallel_for(static_cast<int64_t>(keys.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
-      const int64_t at = starts[static_cast<size_t>(k)], m = starts[static_cast<size_t>(k) + 1] - at;
-      if (m) std::memcpy(all_ids.data() + at, ids[static_cast<size_t>(k)].data(), static_cast<size_t>(m) * sizeof(int64_t));
-      std::fill(all_tags.data() + at, all_tags.data() + at + m, static_cast<uint16_t>(tags[static_cast<size_t>(k)]));
+      const HashTable::KeyRun& run = keys[static_cast<size_t>(k)];
+      const int64_t at = starts[static_cast<size_t>(k)];
+      if (run.n) std::memcpy(all_ids.data() + at, run.ids, static_cast<size_t>(run.n) * sizeof(int64_t));
+      std::fill(all_tags.data() + at, all_tags.data() + at + run.n, run.tag);
     }
   });
   return n;
@@ -93,8 +91,7 @@ int64_t concat_keys(const std::vector<I64Array>& ids, const std::vector<int>& ta
 // De-duplicates n keys, finds or inserts their rows and (with gather) copies them out: returns
 // (unique rows, inverse into them for every key, unique embeddings U x dim or None).
 nb::tuple lookup_keys(HashTable& t, const std::vector<HashTable::KeyRun>& keys, int64_t step, bool insert, bool gather) {
-  int64_t n = 0;
-  for (const auto& run : keys) n += run.n;
+  const int64_t n = run_starts(keys).back();
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
   std::vector<int64_t> rows;
   Buffer emb;
@@ -143,7 +140,7 @@ nb::tuple route_keys(const std::vector<I64Array>& ids, const std::vector<int>& t
     throw std::invalid_argument("route_keys: world must be in [1, 65535], got " + std::to_string(world));
   ScratchArray<int64_t> all_ids(0);
   ScratchArray<uint16_t> all_tags(0);
-  const int64_t n = concat_keys(ids, tags, "route_keys", all_ids, all_tags);
+  const int64_t n = concat_keys(key_runs(ids, tags, "route_keys"), all_ids, all_tags);
   Buffer inverse(static_cast<size_t>(n) * sizeof(int64_t));
   std::vector<int64_t> counts(static_cast<size_t>(world), 0);
   Buffer out_ids, out_tags;
@@ -313,8 +310,7 @@ void init_embedding(nb::module_& m) {
              const std::vector<int64_t>& runs, F32Out2 out, bool batch_major) {
             const char* op = "HashTable.pool_keys";
             const std::vector<HashTable::KeyRun> keys = key_runs(ids, tags, op);
-            int64_t n = 0;
-            for (const auto& run : keys) n += run.n;
+            const int64_t n = run_starts(keys).back();
             const int64_t bags = static_cast<int64_t>(offsets.shape(0)) - 1;
             const std::vector<BagRun> c = parse_runs(combiners, runs, op);
             const BagLayout layout = parse_layout(runs, batch_major, op);

@@ -230,6 +230,9 @@ class HashTable {
   mutable std::mutex mutex_;
 };
 
+// Where each run starts when the runs are laid end to end; the last entry is their total.
+std::vector<int64_t> run_starts(const std::vector<HashTable::KeyRun>& keys);
+
 // Hash-based de-duplication (radix-partitioned, parallel): unique keys and, per input, the index
 // of its key among them. Keys come out grouped by hash partition, then in first-seen order.
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,

@@ -37,6 +37,17 @@ struct BagLayout {
 std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float* weights,
                               const std::vector<BagRun>& runs, const char* op);
 
+// Whether v[begin, end) all lie in [lo, hi): a branch-free min/max, so callers search for the
+// offender only on failure.
+inline bool all_in_range(const int64_t* v, int64_t begin, int64_t end, int64_t lo, int64_t hi) {
+  int64_t mn = lo, mx = lo;
+  for (int64_t i = begin; i < end; ++i) {
+    mn = v[i] < mn ? v[i] : mn;
+    mx = v[i] > mx ? v[i] : mx;
+  }
+  return begin == end || (mn >= lo && mx < hi);
+}
+
 // The kernels below check every inverse[j] in [0, U) as they go (a chunk's values just before
 // they are used, so no separate pass reads them) and throw std::invalid_argument naming `op` and
 // the first offender; callers validate the offsets (validate_offsets) first. For the forward

@@ -57,28 +57,25 @@ template <bool kHw>
   }
 }
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("popcnt"))) void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) {
-  count_below<true>(bits, words, below);
-}
-__attribute__((target("popcnt"))) void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
-                                                    const int64_t* below, int64_t none_at, int64_t* unique) {
-  rank_rows<true>(x, begin, end, bits, below, none_at, unique);
-}
+#define RECIS_POPCNT __attribute__((target("popcnt")))
 // RECIS_NO_POPCNT=1 takes the portable loops (tests run both). Runs while the library loads,
 // possibly before libgcc's own CPU detection, hence the explicit init.
 bool has_popcnt() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("popcnt") && !std::getenv("RECIS_NO_POPCNT");
 }
-const bool kHasPopcnt = has_popcnt();
-#else
-void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) { count_below<false>(bits, words, below); }
-void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const int64_t* below, int64_t none_at,
-                  int64_t* unique) {
-  rank_rows<false>(x, begin, end, bits, below, none_at, unique);
-}
-const bool kHasPopcnt = false;
+#else  // elsewhere __builtin_popcountll is the machine's own instruction
+#define RECIS_POPCNT
+bool has_popcnt() { return !std::getenv("RECIS_NO_POPCNT"); }
 #endif
+const bool kHasPopcnt = has_popcnt();
+RECIS_POPCNT void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) {
+  count_below<true>(bits, words, below);
+}
+RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const int64_t* below,
+                               int64_t none_at, int64_t* unique) {
+  rank_rows<true>(x, begin, end, bits, below, none_at, unique);
+}
 
 // Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
 // function of (seed, id, k).
@@ -352,15 +349,11 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
   return static_cast<int64_t>(created.size());
 }
 
-namespace {
-
 std::vector<int64_t> run_starts(const std::vector<HashTable::KeyRun>& keys) {
   std::vector<int64_t> starts(keys.size() + 1, 0);
   for (size_t k = 0; k < keys.size(); ++k) starts[k + 1] = starts[k] + keys[k].n;
   return starts;
 }
-
-}  // namespace
 
 void HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool insert, std::vector<int64_t>& unique,
                        int64_t* inverse) {
@@ -477,12 +470,7 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
   const bool all_live = free_rows_.empty();
   parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
     if (all_live) {
-      int64_t lo = -1, hi = -1;  // branch-free min/max
-      for (int64_t i = begin; i < end; ++i) {
-        lo = std::min(lo, rows[i]);
-        hi = std::max(hi, rows[i]);
-      }
-      if (lo < -1 || hi >= allocated_rows_) any.store(true, std::memory_order_relaxed);
+      if (!all_in_range(rows, begin, end, -1, allocated_rows_)) any.store(true, std::memory_order_relaxed);
       return;
     }
     for (int64_t i = begin; i < end; ++i)
@@ -497,12 +485,8 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
 void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,
                      int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  int64_t lo = -1, hi = -1;  // branch-free min/max; the offender is searched only on failure
-  for (int64_t u = 0; u < num_rows; ++u) {
-    lo = std::min(lo, rows[u]);
-    hi = std::max(hi, rows[u]);
-  }
-  for (int64_t u = 0; (lo < -1 || hi >= allocated_rows_) && u < num_rows; ++u)
+  const bool fine = all_in_range(rows, 0, num_rows, -1, allocated_rows_);
+  for (int64_t u = 0; !fine && u < num_rows; ++u)
     if (rows[u] < -1 || rows[u] >= allocated_rows_)
       throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) + " is not a row of this table");
   std::vector<const float*> blocks;

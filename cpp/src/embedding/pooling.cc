@@ -103,13 +103,8 @@ void pool_all(RowOf row_of, int64_t num_unique, int64_t dim, const int64_t* inve
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, dim));
   std::atomic<bool> bad{false};
   parallel_for(bags, grain, [&](int64_t begin, int64_t end) {
-    // The chunk's inverse checked (branch-free min/max) right before pooling reads it, from cache.
-    int64_t lo = 0, hi = -1;
-    for (int64_t j = op ? offsets[begin] : 0, stop = op ? offsets[end] : 0; j < stop; ++j) {
-      lo = std::min(lo, inverse[j]);
-      hi = std::max(hi, inverse[j]);
-    }
-    if (lo < 0 || hi >= num_unique) {
+    // The chunk's inverse checked right before pooling reads it, from cache.
+    if (op && !all_in_range(inverse, offsets[begin], offsets[end], 0, num_unique)) {
       bad.store(true, std::memory_order_relaxed);
       return;
     }

@@ -191,8 +191,7 @@ class RemotePooled:
             if self.runs is None:
                 send.copy_(grad)
             else:
-                b, f = self.runs[0], len(self.runs)
-                send.view(f, b, -1).copy_(grad.view(b, f, -1).transpose(0, 1))
+                send.view(len(self.runs), self.runs[0], self.table.dim).copy_(ops.feature_major_view(grad, self.runs))
         else:  # kept in float32 for this rank's own share
             self.own = grad if self.runs is None else ops.feature_major(grad, self.runs)
             send = self.own.to(self.wire)
@@ -324,8 +323,7 @@ class Served:
         parts = [self.own if q == self.me else self.partial[q] for q in range(len(self.partial))]
         bags, dim = self.own.shape
         out = torch.empty(runs[0], len(runs) * dim) if runs else torch.empty(bags, dim)
-        # The feature-major (F, B, D) view of a batch-major buffer: the sums land transposed.
-        target = out.view(runs[0], len(runs), dim).transpose(0, 1) if runs else out
+        target = ops.feature_major_view(out, runs) if runs else out  # the sums land transposed
         parts = [p.view(target.shape) for p in parts]
         if len(parts) == 1:
             target.copy_(parts[0])

@@ -116,8 +116,12 @@ def feature_major(pooled: Tensor, runs: list[int]) -> Tensor:
     """Inverse of `batch_major`: (B, runs * D) -> (runs * B, D)."""
     if not runs:
         return pooled
-    dim = pooled.shape[1] // len(runs)
-    return pooled.view(runs[0], len(runs), dim).transpose(0, 1).reshape(len(runs) * runs[0], dim)
+    return feature_major_view(pooled, runs).reshape(len(runs) * runs[0], pooled.shape[1] // len(runs))
+
+
+def feature_major_view(pooled: Tensor, runs: list[int]) -> Tensor:
+    """(B, runs * D) batch-major -> its (runs, B, D) feature-major view, no copy (for `copy_` or `out=`)."""
+    return pooled.view(runs[0], len(runs), pooled.shape[1] // len(runs)).transpose(0, 1)
 
 
 def _check(emb: Tensor, inverse: Tensor, offsets: Tensor, combiner: str) -> None:

@@ -100,8 +100,10 @@ class SparseOptimizer(torch.optim.Optimizer):
                 if not self.fused:
                     for i, g in enumerate(self._gather(fuse=True)):
                         if isinstance(g, PooledGrad):  # sum per row inside the update
-                            args = (g.rows, g.inverse, g.offsets, g.weights, ["sum"], [len(g.offsets) - 1])
-                            self._fused_update(i, *args, g.pooled_grad, scale=g.scale)
+                            bags = [len(g.offsets) - 1]
+                            self._fused_update(
+                                i, g.rows, g.inverse, g.offsets, g.weights, ["sum"], bags, g.pooled_grad, scale=g.scale
+                            )
                         elif len(g.rows):
                             self._update(i, g.rows, g.grad, self._step + 1)
             self._step += 1
