@@ -8,11 +8,12 @@
 #include <functional>
 #include <string>
 
-// Hot kernels are compiled twice, for AVX2 and for the x86-64 baseline, and the loader picks one
-// per machine (GNU ifunc), so one wheel runs everywhere and uses 256-bit vectors where it can.
-// No FMA: both clones round alike, so results never depend on the machine.
+// Hot kernels are compiled three times, for AVX-512, AVX2 and the x86-64 baseline, and the loader
+// picks one per machine (GNU ifunc), so one wheel runs everywhere and uses the widest vectors it
+// can. The core is built with -ffp-contract=off (AVX-512 implies FMA, which would otherwise fuse
+// a * b + c): every clone rounds alike, so results never depend on the machine.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(RECIS_NO_CLONES)
-#define RECIS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define RECIS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define RECIS_VECTOR_CLONES
 #endif

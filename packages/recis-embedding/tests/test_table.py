@@ -101,6 +101,51 @@ def test_parallel_inserts_assign_the_same_rows_as_one_thread():
         assert torch.equal(states[0][k], states[1][k]), k
 
 
+def uniform_rows_reference(ids: list[int], seed: int, low: float, high: float, dim: int) -> torch.Tensor:
+    """The uniform initializer in Python integers and float32 torch ops, one rounding per operation."""
+    m32, m64 = 2**32 - 1, 2**64 - 1
+
+    def mix64(x: int) -> int:
+        x ^= x >> 30
+        x = x * 0xBF58476D1CE4E5B9 & m64
+        x ^= x >> 27
+        x = x * 0x94D049BB133111EB & m64
+        return x ^ (x >> 31)
+
+    def mix32(x: int) -> int:
+        x ^= x >> 16
+        x = x * 0x7FEB352D & m32
+        x ^= x >> 15
+        x = x * 0x846CA68B & m32
+        return x ^ (x >> 16)
+
+    lo_f, width = torch.tensor(low, dtype=torch.float32), torch.tensor(high - low, dtype=torch.float32)
+    top = torch.nextafter(lo_f + width, lo_f)
+    rows = []
+    for i in ids:
+        stream = mix64(seed ^ mix64(i & m64))
+        lo, hi = stream & m32, stream >> 32
+        grid = [mix32(mix32((lo + k * 0x9E3779B9) & m32) ^ hi) >> 8 for k in range(dim)]
+        u = torch.tensor(grid, dtype=torch.float32) * 2.0**-24
+        rows.append(torch.minimum(lo_f + width * u, top))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("dim", [1, 13, 64, 100])
+def test_uniform_rows_are_the_same_bits_on_every_machine(dim):
+    """Pins the initializer bit for bit against a reference of its own arithmetic: the vector
+    clones (AVX-512, AVX2, baseline) must round alike, so no machine fuses a multiply-add."""
+    ids = [*EDGE_IDS, *torch.randint(-(2**63), 2**63 - 1, (50,)).tolist()]
+    bound = float(torch.tensor((6 / (1 + dim)) ** 0.5, dtype=torch.float32))  # xavier: rounded once
+    for init, low, high in [
+        (Initializer.uniform(-0.05, 0.05), -0.05, 0.05),
+        (Initializer.xavier_uniform(), -bound, bound),
+    ]:
+        got = HashTable(dim=dim, initializer=init, seed=12345).lookup(torch.tensor(ids))
+        want = uniform_rows_reference(ids, 12345, low, high, dim)
+        assert torch.equal(got.embeddings[got.inverse], want), (init, dim)
+
+
 @pytest.mark.parametrize(
     "init, check",
     [
