@@ -189,6 +189,12 @@ class HashTable {
   void claim_from(size_t slot, const Entry& e);
   template <typename EntryAt>  // claims entry_at(k) for k in [begin, end), skipping rows < 0
   void claim_range(int64_t begin, int64_t end, EntryAt entry_at);
+  // Software pipeline over items [begin, end): item i's home slot, slot_of(i) (kSkip: no visit), is
+  // computed and its map line prefetched kMapAhead items before visit(i, slot) runs.
+  template <bool kWrite, typename SlotOf, typename Visit>
+  void pipeline(int64_t begin, int64_t end, SlotOf slot_of, Visit visit) const;
+  static constexpr size_t kSkip = ~size_t{0};
+  static constexpr int64_t kMapAhead = 32;  // a power of two
   void init_new_rows(const std::vector<int64_t>& rows);
   void remove(int64_t r);
   void reserve_map(int64_t rows);  // rehashes once so `rows` live rows keep load <= 0.5

@@ -216,23 +216,34 @@ void HashTable::reserve_map(int64_t rows) {
   });
 }
 
+template <bool kWrite, typename SlotOf, typename Visit>
+void HashTable::pipeline(int64_t begin, int64_t end, SlotOf slot_of, Visit visit) const {
+  // A rolling distance keeps kMapAhead lines in flight throughout; probing in windows (prefetch
+  // 32, then visit 32) let the misses drain at every window's end: the Zipf pooled forward ran
+  // about 5% slower so, the hit lookup about 2% (tools/bench/embedding.py, alternating processes).
+  size_t ring[kMapAhead];
+  auto fetch = [&](int64_t i) {
+    const size_t s = slot_of(i);
+    ring[i & (kMapAhead - 1)] = s;
+    if (s != kSkip) __builtin_prefetch(&map_[s], kWrite);
+  };
+  for (int64_t i = begin; i < end && i < begin + kMapAhead; ++i) fetch(i);
+  for (int64_t i = begin; i < end; ++i) {
+    const size_t s = ring[i & (kMapAhead - 1)];
+    if (i + kMapAhead < end) fetch(i + kMapAhead);  // the same ring entry, read above
+    if (s != kSkip) visit(i, s);
+  }
+}
+
 template <typename EntryAt>
 void HashTable::claim_range(int64_t begin, int64_t end, EntryAt entry_at) {
-  // A window of entries at a time: their home slots hashed and prefetched, then claimed.
-  constexpr int64_t kWindow = 32;
-  size_t slot[kWindow];
-  for (int64_t w = begin; w < end; w += kWindow) {
-    const int64_t m = std::min(kWindow, end - w);
-    for (int64_t k = 0; k < m; ++k) {
-      const Entry e = entry_at(w + k);
-      slot[k] = home(e.id, e.tag);
-      if (e.row >= 0) __builtin_prefetch(&map_[slot[k]], 1);
-    }
-    for (int64_t k = 0; k < m; ++k) {
-      const Entry e = entry_at(w + k);
-      if (e.row >= 0) claim_from(slot[k], e);
-    }
-  }
+  pipeline<true>(
+      begin, end,
+      [&](int64_t k) {
+        const Entry e = entry_at(k);
+        return e.row < 0 ? kSkip : home(e.id, e.tag);
+      },
+      [&](int64_t k, size_t slot) { claim_from(slot, entry_at(k)); });
 }
 
 void HashTable::claim(const Entry& e) { claim_from(home(e.id, e.tag), e); }
@@ -398,21 +409,13 @@ void HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool inser
 }
 
 int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows, uint16_t tag) const {
-  // Windows of keys: hash and prefetch a whole window's map slots, then probe them.
-  constexpr int64_t kWindow = 32;
-  size_t slot[kWindow];
   int64_t missing = 0;
-  for (int64_t w = 0; w < n; w += kWindow) {
-    const int64_t m = std::min(kWindow, n - w);
-    for (int64_t k = 0; k < m; ++k) {
-      slot[k] = home(ids[w + k], tags ? tags[w + k] : tag);
-      __builtin_prefetch(&map_[slot[k]]);
-    }
-    for (int64_t k = 0; k < m; ++k) {
-      rows[w + k] = probe_from(slot[k], ids[w + k], tags ? tags[w + k] : tag);
-      missing += rows[w + k] < 0;
-    }
-  }
+  pipeline<false>(
+      0, n, [&](int64_t i) { return home(ids[i], tags ? tags[i] : tag); },
+      [&](int64_t i, size_t slot) {
+        rows[i] = probe_from(slot, ids[i], tags ? tags[i] : tag);
+        missing += rows[i] < 0;
+      });
   return missing;
 }
 
