@@ -220,7 +220,7 @@ template <bool kWrite, typename SlotOf, typename Visit>
 void HashTable::pipeline(int64_t begin, int64_t end, SlotOf slot_of, Visit visit) const {
   // A rolling distance keeps kMapAhead lines in flight throughout; probing in windows (prefetch
   // 32, then visit 32) let the misses drain at every window's end: the Zipf pooled forward ran
-  // about 5% slower so, the hit lookup about 2% (tools/bench/embedding.py, alternating processes).
+  // about 5% slower so (tools/bench/embedding.py, alternating processes).
   size_t ring[kMapAhead];
   auto fetch = [&](int64_t i) {
     const size_t s = slot_of(i);
