@@ -38,21 +38,25 @@ template <bool kHw>
 // unique_rows' counting loops, compiled twice: with POPCNT (every x86-64 CPU since 2008, but not
 // the baseline the wheel targets) and without; the CPU picks once.
 template <bool kHw>
-[[gnu::always_inline]] inline void count_below(const uint64_t* bits, int64_t words, int64_t* below) {
-  below[0] = 0;
-  for (int64_t w = 0; w < words; ++w) below[w + 1] = below[w] + popcount64<kHw>(bits[w]);
+[[gnu::always_inline]] inline uint32_t count_below(const uint64_t* bits, int64_t begin, int64_t end, uint32_t* below) {
+  uint32_t seen = 0;  // below[w]: marked rows in words [begin, w); returns those in [begin, end)
+  for (int64_t w = begin; w < end; ++w) {
+    below[w] = seen;
+    seen += static_cast<uint32_t>(popcount64<kHw>(bits[w]));
+  }
+  return seen;
 }
 // x[i] (a row, or -1) becomes its index among the distinct rows, which gets the row.
 template <bool kHw>
 [[gnu::always_inline]] inline void rank_rows(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
-                                             const int64_t* below, int64_t none_at, int64_t* unique) {
+                                             const uint32_t* below, int64_t none_at, int64_t* unique) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = x[i];
     if (r < 0) {
       x[i] = none_at;
       continue;
     }
-    x[i] = below[r >> 6] + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
+    x[i] = int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
     __atomic_store_n(unique + x[i], r, __ATOMIC_RELAXED);  // repeats store the same value
   }
 }
@@ -69,10 +73,10 @@ bool has_popcnt() {
 bool has_popcnt() { return !std::getenv("RECIS_NO_POPCNT"); }
 #endif
 const bool kHasPopcnt = has_popcnt();
-RECIS_POPCNT void count_below_hw(const uint64_t* bits, int64_t words, int64_t* below) {
-  count_below<true>(bits, words, below);
+RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t begin, int64_t end, uint32_t* below) {
+  return count_below<true>(bits, begin, end, below);
 }
-RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const int64_t* below,
+RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const uint32_t* below,
                                int64_t none_at, int64_t* unique) {
   rank_rows<true>(x, begin, end, bits, below, none_at, unique);
 }
@@ -724,36 +728,58 @@ bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
   }
   // A bitmap over the table's rows marks the ones present; a row's index among them is the
   // number of marked rows below it (popcounts), so they come out ascending with no sort.
-  // Each thread marks its share of the keys in its own bitmap; the bitmaps are then OR-ed.
-  const int64_t parts = n < 65536 ? 1 : num_threads();
-  ScratchArray<uint64_t> marks(static_cast<size_t>(words * parts), 0);
+  // Counts of distinct rows fit 32 bits (a table holds fewer than 2^31 rows).
+  const int64_t parts = n < 65536 && words < 65536 ? 1 : num_threads();
+  // A bitmap larger than the batch (a big table): part p owns a range of words, zeroes, marks and
+  // counts it (reading every key, but no merge pass and no serial count). Otherwise each part
+  // marks its share of the keys in a bitmap of its own, OR-ed together after.
+  const bool by_words = words > n;
+  ScratchArray<uint64_t> marks(static_cast<size_t>(by_words ? words : words * parts));
+  ScratchArray<uint32_t> below(static_cast<size_t>(words));
+  std::vector<uint32_t> part_count(static_cast<size_t>(parts), 0);
   std::vector<char> none_in(static_cast<size_t>(parts), 0);
+  uint64_t* bits = marks.data();
   parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
-      uint64_t* own = marks.data() + p * words;
-      const int64_t stop = n * (p + 1) / parts;  // hoisted: the stores below could alias n
-      for (int64_t i = n * p / parts; i < stop; ++i) {
+      const int64_t w0 = by_words ? words * p / parts : 0, w1 = by_words ? words * (p + 1) / parts : words;
+      uint64_t* own = by_words ? bits : bits + p * words;
+      std::fill(own + w0, own + w1, 0);
+      const int64_t lo = w0 * 64, hi = w1 * 64;  // by_words: the part's rows
+      const int64_t begin = by_words ? 0 : n * p / parts, stop = by_words ? n : n * (p + 1) / parts;
+      char none_here = 0;
+      for (int64_t i = begin; i < stop; ++i) {
         const int64_t r = x[i];
         if (r < 0)
-          none_in[static_cast<size_t>(p)] = 1;
-        else
+          none_here = 1;
+        else if (!by_words || (r >= lo && r < hi))
           own[r >> 6] |= uint64_t{1} << (r & 63);
       }
+      none_in[static_cast<size_t>(p)] = none_here;
+      if (by_words)
+        part_count[static_cast<size_t>(p)] =
+            kHasPopcnt ? count_below_hw(bits, w0, w1, below.data()) : count_below<false>(bits, w0, w1, below.data());
     }
   });
-  uint64_t* bits = marks.data();
-  if (parts > 1)
-    parallel_for(words, 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t p = 1; p < parts; ++p)
-        for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
-    });
   const bool none = std::find(none_in.begin(), none_in.end(), 1) != none_in.end();
-  ScratchArray<int64_t> below(static_cast<size_t>(words) + 1);
-  if (kHasPopcnt)
-    count_below_hw(bits, words, below.data());
-  else
-    count_below<false>(bits, words, below.data());
-  const int64_t u = below[static_cast<size_t>(words)];
+  int64_t u = 0;
+  if (by_words) {  // each part's counts start at 0: add the parts before it
+    std::vector<uint32_t> base(static_cast<size_t>(parts), 0);
+    for (int64_t p = 0; p < parts; ++p) {
+      base[static_cast<size_t>(p)] = static_cast<uint32_t>(u);
+      u += part_count[static_cast<size_t>(p)];
+    }
+    parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+      for (int64_t p = std::max<int64_t>(pb, 1); p < pe; ++p)
+        for (int64_t w = words * p / parts; w < words * (p + 1) / parts; ++w) below[w] += base[static_cast<size_t>(p)];
+    });
+  } else {
+    if (parts > 1)
+      parallel_for(words, 16384, [&](int64_t begin, int64_t end) {
+        for (int64_t p = 1; p < parts; ++p)
+          for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
+      });
+    u = kHasPopcnt ? count_below_hw(bits, 0, words, below.data()) : count_below<false>(bits, 0, words, below.data());
+  }
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
   // A key's rank is its row's index among the distinct rows, and the key writes its row there:

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import recis.core
 from recis.core import _C
 from recis.embedding import HashTable, owner
 
@@ -107,13 +108,22 @@ def test_lookup_tagged_equals_per_tag_lookups():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**31), st.sampled_from([0, 1, 9, 1000, 70_000]), st.sampled_from([1, 50, 4096, 2**27]))
+@given(
+    st.integers(0, 2**31),
+    st.sampled_from([0, 1, 9, 1000, 70_000]),
+    st.sampled_from([1, 50, 4096, 2**22, 2**22 + 4097, 2**27]),
+)
 def test_unique_rows_matches_reference(seed, n, capacity):
-    """Row de-duplication of lookups: the bitmap path (ascending, -1 last) and, for a capacity far
-    above the batch, the hash path (any order), both against torch.unique."""
+    """Row de-duplication of lookups: the bitmap path (ascending, -1 last; a bitmap larger than
+    the batch is split by row ranges, 2**22 and up, else by keys) and, for a capacity far above
+    the batch, the hash path (any order), all against torch.unique."""
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randint(-1, capacity, (n,), generator=gen)
-    unique, inverse = _C.unique_rows(rows, capacity)
+    recis.core.set_num_threads(2)  # the row-range split needs more than one part
+    try:
+        unique, inverse = _C.unique_rows(rows, capacity)
+    finally:
+        recis.core.set_num_threads(None)
     assert torch.equal(unique[inverse], rows)
     assert sorted(unique.tolist()) == torch.unique(rows).tolist()
     if capacity <= 64 * (8 * n + 65536):
@@ -125,9 +135,10 @@ def test_unique_rows_matches_reference(seed, n, capacity):
 def test_unique_rows_without_the_popcnt_instruction():
     """The portable counting loops (taken on CPUs without POPCNT) give the same de-duplication."""
     code = (
-        "import torch; from recis.core import _C\n"
+        "import torch, recis.core; from recis.core import _C\n"
+        "recis.core.set_num_threads(2)\n"
         "g = torch.Generator().manual_seed(3)\n"
-        "for n, cap in [(0, 5), (1, 1), (9, 50), (70000, 4096), (1000, 2**20)]:\n"
+        "for n, cap in [(0, 5), (1, 1), (9, 50), (70000, 4096), (1000, 2**20), (1000, 2**22 + 4097)]:\n"
         "    rows = torch.randint(-1, cap, (n,), generator=g)\n"
         "    unique, inverse = _C.unique_rows(rows, cap)\n"
         "    assert torch.equal(unique[inverse], rows)\n"
