@@ -7,6 +7,7 @@ import torch
 
 import recis.core
 from recis.embedding import Eviction, HashTable, Initializer
+from recis.embedding.sharding import mix64
 
 EDGE_IDS = [0, -1, 1, 2**63 - 1, -(2**63), 2**32, -(2**31)]
 
@@ -102,33 +103,24 @@ def test_parallel_inserts_assign_the_same_rows_as_one_thread():
 
 
 def uniform_rows_reference(ids: list[int], seed: int, low: float, high: float, dim: int) -> torch.Tensor:
-    """The uniform initializer in Python integers and float32 torch ops, one rounding per operation."""
-    m32, m64 = 2**32 - 1, 2**64 - 1
+    """The uniform initializer in int64 and float32 torch ops, one rounding per float operation:
+    a row stream mix64(seed ^ mix64(id)), then per position k the lowbias32 hash of
+    (stream low half + k * golden ratio) mixed with the high half, on a 2^-24 grid."""
+    m32 = 2**32 - 1
 
-    def mix64(x: int) -> int:
-        x ^= x >> 30
-        x = x * 0xBF58476D1CE4E5B9 & m64
-        x ^= x >> 27
-        x = x * 0x94D049BB133111EB & m64
-        return x ^ (x >> 31)
-
-    def mix32(x: int) -> int:
-        x ^= x >> 16
+    def mix32(x: torch.Tensor) -> torch.Tensor:  # 32-bit values held in int64 (products wrap)
+        x = x ^ (x >> 16)
         x = x * 0x7FEB352D & m32
-        x ^= x >> 15
+        x = x ^ (x >> 15)
         x = x * 0x846CA68B & m32
         return x ^ (x >> 16)
 
+    stream = mix64(seed ^ mix64(torch.tensor(ids)))
+    lo, hi = (stream & m32)[:, None], (stream >> 32 & m32)[:, None]
+    grid = mix32(mix32(lo + torch.arange(dim) * 0x9E3779B9 & m32) ^ hi) >> 8
     lo_f, width = torch.tensor(low, dtype=torch.float32), torch.tensor(high - low, dtype=torch.float32)
     top = torch.nextafter(lo_f + width, lo_f)
-    rows = []
-    for i in ids:
-        stream = mix64(seed ^ mix64(i & m64))
-        lo, hi = stream & m32, stream >> 32
-        grid = [mix32(mix32((lo + k * 0x9E3779B9) & m32) ^ hi) >> 8 for k in range(dim)]
-        u = torch.tensor(grid, dtype=torch.float32) * 2.0**-24
-        rows.append(torch.minimum(lo_f + width * u, top))
-    return torch.stack(rows)
+    return torch.minimum(lo_f + width * (grid.to(torch.float32) * 2.0**-24), top)
 
 
 @pytest.mark.parametrize("dim", [1, 13, 64, 100])
