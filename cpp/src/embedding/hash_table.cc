@@ -38,9 +38,9 @@ template <bool kHw>
 // unique_rows' counting loops, compiled twice: with POPCNT (every x86-64 CPU since 2008, but not
 // the baseline the wheel targets) and without; the CPU picks once.
 template <bool kHw>
-[[gnu::always_inline]] inline uint32_t count_below(const uint64_t* bits, int64_t begin, int64_t end, uint32_t* below) {
-  uint32_t seen = 0;  // below[w]: marked rows in words [begin, w); returns those in [begin, end)
-  for (int64_t w = begin; w < end; ++w) {
+[[gnu::always_inline]] inline uint32_t count_below(const uint64_t* bits, int64_t words, uint32_t* below) {
+  uint32_t seen = 0;  // below[w]: marked rows in the words before w; returns all marked rows
+  for (int64_t w = 0; w < words; ++w) {
     below[w] = seen;
     seen += static_cast<uint32_t>(popcount64<kHw>(bits[w]));
   }
@@ -60,6 +60,22 @@ template <bool kHw>
     __atomic_store_n(unique + x[i], r, __ATOMIC_RELAXED);  // repeats store the same value
   }
 }
+constexpr int kMaxBucketShift = 15;  // rows per bucket at most 2^15: a 4 KiB bitmap, in L1
+// Replaces each of rows[0, n) (offsets within one bucket of 64 * words rows) by its rank among
+// the bucket's distinct rows; returns how many there are.
+template <bool kHw>
+[[gnu::always_inline]] inline uint32_t rank_bucket(uint16_t* rows, int64_t n, int64_t words) {
+  uint64_t bits[(1 << kMaxBucketShift) / 64];
+  uint32_t below[(1 << kMaxBucketShift) / 64];
+  std::fill(bits, bits + words, 0);
+  for (int64_t k = 0; k < n; ++k) bits[rows[k] >> 6] |= uint64_t{1} << (rows[k] & 63);
+  const uint32_t seen = count_below<kHw>(bits, words, below);
+  for (int64_t k = 0; k < n; ++k) {
+    const uint16_t r = rows[k];
+    rows[k] = static_cast<uint16_t>(below[r >> 6] + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1)));
+  }
+  return seen;
+}
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RECIS_POPCNT __attribute__((target("popcnt")))
 // RECIS_NO_POPCNT=1 takes the portable loops (tests run both). Runs while the library loads,
@@ -73,12 +89,15 @@ bool has_popcnt() {
 bool has_popcnt() { return !std::getenv("RECIS_NO_POPCNT"); }
 #endif
 const bool kHasPopcnt = has_popcnt();
-RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t begin, int64_t end, uint32_t* below) {
-  return count_below<true>(bits, begin, end, below);
+RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t words, uint32_t* below) {
+  return count_below<true>(bits, words, below);
 }
 RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const uint32_t* below,
                                int64_t none_at, int64_t* unique) {
   rank_rows<true>(x, begin, end, bits, below, none_at, unique);
+}
+RECIS_POPCNT uint32_t rank_bucket_hw(uint16_t* rows, int64_t n, int64_t words) {
+  return rank_bucket<true>(rows, n, words);
 }
 
 // Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
@@ -717,69 +736,39 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes,
 
 }  // namespace
 
-bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
-  const int64_t words = (capacity + 63) / 64;
-  if (words > 8 * n + 65536) {  // sparse over a huge table: hash de-duplication, unordered
-    std::vector<uint16_t> unused;
-    ScratchArray<int64_t> rows(static_cast<size_t>(n));
-    std::copy(x, x + n, rows.data());
-    unique_keys(rows.data(), nullptr, n, unique, unused, x);
-    return std::find(unique.begin(), unique.end(), -1) != unique.end();
-  }
-  // A bitmap over the table's rows marks the ones present; a row's index among them is the
-  // number of marked rows below it (popcounts), so they come out ascending with no sort.
-  // Counts of distinct rows fit 32 bits (a table holds fewer than 2^31 rows).
+namespace {
+
+// unique_rows over a table at most 64 times the batch: a bitmap over its rows marks the ones
+// present (each part of the keys in a bitmap of its own, OR-ed after); a row's index among them
+// is the number of marked rows below it (popcounts), so they come out ascending with no sort.
+bool unique_rows_dense(int64_t* x, int64_t n, int64_t words, std::vector<int64_t>& unique) {
   const int64_t parts = n < 65536 && words < 65536 ? 1 : num_threads();
-  // A bitmap larger than the batch (a big table): part p owns a range of words, zeroes, marks and
-  // counts it (reading every key, but no merge pass and no serial count). Otherwise each part
-  // marks its share of the keys in a bitmap of its own, OR-ed together after.
-  const bool by_words = words > n;
-  ScratchArray<uint64_t> marks(static_cast<size_t>(by_words ? words : words * parts));
-  ScratchArray<uint32_t> below(static_cast<size_t>(words));
-  std::vector<uint32_t> part_count(static_cast<size_t>(parts), 0);
+  ScratchArray<uint64_t> marks(static_cast<size_t>(words * parts));
+  ScratchArray<uint32_t> below(static_cast<size_t>(words));  // distinct rows fit 32 bits
   std::vector<char> none_in(static_cast<size_t>(parts), 0);
   uint64_t* bits = marks.data();
   parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
-      const int64_t w0 = by_words ? words * p / parts : 0, w1 = by_words ? words * (p + 1) / parts : words;
-      uint64_t* own = by_words ? bits : bits + p * words;
-      std::fill(own + w0, own + w1, 0);
-      const int64_t lo = w0 * 64, hi = w1 * 64;  // by_words: the part's rows
-      const int64_t begin = by_words ? 0 : n * p / parts, stop = by_words ? n : n * (p + 1) / parts;
+      uint64_t* own = bits + p * words;
+      std::fill(own, own + words, 0);
       char none_here = 0;
-      for (int64_t i = begin; i < stop; ++i) {
+      for (int64_t i = n * p / parts, stop = n * (p + 1) / parts; i < stop; ++i) {
         const int64_t r = x[i];
         if (r < 0)
           none_here = 1;
-        else if (!by_words || (r >= lo && r < hi))
+        else
           own[r >> 6] |= uint64_t{1} << (r & 63);
       }
       none_in[static_cast<size_t>(p)] = none_here;
-      if (by_words)
-        part_count[static_cast<size_t>(p)] =
-            kHasPopcnt ? count_below_hw(bits, w0, w1, below.data()) : count_below<false>(bits, w0, w1, below.data());
     }
   });
   const bool none = std::find(none_in.begin(), none_in.end(), 1) != none_in.end();
-  int64_t u = 0;
-  if (by_words) {  // each part's counts start at 0: add the parts before it
-    std::vector<uint32_t> base(static_cast<size_t>(parts), 0);
-    for (int64_t p = 0; p < parts; ++p) {
-      base[static_cast<size_t>(p)] = static_cast<uint32_t>(u);
-      u += part_count[static_cast<size_t>(p)];
-    }
-    parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
-      for (int64_t p = std::max<int64_t>(pb, 1); p < pe; ++p)
-        for (int64_t w = words * p / parts; w < words * (p + 1) / parts; ++w) below[w] += base[static_cast<size_t>(p)];
+  if (parts > 1)
+    parallel_for(words, 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t p = 1; p < parts; ++p)
+        for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
     });
-  } else {
-    if (parts > 1)
-      parallel_for(words, 16384, [&](int64_t begin, int64_t end) {
-        for (int64_t p = 1; p < parts; ++p)
-          for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
-      });
-    u = kHasPopcnt ? count_below_hw(bits, 0, words, below.data()) : count_below<false>(bits, 0, words, below.data());
-  }
+  const int64_t u = kHasPopcnt ? count_below_hw(bits, words, below.data()) : count_below<false>(bits, words, below.data());
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
   // A key's rank is its row's index among the distinct rows, and the key writes its row there:
@@ -792,6 +781,89 @@ bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& 
       rank_rows<false>(x, begin, end, bits, below.data(), u, uniq);
   });
   return none;
+}
+
+// unique_rows over a larger table: the keys are counting-sorted by their row's high bits into
+// buckets of 2^shift rows (about 64 keys each), and each bucket ranks its rows with a bitmap of
+// its own, in L1. The rows still come out ascending, without the table-sized bitmap whose random
+// accesses missed the cache about once per key. A last bucket holds the -1 rows.
+bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
+  int shift = 6;
+  while (shift < kMaxBucketShift && (int64_t{1} << shift) * n < 64 * capacity) ++shift;
+  const int64_t buckets = ((capacity + (int64_t{1} << shift) - 1) >> shift) + 1;
+  auto bucket = [&](int64_t r) { return r < 0 ? buckets - 1 : r >> shift; };
+  const int64_t parts = n < 65536 ? 1 : num_threads();
+  auto part_begin = [&](int64_t p) { return n * p / parts; };
+  // at[p * buckets + b]: part p's keys in bucket b, then where the next of them goes.
+  std::vector<uint32_t> at(static_cast<size_t>(parts * buckets), 0);
+  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      uint32_t* count = at.data() + p * buckets;
+      for (int64_t i = part_begin(p), stop = part_begin(p + 1); i < stop; ++i) ++count[bucket(x[i])];
+    }
+  });
+  std::vector<uint32_t> start(static_cast<size_t>(buckets) + 1);  // bucket-major, parts in order
+  uint32_t pos = 0;
+  for (int64_t b = 0; b < buckets; ++b) {
+    start[static_cast<size_t>(b)] = pos;
+    for (int64_t p = 0; p < parts; ++p) pos += std::exchange(at[static_cast<size_t>(p * buckets + b)], pos);
+  }
+  start[static_cast<size_t>(buckets)] = pos;
+  ScratchArray<uint16_t> sorted(static_cast<size_t>(n));  // rows' offsets in their bucket, then ranks
+  ScratchArray<uint32_t> where(static_cast<size_t>(n));   // key i's place in `sorted`
+  const int64_t low = (int64_t{1} << shift) - 1;
+  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      uint32_t* next = at.data() + p * buckets;
+      for (int64_t i = part_begin(p), stop = part_begin(p + 1); i < stop; ++i) {
+        const uint32_t k = next[bucket(x[i])]++;
+        sorted[k] = static_cast<uint16_t>(x[i] & low);
+        where[static_cast<size_t>(i)] = k;
+      }
+    }
+  });
+  std::vector<int64_t> first(static_cast<size_t>(buckets));  // distinct rows per bucket, then the index of its first
+  parallel_for(buckets - 1, 16, [&](int64_t bb, int64_t be) {
+    const int64_t words = int64_t{1} << (shift - 6);
+    for (int64_t b = bb; b < be; ++b) {
+      const uint32_t s0 = start[static_cast<size_t>(b)], m = start[static_cast<size_t>(b) + 1] - s0;
+      first[static_cast<size_t>(b)] = m == 0        ? 0
+                                      : kHasPopcnt ? rank_bucket_hw(sorted.data() + s0, m, words)
+                                                   : rank_bucket<false>(sorted.data() + s0, m, words);
+    }
+  });
+  int64_t u = 0;
+  for (int64_t b = 0; b + 1 < buckets; ++b) u += std::exchange(first[static_cast<size_t>(b)], u);
+  const bool none = pos > start[static_cast<size_t>(buckets) - 1];
+  unique.resize(static_cast<size_t>(u + none));
+  if (none) unique[static_cast<size_t>(u)] = -1;
+  int64_t* uniq = unique.data();
+  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r = x[i];
+      if (r < 0) {
+        x[i] = u;
+        continue;
+      }
+      x[i] = first[static_cast<size_t>(r >> shift)] + sorted[where[static_cast<size_t>(i)]];
+      __atomic_store_n(uniq + x[i], r, __ATOMIC_RELAXED);  // repeats store the same value
+    }
+  });
+  return none;
+}
+
+}  // namespace
+
+bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
+  const int64_t words = (capacity + 63) / 64;
+  if (words <= n) return unique_rows_dense(x, n, words, unique);
+  if (words <= 8 * n + 65536 && n <= UINT32_MAX) return unique_rows_bucketed(x, n, capacity, unique);
+  // Sparse over a huge table: hash de-duplication, rows unordered.
+  std::vector<uint16_t> unused;
+  ScratchArray<int64_t> rows(static_cast<size_t>(n));
+  std::copy(x, x + n, rows.data());
+  unique_keys(rows.data(), nullptr, n, unique, unused, x);
+  return std::find(unique.begin(), unique.end(), -1) != unique.end();
 }
 
 void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import recis.core
@@ -111,15 +111,17 @@ def test_lookup_tagged_equals_per_tag_lookups():
 @given(
     st.integers(0, 2**31),
     st.sampled_from([0, 1, 9, 1000, 70_000]),
-    st.sampled_from([1, 50, 4096, 2**22, 2**22 + 4097, 2**27]),
+    st.sampled_from([1, 50, 4096, 2**22, 2**22 + 4097, 2**24, 2**27]),
 )
+@example(0, 70_000, 2**24)
 def test_unique_rows_matches_reference(seed, n, capacity):
-    """Row de-duplication of lookups: the bitmap path (ascending, -1 last; a bitmap larger than
-    the batch is split by row ranges, 2**22 and up, else by keys) and, for a capacity far above
-    the batch, the hash path (any order), all against torch.unique."""
+    """Row de-duplication of lookups, ascending with -1 last: one bitmap over the rows when the
+    table is at most 64 rows per key, else buckets of rows with a bitmap each (2**24 with 70,000
+    keys: sorted into buckets by two threads); for a capacity far above the batch, the hash path
+    (any order). All against torch.unique."""
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randint(-1, capacity, (n,), generator=gen)
-    recis.core.set_num_threads(2)  # the row-range split needs more than one part
+    recis.core.set_num_threads(2)  # the key parts need more than one thread
     try:
         unique, inverse = _C.unique_rows(rows, capacity)
     finally:
@@ -138,7 +140,7 @@ def test_unique_rows_without_the_popcnt_instruction():
         "import torch, recis.core; from recis.core import _C\n"
         "recis.core.set_num_threads(2)\n"
         "g = torch.Generator().manual_seed(3)\n"
-        "for n, cap in [(0, 5), (1, 1), (9, 50), (70000, 4096), (1000, 2**20), (1000, 2**22 + 4097)]:\n"
+        "for n, cap in [(0, 5), (1, 1), (9, 50), (70000, 4096), (1000, 2**20), (70000, 2**24)]:\n"
         "    rows = torch.randint(-1, cap, (n,), generator=g)\n"
         "    unique, inverse = _C.unique_rows(rows, cap)\n"
         "    assert torch.equal(unique[inverse], rows)\n"
