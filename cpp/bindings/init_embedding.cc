@@ -38,11 +38,14 @@ Initializer parse_init(const std::string& kind, double a, double b) {
                               "' (expected constant, uniform, normal, truncated_normal or xavier_uniform)");
 }
 
+// Hands the vector to Python as a 1-D tensor: the tensor owns the vector (no copy).
 template <typename T>
 nb::object vector_tensor(std::vector<T>&& v, nb::dlpack::dtype dtype) {
-  Buffer b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), v.size() * sizeof(T));
-  return to_tensor(std::move(b), {v.size()}, dtype);
+  if (v.capacity() == 0) v.reserve(1);  // a null data pointer is no valid DLPack buffer
+  auto* owned = new std::vector<T>(std::move(v));
+  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  const size_t shape[1] = {owned->size()};
+  return nb::cast(nb::ndarray<nb::pytorch>(owned->data(), 1, shape, owner, nullptr, dtype));
 }
 
 const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char* op) {
