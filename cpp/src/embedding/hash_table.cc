@@ -46,29 +46,20 @@ template <bool kHw>
   }
   return seen;
 }
-// x[i] (a row, or -1) becomes its index among the distinct rows, which gets the row.
+// x[i] (a row, or -1) becomes its index among the distinct rows.
 template <bool kHw>
 [[gnu::always_inline]] inline void rank_rows(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
-                                             const uint32_t* below, int64_t none_at, int64_t* unique) {
+                                             const uint32_t* below, int64_t none_at) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = x[i];
-    if (r < 0) {
-      x[i] = none_at;
-      continue;
-    }
-    x[i] = int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
-    __atomic_store_n(unique + x[i], r, __ATOMIC_RELAXED);  // repeats store the same value
+    x[i] = r < 0 ? none_at : int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
   }
 }
-// Grain of the loops where keys write their rows to random places of `unique`: split among
-// threads, its cache lines go back and forth between the cores, and one thread was faster up to
-// about 2^17 keys (measured; larger batches, in chunks of 16,384 keys, were not).
-int64_t scatter_grain(int64_t n) { return n <= (int64_t{1} << 17) ? std::max<int64_t>(n, 1) : 16384; }
 constexpr int kMaxBucketShift = 15;  // rows per bucket at most 2^15: a 4 KiB bitmap, in L1
-// Replaces each of rows[0, n) (offsets within one bucket of 64 * words rows) by its rank among
-// the bucket's distinct rows; returns how many there are.
+// ranks[k] = the rank of rows[k] (offsets within one bucket of 64 * words rows) among the
+// bucket's distinct rows, k < n; returns how many there are.
 template <bool kHw>
-[[gnu::always_inline]] inline uint32_t rank_bucket(uint16_t* rows, int64_t n, int64_t words) {
+[[gnu::always_inline]] inline uint32_t rank_bucket(const uint16_t* rows, int64_t n, int64_t words, uint16_t* ranks) {
   uint64_t bits[(1 << kMaxBucketShift) / 64];
   uint32_t below[(1 << kMaxBucketShift) / 64];
   std::fill(bits, bits + words, 0);
@@ -76,7 +67,7 @@ template <bool kHw>
   const uint32_t seen = count_below<kHw>(bits, words, below);
   for (int64_t k = 0; k < n; ++k) {
     const uint16_t r = rows[k];
-    rows[k] = static_cast<uint16_t>(below[r >> 6] + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1)));
+    ranks[k] = static_cast<uint16_t>(below[r >> 6] + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1)));
   }
   return seen;
 }
@@ -97,11 +88,11 @@ RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t words, uint32
   return count_below<true>(bits, words, below);
 }
 RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const uint32_t* below,
-                               int64_t none_at, int64_t* unique) {
-  rank_rows<true>(x, begin, end, bits, below, none_at, unique);
+                               int64_t none_at) {
+  rank_rows<true>(x, begin, end, bits, below, none_at);
 }
-RECIS_POPCNT uint32_t rank_bucket_hw(uint16_t* rows, int64_t n, int64_t words) {
-  return rank_bucket<true>(rows, n, words);
+RECIS_POPCNT uint32_t rank_bucket_hw(const uint16_t* rows, int64_t n, int64_t words, uint16_t* ranks) {
+  return rank_bucket<true>(rows, n, words, ranks);
 }
 
 // Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
@@ -775,14 +766,25 @@ bool unique_rows_dense(int64_t* x, int64_t n, int64_t words, std::vector<int64_t
   const int64_t u = kHasPopcnt ? count_below_hw(bits, words, below.data()) : count_below<false>(bits, words, below.data());
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
-  // A key's rank is its row's index among the distinct rows, and the key writes its row there:
-  // no pass over the whole bitmap lists the rows.
+  // Each part ranks a range of the keys and lists the marked rows of a range of the words: every
+  // thread writes ranges of its own (a key writing its row at its rank would write at random, and
+  // the result's cache lines would go back and forth between the cores).
   int64_t* uniq = unique.data();
-  parallel_for(n, scatter_grain(n), [&](int64_t begin, int64_t end) {
-    if (kHasPopcnt)
-      rank_rows_hw(x, begin, end, bits, below.data(), u, uniq);
-    else
-      rank_rows<false>(x, begin, end, bits, below.data(), u, uniq);
+  parallel_for(2 * parts, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t p = t % parts;
+      if (t < parts) {
+        if (kHasPopcnt)
+          rank_rows_hw(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u);
+        else
+          rank_rows<false>(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u);
+        continue;
+      }
+      for (int64_t w = words * p / parts, stop = words * (p + 1) / parts; w < stop; ++w) {
+        int64_t* at = uniq + below[static_cast<size_t>(w)];
+        for (uint64_t m = bits[w]; m; m &= m - 1) *at++ = w * 64 + __builtin_ctzll(m);
+      }
+    }
   });
   return none;
 }
@@ -826,14 +828,15 @@ bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<i
       }
     }
   });
+  ScratchArray<uint16_t> rank(static_cast<size_t>(n));  // rank[k]: sorted[k]'s among its bucket's rows
   std::vector<int64_t> first(static_cast<size_t>(buckets));  // distinct rows per bucket, then the index of its first
   parallel_for(buckets - 1, 16, [&](int64_t bb, int64_t be) {
     const int64_t words = int64_t{1} << (shift - 6);
     for (int64_t b = bb; b < be; ++b) {
       const uint32_t s0 = start[static_cast<size_t>(b)], m = start[static_cast<size_t>(b) + 1] - s0;
       first[static_cast<size_t>(b)] = m == 0        ? 0
-                                      : kHasPopcnt ? rank_bucket_hw(sorted.data() + s0, m, words)
-                                                   : rank_bucket<false>(sorted.data() + s0, m, words);
+                                      : kHasPopcnt ? rank_bucket_hw(sorted.data() + s0, m, words, rank.data() + s0)
+                                                   : rank_bucket<false>(sorted.data() + s0, m, words, rank.data() + s0);
     }
   });
   int64_t u = 0;
@@ -841,16 +844,24 @@ bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<i
   const bool none = pos > start[static_cast<size_t>(buckets) - 1];
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
+  // The keys' indices in key order and the distinct rows bucket by bucket, each part writing a
+  // range of its own (random writes from several threads would move cache lines between cores).
   int64_t* uniq = unique.data();
-  parallel_for(n, scatter_grain(n), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t r = x[i];
-      if (r < 0) {
-        x[i] = u;
+  parallel_for(2 * parts, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t p = t % parts;
+      if (t < parts) {
+        for (int64_t i = part_begin(p), stop = part_begin(p + 1); i < stop; ++i) {
+          const int64_t r = x[i];
+          x[i] = r < 0 ? u : first[static_cast<size_t>(r >> shift)] + rank[where[static_cast<size_t>(i)]];
+        }
         continue;
       }
-      x[i] = first[static_cast<size_t>(r >> shift)] + sorted[where[static_cast<size_t>(i)]];
-      __atomic_store_n(uniq + x[i], r, __ATOMIC_RELAXED);  // repeats store the same value
+      for (int64_t b = (buckets - 1) * p / parts, stop = (buckets - 1) * (p + 1) / parts; b < stop; ++b) {
+        int64_t* distinct = uniq + first[static_cast<size_t>(b)];
+        for (uint32_t k = start[static_cast<size_t>(b)]; k < start[static_cast<size_t>(b) + 1]; ++k)
+          distinct[rank[k]] = (b << shift) + sorted[k];  // repeats store the same value
+      }
     }
   });
   return none;
