@@ -910,7 +910,7 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
     part_start[static_cast<size_t>(p) + 1] = at;
   }
   // Scratch from the block cache: fresh pages would cost a fault per 4 KiB every batch.
-  ScratchArray<int64_t> order(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));
+  ScratchArray<int64_t> place(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));  // place[i]: key i's in the runs
   ScratchArray<uint64_t> run_hashes(static_cast<size_t>(n));
   ScratchArray<uint16_t> run_tags(static_cast<size_t>(n));
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
@@ -921,7 +921,7 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
         const uint16_t tag = tags ? tags[i] : 0;
         const uint64_t h = key_hash(ids[i], tag);
         const auto k = static_cast<size_t>(at[part_of(h)]++);
-        order[k] = i;
+        place[static_cast<size_t>(i)] = static_cast<int64_t>(k);
         run_ids[k] = ids[i];
         run_tags[k] = tag;
         run_hashes[k] = h;
@@ -952,9 +952,13 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
         unique_ids[static_cast<size_t>(at) + k] = run_ids[b + static_cast<size_t>(first[k])];
         unique_tags[static_cast<size_t>(at) + k] = run_tags[b + static_cast<size_t>(first[k])];
       }
-      for (size_t k = b; k < static_cast<size_t>(part_start[static_cast<size_t>(p) + 1]); ++k)
-        inverse[order[k]] = at + local[k];
     }
+  });
+  // Each key reads its index where its run put it (written from the runs, the keys' indices land
+  // at random places and their cache lines move between the cores).
+  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      inverse[i] = base[part_of(key_hash(ids[i], tags ? tags[i] : 0))] + local[static_cast<size_t>(place[i])];
   });
 }
 
