@@ -246,8 +246,9 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
 
 // De-duplicates row indices in [-1, capacity): unique gets the distinct rows, and x (the rows on
 // entry) each one's index among them on return. The rows come out ascending with a -1 last (a
-// bitmap over the rows, or over each bucket of rows when the table has more than 64 rows per key),
-// unless the table is far larger than the batch (hash order then). Returns whether a -1 is among them.
+// bitmap over the rows, or over each bucket of rows when the table has 2^22 rows or more and
+// more than 64 per key), unless the table is far larger than the batch (hash order then).
+// Returns whether a -1 is among them.
 bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique);
 
 // 64-bit mixer (the splitmix64 finalizer): spreads sequential and skewed IDs evenly.

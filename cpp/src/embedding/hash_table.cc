@@ -46,13 +46,15 @@ template <bool kHw>
   }
   return seen;
 }
-// x[i] (a row, or -1) becomes its index among the distinct rows.
+// x[i] (a row, or -1) becomes its index among the distinct rows, where `unique` (unless null)
+// gets the row.
 template <bool kHw>
 [[gnu::always_inline]] inline void rank_rows(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
-                                             const uint32_t* below, int64_t none_at) {
+                                             const uint32_t* below, int64_t none_at, int64_t* unique) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = x[i];
     x[i] = r < 0 ? none_at : int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
+    if (unique && r >= 0) unique[x[i]] = r;  // repeats store the same value
   }
 }
 constexpr int kMaxBucketShift = 15;  // rows per bucket at most 2^15: a 4 KiB bitmap, in L1
@@ -88,8 +90,8 @@ RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t words, uint32
   return count_below<true>(bits, words, below);
 }
 RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const uint32_t* below,
-                               int64_t none_at) {
-  rank_rows<true>(x, begin, end, bits, below, none_at);
+                               int64_t none_at, int64_t* unique) {
+  rank_rows<true>(x, begin, end, bits, below, none_at, unique);
 }
 RECIS_POPCNT uint32_t rank_bucket_hw(const uint16_t* rows, int64_t n, int64_t words, uint16_t* ranks) {
   return rank_bucket<true>(rows, n, words, ranks);
@@ -733,9 +735,10 @@ void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes,
 
 namespace {
 
-// unique_rows over a table at most 64 times the batch: a bitmap over its rows marks the ones
-// present (each part of the keys in a bitmap of its own, OR-ed after); a row's index among them
-// is the number of marked rows below it (popcounts), so they come out ascending with no sort.
+// unique_rows over a table at most 64 times the batch, or of fewer than 2^22 rows: a bitmap over
+// its rows marks the ones present (each part of the keys in a bitmap of its own, OR-ed after); a
+// row's index among them is the number of marked rows below it (popcounts), so they come out
+// ascending with no sort.
 bool unique_rows_dense(int64_t* x, int64_t n, int64_t words, std::vector<int64_t>& unique) {
   const int64_t parts = n < 65536 && words < 65536 ? 1 : num_threads();
   ScratchArray<uint64_t> marks(static_cast<size_t>(words * parts));
@@ -766,18 +769,25 @@ bool unique_rows_dense(int64_t* x, int64_t n, int64_t words, std::vector<int64_t
   const int64_t u = kHasPopcnt ? count_below_hw(bits, words, below.data()) : count_below<false>(bits, words, below.data());
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
-  // Each part ranks a range of the keys and lists the marked rows of a range of the words: every
-  // thread writes ranges of its own (a key writing its row at its rank would write at random, and
-  // the result's cache lines would go back and forth between the cores).
   int64_t* uniq = unique.data();
+  if (parts == 1) {  // one thread: each key writes its row at its rank (no pass over the words)
+    if (kHasPopcnt)
+      rank_rows_hw(x, 0, n, bits, below.data(), u, uniq);
+    else
+      rank_rows<false>(x, 0, n, bits, below.data(), u, uniq);
+    return none;
+  }
+  // Each part ranks a range of the keys and lists the marked rows of a range of the words: every
+  // thread writes ranges of its own (keys writing their rows at their ranks would write at
+  // random, and the result's cache lines would go back and forth between the cores).
   parallel_for(2 * parts, 1, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
       const int64_t p = t % parts;
       if (t < parts) {
         if (kHasPopcnt)
-          rank_rows_hw(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u);
+          rank_rows_hw(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u, nullptr);
         else
-          rank_rows<false>(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u);
+          rank_rows<false>(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u, nullptr);
         continue;
       }
       for (int64_t w = words * p / parts, stop = words * (p + 1) / parts; w < stop; ++w) {
@@ -815,7 +825,7 @@ bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<i
     for (int64_t p = 0; p < parts; ++p) pos += std::exchange(at[static_cast<size_t>(p * buckets + b)], pos);
   }
   start[static_cast<size_t>(buckets)] = pos;
-  ScratchArray<uint16_t> sorted(static_cast<size_t>(n));  // rows' offsets in their bucket, then ranks
+  ScratchArray<uint16_t> sorted(static_cast<size_t>(n));  // the keys' rows (offsets in their bucket) by bucket
   ScratchArray<uint32_t> where(static_cast<size_t>(n));   // key i's place in `sorted`
   const int64_t low = (int64_t{1} << shift) - 1;
   parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
@@ -828,7 +838,7 @@ bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<i
       }
     }
   });
-  ScratchArray<uint16_t> rank(static_cast<size_t>(n));  // rank[k]: sorted[k]'s among its bucket's rows
+  ScratchArray<uint16_t> rank(static_cast<size_t>(n));  // rank[k]: sorted[k]'s among its bucket's distinct rows
   std::vector<int64_t> first(static_cast<size_t>(buckets));  // distinct rows per bucket, then the index of its first
   parallel_for(buckets - 1, 16, [&](int64_t bb, int64_t be) {
     const int64_t words = int64_t{1} << (shift - 6);
@@ -847,7 +857,7 @@ bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<i
   // The keys' indices in key order and the distinct rows bucket by bucket, each part writing a
   // range of its own (random writes from several threads would move cache lines between cores).
   int64_t* uniq = unique.data();
-  parallel_for(2 * parts, 1, [&](int64_t tb, int64_t te) {
+  parallel_for(2 * parts, n < 16384 ? 2 * parts : 1, [&](int64_t tb, int64_t te) {  // small: inline
     for (int64_t t = tb; t < te; ++t) {
       const int64_t p = t % parts;
       if (t < parts) {
@@ -871,7 +881,7 @@ bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<i
 
 bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
   const int64_t words = (capacity + 63) / 64;
-  if (words <= n) return unique_rows_dense(x, n, words, unique);
+  if (words <= n || words < 65536) return unique_rows_dense(x, n, words, unique);
   if (words <= 8 * n + 65536 && n <= UINT32_MAX) return unique_rows_bucketed(x, n, capacity, unique);
   // Sparse over a huge table: hash de-duplication, rows unordered.
   std::vector<uint16_t> unused;

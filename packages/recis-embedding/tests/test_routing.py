@@ -116,7 +116,8 @@ def test_lookup_tagged_equals_per_tag_lookups():
 @example(0, 70_000, 2**24)
 def test_unique_rows_matches_reference(seed, n, capacity):
     """Row de-duplication of lookups, ascending with -1 last: one bitmap over the rows when the
-    table is at most 64 rows per key, else buckets of rows with a bitmap each (2**24 with 70,000
+    table has at most 64 rows per key or fewer than 2**22 rows (70,000 keys: two threads, each
+    listing a range of the bitmap), else buckets of rows with a bitmap each (2**24 with 70,000
     keys: sorted into buckets by two threads); for a capacity far above the batch, the hash path
     (any order). All against torch.unique."""
     gen = torch.Generator().manual_seed(seed)
