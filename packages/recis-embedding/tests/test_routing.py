@@ -45,6 +45,23 @@ def test_route_keys_matches_reference(args):
     assert counts.tolist() == torch.bincount(ranks, minlength=world).tolist()
 
 
+def test_route_keys_large_batch_on_two_threads():
+    """Past 65,536 keys the de-duplication partitions in chunks and each key reads its index back
+    in parallel: the same invariants with two threads."""
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(-(2**63), 2**63 - 1, (100_000,), generator=gen)
+    arrays = [ids, ids[torch.randint(0, 100_000, (80_000,), generator=gen)]]  # repeats across arrays
+    recis.core.set_num_threads(2)
+    try:
+        keys, key_tags, counts, inverse = _C.route_keys(arrays, [0, 0], 3)
+    finally:
+        recis.core.set_num_threads(None)
+    all_ids = torch.cat(arrays)
+    assert torch.equal(keys[inverse], all_ids) and (key_tags == 0).all()
+    assert torch.equal(keys.sort().values, ids.unique())
+    assert counts.tolist() == torch.bincount(owner(keys, 3), minlength=3).tolist()
+
+
 def test_route_keys_empty_and_bad_world():
     keys, tags, counts, inverse = _C.route_keys([torch.zeros(0, dtype=torch.int64)], [0], 3)
     assert len(keys) == len(tags) == len(inverse) == 0 and counts.tolist() == [0, 0, 0]
