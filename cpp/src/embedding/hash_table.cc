@@ -46,6 +46,11 @@ template <bool kHw>
   }
   return seen;
 }
+// Row r's index among the marked rows: those in the words before its own, plus those below it.
+template <bool kHw>
+[[gnu::always_inline]] inline int64_t rank_of(const uint64_t* bits, const uint32_t* below, int64_t r) {
+  return int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
+}
 // x[i] (a row, or -1) becomes its index among the distinct rows, where `unique` (unless null)
 // gets the row.
 template <bool kHw>
@@ -53,7 +58,7 @@ template <bool kHw>
                                              const uint32_t* below, int64_t none_at, int64_t* unique) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = x[i];
-    x[i] = r < 0 ? none_at : int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
+    x[i] = r < 0 ? none_at : rank_of<kHw>(bits, below, r);
     if (unique && r >= 0) unique[x[i]] = r;  // repeats store the same value
   }
 }
@@ -67,10 +72,7 @@ template <bool kHw>
   std::fill(bits, bits + words, 0);
   for (int64_t k = 0; k < n; ++k) bits[rows[k] >> 6] |= uint64_t{1} << (rows[k] & 63);
   const uint32_t seen = count_below<kHw>(bits, words, below);
-  for (int64_t k = 0; k < n; ++k) {
-    const uint16_t r = rows[k];
-    ranks[k] = static_cast<uint16_t>(below[r >> 6] + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1)));
-  }
+  for (int64_t k = 0; k < n; ++k) ranks[k] = static_cast<uint16_t>(rank_of<kHw>(bits, below, rows[k]));
   return seen;
 }
 #if defined(__x86_64__) && defined(__GNUC__)
