@@ -47,6 +47,11 @@ enum class EvictPolicy { kLru, kLfu };
 
 class HashTable {
  public:
+  // Row indices are int32 in the ID map, so a table holds at most 2^31 - 1 rows; widths are capped
+  // so that a block's size (block_rows x width floats) can never overflow.
+  static constexpr int64_t kMaxRows = (int64_t{1} << 31) - 1;
+  static constexpr int64_t kMaxWidth = int64_t{1} << 20;  // floats per row: dim, slot widths, block rows
+
   // dim: embedding width. admit_count: an ID gets a row once seen this many times (1: at once);
   // counting happens in a side map and allocates no row. block_rows: rows per block.
   HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows);
@@ -120,13 +125,15 @@ class HashTable {
   // of keys not seen since then. Returns how many rows.
   int64_t evict_older_than(int64_t min_step);
   // Keeps at most `capacity` rows, dropping least recently (LRU) or least frequently (LFU) seen
-  // ones, ties broken by the older step. Returns how many were dropped.
+  // ones, ties broken by the older step, and at most `capacity` admission counts, dropped by the
+  // same rule. Returns how many rows were dropped.
   int64_t evict_to_capacity(int64_t capacity, EvictPolicy policy);
 
   // Live rows r in [begin, end) (clamped to the rows ever allocated) last seen at step >= min_step,
   // in row order. Caller holds mutex().
   std::vector<int64_t> live_rows(int64_t begin = 0, int64_t end = INT64_MAX, int64_t min_step = INT64_MIN) const;
   // Grows the ID map once so `rows` live rows fit at load <= 0.5 (bulk loads skip step-wise rehashing).
+  // Throws std::length_error past kMaxRows.
   void reserve(int64_t rows);
   // Rows ever allocated: every live row is below this (export iterates [0, row_capacity()) in ranges).
   int64_t row_capacity() const { return allocated_rows_; }
@@ -197,7 +204,7 @@ class HashTable {
   static constexpr int64_t kMapAhead = 32;  // a power of two
   void init_new_rows(const std::vector<int64_t>& rows);
   void remove(int64_t r);
-  void reserve_map(int64_t rows);  // rehashes once so `rows` live rows keep load <= 0.5
+  void reserve_map(int64_t rows);  // rehashes once so min(rows, kMaxRows) live rows keep load <= 0.5
   void add_block();
   size_t home(int64_t id, uint16_t tag) const;
 
@@ -226,8 +233,12 @@ class HashTable {
     int64_t count;
     int64_t last_step;
   };
-  // Seen-but-not-admitted keys (admit_count > 1 only); pruned by age in evict_older_than.
+  // Seen-but-not-admitted keys (admit_count > 1 only); pruned by age in evict_older_than and by
+  // count in evict_to_capacity.
   std::unordered_map<std::pair<int64_t, uint16_t>, Pending, KeyHash> pending_;
+  // A node of pending_ in libstdc++: the key-value pair, the next pointer and the cached hash.
+  static constexpr size_t kPendingNodeBytes = sizeof(std::pair<const std::pair<int64_t, uint16_t>, Pending>) + 16;
+  void prune_pending(int64_t capacity, EvictPolicy policy);  // keeps at most `capacity` counts
 
   bool log_evictions_ = false;
   std::vector<std::pair<int64_t, uint16_t>> evicted_log_;

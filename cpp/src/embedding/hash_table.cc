@@ -172,10 +172,11 @@ void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, in
 
 HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows)
     : dim_(dim), init_(init), admit_count_(admit_count) {
-  if (dim < 1) throw std::invalid_argument("HashTable: dim must be >= 1, got " + str(dim));
+  if (dim < 1 || dim > kMaxWidth)
+    throw std::invalid_argument("HashTable: dim must be in [1, 2^20], got " + str(dim));
   if (admit_count < 1) throw std::invalid_argument("HashTable: admit_count must be >= 1, got " + str(admit_count));
-  if (block_rows < 1 || (block_rows & (block_rows - 1)))
-    throw std::invalid_argument("HashTable: block_rows must be a power of two, got " + str(block_rows));
+  if (block_rows < 1 || block_rows > kMaxWidth || (block_rows & (block_rows - 1)))
+    throw std::invalid_argument("HashTable: block_rows must be a power of two in [1, 2^20], got " + str(block_rows));
   block_shift_ = 0;
   while ((int64_t{1} << block_shift_) < block_rows) ++block_shift_;
   block_mask_ = block_rows - 1;
@@ -195,7 +196,8 @@ void HashTable::set_tag_seed(int tag, uint64_t seed) {
 }
 
 int HashTable::add_slot(const std::string& name, int64_t width, float init) {
-  if (width < 1) throw std::invalid_argument("HashTable.add_slot: width must be >= 1, got " + str(width));
+  if (width < 1 || width > kMaxWidth)
+    throw std::invalid_argument("HashTable.add_slot: width must be in [1, 2^20], got " + str(width));
   std::lock_guard<std::mutex> lock(mutex_);
   for (const Slot& s : slots_)
     if (s.name == name) throw std::invalid_argument("HashTable.add_slot: slot '" + name + "' exists already");
@@ -224,6 +226,7 @@ int64_t HashTable::probe_from(size_t i, int64_t id, uint16_t tag) const {
 }
 
 void HashTable::reserve_map(int64_t rows) {
+  rows = std::min(rows, kMaxRows);  // past it inserts fail anyway; the doubling below must end
   size_t cap = map_.size();
   while (static_cast<size_t>(rows) * 2 > cap) cap *= 2;
   if (cap == map_.size()) return;
@@ -293,7 +296,7 @@ void HashTable::add_block() {
 }
 
 int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
-  if (live_ >= (int64_t{1} << 31) - 1) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
+  if (live_ >= kMaxRows) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
   reserve_map(live_ + 1);
   int64_t r;
   if (!free_rows_.empty()) {
@@ -332,7 +335,7 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
   if (insert && admit_count_ == 1) {
     // Every key gets a row: rows are assigned here in key order (freed ones first), so a key's row
     // never depends on thread timing; then the map slots are claimed in parallel.
-    if (live_ + n > (int64_t{1} << 31) - 1) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
+    if (live_ + n > kMaxRows) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
     created.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       if (!free_rows_.empty()) {
@@ -600,6 +603,7 @@ int64_t HashTable::evict_older_than(int64_t min_step) {
 int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
   if (capacity < 0) throw std::invalid_argument("HashTable.evict: capacity must be >= 0, got " + str(capacity));
   std::lock_guard<std::mutex> lock(mutex_);
+  prune_pending(capacity, policy);  // admission counts are bounded like the rows they may become
   const int64_t excess = live_ - capacity;
   if (excess <= 0) return 0;
   std::vector<int64_t> rows;
@@ -617,6 +621,22 @@ int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
   return excess;
 }
 
+void HashTable::prune_pending(int64_t capacity, EvictPolicy policy) {
+  const auto excess = static_cast<int64_t>(pending_.size()) - capacity;
+  if (excess <= 0) return;
+  using It = decltype(pending_)::iterator;
+  std::vector<It> keys;
+  keys.reserve(pending_.size());
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) keys.push_back(it);
+  auto older = [&](const It& a, const It& b) {
+    if (policy == EvictPolicy::kLfu && a->second.count != b->second.count) return a->second.count < b->second.count;
+    if (a->second.last_step != b->second.last_step) return a->second.last_step < b->second.last_step;
+    return a->first < b->first;
+  };
+  std::nth_element(keys.begin(), keys.begin() + (excess - 1), keys.end(), older);
+  for (int64_t k = 0; k < excess; ++k) pending_.erase(keys[static_cast<size_t>(k)]);
+}
+
 std::vector<int64_t> HashTable::live_rows(int64_t begin, int64_t end, int64_t min_step) const {
   std::vector<int64_t> rows;
   begin = std::max<int64_t>(begin, 0);
@@ -629,7 +649,9 @@ std::vector<int64_t> HashTable::live_rows(int64_t begin, int64_t end, int64_t mi
 }
 
 void HashTable::reserve(int64_t rows) {
-  if (rows < 0) throw std::invalid_argument("HashTable.reserve: rows must be >= 0, got " + str(rows));
+  if (rows < 0 || rows > kMaxRows)
+    throw std::length_error("HashTable.reserve: rows must be in [0, 2^31 - 1] (the rows of one table), got " +
+                            str(rows));
   std::lock_guard<std::mutex> lock(mutex_);
   reserve_map(rows);
 }
@@ -694,7 +716,8 @@ int64_t HashTable::memory_bytes() const {
   const int64_t meta = static_cast<int64_t>(sizeof(RowMeta));
   return rows * (width * static_cast<int64_t>(sizeof(float)) + meta) +
          static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
-         static_cast<int64_t>(pending_.size()) * 48;  // approximate node cost of the count map
+         static_cast<int64_t>(pending_.size() * kPendingNodeBytes + pending_.bucket_count() * sizeof(void*) +
+                              evicted_log_.capacity() * sizeof(evicted_log_[0]));
 }
 
 namespace {

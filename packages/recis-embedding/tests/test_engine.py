@@ -249,3 +249,26 @@ def test_concat_of_one_tables_pooled_features_is_free_and_differentiable():
     (want,) = [s for s in twin.sparse_grads() if s.table.dim == 4]
     assert torch.equal(g.rows, want.rows)
     torch.testing.assert_close(g.grad, want.grad)
+
+
+def test_a_raw_string_column_is_refused_with_a_hint():
+    import pyarrow as pa
+
+    from recis.io.convert import to_torch
+
+    engine = EmbeddingEngine({"site": EmbeddingSpec(4)})
+    with pytest.raises(TypeError, match=r"feature 'site' is a Ragged of uint8: the bytes of a string column.*Hash"):
+        engine({"site": to_torch(pa.array(["ab", "c"]))})
+    assert engine({"site": torch.tensor([1, 2], dtype=torch.uint8)})["site"].shape == (2, 4)  # uint8 IDs: fine
+
+
+def test_recorded_lookups_stop_growing_without_a_sparse_step():
+    engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
+    engine.max_recorded_steps = 5
+    with pytest.warns(RuntimeWarning, match="5 training forwards without sparse_grads"):
+        for step in range(8):
+            engine({"item": torch.arange(step * 10, step * 10 + 10)})["item"].sum().backward()
+    assert len(engine._pending) == 5
+    assert len(engine.sparse_grads()) == 5
+    engine({"item": torch.arange(3)})["item"].sum().backward()  # recording again after the read
+    assert len(engine.sparse_grads()) == 1

@@ -248,13 +248,17 @@ def test_many_keys_survive_growth_and_deletions():
     "make, error, message",
     [
         (lambda: HashTable(dim=4).lookup(torch.tensor([1.5])), TypeError, "IDs must be integers"),
-        (lambda: HashTable(dim=0), ValueError, "dim must be >= 1, got 0"),
-        (lambda: HashTable(dim=4, min_count=0), ValueError, "admit_count must be >= 1, got 0"),
-        (lambda: HashTable(dim=4, block_rows=100), ValueError, "power of two, got 100"),
+        (lambda: HashTable(dim=0), ValueError, r"dim must be an int in \[1, 1048576\], got 0"),
+        (lambda: HashTable(dim=2**64), ValueError, r"dim must be an int in \[1, 1048576\], got 18446744073709551616"),
+        (lambda: HashTable(dim=4, min_count=0), ValueError, "min_count must be an int in .*, got 0"),
+        (lambda: HashTable(dim=4, block_rows=100), ValueError, r"power of two in \[1, 2\^20\], got 100"),
+        (lambda: HashTable(dim=4).reserve(2**63 - 1), ValueError, r"rows must be in \[0, 2147483647\]"),
+        (lambda: HashTable(dim=4)._c.reserve(2**63 - 1), ValueError, r"rows must be in \[0, 2\^31 - 1\]"),
+        (lambda: HashTable(dim=4)._c.reserve(2**31), ValueError, "the rows of one table"),
         (lambda: HashTable(dim=4, initializer=Initializer("gaussian")), ValueError, "unknown initializer 'gaussian'"),
         (lambda: Initializer.uniform(1, 0), ValueError, "low < high"),
         (lambda: Eviction(policy="fifo"), ValueError, "'lru' or 'lfu'"),
-        (lambda: HashTable(dim=4).add_slot("m", 0), ValueError, "width must be >= 1"),
+        (lambda: HashTable(dim=4).add_slot("m", 0), ValueError, r"width must be in \[1, 2\^20\], got 0"),
     ],
 )
 def test_bad_input(make, error, message):
@@ -346,7 +350,7 @@ def test_reserve_grows_the_map_once_and_keeps_rows():
     table.reserve(100_000)
     assert table.memory_bytes() >= before + 100_000 * 2 * 16  # map slots for load <= 0.5
     assert torch.equal(table.gather(table.lookup(torch.arange(10), insert=False).rows), values)
-    with pytest.raises(ValueError, match="rows must be >= 0"):
+    with pytest.raises(ValueError, match=r"rows must be in \[0, 2147483647\]"):
         table.reserve(-1)
 
 
@@ -363,3 +367,33 @@ def test_table_kernels_follow_torch_thread_count():
             assert _C.num_threads() == n
     finally:
         torch.set_num_threads(before)
+
+
+def test_admission_counts_are_bounded_by_capacity_and_counted_in_memory():
+    """Fresh IDs below min_count used to pile up (pruned only by age): 10M of them grew RSS by 740 MB."""
+    table = HashTable(4, min_count=2, eviction=Eviction(capacity=1000))
+    empty = table.memory_bytes()
+    table.lookup(torch.arange(100_000), step=0)  # 100k counts, no rows
+    assert len(table) == 0 and table.memory_bytes() >= empty + 100_000 * 40
+    sizes = []
+    for step in range(1, 40):
+        table.lookup(torch.arange(step * 100_000, step * 100_000 + 5000), step=step)
+        table.evict(step)
+        sizes.append(table.memory_bytes())
+    assert max(sizes[5:]) <= sizes[4]  # counts keep to the capacity: memory stops growing
+    # The newest counts survive the pruning: IDs seen at the last step are admitted when seen again.
+    newest = torch.arange(-10, 0)
+    table.lookup(newest, step=40)
+    table.evict(40)
+    assert int((table.lookup(newest, step=41).rows >= 0).sum()) == 10
+
+
+def test_eviction_log_counts_in_memory():
+    table = HashTable(4, eviction=Eviction(max_age=1))
+    table.track_evictions()
+    table.lookup(torch.arange(50_000), step=0)
+    before = table.memory_bytes()
+    assert table.evict(5) == 50_000
+    assert table.memory_bytes() >= before + 50_000 * 16  # the log holds every evicted key
+    table.take_evicted()
+    assert table.memory_bytes() < before + 50_000 * 16

@@ -140,15 +140,19 @@ def test_delta_chain_of_three_equals_a_full_save(tmp_path):
     assert delta_bytes < full_bytes
 
 
-def test_keep_last_k_keeps_bases_and_latest_skips_unfinished(tmp_path):
+def test_keep_last_k_keeps_bases_latest_skips_unfinished_and_names_damaged(tmp_path):
     model, sparse, dense = trained()
     saver = Saver(tmp_path, model, optimizers=[sparse, dense], keep=2)
     for step, delta in ((1, False), (2, False), (3, True), (4, True)):
         saver.save(step, delta=delta)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-0000000002", "step-0000000003", "step-0000000004"]
-    (tmp_path / "step-0000000009").mkdir()  # no index.json: unfinished
-    (tmp_path / ".tmp-step-0000000010-1-x").mkdir()
+    (tmp_path / ".tmp-step-0000000010-1-x").mkdir()  # an unfinished save: never a candidate
     assert latest(tmp_path) == tmp_path / "step-0000000004"
+    (tmp_path / "step-0000000009").mkdir()  # published, then its index.json was lost: damaged
+    with pytest.raises(ValueError, match=r"step-0000000009: index\.json is missing"):
+        latest(tmp_path)
+    with pytest.warns(RuntimeWarning, match="step-0000000009"):
+        assert latest(tmp_path, fallback=True) == tmp_path / "step-0000000004"
     with pytest.raises(ValueError, match="delta=True"):
         Saver(tmp_path, model).save(5, delta=True)
 

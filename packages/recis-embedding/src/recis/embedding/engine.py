@@ -8,6 +8,7 @@ features' IDs collide, and each physical table costs one de-duplicate/probe/gath
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -96,7 +97,9 @@ class EmbeddingEngine(nn.Module):
     a sparse optimizer (call it every step: recorded lookups are kept until then). In eval mode
     lookups are read-only: no inserts, no change to row metadata, nothing recorded. `step` (the
     training step recorded per row, for eviction) advances by one per training forward and is
-    saved in `state_dict()`.
+    saved in `state_dict()`. Recorded lookups stop growing after `max_recorded_steps` training
+    forwards without `sparse_grads()` (with a warning): a model whose sparse optimizer never steps
+    would otherwise hold every batch's rows and graph.
 
     Example:
         >>> engine = EmbeddingEngine({"user": EmbeddingSpec(8), "clicks": EmbeddingSpec(8, combiner=None)})
@@ -106,11 +109,15 @@ class EmbeddingEngine(nn.Module):
         (torch.Size([2, 8]), torch.Size([2, 3, 8]), torch.Size([2]))
     """
 
+    max_recorded_steps = 1000
+
     def __init__(self, specs: dict[str, EmbeddingSpec]):
         super().__init__()
         self.specs = dict(specs)
         self.step = 0
         self._pending: list[SparseGrad] = []
+        self._recorded_steps = 0  # training forwards recorded since the last sparse_grads()
+        self._warned_unread = False
         # Set by a fused sparse optimizer: called with each lookup's gradient as backward makes it.
         self.grad_hook: Callable[[SparseGrad], None] | None = None
         self.groups: list[_Group] = []
@@ -187,7 +194,7 @@ class EmbeddingEngine(nn.Module):
             if self.training:
                 self.step += 1
             return out
-        insert = self.training
+        insert, record = self.training, self._recording()
         for group in self.groups:
             present, inputs = self._inputs(group, batch)
             device = inputs[0].device if inputs else torch.device("cpu")
@@ -203,7 +210,8 @@ class EmbeddingEngine(nn.Module):
             assert emb is not None  # gathered unless direct
             if self.training and torch.is_grad_enabled():
                 emb.requires_grad_()
-                self._record(group.table, found.rows, emb)
+                if record:
+                    self._record(group.table, found.rows, emb)
             emb_d = emb.to(device)
             if direct:
                 self._pool_group(group, present, inputs, found.rows, found.inverse, emb_d, out)
@@ -223,7 +231,8 @@ class EmbeddingEngine(nn.Module):
     def _forward_sharded(self, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> None:
         """All physical tables' lookups through their owners (recis.embedding.distributed): pooled
         tables pool on the owners, others gather rows from them."""
-        pg, record, wire = self.process_group, self.training and torch.is_grad_enabled(), self.wire_dtype
+        pg, wire = self.process_group, self.wire_dtype
+        grad, record = self.training and torch.is_grad_enabled(), self._recording()
         prepared = [self._inputs(group, batch) for group in self.groups]
         if self._routes is None:
             self._routes = self._choose_routes(prepared)
@@ -254,16 +263,19 @@ class EmbeddingEngine(nn.Module):
                 side = _side_by_side(runs)
                 layout = runs if side else None  # batch-major (B, F * D) when the features sit side by side
                 pooled = done.pooled(layout)
+                if grad:
+                    pooled.requires_grad_()
                 if record:
-                    self._remote.append(done.recorded(r, pooled.requires_grad_(), layout))
+                    self._remote.append(done.recorded(r, pooled, layout))
                 _split_pooled([f for f, _ in present], runs, r.table.dim, pooled, side, out)
                 continue
             assert isinstance(r, distributed.Routed)
             rows, inverse, emb, work = done
             work.wait()
             emb = emb.float()
-            if record:
+            if grad:
                 emb.requires_grad_()
+            if record:
                 self._remote.append(distributed.RemoteLookup(r.table, emb, r.send, r.recv, rows, inverse, wire))
             self._embed_group(present, inputs, emb, r.inverse, out)
 
@@ -349,6 +361,28 @@ class EmbeddingEngine(nn.Module):
         codes = [ops.COMBINERS.index(str(self.specs[name].combiner)) for name in names]
         return torch.cat(offsets), weights, codes, runs
 
+    def _recording(self) -> bool:
+        """Whether this forward records its lookups for the sparse gradients; counts the forwards
+        that store them, up to `max_recorded_steps` (then warns once and stops: the rows still
+        take part in autograd, their gradients are just not kept)."""
+        if not (self.training and torch.is_grad_enabled()):
+            return False
+        if self.grad_hook is not None and not self.sharded:
+            return True  # a fused optimizer takes each gradient in backward: nothing is kept here
+        if self._recorded_steps >= self.max_recorded_steps:
+            if not self._warned_unread:
+                self._warned_unread = True
+                warnings.warn(
+                    f"EmbeddingEngine: {self._recorded_steps} training forwards without sparse_grads(); is a sparse "
+                    "optimizer stepping? Further lookups are not recorded (their rows get no gradient) until "
+                    "sparse_grads() or clear_sparse_grads() is called",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
+        self._recorded_steps += 1
+        return True
+
     def _record(self, table: HashTable, rows: Tensor, emb: Tensor) -> None:
         hook = self.grad_hook
         if hook is None:
@@ -365,6 +399,7 @@ class EmbeddingEngine(nn.Module):
 
     def _prepare(self, name: str, x: Tensor | Ragged) -> Ragged:
         spec = self.specs[name]
+        batch_value = x
         if isinstance(x, Tensor):
             if x.dim() not in (1, 2):
                 raise ValueError(
@@ -379,6 +414,12 @@ class EmbeddingEngine(nn.Module):
             raise TypeError(f"EmbeddingEngine: feature {name!r} is a nested Ragged; embed its inner lists instead")
         if x.values.dtype.is_floating_point or x.values.dtype == torch.bool:
             raise TypeError(f"EmbeddingEngine: feature {name!r} has {x.values.dtype} IDs; expected integers (int64)")
+        if x.values.dtype == torch.uint8 and isinstance(batch_value, Ragged):
+            raise TypeError(
+                f"EmbeddingEngine: feature {name!r} is a Ragged of uint8: the bytes of a string column "
+                "(recis.io reads strings so), not IDs; hash it first, e.g. Feature(name, ops=[Hash(buckets)]) "
+                "in recis.features or ColumnReader(..., string_hash=...), or pass int64 IDs"
+            )
         if x.weights is not None and x.weights.shape != (x.num_values,):
             raise ValueError(
                 f"EmbeddingEngine: feature {name!r} has {x.num_values} IDs "
@@ -420,7 +461,7 @@ class EmbeddingEngine(nn.Module):
         owned = distributed.exchange_grads(remote, self.process_group) if remote else []
         if strict and got and all(g is None for g in got):
             raise RuntimeError("EmbeddingEngine.sparse_grads: call backward() before reading the sparse gradients")
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._recorded_steps = self._pending, [], 0
         # A lookup whose output took no part in the loss has no gradient: nothing to update.
         mine: list[SparseGrad | PooledGrad] = [
             SparseGrad(p.table, p.rows, g) for p, g in zip(pending, grads, strict=True) if g is not None
@@ -448,7 +489,7 @@ class EmbeddingEngine(nn.Module):
 
     def clear_sparse_grads(self) -> None:
         """Drops recorded lookups (e.g. after a skipped step; on sharded engines every rank must)."""
-        self._pending, self._remote = [], []
+        self._pending, self._remote, self._recorded_steps = [], [], 0
 
     def evict(self) -> dict[str, int]:
         """Applies every table's eviction policy as of the last training step; rows dropped per physical table."""

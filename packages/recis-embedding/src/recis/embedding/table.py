@@ -95,6 +95,7 @@ class Lookup(NamedTuple):
     embeddings: Tensor | None
 
 
+MAX_ROWS = 2**31 - 1  # rows of one table (the ID map stores 32-bit row indices)
 _handles = itertools.count()
 _TABLES: weakref.WeakValueDictionary[int, HashTable] = weakref.WeakValueDictionary()
 
@@ -119,7 +120,9 @@ class HashTable:
         dim: embedding width.
         initializer: how new rows are filled (default truncated normal, std 0.01).
         min_count: an ID gets a row once it was looked up this many times (frequency admission);
-            counting allocates no row, and until then the ID reads zeros.
+            counting allocates no row, and until then the ID reads zeros. Counts are dropped by
+            `evict` as rows are (by age, and beyond `eviction.capacity` counts), so set an eviction
+            policy to bound their memory.
         eviction: what `evict(step)` drops; None keeps every row.
         seed: base seed; logical table `name` uses `stable_seed(seed, name)`.
         block_rows: rows per memory block (a power of two).
@@ -140,6 +143,13 @@ class HashTable:
         seed: int = 0,
         block_rows: int = 8192,
     ):
+        for what, value, top in (
+            ("dim", dim, 2**20),
+            ("min_count", min_count, 2**62),
+            ("block_rows", block_rows, 2**20),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"HashTable: {what} must be an int in [1, {top}], got {value!r}")
         self.initializer = initializer
         self.eviction = eviction
         self.seed = seed
@@ -287,7 +297,8 @@ class HashTable:
         return ids
 
     def memory_bytes(self) -> int:
-        """Bytes held by row blocks, optimizer slots, metadata and the ID map."""
+        """Bytes held by row blocks, optimizer slots, metadata, the ID map, the admission counts
+        (`min_count` > 1) and the eviction log (`track_evictions`)."""
         return int(self._c.memory_bytes())
 
     def stats(self) -> dict[str, int]:
@@ -313,7 +324,12 @@ class HashTable:
         return int(self._c.row_capacity)
 
     def reserve(self, rows: int) -> None:
-        """Sizes the ID map for `rows` live rows at once, so a bulk load does not rehash step by step."""
+        """Sizes the ID map for `rows` live rows at once, so a bulk load does not rehash step by step.
+
+        A table holds at most `MAX_ROWS` (2^31 - 1) rows; more raises ValueError.
+        """
+        if not 0 <= rows <= MAX_ROWS:
+            raise ValueError(f"HashTable.reserve: rows must be in [0, {MAX_ROWS}] (the rows of one table), got {rows}")
         self._c.reserve(rows)
 
     def track_evictions(self, on: bool = True) -> None:

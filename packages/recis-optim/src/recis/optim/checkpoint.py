@@ -2,17 +2,24 @@
 
 Tables are streamed chunk by chunk of row indices into SafeTensors shards written by a thread
 pool, so a save holds about `threads` chunks, never a table; a directory becomes visible by one
-atomic rename once complete. Delta saves hold only rows touched since the previous save plus the
-keys evicted since, and load as base + deltas in order. Format and tensor names: docs/checkpoints.md.
+atomic rename once complete (an existing step is swapped out atomically), and every byte is covered
+by an XXH3 digest in the index. One writer per directory, held by a file lock. Delta saves hold only
+rows touched since the previous save plus the keys evicted since, and load as base + deltas in
+order. Format and tensor names: docs/checkpoints.md.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 import uuid
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,15 +29,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import xxhash
 from torch import nn
 
 from recis.embedding import EmbeddingEngine, HashTable
 
 from . import checkpoint_load, dense_state
-from .safetensors_stream import ShardWriter
+from .safetensors_stream import ShardWriter, digest
 from .sparse import SparseOptimizer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = checkpoint_load.FORMAT_VERSION
 _STEP_DIR = re.compile(r"step-(\d+)$")
 _META = ("ids", "tags", "steps", "freqs")
 _META_DTYPES = {"ids": torch.int64, "tags": torch.int32, "steps": torch.int64, "freqs": torch.int64}
@@ -65,6 +73,10 @@ class Saver:
             it a checkpoint still survives a killed process.
         deltas: after each save, record the keys that eviction drops (about 16 bytes each, until
             the next save) so `save(delta=True)` can list them; False for runs that only save in full.
+
+    The first `save` takes an exclusive lock on `directory` (a `.lock` file, `flock`), held until
+    `close()` or the end of the process: a second writer, in this process or another, gets a
+    `RuntimeError` at once instead of overwriting or losing saves. Loading takes no lock.
 
     Example:
         >>> import tempfile
@@ -117,6 +129,44 @@ class Saver:
             )
         self.rank, self.world = (dist.get_rank(self.group), dist.get_world_size(self.group)) if collective else (0, 1)
         self._last: tuple[str, dict[str, int]] | None = None  # previous save: (dir name, row step per table)
+        self._lock: Any = None  # the open .lock file while this Saver is the directory's writer
+
+    def close(self) -> None:
+        """Releases the writer lock (the next `save` takes it again)."""
+        if getattr(self, "_lock", None) is not None:  # (also from __del__ of a half-made Saver)
+            self._lock.close()  # closing the file drops the flock
+            self._lock = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Saver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _take_lock(self) -> None:
+        """Makes this Saver the directory's only writer, or raises naming the one that is."""
+        if self._lock is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        f = open(self.directory / ".lock", "a+")  # noqa: SIM115 (held open: the lock lives with the file)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another Saver"
+            f.close()
+            raise RuntimeError(
+                f"[recis.checkpoint] {self.directory} is locked by its writer ({holder}); one Saver may "
+                "write a checkpoint directory at a time (close() the other, or save elsewhere)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._lock = f
 
     # -- saving ----------------------------------------------------------------------------------
 
@@ -129,8 +179,12 @@ class Saver:
             extra: JSON-serializable state to keep beside the model (reader position, trainer state).
             delta: write only the rows touched since the previous save by this `Saver` (or since
                 the checkpoint it loaded) and the keys evicted since; needs such a previous save.
+
+        Re-saving an existing step replaces it atomically: at every moment one of the two is there.
         """
-        extra_json = json.dumps(extra or {}, indent=1)  # fails before anything is written
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"Saver.save: step must be an int >= 0, got {step!r}")
+        extra_json = json.dumps(extra or {}, indent=1, allow_nan=False)  # fails before anything is written
         if delta and not self.deltas:
             raise ValueError(f"Saver.save(step={step}, delta=True): this Saver was made with deltas=False")
         if delta and self._last is None:
@@ -139,6 +193,7 @@ class Saver:
             )
         final = self.directory / f"step-{step:010d}"
         if self.world == 1:
+            self._take_lock()
             tmp = self._new_tmp(final)
             try:
                 self._write(tmp, step, extra_json, delta)
@@ -155,6 +210,7 @@ class Saver:
         return final
 
     def _new_tmp(self, final: Path) -> Path:
+        """A fresh temporary directory for `final`'s save, after clearing what dead saves left."""
         self.directory.mkdir(parents=True, exist_ok=True)
         _remove_stale(self.directory)
         tmp = self.directory / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -166,8 +222,16 @@ class Saver:
         ranks' index parts, writes the dense state and the index, and publishes. Any rank's failure
         fails the save on all ranks (agreed by collectives, so none waits forever)."""
         pg, root = self.group, dist.get_global_rank(self.group, 0) if self.group is not None else 0
-        where: list[Any] = [self._new_tmp(final) if self.rank == 0 else None]
+        where: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                self._take_lock()
+                where[0] = self._new_tmp(final)
+            except Exception as e:  # every rank must learn of it, or the others wait forever
+                where[0] = e
         dist.broadcast_object_list(where, src=root, group=pg)
+        if isinstance(where[0], Exception):
+            raise where[0] if self.rank == 0 else RuntimeError(f"Saver.save(step={step}): rank 0 failed: {where[0]}")
         tmp = Path(where[0])
         # Rank 0 writes the dense state; the others only take part in gathering FSDP shards.
         dense = self._dense_state() if self.rank == 0 or dense_state.has_sharded(self.model) else None
@@ -220,8 +284,9 @@ class Saver:
             "kind": "delta" if delta else "full",
             "base": self._last[0] if delta and self._last else None,
             "tables": {},
-            "files": {},
-            "tensors": {},
+            "files": {},  # shard name -> bytes
+            "tensors": {},  # name -> file, dtype, shape, digest
+            "state_files": {},  # model.pt, optimizers.pt, extra.json -> bytes, digest
         }
 
     def _dense_state(self) -> tuple[dict[str, Any] | None, dict[str, list[Any]]]:
@@ -249,10 +314,11 @@ class Saver:
             self._write_tables(tmp, index, since, self._row_steps(step), delta, {}, evicted if delta else {})
         model, optimizers = dense if dense is not None else self._dense_state()
         if model is not None:
-            self._torch_save(model, tmp / "model.pt")
-        self._torch_save(optimizers, tmp / "optimizers.pt")
-        self._write_text(tmp / "extra.json", extra_json)
-        self._write_text(tmp / "index.json", json.dumps(index, indent=1))  # last: marks the files complete
+            index["state_files"]["model.pt"] = self._torch_save(model, tmp / "model.pt")
+        index["state_files"]["optimizers.pt"] = self._torch_save(optimizers, tmp / "optimizers.pt")
+        index["state_files"]["extra.json"] = self._write_bytes(tmp / "extra.json", extra_json.encode())
+        index["xxh3"] = checkpoint_load.index_digest(index)
+        self._write_bytes(tmp / "index.json", json.dumps(index, indent=1).encode())  # last: marks the files complete
 
     def _write_tables(
         self,
@@ -333,44 +399,67 @@ class Saver:
                     prefix = f"{t.name}/{begin}/"
                 for k, v in data.items():
                     tensors[prefix + k] = {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)}
-                    tensors[prefix + k]["checksum"] = writer.write(prefix + k, v)
+                    tensors[prefix + k]["xxh3"] = writer.write(prefix + k, v)
                 chunks.append((t.name, {"begin": begin, "rows": len(data["ids"])}))
-        except BaseException:
+            return writer.close(self.fsync), tensors, chunks
+        except OSError as e:
+            raise _naming(e, path) from e
+        finally:
             writer.file.close()
-            raise
-        return writer.close(self.fsync), tensors, chunks
 
-    def _torch_save(self, obj: Any, path: Path) -> None:
-        with open(path, "wb") as f:
-            torch.save(obj, f)
-            _flush(f, self.fsync)
+    def _torch_save(self, obj: Any, path: Path) -> dict[str, Any]:
+        """torch.save into `path`, hashing the bytes as they go; returns the file's index entry."""
+        try:
+            with open(path, "wb") as f:
+                out = _Digesting(f)
+                torch.save(obj, out)  # type: ignore[arg-type]  # a writable file-like object
+                _flush(f, self.fsync)
+        except OSError as e:
+            raise _naming(e, path) from e
+        return {"bytes": out.size, "xxh3": out.hash.hexdigest()}
 
-    def _write_text(self, path: Path, text: str) -> None:
-        with open(path, "w") as f:
-            f.write(text)
-            _flush(f, self.fsync)
+    def _write_bytes(self, path: Path, data: bytes) -> dict[str, Any]:
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+                _flush(f, self.fsync)
+        except OSError as e:
+            raise _naming(e, path) from e
+        return {"bytes": len(data), "xxh3": digest(data)}
 
     def _publish(self, tmp: Path, final: Path) -> None:
-        """Makes `tmp` visible as `final` in one rename (an existing `final` is replaced)."""
+        """Makes `tmp` visible as `final` in one rename. An existing `final` is swapped with `tmp`
+        in one atomic exchange (Linux `renameat2`) and then deleted, so some `final` is always
+        there; where exchange is not supported it is renamed aside first, and a save restores it
+        if the process died in between (`_remove_stale`)."""
         if self.fsync:
             _fsync_dir(tmp)
         old = None
         if final.exists():
-            old = self.directory / f".del-{final.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-        os.rename(tmp, final)
+            if _exchange(tmp, final):
+                old = tmp
+            else:
+                old = self.directory / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+                os.rename(final, old)
+                os.rename(tmp, final)
+        else:
+            os.rename(tmp, final)
         if self.fsync:
             _fsync_dir(self.directory)
         if old is not None:
             shutil.rmtree(old)
 
     def _prune(self) -> None:
-        """Keeps the `keep` newest checkpoints and the ones their deltas need; renames before
-        deleting, so a crash mid-delete never leaves a half-deleted `step-*` directory."""
+        """Keeps the `keep` newest checkpoints and the ones their deltas need (a damaged one among
+        the newest is kept as it is, for inspection); renames before deleting, so a crash
+        mid-delete never leaves a half-deleted `step-*` directory."""
         done = complete_checkpoints(self.directory)
         needed: set[str] = set()
         for path in done[-self.keep :]:
-            needed |= {p.name for p in checkpoint_load.chain(path)}
+            try:
+                needed |= {p.name for p in checkpoint_load.chain(path)}
+            except ValueError:
+                needed.add(path.name)
         for path in done:
             if path.name not in needed:
                 doomed = self.directory / f".del-{path.name}-{uuid.uuid4().hex[:8]}"
@@ -390,15 +479,17 @@ class Saver:
         rank: int | None = None,
         world_size: int | None = None,
         verify: bool = True,
+        fallback: bool = False,
     ) -> dict[str, Any]:
-        """Loads a checkpoint (default: the latest complete one) and returns its `extra` dict.
+        """Loads a checkpoint (default: the newest) and returns its `extra` dict.
 
         Rows are inserted into (or overwrite rows of) the model's tables; everything is checked
-        first (files, header, checksums, dims, slots, dense shapes), so a `ValueError` leaves the
+        first (files, header, digests, dims, slots, dense shapes), so a `ValueError` leaves the
         model as it was.
 
         Args:
             path: a checkpoint directory; a delta loads its base and the deltas up to it, in order.
+                Default: the newest checkpoint in the directory; a damaged one raises, naming it.
             tables: logical table names to load (default: all in the checkpoint).
             rename: checkpoint logical table name -> the model's name for it.
             optimizer: False skips slots and optimizer state (warm start from trained embeddings).
@@ -406,14 +497,18 @@ class Saver:
             rank, world_size: keep only the rows `recis.embedding.owner` gives to `rank` (default:
                 this process's place in a sharded model's group, else 0 of 1). With a sharded
                 model every rank loads together, and a failure on any rank fails all of them.
-            verify: check every tensor's checksum before loading (reads the data twice).
+            verify: check the digest of every tensor and dense file before loading (reads the data
+                twice); without it the index's digest, the structure, shapes and dims are still checked.
+            fallback: without `path`, skip damaged checkpoints (with a warning naming each and what
+                is wrong) and load the newest intact one, instead of raising.
         """
         rank = self.rank if rank is None else rank
         world_size = self.world if world_size is None else world_size
+        args = (path, tables, rename, optimizer, dense, rank, world_size, verify, fallback)
         if self.world == 1:
-            return self._load(path, tables, rename, optimizer, dense, rank, world_size, verify)
+            return self._load(*args)
         try:
-            extra, error = self._load(path, tables, rename, optimizer, dense, rank, world_size, verify), None
+            extra, error = self._load(*args), None
         except Exception as e:
             extra, error = {}, e
         errors: list[Any] = [None] * self.world
@@ -435,17 +530,28 @@ class Saver:
         rank: int,
         world_size: int,
         verify: bool,
+        fallback: bool,
     ) -> dict[str, Any]:
-        if path is None:
-            found = latest(self.directory)
-            if found is None:
-                raise ValueError(f"Saver.load: no complete checkpoint in {self.directory}")
-            path = found
         if not 0 <= rank < world_size:
             raise ValueError(f"Saver.load: expected 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        chain = checkpoint_load.chain(Path(path))
-        loader = checkpoint_load.Loader(self, chain, tables, rename or {}, optimizer, dense, rank, world_size)
-        loader.validate(verify)
+        candidates = [Path(path)] if path is not None else complete_checkpoints(self.directory)[::-1]
+        if not candidates:
+            raise ValueError(f"Saver.load: no checkpoint in {self.directory}")
+        for k, cp in enumerate(candidates):
+            try:
+                chain = checkpoint_load.chain(cp)
+                loader = checkpoint_load.Loader(self, chain, tables, rename or {}, optimizer, dense, rank, world_size)
+                loader.validate(verify)
+                break
+            except ValueError as e:
+                if path is not None:
+                    raise
+                if not fallback:
+                    hint = "the newest checkpoint is damaged: move it away, or load with fallback=True"
+                    raise ValueError(f"{e} ({hint})") from None
+                if k == len(candidates) - 1:
+                    raise ValueError(f"Saver.load: no intact checkpoint in {self.directory}; the oldest: {e}") from e
+                warnings.warn(f"Saver.load: skipping a damaged checkpoint: {e}", RuntimeWarning, stacklevel=3)
         extra = loader.apply()
         if tables is None and not rename and world_size == self.world and optimizer and dense:
             last = checkpoint_load.read_index(chain[-1])
@@ -472,21 +578,31 @@ def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def complete_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
-    """Published checkpoint directories under `directory` (an index.json inside), oldest first."""
+    """The published checkpoint directories (`step-*`) under `directory`, oldest first. A save
+    publishes complete directories only, so one that does not load (see `latest`) was damaged
+    afterwards; unfinished saves live under temporary names and are never listed."""
     root = Path(directory)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found) if (p / "index.json").is_file()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
 
 
-def latest(directory: str | os.PathLike[str]) -> Path | None:
-    """The newest complete checkpoint whose delta chain is whole, or None. Temporary directories
-    of unfinished saves are never candidates."""
+def latest(directory: str | os.PathLike[str], fallback: bool = False) -> Path | None:
+    """The newest checkpoint in `directory`, or None when there is none.
+
+    A newest checkpoint whose index is missing or damaged, or whose delta chain is broken, raises
+    `ValueError` naming it; with `fallback` it is skipped with a warning and the next one is tried.
+    Temporary directories of unfinished saves are never candidates. (`Saver.load` also verifies
+    the data.)
+    """
     for path in reversed(complete_checkpoints(directory)):
         try:
             checkpoint_load.chain(path)
-        except ValueError:
+        except ValueError as e:
+            if not fallback:
+                raise
+            warnings.warn(f"latest: skipping a damaged checkpoint: {e}", RuntimeWarning, stacklevel=2)
             continue
         return path
     return None
@@ -512,10 +628,14 @@ def _saved_tables(model: nn.Module | None, bare: dict[str, HashTable]) -> list[S
 
 
 def _remove_stale(directory: Path) -> None:
-    """Deletes leftovers of saves whose process is gone (killed mid-save or mid-delete)."""
+    """Deletes leftovers of saves whose process is gone (killed mid-save or mid-delete), and puts
+    back a checkpoint renamed aside by a replacing save that died before its new copy was in place."""
     for p in directory.iterdir():
         m = re.match(r"\.tmp-step-\d+-(\d+)-", p.name)
-        if (m and not _alive(int(m.group(1)))) or p.name.startswith(".del-"):
+        old = re.match(r"\.old-(step-\d+)-", p.name)
+        if old and not (directory / old.group(1)).exists():
+            os.rename(p, directory / old.group(1))
+        elif (m and not _alive(int(m.group(1)))) or p.name.startswith((".del-", ".old-")):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -527,6 +647,44 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         pass
     return True
+
+
+class _Digesting:
+    """A write-only file wrapper that hashes (XXH3-64) and counts what passes through."""
+
+    def __init__(self, f: Any):
+        self.f, self.hash, self.size = f, xxhash.xxh3_64(), 0
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        self.size += memoryview(data).nbytes
+        return int(self.f.write(data))
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` with the file it was about (disk-full errors from write() name none)."""
+    return e if e.filename else OSError(e.errno, f"{e.strerror or e} (saving a checkpoint)", str(path))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_RENAMEAT2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+if _RENAMEAT2 is not None:
+    _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
 
 
 def _flush(f: Any, fsync: bool) -> None:

@@ -1,13 +1,16 @@
 """Loading checkpoints: resolve a delta chain, map saved logical tables onto the model's, check
-everything (files, headers, checksums, dims, slots, dense shapes), and only then stream rows in.
+everything (index digest, file names, headers, digests, dims, slots, dense shapes), and only then
+stream rows in.
 
-Checking first costs a second read of the data when checksums are verified; in exchange a bad
+Checking first costs a second read of the data when digests are verified; in exchange a bad
 checkpoint raises before any table, module or optimizer has changed.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +23,17 @@ from torch import Tensor
 from recis.embedding import owner
 
 from . import dense_state
-from .safetensors_stream import checksum, read_header, read_tensor
+from .safetensors_stream import digest, read_header, read_tensor
 from .sparse import SparseOptimizer
 
 if TYPE_CHECKING:
     from .checkpoint import SavedTable, Saver
 
+FORMAT_VERSION = 2
 _META = ("ids", "tags", "steps", "freqs", "embeddings")
+_DTYPES = {"ids": "int64", "tags": "int32", "steps": "int64", "freqs": "int64"}  # the rest: float32
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain name inside the checkpoint directory
+_STEP_NAME = re.compile(r"step-\d+")
 
 
 def fail(checkpoint: Path, problem: str, file: str | None = None, table: str | None = None) -> ValueError:
@@ -35,18 +42,41 @@ def fail(checkpoint: Path, problem: str, file: str | None = None, table: str | N
     return ValueError(f"[recis.checkpoint] {where}: {problem}")
 
 
+def index_digest(index: dict[str, Any]) -> str:
+    """The digest an index carries of itself: XXH3-64 of its canonical JSON without the digest."""
+    body = {k: v for k, v in index.items() if k != "xxh3"}
+    return digest(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
 def read_index(path: Path) -> dict[str, Any]:
-    """The parsed index.json of checkpoint `path`; ValueError if missing, unreadable or of another format."""
+    """The parsed index.json of checkpoint `path`; ValueError if missing, unreadable, edited (its
+    digest), of another format, or naming files outside the checkpoint directory."""
     try:
-        index = json.loads((path / "index.json").read_text())
+        index = json.loads((path / "index.json").read_bytes())
     except FileNotFoundError:
-        raise fail(path, "index.json is missing (not a checkpoint, or an unfinished one)") from None
+        raise fail(path, "index.json is missing (not a checkpoint, or a damaged one)") from None
+    except OSError as e:
+        raise fail(path, f"cannot be read ({e.strerror or e})", "index.json") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise fail(path, f"index.json is not valid JSON ({e})", "index.json") from None
     if not isinstance(index, dict) or index.get("format") != "recis.checkpoint":
         raise fail(path, "index.json is not a recis checkpoint index", "index.json")
-    if index.get("version") != 1:
-        raise fail(path, f"format version {index.get('version')} is not supported (this RecIS reads 1)", "index.json")
+    if index.get("version") != FORMAT_VERSION:
+        raise fail(
+            path,
+            f"format version {index.get('version')} is not supported (this RecIS reads {FORMAT_VERSION})",
+            "index.json",
+        )
+    if index.get("xxh3") != index_digest(index):
+        raise fail(path, "index.json fails its digest (edited or corrupt)", "index.json")
+    if not all(isinstance(index.get(k), dict) for k in ("tables", "files", "tensors", "state_files")):
+        raise fail(
+            path, "index.json is malformed (tables, files, tensors and state_files must be objects)", "index.json"
+        )
+    bad = [n for n in [*index["files"], *index["state_files"]] if not _FILE_NAME.fullmatch(n)]
+    base = index.get("base")
+    if bad or not (base is None or (isinstance(base, str) and _STEP_NAME.fullmatch(base))):
+        raise fail(path, f"index.json names files outside the checkpoint: {bad or [base]}", "index.json")
     return index
 
 
@@ -96,30 +126,38 @@ class Loader:
     # -- checks ----------------------------------------------------------------------------------
 
     def validate(self, verify: bool) -> None:
-        """Every check a load makes, before anything is written."""
-        for i, (cp, index) in enumerate(zip(self.checkpoints, self.indexes, strict=True)):
-            for name, entry in index["tables"].items():
-                self._route(i, name, entry)
-            for file, info in index["files"].items():
-                try:
-                    self.headers[(i, file)] = read_header(cp / file)
-                except ValueError as e:
-                    raise fail(cp, str(e), file) from None
-                if (cp / file).stat().st_size != info["bytes"]:
-                    raise fail(cp, f"has {(cp / file).stat().st_size} bytes, the index says {info['bytes']}", file)
-            needed = list(self._needed(i))
-            for table, tensor, rows in needed:
-                self._check_tensor(i, table, tensor, rows)
-            if verify:
-                with ThreadPoolExecutor(self.saver.threads) as pool:
-                    list(pool.map(lambda need, i=i: self._verify(i, need[0], need[1]), needed))
-            for name, entry in index["tables"].items():
-                if "evicted" in entry and (i, name) in self.routes:
-                    self.evicted[(i, name)] = (
-                        self._read(i, f"{name}/evicted/ids"),
-                        self._read(i, f"{name}/evicted/tags"),
-                    )
-        self._check_dense()
+        """Every check a load makes, before anything is written. A structurally malformed index
+        (which its digest lets through only if it was written so) raises ValueError too."""
+        for i, cp in enumerate(self.checkpoints):
+            try:
+                self._validate(i, verify)
+            except (KeyError, TypeError, AttributeError, IndexError) as e:
+                raise fail(cp, f"index.json is malformed ({type(e).__name__}: {e})", "index.json") from None
+        self._check_dense(verify)
+
+    def _validate(self, i: int, verify: bool) -> None:
+        cp, index = self.checkpoints[i], self.indexes[i]
+        for name, entry in index["tables"].items():
+            self._route(i, name, entry)
+            if entry["rows"] != sum(c["rows"] for c in entry["chunks"]):
+                raise fail(cp, f"{entry['rows']} rows, but its chunks hold {sum(c['rows'] for c in entry['chunks'])}",
+                           "index.json", name)  # fmt: skip
+        for file, info in index["files"].items():
+            try:
+                self.headers[(i, file)] = read_header(cp / file)
+            except ValueError as e:
+                raise fail(cp, str(e), file) from None
+            if (cp / file).stat().st_size != info["bytes"]:
+                raise fail(cp, f"has {(cp / file).stat().st_size} bytes, the index says {info['bytes']}", file)
+        needed = list(self._needed(i))
+        for table, tensor, shape in needed:
+            self._check_tensor(i, table, tensor, shape)
+        if verify:
+            with ThreadPoolExecutor(self.saver.threads) as pool:
+                list(pool.map(lambda need: self._verify(i, need[0], need[1]), needed))
+        for name, entry in index["tables"].items():
+            if "evicted" in entry and (i, name) in self.routes:
+                self.evicted[(i, name)] = (self._read(i, f"{name}/evicted/ids"), self._read(i, f"{name}/evicted/tags"))
 
     def _route(self, i: int, name: str, entry: dict[str, Any]) -> None:
         cp = self.checkpoints[i]
@@ -161,18 +199,24 @@ class Loader:
         if used:
             self.routes[(i, name)] = (used, target_of, tag_of)
 
-    def _needed(self, i: int) -> Iterator[tuple[str, str, int]]:
-        """(table, tensor name, rows) of every tensor this load reads from checkpoint i."""
+    def _needed(self, i: int) -> Iterator[tuple[str, str, list[int]]]:
+        """(table, tensor name, expected shape) of every tensor this load reads from checkpoint i."""
         for name, entry in self.indexes[i]["tables"].items():
             if (i, name) not in self.routes:
                 continue
-            fields = [*_META, *(f"slot.{s}" for s in entry["slots"] if self.optimizer)]
+            widths = {"embeddings": entry["dim"]} | {
+                f"slot.{s}": w for s, w in entry["slots"].items() if self.optimizer
+            }
             for chunk in entry["chunks"]:
-                yield from ((name, f"{name}/{chunk['begin']}/{f}", chunk["rows"]) for f in fields)
+                n = chunk["rows"]
+                yield from ((name, f"{name}/{chunk['begin']}/{f}", [n]) for f in _META[:-1])
+                yield from ((name, f"{name}/{chunk['begin']}/{f}", [n, w]) for f, w in widths.items())
             if "evicted" in entry:
-                yield from ((name, f"{name}/evicted/{f}", entry["evicted"]["rows"]) for f in ("ids", "tags"))
+                yield from ((name, f"{name}/evicted/{f}", [entry["evicted"]["rows"]]) for f in ("ids", "tags"))
 
-    def _check_tensor(self, i: int, table: str, tensor: str, rows: int) -> None:
+    def _check_tensor(self, i: int, table: str, tensor: str, shape: list[int]) -> None:
+        """The tensor is where the index says, with the dtype its field needs and `shape` (rows
+        from the index, widths from the table), in the file and in the index alike."""
         cp = self.checkpoints[i]
         info = self.indexes[i]["tensors"].get(tensor)
         if info is None:
@@ -182,19 +226,20 @@ class Loader:
             raise fail(cp, f"tensor {tensor!r} is in a file the index does not list", info["file"], table)
         entry = header.get(tensor)
         dtype = {"F32": "float32", "I64": "int64", "I32": "int32"}.get(entry["dtype"]) if entry else None
-        if entry is None or dtype != info["dtype"] or entry["shape"] != info["shape"] or info["shape"][0] != rows:
+        want = _DTYPES.get(tensor.rsplit("/", 1)[1], "float32")
+        if entry is None or dtype != want or entry["shape"] != shape or info["dtype"] != want or info["shape"] != shape:
             raise fail(
                 cp,
-                f"tensor {tensor!r} is {entry and (dtype, entry['shape'])} in the file, "
-                f"the index says {(info['dtype'], info['shape'])} and {rows} rows",
+                f"tensor {tensor!r} is {entry and (dtype, entry['shape'])} in the file and "
+                f"{(info['dtype'], info['shape'])} in the index; the table needs {(want, shape)}",
                 info["file"],
                 table,
             )
 
     def _verify(self, i: int, table: str, tensor: str) -> None:
         info = self.indexes[i]["tensors"][tensor]
-        if checksum(self._read(i, tensor)) != info["checksum"]:
-            raise fail(self.checkpoints[i], f"tensor {tensor!r} fails its checksum (corrupt data)", info["file"], table)
+        if digest(self._read(i, tensor)) != info["xxh3"]:
+            raise fail(self.checkpoints[i], f"tensor {tensor!r} fails its digest (corrupt data)", info["file"], table)
 
     def _read(self, i: int, tensor: str) -> Tensor:
         file = self.indexes[i]["tensors"][tensor]["file"]
@@ -205,19 +250,40 @@ class Loader:
             except ValueError as e:
                 raise fail(self.checkpoints[i], str(e), file) from None
 
-    def _check_dense(self) -> None:
+    def _dense_file(self, name: str, verify: bool) -> bytes:
+        """The bytes of one of the last checkpoint's dense files, checked against its index entry
+        (size always; digest when `verify`, and always for the small extra.json)."""
+        cp = self.checkpoints[-1]
+        info = self.indexes[-1]["state_files"].get(name)
+        if info is None:
+            raise fail(cp, f"the index lists no {name}", "index.json")
+        try:
+            data = (cp / name).read_bytes()
+        except FileNotFoundError:
+            raise fail(cp, "is missing", name) from None
+        except OSError as e:
+            raise fail(cp, f"cannot be read ({e.strerror or e})", name) from None
+        if len(data) != info["bytes"]:
+            raise fail(cp, f"has {len(data)} bytes, the index says {info['bytes']}", name)
+        if (verify or name == "extra.json") and digest(data) != info["xxh3"]:
+            raise fail(cp, "fails its digest (corrupt data)", name)
+        return data
+
+    def _check_dense(self, verify: bool) -> None:
         """Loads the last checkpoint's dense state and checks it fits the model and optimizers."""
         cp = self.checkpoints[-1]
         model = self.saver.model
+        files = {"optimizers": "optimizers.pt"} | ({"model": "model.pt"} if self.dense and model is not None else {})
+        for key, name in files.items():
+            data = self._dense_file(name, verify)
+            try:
+                self.state[key] = torch.load(io.BytesIO(data), weights_only=True)
+            except Exception as e:  # torch.load of a damaged file raises several types
+                raise fail(cp, f"cannot be read ({type(e).__name__}: {e})", name) from None
         try:
-            if self.dense and model is not None:
-                self.state["model"] = torch.load(cp / "model.pt", weights_only=True)
-            self.state["optimizers"] = torch.load(cp / "optimizers.pt", weights_only=True)
-            self.state["extra"] = json.loads((cp / "extra.json").read_text())
-        except FileNotFoundError as e:
-            raise fail(cp, "is missing", Path(str(e.filename)).name) from None
-        except Exception as e:  # torch.load of a damaged file raises several types
-            raise fail(cp, f"cannot be read ({type(e).__name__}: {e})") from None
+            self.state["extra"] = json.loads(self._dense_file("extra.json", verify))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise fail(cp, f"is not valid JSON ({e})", "extra.json") from None
         if "model" in self.state and model is not None:
             have = model.state_dict()
             saved = self.state["model"]

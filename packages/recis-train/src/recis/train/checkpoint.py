@@ -51,6 +51,8 @@ class Checkpointer:
     def _saver_for(self, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer]) -> Saver:
         key = (id(model), *(id(o) for o in optimizers.values()))
         if self._saver is None or key != self._key:
+            if self._saver is not None:
+                self._saver.close()  # hands the directory's writer lock to the new Saver
             opts = list(optimizers.values())
             self._saver = Saver(self.directory, model, optimizers=opts, keep=self.keep, fsync=self.fsync)
             self._key, self._has_base = key, False
@@ -61,8 +63,13 @@ class Checkpointer:
         return [int(p.name.split("-")[1]) for p in complete_checkpoints(self.directory)]
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint (with its delta chain whole), or None."""
+        """The newest checkpoint, or None; ValueError naming it when it is damaged."""
         return latest(self.directory)
+
+    def close(self) -> None:
+        """Releases the checkpoint directory's writer lock (taken by the first save)."""
+        if self._saver is not None:
+            self._saver.close()
 
     def save(
         self,
