@@ -83,3 +83,23 @@ def test_bad_configs():
         from_toml('[[features]]\nname = "a"\n[[features.ops]]\nop = "Hash"\nbuckets = 0\n')
     with pytest.raises(ValueError, match="config version 2"):
         engine_from_dict({"version": 2})
+
+
+def test_bucketize_semantics_in_configs():
+    engine = FeatureEngine(
+        [Feature("tf", "x", [Bucketize([0.7], semantics="tensorflow")]), Feature("f64", "x", [Bucketize([0.7])])]
+    )
+    text = to_toml(engine)
+    assert 'semantics = "tensorflow"' in text and text.count("semantics") == 1  # the default is not written
+    loaded = from_toml(
+        '[[features]]\nname = "x"\n[[features.ops]]\nop = "Bucketize"\nboundaries = [0.7]\nsemantics = "tensorflow"\n'
+    )
+    assert loaded({"x": torch.tensor([0.7])})["x"].tolist() == [1]
+    for back in (from_toml(text), from_json(to_json(engine))):
+        assert back.features == engine.features
+    with pytest.raises(
+        ValueError, match=r"feature 'x', op Bucketize\(.*semantics must be 'float64' or 'tensorflow', got 'tf'"
+    ):
+        from_toml(
+            '[[features]]\nname = "x"\n[[features.ops]]\nop = "Bucketize"\nboundaries = [0.7]\nsemantics = "tf"\n'
+        )

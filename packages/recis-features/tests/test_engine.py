@@ -148,10 +148,13 @@ def test_duplicates_keep_sources_and_zero_op_features():
     "make, message",
     [
         (lambda: Feature("I1", ops=[Bucketize([1.0, 0.5])]), r"feature 'I1', op Bucketize\(.*strictly increasing"),
-        (lambda: Feature("C1", ops=[Hash(buckets=0)]), r"feature 'C1', op Hash\(.*buckets must be a positive int"),
+        (lambda: Feature("C1", ops=[Hash(buckets=0)]), r"feature 'C1', op Hash\(.*buckets must be None or an int in"),
         (lambda: Feature("C1", ops=[Hash(buckets=-3)]), r"feature 'C1', op Hash\(.*got -3"),
         (lambda: Feature("x", ops=[Cross(["a", "b"], buckets=0)]), r"feature 'x', op Cross\(.*buckets"),
-        (lambda: Feature("x", ops=[Mod(0)]), r"feature 'x', op Mod\(n=0\): n must be a positive int"),
+        (
+            lambda: Feature("x", ops=[Mod(0)]),
+            r"feature 'x', op Mod\(n=0\): Mod: n must be an int in \[1, 2\*\*63 - 1\]",
+        ),
         (lambda: Feature("x", ops=[MultiHash(0)]), r"feature 'x', op MultiHash\(.*k must be"),
         (lambda: Feature("x", ops=[Hash(), Cross(["a", "b"])]), "a Cross must be the first op"),
         (lambda: Feature("x", "src", [Cross(["a", "b"])]), "reads its crossed features, not a source column"),
@@ -207,3 +210,58 @@ def test_fit_standardize_statistics():
         ValueError, match=r"feature 'x', op Standardize\(mean=None, std=None\): Standardize is not fitted"
     ):
         engine({"x": torch.tensor([1.0])})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[{"x": torch.tensor([math.nan, math.nan])}, {"x": torch.tensor([math.inf])}], [{"x": torch.zeros(0)}], []],
+    ids=["all-nan", "empty", "no-batches"],
+)
+def test_fit_refuses_a_column_without_finite_values(data):
+    engine = FeatureEngine([Feature("z", "x", [Log1p(), Standardize()])])
+    with pytest.raises(ValueError, match=r"feature 'z', op Standardize\(mean=None, std=None\): .*no finite value.*'x'"):
+        engine.fit(data)
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        (Hash(buckets=2**64), r"buckets must be None or an int in \[1, 2\*\*63 - 1\], got 18446744073709551616"),
+        (
+            Hash("murmur", buckets=2**63),
+            r"buckets must be None or an int in \[1, 2\*\*63 - 1\], got 9223372036854775808",
+        ),
+        (MultiHash(2, buckets=2**63), r"buckets must be None or an int in \[1, 2\*\*63 - 1\], got 9223372036854775808"),
+        (
+            MultiHash(2, buckets=[5, 2**64]),
+            r"buckets\[1\] must be an int in \[1, 2\*\*63 - 1\], got 18446744073709551616",
+        ),
+        (Mod(2**63), r"n must be an int in \[1, 2\*\*63 - 1\], got 9223372036854775808"),
+        (
+            Cross(["a", "b"], buckets=2**64),
+            r"buckets must be None or an int in \[1, 2\*\*63 - 1\], got 18446744073709551616",
+        ),
+        (Truncate(2**63), r"max_len must be an int in \[0, 2\*\*63 - 1\], got 9223372036854775808"),
+        (Mod(True), r"n must be an int in \[1, 2\*\*63 - 1\], got True"),
+    ],
+)
+def test_integer_settings_outside_int64_fail_when_the_feature_is_built(op, message):
+    with pytest.raises(ValueError, match=message):
+        Feature("f", ops=[op])
+
+
+def test_largest_int64_settings_run():
+    ids = torch.tensor([-7, 2**62])
+    engine = FeatureEngine(
+        [
+            Feature("h", "ids", [Hash("murmur", buckets=INT64_MAX)]),
+            Feature("m", "ids", [Mod(INT64_MAX)]),
+            Feature("c", ops=[Cross(["ids", "ids"], buckets=INT64_MAX)]),
+        ]
+    )
+    out = engine({"ids": ids})
+    assert out["m"].tolist() == [INT64_MAX - 7, 2**62]
+    assert all(bool((out[k] >= 0).all()) for k in ("h", "c"))

@@ -4,6 +4,7 @@ import math
 
 import farmhash
 import mmh3
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -21,9 +22,12 @@ from recis.features import (
     Truncate,
     clip,
     cross,
+    encode_strings,
     fill_missing,
     hash_ids,
+    hash_strings,
     log1p,
+    mod,
     multi_hash,
     standardize,
     string_column,
@@ -250,9 +254,52 @@ def test_numeric_transforms(values, lo, hi):
         (lambda: cross([torch.tensor([1])]), ValueError, "at least 2 inputs"),
         (lambda: cross([torch.tensor([1]), torch.tensor([1, 2])]), ValueError, "same number of rows"),
         (lambda: cross([torch.tensor([1]), Ragged.from_list([[[1]]])]), TypeError, "flat ID lists"),
-        (lambda: cross([torch.tensor([1]), torch.tensor([1])], buckets=-1), ValueError, "buckets must be >= 0"),
+        (
+            lambda: cross([torch.tensor([1]), torch.tensor([1])], buckets=-1),
+            ValueError,
+            r"buckets must be an int in \[0,",
+        ),
     ],
 )
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: hash_strings(*encode_strings(["a"]), buckets=2**64),
+            r"hash_strings: buckets must be an int in \[0, 2\*\*63 - 1\], got 18446744073709551616",
+        ),
+        (
+            lambda: hash_ids(torch.tensor([1]), buckets=2**63),
+            r"hash_ids: buckets must be an int in \[0, 2\*\*63 - 1\], got 9223372036854775808",
+        ),
+        (
+            lambda: multi_hash(torch.tensor([1]), [3, 2**63]),
+            r"multi_hash: buckets must be an int in \[0, 2\*\*63 - 1\], got 9223372036854775808",
+        ),
+        (
+            lambda: cross([torch.tensor([1]), torch.tensor([1])], buckets=2**63),
+            r"cross: buckets must be an int in \[0, 2\*\*63 - 1\], got 9223372036854775808",
+        ),
+        (
+            lambda: mod(torch.tensor([1]), 2**63),
+            r"mod: modulus must be an int in \[1, 2\*\*63 - 1\], got 9223372036854775808",
+        ),
+        (
+            lambda: hash_ids(torch.tensor([1]), buckets=2.5),
+            r"hash_ids: buckets must be an int in \[0, 2\*\*63 - 1\], got 2.5",
+        ),
+    ],
+)
+def test_functions_refuse_integers_outside_the_kernels_int64(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_functions_take_numpy_integers():
+    assert hash_ids(torch.tensor([1]), buckets=np.int64(3)).tolist() == hash_ids(torch.tensor([1]), buckets=3).tolist()
+    assert mod(torch.tensor([-1]), np.int64(2**63 - 1)).tolist() == [2**63 - 2]

@@ -1,11 +1,16 @@
-"""Metrics against brute-force references: pairwise AUC with ties, per-group AUC, log loss; merging."""
+"""Metrics against brute-force references: pairwise AUC with ties, per-group AUC, log loss; merging; bad input."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from recis.train.metrics import AUC, GAUC, Calibration, LogLoss, auc_score, gauc_score
+from recis.embedding import EmbeddingEngine, EmbeddingSpec
+from recis.train import Objective
+from recis.train.evaluation import score
+from recis.train.metrics import AUC, GAUC, Accuracy, Calibration, LogLoss, MeanSquaredError, auc_score, gauc_score
+from recis.train.models import LogisticRegression
 
 
 def pairwise_auc(p, y):
@@ -87,7 +92,7 @@ def test_logloss_and_calibration_reference():
     p, y = torch.tensor([0.9, 0.2, 0.6, 1.0], dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0, 1.0])
     m = LogLoss()
     m.update(p, y)
-    expected = -(math.log(0.9) + math.log(0.8) + math.log(0.4) + math.log(1 - 1e-15)) / 4
+    expected = -(math.log(0.9) + math.log(0.8) + math.log(0.4) + math.log(1 - np.finfo(np.float64).eps)) / 4
     assert m.compute() == pytest.approx(expected, rel=1e-9)
     c = Calibration()
     c.update(p, y)
@@ -100,3 +105,103 @@ def test_running_auc_keeps_latest():
     m.update(torch.tensor([0.1, 0.9]), torch.tensor([0, 1]))
     m.update(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
     assert m.compute() == 1.0
+
+
+def sklearn_log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    """scikit-learn's current `log_loss` for 1-D probabilities, by hand: [1 - p, p] in p's dtype,
+    clipped to [eps, 1 - eps] with eps = np.finfo(p.dtype).eps; `xlogy` of int labels runs in float64."""
+    eps = np.finfo(p.dtype).eps
+    both = np.clip(np.stack([1 - p, p], axis=1), eps, 1 - eps).astype(np.float64)
+    onehot = np.stack([1 - y, y], axis=1)
+    return float(-(onehot * np.log(both)).sum(axis=1).mean())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logloss_clips_at_the_prediction_dtype_eps_like_sklearn(dtype):
+    p = torch.tensor([1.0, 0.0, 0.5, 0.1, 0.999, 1e-20], dtype=dtype)  # exact 0 and 1: where eps matters
+    y = torch.tensor([0, 1, 1, 0, 1, 1])
+    m = LogLoss()
+    m.update(p, y)
+    assert m.compute() == pytest.approx(sklearn_log_loss(p.numpy(), y.numpy()), rel=1e-12)
+
+
+def test_logloss_of_trainer_predictions_uses_float32_eps():
+    preds = Objective("click").predictions(torch.tensor([200.0, -200.0]))  # what evaluation hands the metric
+    assert preds.dtype == torch.float32 and preds.tolist() == [1.0, 0.0]
+    m = LogLoss()
+    m.update(preds, torch.tensor([0, 1]))
+    assert m.compute() == pytest.approx(-math.log(np.finfo(np.float32).eps), rel=1e-12)
+
+
+def numpy_auc(p: np.ndarray, y: np.ndarray) -> float:
+    """Rank-sum AUC in float64 with average ranks for ties (the reference for the streaming metric)."""
+    order = np.argsort(p, kind="stable")
+    ranks = np.empty(len(p))
+    sorted_p = p[order]
+    i = 0
+    while i < len(p):
+        j = i
+        while j + 1 < len(p) and sorted_p[j + 1] == sorted_p[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    pos = int(y.sum())
+    neg = len(y) - pos
+    return (ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def test_streaming_auc_and_gauc_keep_float64_precision():
+    p = torch.tensor([0.5, 0.5 + 1e-9, 0.25, 0.25 + 1e-12], dtype=torch.float64)  # equal in float32
+    y = torch.tensor([0, 1, 0, 1])
+    auc, gauc = AUC(), GAUC()
+    auc.update(p, y)
+    gauc.update(p, y, groups=torch.tensor([1, 1, 2, 2]))
+    assert auc.compute() == numpy_auc(p.numpy(), y.numpy()) == 0.75
+    assert gauc.compute() == 1.0
+    merged = AUC()
+    merged.merge(auc.state_dict())
+    assert merged.compute() == 0.75
+
+
+BINARY_METRICS = [(AUC, {}), (GAUC, {"groups": torch.tensor([1, 1, 2, 2])}), (LogLoss, {}), (Calibration, {})]
+
+
+@pytest.mark.parametrize("cls, kw", BINARY_METRICS, ids=[c.__name__ for c, _ in BINARY_METRICS])
+@pytest.mark.parametrize(
+    "labels, first",
+    [
+        ([1.0, math.nan, 0.0, math.nan], "nan at index 1"),
+        ([0, 1, 2, 1], "2 at index 2"),
+        ([0.0, 0.7, 1, 0], "0.699999988"),
+    ],
+)
+def test_binary_metrics_refuse_labels_outside_0_1(cls, kw, labels, first):
+    with pytest.raises(ValueError, match=rf"{cls.__name__}.*labels in \{{0, 1\}}.*{first}") as err:
+        cls().update(torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor(labels), **kw)
+    assert "of 4" in str(err.value)
+
+
+@pytest.mark.parametrize("cls, kw", BINARY_METRICS, ids=[c.__name__ for c, _ in BINARY_METRICS])
+def test_binary_metrics_refuse_non_finite_predictions(cls, kw):
+    with pytest.raises(ValueError, match=rf"{cls.__name__}.*finite predictions.*2 of 4.*nan at index 1"):
+        cls().update(torch.tensor([0.1, math.nan, 0.3, math.nan]), torch.tensor([0, 1, 0, 1]), **kw)
+
+
+def test_regression_and_class_metrics_refuse_bad_values():
+    with pytest.raises(ValueError, match=r"MeanSquaredError.*finite labels.*1 of 2.*nan at index 0"):
+        MeanSquaredError().update(torch.tensor([0.5, 1.0]), torch.tensor([math.nan, 1.0]))
+    with pytest.raises(ValueError, match=r"MeanSquaredError.*finite predictions.*inf at index 1"):
+        MeanSquaredError().update(torch.tensor([0.5, math.inf]), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"Accuracy.*class indices in \[0, 3\).*nan at index 1"):
+        Accuracy().update(torch.rand(2, 3), torch.tensor([0.0, math.nan]))
+    with pytest.raises(ValueError, match=r"Accuracy.*class indices in \[0, 3\).*3 at index 0"):
+        Accuracy().update(torch.rand(2, 3), torch.tensor([3, 1]))
+    with pytest.raises(ValueError, match=r"Accuracy.*finite predictions"):
+        Accuracy().update(torch.tensor([[0.1, math.nan]]), torch.tensor([1]))
+
+
+def test_evaluation_with_nan_labels_fails_instead_of_reporting():
+    model = LogisticRegression(EmbeddingEngine({"item": EmbeddingSpec(1)}))
+    batch = {"item": torch.tensor([1, 2, 3]), "label": torch.tensor([1.0, math.nan, 0.0])}
+    with pytest.raises(ValueError, match=r"AUC.*labels in \{0, 1\}.*nan at index 1"):
+        score(model, [batch], [Objective("label")])

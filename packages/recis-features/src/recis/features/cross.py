@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from . import fused
 from .columns import Column
+from .fused import check_int
 
 
 def cross(columns: Sequence[Column], buckets: int = 0, seed: int = 0) -> Column:
@@ -23,7 +24,7 @@ def cross(columns: Sequence[Column], buckets: int = 0, seed: int = 0) -> Column:
 
     Args:
         columns: int IDs, each a (B,) tensor or a flat Ragged with B rows.
-        buckets: > 0 takes the unsigned hash mod buckets; 0 keeps all 64 bits.
+        buckets: in [1, 2**63 - 1] takes the unsigned hash mod buckets; 0 keeps all 64 bits.
         seed: MurmurHash3 seed, 0 <= seed < 2**64.
 
     Example:
@@ -33,8 +34,7 @@ def cross(columns: Sequence[Column], buckets: int = 0, seed: int = 0) -> Column:
         >>> out.lengths().tolist(), out.weights.tolist()
         ([2, 1], [0.5, 1.0, 2.0])
     """
-    if buckets < 0:
-        raise ValueError(f"cross: buckets must be >= 0, got {buckets}")
+    buckets = check_int("cross", "buckets", buckets, 0)
     if not 0 <= seed < 2**64:
         raise ValueError(f"cross: seed must be in [0, 2**64), got {seed}")
     return fused.cross_many([list(columns)], [seed], [buckets])[0]

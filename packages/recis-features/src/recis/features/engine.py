@@ -243,7 +243,8 @@ class FeatureEngine(nn.Module):
 
         Statistics are taken over the finite values reaching the op (after the ops before it),
         population standard deviation, float64. `batches` is read once per chain depth of
-        unfitted Standardize ops (once, usually); it is materialized as a list.
+        unfitted Standardize ops (once, usually); it is materialized as a list. A feature that no
+        finite value reaches (an all-NaN column) raises ValueError naming it.
 
         Example:
             >>> from recis.features import Feature, FeatureEngine, Standardize
@@ -270,6 +271,15 @@ class FeatureEngine(nn.Module):
                 for i, m in moments.items():
                     m.update(out[features[i].name])
             for i, j in todo.items():
+                if moments[i].count == 0:  # fitting would store the identity (mean 0, std 1) silently
+                    f = features[i]
+                    column = f"column {f.source!r}" if f.source is not None else "its crossed columns"
+                    raise _error(
+                        f.name,
+                        f.ops[j],
+                        f"Standardize.fit: no finite value of {column} reached it in {len(data)} "
+                        "batch(es) (all NaN or infinite, or empty); fill missing values first or give mean and std",
+                    )
                 fitted = Standardize(mean=moments[i].mean, std=moments[i].std())
                 features[i] = features[i].with_ops([*features[i].ops[:j], fitted, *features[i].ops[j + 1 :]])
 

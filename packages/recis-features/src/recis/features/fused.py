@@ -8,6 +8,7 @@ take the pure-torch reference one by one.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,24 @@ from recis.core import _C, Ragged, threads
 
 from . import reference
 from .columns import Column, describe, innermost, is_integer, is_string_list, is_strings
+
+INT64_MAX = 2**63 - 1  # bucket counts, moduli and lengths cross into the kernels as int64_t
+
+
+def check_int(op: str, name: str, value: Any, low: int, high: int = INT64_MAX, or_none: bool = False) -> int:
+    """`value` as an int when it is an integer (Python or numpy, not bool) in [low, high], else a
+    ValueError naming the op, the setting, the allowed range and the value (`or_none`: None is allowed too).
+
+    Example:
+        >>> check_int("Mod", "n", 2**63, 1)
+        Traceback (most recent call last):
+        ValueError: Mod: n must be an int in [1, 2**63 - 1], got 9223372036854775808
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= int(value) <= high:
+        return int(value)
+    show = lambda bound: "2**63 - 1" if bound == INT64_MAX else str(bound)
+    allowed = f"{'None or ' if or_none else ''}an int in [{show(low)}, {show(high)}]"
+    raise ValueError(f"{op}: {name} must be {allowed}, got {value!r}")
 
 
 def _dl(tensors: Sequence[Tensor]) -> list[Any]:
@@ -120,14 +139,22 @@ def multi_hash_many(columns: Sequence[Column], seeds: Sequence[int], buckets: Se
 _NATIVE = (torch.float32, torch.float64, torch.int32, torch.int64)
 
 
-def bucketize_many(columns: Sequence[Column], boundaries: Sequence[Tensor]) -> list[Column]:
-    """Bucket IDs per value (number of boundaries <= value), int64, structure kept. Boundaries are float64."""
+def bucketize_many(
+    columns: Sequence[Column], boundaries: Sequence[Tensor], ints_as_float32: Sequence[bool] | None = None
+) -> list[Column]:
+    """Bucket IDs per value (number of boundaries <= value), int64, structure kept. Boundaries are float64.
+
+    `ints_as_float32[c]`: column c's integer values are rounded to float32 before they are compared,
+    as TensorFlow's Bucketize kernel does (`Bucketize(semantics="tensorflow")`).
+    """
     flats = []
-    for x in columns:
+    for c, x in enumerate(columns):
         v = innermost(x)
         if is_strings(x) or is_string_list(x) or v.dtype == torch.bool or v.dtype.is_complex:
             raise TypeError(f"bucketize: expected numbers, got {describe(x)}")
         v = v.reshape(-1)
+        if ints_as_float32 is not None and ints_as_float32[c] and is_integer(v.dtype):
+            v = v.to(torch.float32)
         flats.append(v.contiguous() if v.dtype in _NATIVE else v.to(torch.float64).contiguous())
     out: list[Column | None] = [None] * len(columns)
     cpu = [i for i, x in enumerate(columns) if _on_cpu(x)]

@@ -18,6 +18,7 @@ from recis.core import _C, threads
 
 from . import fused
 from .columns import Column, encode_strings, is_integer
+from .fused import check_int
 
 Algo = Literal["farm", "murmur"]
 __all__ = ["Algo", "encode_strings", "hash_ids", "hash_strings", "multi_hash"]
@@ -31,8 +32,8 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
         data: uint8 bytes.
         algo: "farm" (FarmHash Fingerprint64; `seed` must be 0) or "murmur" (MurmurHash3 x64-128,
             low 64 bits, with `seed`).
-        buckets: > 0 gives `hash mod buckets` on the unsigned hash (TensorFlow's bucket IDs);
-            0 keeps all 64 bits as int64 (negative when the top bit is set).
+        buckets: in [1, 2**63 - 1] gives `hash mod buckets` on the unsigned hash (TensorFlow's
+            bucket IDs); 0 keeps all 64 bits as int64 (negative when the top bit is set).
         seed: murmur seed (0 <= seed < 2**64).
 
     Example:
@@ -41,8 +42,7 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
     """
     if algo not in ("farm", "murmur"):
         raise ValueError(f"hash_strings: algo must be 'farm' or 'murmur', got {algo!r}")
-    if buckets < 0:
-        raise ValueError(f"hash_strings: buckets must be >= 0, got {buckets}")
+    buckets = check_int("hash_strings", "buckets", buckets, 0)
     if algo == "farm" and seed != 0:
         raise ValueError("hash_strings: FarmHash Fingerprint64 takes no seed; use algo='murmur' for seeded hashes")
     _check_seed("hash_strings", seed)
@@ -61,7 +61,8 @@ def hash_ids(ids: Column, seed: int = 0, buckets: int = 0) -> Column:
     """Re-hashes integer IDs (to salt them, or spread them over `buckets`); a Tensor or a Ragged.
 
     Each ID's 8 little-endian bytes (as int64) go through MurmurHash3 x64-128 (low 64 bits) with
-    `seed`; `buckets > 0` gives the unsigned hash mod `buckets`. Same shape (or rows) as `ids`, int64.
+    `seed`; `buckets` in [1, 2**63 - 1] gives the unsigned hash mod `buckets` (0 keeps all 64 bits).
+    Same shape (or rows) as `ids`, int64.
 
     Example:
         >>> salted = hash_ids(torch.tensor([1, 1, 2]), seed=7, buckets=100)
@@ -70,8 +71,7 @@ def hash_ids(ids: Column, seed: int = 0, buckets: int = 0) -> Column:
     """
     if isinstance(ids, Tensor) and not is_integer(ids.dtype):
         raise TypeError(f"hash_ids: IDs must be integers, got {ids.dtype}")
-    if buckets < 0:
-        raise ValueError(f"hash_ids: buckets must be >= 0, got {buckets}")
+    buckets = check_int("hash_ids", "buckets", buckets, 0)
     _check_seed("hash_ids", seed)
     return fused.hash_many([ids], ["murmur"], [seed], [buckets])[0]
 
@@ -85,8 +85,8 @@ def multi_hash(ids: Column, buckets: int | Sequence[int], k: int | None = None, 
 
     Args:
         ids: integer IDs, a Tensor or a Ragged.
-        buckets: one bucket count for all k hashes, or one per hash (then k may be left out);
-            0 keeps all 64 bits.
+        buckets: one bucket count for all k hashes, or one per hash (then k may be left out),
+            each in [0, 2**63 - 1]; 0 keeps all 64 bits.
         k: number of hashes (>= 1).
         seed: the first hash's seed; hash j uses seed + j (mod 2**64).
 
@@ -106,9 +106,7 @@ def multi_hash_buckets(buckets: int | Sequence[int], k: int | None) -> list[int]
         raise ValueError(f"multi_hash: {len(per_hash)} bucket counts for k={k} hashes")
     if not per_hash:
         raise ValueError("multi_hash: k must be >= 1, got 0")
-    if any(b < 0 for b in per_hash):
-        raise ValueError(f"multi_hash: bucket counts must be >= 0, got {per_hash}")
-    return per_hash
+    return [check_int("multi_hash", "buckets", b, 0) for b in per_hash]
 
 
 def _check_seed(op: str, seed: int) -> None:

@@ -19,17 +19,14 @@ from torch import Tensor
 
 from . import fused, numeric
 from .columns import Column, as_column
+from .fused import check_int
 from .hashing import multi_hash_buckets
-from .transforms import boundaries_tensor, truncate
+from .transforms import Semantics, boundaries_tensor, truncate
 
 
 def _buckets(op: str, buckets: int | None) -> int:
-    """None (keep all 64 bits) as the kernels' 0; a count must be > 0."""
-    if buckets is None:
-        return 0
-    if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets <= 0:
-        raise ValueError(f"{op}: buckets must be a positive int or None, got {buckets!r}")
-    return buckets
+    """None (keep all 64 bits) as the kernels' 0; a count must be in [1, 2**63 - 1] (their int64)."""
+    return 0 if buckets is None else check_int(op, "buckets", buckets, 1, or_none=True)
 
 
 def _seed(op: str, seed: int) -> None:
@@ -136,8 +133,8 @@ class MultiHash(Op):
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be an int >= 1, got {self.k!r}")
         if isinstance(self.buckets, tuple):
-            for b in self.buckets:
-                _buckets("MultiHash", b)
+            for j, b in enumerate(self.buckets):
+                check_int("MultiHash", f"buckets[{j}]", b, 1)
         self.per_hash  # noqa: B018  (checks the count of bucket sizes)
         _seed("MultiHash", self.seed)
 
@@ -148,23 +145,42 @@ class MultiHash(Op):
 
 @dataclass(frozen=True)
 class Bucketize(Op):
-    """Number of boundaries <= value (torch.bucketize(right=True), TensorFlow's Bucketize)."""
+    """Number of boundaries <= value, int64; see `bucketize` for the two semantics.
+
+    Args:
+        boundaries: strictly increasing, finite bucket edges.
+        semantics: "float64" (default): float64 boundaries, values compared as float64
+            (`torch.bucketize(x.double(), b, right=True)`). "tensorflow": TensorFlow's `Bucketize`,
+            whose boundaries are float32: a float32 value 0.7 lands in bucket 0 of `Bucketize([0.7])`
+            but in bucket 1 of `Bucketize([0.7], semantics="tensorflow")`.
+
+    Example:
+        >>> Bucketize([0.7], semantics="tensorflow")(torch.tensor([0.7])).tolist()
+        [1]
+    """
 
     boundaries: tuple[float, ...]
+    semantics: Semantics = "float64"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
 
     @cached_property
     def tensor(self) -> Tensor:
-        return boundaries_tensor(self.boundaries)
+        return boundaries_tensor(self.boundaries, self.semantics)
 
     def check(self) -> None:
-        self.tensor  # noqa: B018  (checks order and finiteness)
+        self.tensor  # noqa: B018  (checks semantics, order and finiteness)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.semantics == "float64":  # the default is left out: configs written before the option are unchanged
+            del out["semantics"]
+        return out
 
     @classmethod
     def run_group(cls, ops: Sequence[Any], xs: Sequence[Any]) -> list[Column]:
-        return fused.bucketize_many(xs, [op.tensor for op in ops])
+        return fused.bucketize_many(xs, [op.tensor for op in ops], [op.semantics == "tensorflow" for op in ops])
 
 
 @dataclass(frozen=True)
@@ -174,8 +190,7 @@ class Mod(Op):
     n: int
 
     def check(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n <= 0:
-            raise ValueError(f"n must be a positive int, got {self.n!r}")
+        check_int("Mod", "n", self.n, 1)
 
     @classmethod
     def run_group(cls, ops: Sequence[Any], xs: Sequence[Any]) -> list[Column]:
@@ -190,8 +205,7 @@ class Truncate(Op):
     side: str = "right"
 
     def check(self) -> None:
-        if not isinstance(self.max_len, int) or self.max_len < 0:
-            raise ValueError(f"max_len must be an int >= 0, got {self.max_len!r}")
+        check_int("Truncate", "max_len", self.max_len, 0)
         if self.side not in ("left", "right"):
             raise ValueError(f"side must be 'left' or 'right', got {self.side!r}")
 

@@ -2,7 +2,9 @@
 
 Every metric accumulates batches with `update`, answers with `compute`, and is mergeable across
 ranks (`state_dict` -> gather -> `merge`). AUC and GAUC are exact, so they keep the scores seen
-(12-20 bytes per example); `AUC(max_samples=n)` keeps only the latest n, for a running value.
+(8-20 bytes per example, see `AUC`); `AUC(max_samples=n)` keeps only the latest n, for a running value.
+`update` refuses what would silently shift a value: NaN or infinite predictions, and labels outside
+{0, 1} for the binary metrics (ValueError naming the metric, the count and the first offender).
 """
 
 from __future__ import annotations
@@ -16,6 +18,41 @@ from torch import Tensor
 
 def _flat(x: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     return x.detach().reshape(-1).to(device="cpu", dtype=dtype)
+
+
+def _refuse(metric: Metric, expected: str, values: Tensor, bad: Tensor) -> None:
+    """ValueError if the mask `bad` over the flat `values` is set: what was expected, how many broke it, the first."""
+    count = int(bad.sum())
+    if count:
+        i = int(bad.nonzero()[0, 0])
+        v = values[i].item()
+        shown = f"{v:.9g}" if isinstance(v, float) else str(v)
+        raise ValueError(
+            f"[recis.train] {type(metric).__name__}.update: expected {expected}, got {count} of {len(values)} "
+            f"that are not (first: {shown} at index {i})"
+        )
+
+
+def _check_finite(metric: Metric, preds: Tensor) -> None:
+    p = _flat(preds)
+    _refuse(metric, "finite predictions", p, ~torch.isfinite(p))
+
+
+def _check_binary(metric: Metric, preds: Tensor, labels: Tensor) -> None:
+    """Labels must be 0 or 1 (any dtype) and predictions finite: a NaN would shift AUC or log loss silently."""
+    y = labels.detach().reshape(-1).cpu()
+    _refuse(metric, "labels in {0, 1}", y, (y != 0) & (y != 1))
+    _check_finite(metric, preds)
+
+
+def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """How AUC stores scores: float32 and narrower as float32 (exact), float64 and integers as float64."""
+    return torch.float32 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+
+
+def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype LogLoss clips in: the predictions' own float dtype, else float64 (as sklearn's check_array)."""
+    return dtype if dtype in (torch.float16, torch.float32, torch.float64) else torch.float64
 
 
 def _average_ranks(sorted_scores: Tensor, starts: Tensor | None = None) -> Tensor:
@@ -128,18 +165,26 @@ class _Sums(Metric):
 
 
 class LogLoss(_Sums):
-    """Mean binary cross-entropy of probabilities (clipped to [1e-15, 1 - 1e-15], as sklearn's log_loss).
+    """Mean binary cross-entropy of probabilities, as scikit-learn's `log_loss`: p and 1 - p are
+    computed in the predictions' dtype and clipped to [eps, 1 - eps] with eps = `torch.finfo(dtype).eps`
+    (2**-23 for the float32 predictions the Trainer evaluates, 2**-52 for float64), then logged in float64.
 
     Example:
         >>> m = LogLoss(); m.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])); round(m.compute(), 4)
         0.6931
+        >>> m = LogLoss(); m.update(torch.tensor([1.0]), torch.tensor([0])); round(m.compute(), 4)  # -log(2**-23)
+        15.9424
     """
 
     name, keys = "logloss", ("loss", "count")
 
     def update(self, preds: Tensor, labels: Tensor, groups: Tensor | None = None) -> None:
-        p, y = _flat(preds).clamp(1e-15, 1 - 1e-15), _flat(labels)
-        self.sums["loss"] += float(-(y * p.log() + (1 - y) * (1 - p).log()).sum())
+        _check_binary(self, preds, labels)
+        dtype = _loss_dtype(preds.dtype)
+        p, y = _flat(preds, dtype), _flat(labels)
+        eps = torch.finfo(dtype).eps
+        log_p, log_q = p.clamp(eps, 1 - eps).double().log(), (1 - p).clamp(eps, 1 - eps).double().log()
+        self.sums["loss"] += float(-(y * log_p + (1 - y) * log_q).sum())
         self.sums["count"] += len(p)
 
     def compute(self) -> float:
@@ -157,6 +202,7 @@ class Calibration(_Sums):
     name, keys = "calibration", ("pred", "label")
 
     def update(self, preds: Tensor, labels: Tensor, groups: Tensor | None = None) -> None:
+        _check_binary(self, preds, labels)
         self.sums["pred"] += float(_flat(preds).sum())
         self.sums["label"] += float(_flat(labels).sum())
 
@@ -170,7 +216,10 @@ class MeanSquaredError(_Sums):
     name, keys = "mse", ("se", "count")
 
     def update(self, preds: Tensor, labels: Tensor, groups: Tensor | None = None) -> None:
-        self.sums["se"] += float((_flat(preds) - _flat(labels)).square().sum())
+        y = _flat(labels)
+        _refuse(self, "finite labels", y, ~torch.isfinite(y))
+        _check_finite(self, preds)
+        self.sums["se"] += float((_flat(preds) - y).square().sum())
         self.sums["count"] += preds.numel()
 
     def compute(self) -> float:
@@ -183,7 +232,12 @@ class Accuracy(_Sums):
     name, keys = "accuracy", ("correct", "count")
 
     def update(self, preds: Tensor, labels: Tensor, groups: Tensor | None = None) -> None:
-        hit = preds.detach().argmax(-1).cpu() == labels.detach().reshape(-1).cpu().long()
+        classes, y = preds.shape[-1], _flat(labels)
+        _refuse(
+            self, f"labels that are class indices in [0, {classes})", y, ~((y >= 0) & (y < classes) & (y == y.trunc()))
+        )
+        _check_finite(self, preds)
+        hit = preds.detach().argmax(-1).cpu() == y.long()
         self.sums["correct"] += float(hit.sum())
         self.sums["count"] += len(hit)
 
@@ -193,6 +247,11 @@ class Accuracy(_Sums):
 
 class AUC(Metric):
     """Exact streaming ROC AUC (ties like sklearn). `max_samples` keeps only the latest examples.
+
+    Scores are kept at their input precision (float32 and narrower as float32, float64 and integers
+    as float64), so float64 scores 1e-9 apart do not tie; with float32 labels (and int64 groups for
+    GAUC) that is 8 bytes per example for the float32 predictions the Trainer evaluates, 12 for
+    float64 ones, plus 8 for GAUC's group.
 
     Example:
         >>> m = AUC()
@@ -215,7 +274,7 @@ class AUC(Metric):
         self._count = 0
 
     def _append(self, preds: Tensor, labels: Tensor, groups: Tensor | None) -> None:
-        self._preds.append(_flat(preds, torch.float32))
+        self._preds.append(_flat(preds, _score_dtype(preds.dtype)))
         self._labels.append(_flat(labels, torch.float32))
         if groups is not None:
             self._groups.append(_flat(groups, torch.int64))
@@ -227,16 +286,17 @@ class AUC(Metric):
                 self._groups.pop(0)
 
     def update(self, preds: Tensor, labels: Tensor, groups: Tensor | None = None) -> None:
+        _check_binary(self, preds, labels)
         self._append(preds, labels, None)
 
     def _cat(self, parts: list[Tensor], dtype: torch.dtype) -> Tensor:
         return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
 
     def compute(self) -> float:
-        return auc_score(self._cat(self._preds, torch.float32), self._cat(self._labels, torch.float32))
+        return auc_score(self._cat(self._preds, torch.float64), self._cat(self._labels, torch.float32))
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"preds": self._cat(self._preds, torch.float32), "labels": self._cat(self._labels, torch.float32)}
+        state = {"preds": self._cat(self._preds, torch.float64), "labels": self._cat(self._labels, torch.float32)}
         if self._groups:
             state["groups"] = self._cat(self._groups, torch.int64)
         return state
@@ -260,11 +320,12 @@ class GAUC(AUC):
     def update(self, preds: Tensor, labels: Tensor, groups: Tensor | None = None) -> None:
         if groups is None:
             raise ValueError("GAUC.update: needs groups (e.g. the user ID column), got None")
+        _check_binary(self, preds, labels)
         self._append(preds, labels, groups)
 
     def compute(self) -> float:
         return gauc_score(
-            self._cat(self._preds, torch.float32),
+            self._cat(self._preds, torch.float64),
             self._cat(self._labels, torch.float32),
             self._cat(self._groups, torch.int64),
         )

@@ -107,8 +107,10 @@ class Reporter(Hook):
             self._bar = None
 
     def observe(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
-        """Feeds the running AUC (first BCE objective's training predictions)."""
-        self.running_auc.update(preds, labels)
+        """Feeds the running AUC (first BCE objective's training predictions); soft labels (e.g.
+        distillation targets) have no AUC and are left out."""
+        if bool(((labels == 0) | (labels == 1)).all()):
+            self.running_auc.update(preds, labels)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         self._loss_sum += logs["loss"]
