@@ -133,7 +133,7 @@ def write(table: pa.Table, out: Path, fmt: str, group_rows: int = 65536) -> None
     """Writes one Parquet or ORC file (row groups / stripes of about `group_rows` rows)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        pq.write_table(table, out, row_group_size=group_rows)
+        pq.write_table(table, out, row_group_size=group_rows, write_page_checksum=True)
     else:
         with orc.ORCWriter(out) as writer:
             for batch in table.to_batches(group_rows):

@@ -41,7 +41,10 @@ def write(path: str | Path, rows: int, fmt: str = "parquet", group_rows: int = 6
     rng = np.random.default_rng(seed)
     tmp = path.with_name(path.name + ".tmp")
     schema = chunk(1, rng).schema
-    writer = pq.ParquetWriter(tmp, schema) if fmt == "parquet" else orc.ORCWriter(tmp, stripe_size=64 << 20)
+    if fmt == "parquet":
+        writer = pq.ParquetWriter(tmp, schema, write_page_checksum=True)
+    else:
+        writer = orc.ORCWriter(tmp, stripe_size=64 << 20)
     try:
         for start in range(0, rows, group_rows):
             table = chunk(min(group_rows, rows - start), rng)

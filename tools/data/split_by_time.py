@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         table.filter(pc.less(table[args.column], cut)),
         table.filter(pc.greater_equal(table[args.column], cut)),
     )
-    pq.write_table(train, args.out / "train.parquet", row_group_size=16384)
-    pq.write_table(test, args.out / "test.parquet", row_group_size=16384)
+    pq.write_table(train, args.out / "train.parquet", row_group_size=16384, write_page_checksum=True)
+    pq.write_table(test, args.out / "test.parquet", row_group_size=16384, write_page_checksum=True)
     print(f"{args.out}: {train.num_rows} train rows before {args.column}={cut}, {test.num_rows} test rows from it")
 
 

@@ -36,8 +36,29 @@ def write(path: Path, t: pa.Table, group_rows: int) -> Path:
             for start in range(0, max(t.num_rows, 1), group_rows):
                 w.write(t.slice(start, group_rows))
     else:
-        pq.write_table(t, path, row_group_size=group_rows)
+        pq.write_table(t, path, row_group_size=group_rows, write_page_checksum=True)  # read back verified
     return path
+
+
+def page_checksums(path: Path) -> bool:
+    """Whether the first page of every column chunk of a Parquet file carries a CRC."""
+    meta = pq.ParquetFile(path).metadata
+    data = path.read_bytes()
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            col = meta.row_group(g).column(c)
+            at = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+            # A PageHeader in Thrift's compact protocol: fields 1-3 (type, two sizes) are i32s, each a
+            # byte 0x15 (field delta 1, type i32) and a varint; the optional crc (field 4) is the next.
+            for _ in range(3):
+                assert data[at] == 0x15, f"{path}: no page header at byte {at}"
+                at += 1
+                while data[at] & 0x80:
+                    at += 1
+                at += 1
+            if data[at] != 0x15:
+                return False
+    return True
 
 
 @pytest.fixture
@@ -59,3 +80,9 @@ def dataset(tmp_path: Path) -> Callable[..., Path]:
 def table_of() -> Callable[[Sequence[int]], pa.Table]:
     """The table `dataset` writes, for given ids."""
     return table
+
+
+@pytest.fixture
+def has_page_checksums() -> Callable[[Path], bool]:
+    """has_page_checksums(path): whether a Parquet file's pages carry CRCs (checks each column chunk's first)."""
+    return page_checksums

@@ -1,5 +1,5 @@
-"""tools/data/convert.py: every converter on the real samples in ../shared/data, read back through recis.io,
-and behaviour sequences without future leakage."""
+"""tools/data: every converter on the real samples in ../shared/data, read back through recis.io,
+behaviour sequences without future leakage, and page checksums in every Parquet file written."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from hypothesis import given
@@ -19,12 +21,31 @@ from recis.io import ColumnReader
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT.parent / "shared" / "data"
-_spec = importlib.util.spec_from_file_location("convert", ROOT / "tools" / "data" / "convert.py")
-assert _spec is not None and _spec.loader is not None
-convert = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert)
+
+
+def tool(name: str):
+    """A script of tools/data loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "data" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+convert = tool("convert")
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the real datasets are not at {DATA}")
+
+
+def test_every_parquet_writer_writes_page_checksums(tmp_path, has_page_checksums):
+    table = pa.table({"timestamp": [3, 1, 2, 5], "ids": [[1], [], [2, 3], [4]], "tag": ["a", "b", "a", "c"]})
+    convert.write(table, tmp_path / "converted.parquet", "parquet")
+    tool("criteo_like").write(tmp_path / "criteo_like.parquet", 100, group_rows=40)
+    pq.write_table(table, tmp_path / "events.parquet")
+    tool("split_by_time").main([str(tmp_path / "events.parquet"), str(tmp_path / "split"), "--test-fraction", "0.5"])
+    written = ["converted.parquet", "criteo_like.parquet", "split/train.parquet", "split/test.parquet"]
+    assert all(has_page_checksums(tmp_path / name) for name in written)
+    assert not has_page_checksums(tmp_path / "events.parquet")  # pyarrow's default: none
 
 
 def oracle(users, times, max_len):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
 
 import pyarrow as pa
@@ -131,3 +132,21 @@ def test_resuming_another_setup_is_refused(dataset):
         ColumnReader(root, shuffle=True, seed=2).load_state_dict(state)
     with pytest.raises(ValueError, match=r"num_shards: saved 1, here 2"):
         ColumnReader(root, shuffle=True, seed=1, rank=0, world_size=2).load_state_dict(state)
+
+
+def test_page_checksum_mismatch_names_file_row_group_and_column(tmp_path):
+    # Uncompressed, plain-encoded float64: a value's 8 bytes lie in the file as they are, so one
+    # flipped bit changes that value and nothing else (the page header stays valid).
+    path = tmp_path / "crc.parquet"
+    x = pa.array([i + 0.5 for i in range(100)], pa.float64())
+    t = pa.table({"id": pa.array(range(100), pa.int64()), "x": x})
+    pq.write_table(t, path, row_group_size=50, compression="none", use_dictionary=False, write_page_checksum=True)
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<d", 77.5))  # row 77: row group 1
+    data[at + 7] ^= 0x01  # an exponent bit: 77.5 becomes 77.5 * 2**16
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path)["x"][77].as_py() == 77.5 * 2**16  # unverified: silently wrong
+    reader = ColumnReader(str(path), ["id", "x"], batch_size=40)
+    with pytest.raises(ValueError, match=r"column 'x' in .*crc.parquet, row group 1: page checksum mismatch"):
+        list(reader)
+    assert [len(b["id"]) for b in ColumnReader(str(path), ["id"], batch_size=40)] == [40, 40, 20]  # 'id' is intact

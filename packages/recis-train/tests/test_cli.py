@@ -1,7 +1,12 @@
-"""The recis-train command: a TOML run end to end, overrides, resume, eval-only, and config errors naming the key."""
+"""The recis-train command: a TOML run end to end, overrides, resume, eval-only, config errors naming the key,
+and data errors as one line (before training: exit 2; during it: exit 1, the traceback under --debug)."""
 
 import json
+import re
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -118,3 +123,70 @@ def test_the_seed_fixes_the_initial_dense_weights(config_file):
     dense = [k for k, v in first.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     assert dense and all(torch.equal(first[k], again[k]) for k in dense)
     assert not all(torch.equal(first[k], other[k]) for k in dense)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.dense.lr='fast'", "config key 'optim.dense.lr': expected a number, got 'fast'"),
+        ("optim.sparse.lr=true", "config key 'optim.sparse.lr': expected a number, got True"),
+        (
+            "optim.sparse.betas=[0.9, 'x']",
+            "config key 'optim.sparse.betas': expected a list of numbers, got [0.9, 'x']",
+        ),
+        ("optim.dense.amsgrad=1", "config key 'optim.dense.amsgrad': expected true or false, got 1"),
+        ("optim.sparse.fused='yes'", "config key 'optim.sparse.fused': expected true or false, got 'yes'"),
+        ("data.batch_size='big'", "config key 'data.batch_size': expected an int, got 'big'"),
+        ("data.nulls='drop'", "config key 'data.nulls': expected one of 'error', 'fill', got 'drop'"),
+        ("data.train=3", "config key 'data.train': expected a path or a list of paths, got 3"),
+        ("embeddings.user.policy='fifo'", "config key 'embeddings.user.policy': expected one of 'lru', 'lfu'"),
+    ],
+)
+def test_config_types_name_the_full_key_and_the_expected_type(config_file, override, message):
+    with pytest.raises(ConfigError) as e:
+        build(load(config_file, [override]))
+    assert str(e.value).startswith(message)
+
+
+def rewrite(path, change):
+    """Rewrites a Parquet file as change(table) returns it."""
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+def replaced(table, name, values):
+    return table.set_column(table.column_names.index(name), name, values)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.drop_columns(["item"]), r"column 'item' \(embeddings.item\) is missing from .*train.parquet"),
+        (lambda t: t.drop_columns(["click"]), r"column 'click' \(objectives\[0\].label\) is missing from .*train"),
+        (
+            lambda t: replaced(t, "item", pc.cast(t["item"], pa.string())),
+            r"column 'item' \(embeddings.item\) in .*train.parquet \(data.train\): expected integer IDs .*got string",
+        ),
+        (
+            lambda t: replaced(t, "click", pa.array([[float(c)] for c in t["click"].to_pylist()])),
+            r"column 'click' \(objectives\[0\].label\) in .*: expected one number per row .*got list<double>",
+        ),
+    ],
+)
+def test_data_schema_errors_exit_2_with_one_line_before_training(config_file, tmp_path, capsys, change, message):
+    rewrite(tmp_path / "train.parquet", change)
+    assert cli.main([str(config_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recis-train: error: ")
+    assert re.search(message, err)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no step ran
+
+
+def test_a_data_error_during_training_is_one_line_or_a_traceback_with_debug(config_file, tmp_path, capsys):
+    rewrite(tmp_path / "train.parquet", lambda t: replaced(t, "item", pa.array([None, *t["item"].to_pylist()[1:]])))
+    assert cli.main([str(config_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recis-train: error: [recis.io] column 'item' in ")
+    assert "train.parquet, row group 0: 1 null values" in err and "--debug" in err
+    assert cli.main([str(config_file), "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().endswith("replace them with a default)")

@@ -2,6 +2,8 @@
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -158,3 +160,17 @@ def test_online_windows_progressive_validation_and_resume(tmp_path):
 def test_unknown_dense_sharding_is_refused():
     with pytest.raises(ValueError, match="dense_sharding must be 'ddp' or 'fsdp', got 'zero3'"):
         Trainer(make_din(), [], config=TrainerConfig(dense_sharding="zero3"))
+
+
+def test_a_list_label_is_refused_naming_the_column(tmp_path):
+    table = pq.read_table(write_rows(tmp_path / "train.parquet", 64))
+    click = pa.array([[float(c)] for c in table["click"].to_pylist()], pa.list_(pa.float64()))
+    pq.write_table(table.set_column(table.column_names.index("click"), "click", click), tmp_path / "train.parquet")
+    model = make_din()
+    reader = ColumnReader(str(tmp_path / "train.parquet"), COLUMNS, batch_size=16)
+    trainer = Trainer(model, reader, reader, *optimizers(model), TrainerConfig([Objective("click")], progress=False))
+    expected = r"label column 'click' \(objective 'click'\): expected one number per row .*, got a list per row"
+    with pytest.raises(TypeError, match=expected):
+        trainer.fit()
+    with pytest.raises(TypeError, match=expected):
+        trainer.evaluate()

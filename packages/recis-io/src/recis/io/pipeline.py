@@ -70,7 +70,10 @@ def decode(job: Job, s: Slice) -> pa.Table | None:
     try:
         table = read_piece(job.fs, src, s.piece, job.columns)
     except (OSError, pa.ArrowException) as e:
-        job.fail(ValueError(f"[recis.io] {where}: cannot decode ({type(e).__name__}: {e})"))
+        column = _failing_column(job, src, s.piece)
+        where = f"column {column!r} in {where}" if column else where
+        what = "page checksum mismatch, the file is corrupt" if "checksum" in str(e).lower() else "cannot decode"
+        job.fail(ValueError(f"[recis.io] {where}: {what} ({type(e).__name__}: {e})"))
         return None
     if table.num_rows != src.piece_rows[s.piece]:
         got, expected = table.num_rows, src.piece_rows[s.piece]
@@ -96,6 +99,16 @@ def decode(job: Job, s: Slice) -> pa.Table | None:
             col = pa.chunked_array([fill_nulls(c, job.fills[name]) for c in col.chunks], expected_type)
         columns[name] = col
     return pa.table(columns)
+
+
+def _failing_column(job: Job, src: Source, piece: int) -> str | None:
+    """The first column that fails to decode on its own (only called after a failure, to name it)."""
+    for name in job.columns:
+        try:
+            read_piece(job.fs, src, piece, [name])
+        except (OSError, pa.ArrowException):
+            return name
+    return None
 
 
 def prepare(job: Job, s: Slice) -> pa.Table | Chunk | None:

@@ -126,11 +126,14 @@ _local = threading.local()
 
 
 def read_piece(fs: pafs.FileSystem, source: Source, piece: int, columns: list[str]) -> pa.Table:
-    """Decodes one row group or stripe; each thread keeps its last file open (pieces come in file order)."""
+    """Decodes one row group or stripe (verifying Parquet page checksums); each thread keeps its last file open."""
     cached = getattr(_local, "file", None)
     if cached is None or cached[0] is not fs or cached[1] != source.path:
         handle = fs.open_input_file(source.path)
-        reader = pq.ParquetFile(handle) if source.format == "parquet" else orc.ORCFile(handle)
+        # Pages written with a CRC are checked (pages without one are read as before): a flipped bit
+        # in plain-encoded values otherwise decodes to a wrong number without any error.
+        parquet = source.format == "parquet"
+        reader = pq.ParquetFile(handle, page_checksum_verification=True) if parquet else orc.ORCFile(handle)
         _local.file = cached = (fs, source.path, reader)
     reader = cached[2]
     if source.format == "parquet":

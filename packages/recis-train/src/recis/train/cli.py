@@ -4,6 +4,10 @@ recis-train examples/movielens.toml
 recis-train run.toml --resume --set train.epochs=3 --set optim.dense.lr=0.01
 recis-train run.toml --eval-only        # score the latest checkpoint on data.eval
 torchrun --nproc_per_node=2 -m recis.train.cli run.toml   # the same config on 2 ranks
+
+Errors are one line on stderr, and the exit code says which kind: 2 the config, or the data's
+columns checked against it before the first step; 1 bad data met during training (the traceback
+with --debug); 3 a non-finite loss; 4 a failed collective.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import argparse
 import json
 import math
 import sys
+import traceback
 from dataclasses import replace
 from typing import Any
 
 from . import config as cfgmod
 from .distributed import DistributedError, Ranks, init_from_env
+from .pipeline import SchemaError
 from .report import format_table
 from .trainer import NonFiniteLossError, Trainer
 
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value, e.g. --set train.epochs=2 (values parse as TOML)")  # fmt: skip
     parser.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="under torchrun: how long a collective may wait for the other ranks")  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of a data error in training")
     args = parser.parse_args(argv)
     try:
         init_from_env(args.dist_timeout)  # under torchrun: readers and tables shard by rank
@@ -85,12 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     except cfgmod.ConfigError as e:
         print(f"recis-train: {args.config}: {e}", file=sys.stderr)
         return 2
+    except SchemaError as e:
+        print(f"recis-train: error: {e}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as e:
         print(f"recis-train: {e}", file=sys.stderr)
         return 3
     except DistributedError as e:
         print(f"recis-train: {e}", file=sys.stderr)
         return 4
+    except (ValueError, TypeError, KeyError, OSError) as e:  # bad data met in training (nulls, a list label, ...)
+        if args.debug:
+            traceback.print_exc()
+        else:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() adds quotes
+            print(f"recis-train: error: {message} (--debug prints the traceback)", file=sys.stderr)
+        return 1
     return 0 if results else 1
 
 

@@ -7,6 +7,7 @@ touched. See docs/training.md for the full reference.
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from torch import nn
 from recis.embedding import EmbeddingEngine, EmbeddingSpec, Eviction, Initializer
 
 from .objectives import LOSSES, Objective
+from .pipeline import Needs, check_columns
 from .stages import OnlineData, Stage, make_schedule
 from .trainer import TrainerConfig
 
@@ -66,7 +68,12 @@ class Section:
             raise ConfigError(f"unknown config keys {where}: {unknown}")
 
 
+PATHS = ("paths",)  # a kind: one path or a list of them
+
+
 def _matches(value: Any, kind: Any) -> bool:
+    if kind is PATHS:
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if kind is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind is int:
@@ -79,6 +86,8 @@ def _matches(value: Any, kind: Any) -> bool:
 
 
 def _describe(kind: Any) -> str:
+    if kind is PATHS:
+        return "a path or a list of paths"
     if isinstance(kind, tuple) and kind[0] == "list":
         return "a list of " + {str: "strings", int: "ints", float: "numbers"}.get(kind[1], str(kind[1]))
     if isinstance(kind, tuple) and kind[0] == "oneof":
@@ -90,9 +99,6 @@ def _describe(kind: Any) -> str:
 
 def _paths(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
-
-
-STR_OR_LIST = (str, list)
 
 
 @dataclass
@@ -141,6 +147,7 @@ def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
         combiner = s.get("combiner", ("oneof", "sum", "mean", "sqrtn", "tile", "none"), "sum")
         init_std = s.get("init_std", float, 0.01)
         evict_age, capacity = s.get("max_age", int, None), s.get("capacity", int, None)
+        policy = s.get("policy", ("oneof", "lru", "lfu"), "lru")
         try:
             specs[name] = EmbeddingSpec(
                 dim=s.get("dim", int),
@@ -150,9 +157,7 @@ def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
                 side=s.get("side", ("oneof", "left", "right"), "left"),
                 initializer=Initializer.truncated_normal(0.0, float(init_std)),
                 min_count=s.get("min_count", int, 1),
-                eviction=Eviction(evict_age, capacity, s.get("policy", str, "lru"))
-                if evict_age or capacity is not None
-                else None,
+                eviction=Eviction(evict_age, capacity, policy) if evict_age or capacity is not None else None,
                 seed=s.get("seed", int, 0),
             )
             if specs[name].dim < 1 or (specs[name].max_len or 0) < 0:
@@ -273,13 +278,32 @@ def optimizer(sec: Section | None, which: str, model: nn.Module) -> torch.optim.
         return None
     table = SPARSE if which == "sparse" else DENSE
     kind = sec.get("type", ("oneof", *table), "adam")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in sec.data.items() if k != "type"}
     cls = getattr(recis.optim if which == "sparse" else torch.optim, table[kind])
+    options = inspect.signature(cls).parameters
+    kwargs = {}
+    for k in sec.data:
+        if k != "type":  # an unknown option is left to the constructor, whose error names it
+            v = sec.get(k, _option_kind(options[k]) if k in options else object)
+            kwargs[k] = tuple(v) if isinstance(v, list) else v
     params = model if which == "sparse" else [p for p in model.parameters() if p.requires_grad]
     try:
         return cls(params, **kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config key {sec.path!r} (type {kind!r}): {e}") from None
+
+
+def _option_kind(option: inspect.Parameter) -> Any:
+    """An optimizer option's config kind, from its default and annotation: number, int, bool or list of numbers."""
+    default = option.default
+    if isinstance(default, bool) or (default is None and "bool" in str(option.annotation)):
+        return bool
+    if isinstance(default, int) and "float" not in str(option.annotation):
+        return int
+    if isinstance(default, int | float):
+        return float
+    if isinstance(default, tuple):
+        return ("list", float)
+    return object
 
 
 def _reader(paths: Any, data: Section, base: Path, shuffle: bool) -> Any:
@@ -295,10 +319,34 @@ def _reader(paths: Any, data: Section, base: Path, shuffle: bool) -> Any:
             shuffle_window=data.get("shuffle_window", int, 65536),
             seed=data.get("seed", int, 0),
             num_threads=data.get("num_threads", int, 2),
-            nulls=data.get("nulls", str, "error"),
+            nulls=data.get("nulls", ("oneof", "error", "fill"), "error"),
         )
+    except ConfigError:
+        raise
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise ConfigError(f"config key {data.path!r}: {e}") from None
+
+
+def data_needs(
+    specs: dict[str, EmbeddingSpec], features: Any, model: nn.Module, objs: list[Objective], model_key: str
+) -> Needs:
+    """The columns a run reads from the data, {column: (kind, the config key naming it)}; columns the
+    feature engine makes are not read, its source columns are."""
+    made = {f.name for f in features.features} if features is not None else set()
+    needs: Needs = {}
+    for i, f in enumerate(features.features if features is not None else []):
+        for column in [f.source] if f.source else getattr(f.ops[0], "features", ()):  # a Cross: its inputs
+            if column not in made:
+                needs.setdefault(column, ("any", f"features.features[{i}]"))
+    for name in specs:
+        if name not in made:
+            needs.setdefault(name, ("ids", f"embeddings.{name}"))
+    for name in getattr(model, "dense_columns", []):
+        if name not in made:
+            needs.setdefault(name, ("number", f"{model_key}.dense"))
+    for i, o in enumerate(objs):
+        needs[o.label] = ("number", f"objectives[{i}].label")
+    return needs
 
 
 def build(config: dict[str, Any], model_key: str = "model") -> Run:
@@ -307,7 +355,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
     base = Path(".")  # relative paths are relative to the working directory
     data = root.section("data", required=True)
     assert data is not None
-    train_paths, eval_paths = data.get("train", STR_OR_LIST, None), data.get("eval", STR_OR_LIST, None)
+    train_paths, eval_paths = data.get("train", PATHS, None), data.get("eval", PATHS, None)
     windows = data.section("windows")
     features_sec = root.section("features")
     features = None
@@ -331,6 +379,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
     optim = root.section("optim")
     sparse = optimizer(optim.section("sparse") if optim else None, "sparse", model)
     dense = optimizer(optim.section("dense") if optim else None, "dense", model)
+    needs = data_needs(specs, features, model, objs, model_key)
     if windows is not None:
         from recis.io import Windows
 
@@ -339,7 +388,9 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
             windows.get("pattern", str, "*"),
             marker=windows.get("marker", str, "_SUCCESS"),
         )
-        train_data: Any = OnlineData(stream, lambda w: _reader(w.path, data, base, False))
+        train_data: Any = OnlineData(
+            stream, lambda w: check_columns(_reader(w.path, data, base, False), needs, "data.windows")
+        )
         windows.done()
     else:
         train_data = _reader(train_paths, data, base, True) if train_paths is not None else None
@@ -352,7 +403,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
             make_schedule(schedule)
         except ValueError as e:
             raise ConfigError(f"config key {s.key('lr_schedule')!r}: {e}") from None
-        stage_data = s.get("data", STR_OR_LIST, None)
+        stage_data = s.get("data", PATHS, None)
         stages.append(
             Stage(
                 s.get("name", str, f"stage{i}"),
@@ -389,4 +440,9 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
     for sec in (data, train, *(x for x in (optim,) if x is not None)):
         sec.done()
     root.done()
+    check_columns(train_data, needs, "data.train")  # from the footers the readers have read: no data yet
+    for i, stage in enumerate(stages):
+        check_columns(stage.data, needs, f"stages[{i}].data")
+    group = {cfg.group_column: ("number", "train.group_column")} if cfg.group_column else {}
+    check_columns(eval_data, needs | group, "data.eval")
     return Run(model, train_data, eval_data, sparse, dense, cfg)

@@ -105,9 +105,10 @@ def generate(
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "test").mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, rows, files + 1).astype(int)
+    options = {"row_group_size": 16384, "write_page_checksum": True}
     for i in range(files):
-        pq.write_table(table(bounds[i], bounds[i + 1]), out / "train" / f"part-{i}.parquet", row_group_size=16384)
-    pq.write_table(table(rows, total), out / "test" / "part-0.parquet", row_group_size=16384)
+        pq.write_table(table(bounds[i], bounds[i + 1]), out / "train" / f"part-{i}.parquet", **options)
+    pq.write_table(table(rows, total), out / "test" / "part-0.parquet", **options)
     import torch
 
     oracle = auc_score(torch.from_numpy(prob[rows:]), torch.from_numpy(label[rows:]))

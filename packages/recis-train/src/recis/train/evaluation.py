@@ -15,7 +15,7 @@ from torch import nn
 
 from .distributed import Ranks
 from .objectives import Objective, total_loss
-from .pipeline import InputPipeline
+from .pipeline import InputPipeline, check_labels
 
 Batch = dict[str, Any]
 
@@ -66,6 +66,7 @@ def score(
             break
         assert item is not None
         batch = item[0]
+        check_labels(objectives, batch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             outputs = model(batch)
         loss, _ = total_loss(list(objectives), outputs, batch)

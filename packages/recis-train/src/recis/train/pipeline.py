@@ -1,8 +1,11 @@
-"""Input pipeline overlap: a background thread reads and transforms the next batches while the step runs.
+"""Input: checking the data's columns against what a run reads, and overlapping reading with the step.
 
-Each queued batch carries the data source's position right after it was read, so a checkpoint
-taken after step k resumes at batch k + 1 however far the thread had read ahead. Reading and
-feature transforms release the GIL in their C++/Arrow parts, which is where the overlap comes from.
+The columns are checked once from the files' footers (which `ColumnReader` has already read), so a
+missing or mistyped column fails before the first step. Then a background thread reads and
+transforms the next batches while the step runs. Each queued batch carries the data source's
+position right after it was read, so a checkpoint taken after step k resumes at batch k + 1 however
+far the thread had read ahead. Reading and feature transforms release the GIL in their C++/Arrow
+parts, which is where the overlap comes from.
 """
 
 from __future__ import annotations
@@ -13,8 +16,91 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
+from torch import Tensor
+
+from recis.core import Ragged
+
+from .objectives import Objective
+
 Batch = dict[str, Any]
 _END = object()
+Needs = dict[str, tuple[str, str]]
+"""{column: (kind, who reads it)}; kind "ids" (integer or list<integer>), "number" (one per row) or "any"."""
+
+
+class SchemaError(ValueError):
+    """The data's columns do not fit what the run reads; found from the files' footers, before training."""
+
+
+def check_columns(data: Any, needs: Needs, where: str) -> Any:
+    """Returns `data` when it has the needed columns, else raises `SchemaError` naming the column, who
+    reads it, the file and `where`.
+
+    Args:
+        data: a `ColumnReader` (checked from the footers it has read; other iterables pass unchecked).
+        needs: {column: (kind, who reads it)}, see `Needs`.
+        where: where the data comes from, for the message (e.g. the config key "data.train").
+    """
+    types, sources = getattr(data, "types", None), getattr(data, "sources", None)
+    if not isinstance(types, dict) or not sources:
+        return data
+    from recis.io.convert import describe
+
+    first = sources[0]  # the reader has checked that every file agrees with it
+    for column, (kind, who) in needs.items():
+        if column in types:
+            expected = _expected(types[column], kind)
+            if expected:
+                got = describe(types[column])
+                raise SchemaError(
+                    f"column {column!r} ({who}) in {first.path} ({where}): expected {expected}, got {got}"
+                )
+        elif column in first.schema.names:
+            raise SchemaError(f"column {column!r} ({who}) is not among the columns {where} reads: {list(types)}")
+        else:
+            has = first.schema.names
+            raise SchemaError(f"column {column!r} ({who}) is missing from {first.path} ({where}); it has {has}")
+    return data
+
+
+def _expected(t: Any, kind: str) -> str | None:
+    """What a column of `kind` must be, when the Arrow type `t` is not that; else None."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    inner = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else t
+    if kind == "number" and not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        return "one number per row (an integer, float or bool column)"
+    if kind == "ids" and not pa.types.is_integer(inner):
+        text = pa.types.is_string(inner) or pa.types.is_large_string(inner) or pa.types.is_binary(inner)
+        hint = "; hash strings with a Hash op in [[features.features]]" if text else ""
+        return f"integer IDs (an integer or list<integer> column{hint})"
+    return None
+
+
+def check_labels(objectives: Iterable[Objective], batch: Batch) -> None:
+    """Raises TypeError naming the label column when it holds anything but one number per row.
+
+    Example:
+        >>> import torch
+        >>> check_labels([Objective("click")], {"click": torch.tensor([1, 0])})  # one number per row: fine
+        >>> check_labels([Objective("click")], {"click": Ragged(torch.tensor([1.0, 0.0]), torch.tensor([0, 1, 2]))})
+        Traceback (most recent call last):
+        ...
+        TypeError: label column 'click' (objective 'click'): expected one number per row (...), got a list per row ...
+    """
+    for obj in objectives:
+        label = batch.get(obj.label)
+        if label is None or isinstance(label, Tensor):
+            continue  # a missing label is reported by the loss, naming the batch's columns
+        got = (
+            "a list per row (a Ragged, read from a list or string column)"
+            if isinstance(label, Ragged)
+            else type(label).__name__
+        )
+        raise TypeError(
+            f"label column {obj.label!r} (objective {obj.key!r}): expected one number per row "
+            f"(an integer, float or bool column), got {got}"
+        )
 
 
 def source_state(data: Iterable[Batch], consumed: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .evaluation import batch_rows, score
 from .hooks import CheckpointEvery, EvictEvery, Hook
 from .objectives import Objective, total_loss
 from .online import run_online
-from .pipeline import InputPipeline, restore_source
+from .pipeline import InputPipeline, check_labels, restore_source
 from .report import Reporter
 from .stages import OnlineData, Stage, StepTimer, TrainerConfig, batches_per_pass, make_schedule
 
@@ -220,11 +220,13 @@ class Trainer:
                 if self.should_stop:
                     break
                 self.stage_index, self.stage_step, self.epoch, self.position = self.stage_index + 1, 0, 0, None
+            if cfg.checkpoint_at_end and self.step > start_step:
+                self.save_checkpoint()
         finally:
             self.reporter.close_bar()
             self._set_trainable(None)
-        if cfg.checkpoint_at_end and self.step > start_step:
-            self.save_checkpoint()
+            if self.checkpointer is not None:
+                self.checkpointer.close()  # the directory's writer lock goes with the run
         return self._finish(start_step, time.perf_counter() - t0)
 
     def _finish(self, start_step: int, seconds: float) -> dict[str, Any]:
@@ -349,6 +351,7 @@ class Trainer:
         total = 0.0
         model = self.ddp or self.model
         for i, batch in enumerate(batches):
+            check_labels(self.objectives, batch)
             t = time.perf_counter()
             sparse_before = self.timing.seconds["sparse_forward"]
             last = i == len(batches) - 1  # DDP and FSDP average dense gradients after the last micro-batch
