@@ -8,7 +8,7 @@ CORE_SOURCES := $(shell find cpp -path cpp/tests -prune -o -path cpp/benchmarks 
 	\( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.py' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -print)
 PACKAGE_METADATA := $(foreach p,$(PACKAGES),packages/recis-$(p)/pyproject.toml)
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test fuzz lint bench demo clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.deps: requirements-dev.txt
@@ -33,6 +33,10 @@ install: $(VENV)/.packages
 
 test: install
 	$(BIN)/python -m pytest
+
+# The adversarial cases of tests/adversarial at full length (make test runs a quick form).
+fuzz: install
+	RECIS_FUZZ=long $(BIN)/python -m pytest tests/adversarial
 
 lint: install
 	$(BIN)/ruff check .

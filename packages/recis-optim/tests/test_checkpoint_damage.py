@@ -5,6 +5,7 @@ write, atomic re-saves, one writer per directory."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import json
 import subprocess
@@ -293,3 +294,43 @@ except RuntimeError as e:
     with second:
         second.save(2)
     assert [p.name for p in sorted(tmp_path.glob("step-*"))] == ["step-0000000001", "step-0000000002"]
+
+
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    from recis.optim import safetensors_stream
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    model, sparse, dense = trained()
+    saver = Saver(tmp_path, model, optimizers=[sparse, dense], shards=2)
+    monkeypatch.setattr(safetensors_stream.os, "fsync", full)
+    with pytest.raises(OSError, match=r"No space left on device.*shard-0000\d-of-00002\.safetensors") as e:
+        saver.save(1)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint_module, "_flush", lambda f, fsync: full(f))  # the dense files' writes
+    with pytest.raises(OSError, match=r"No space left on device.*model\.pt"):
+        saver.save(1)
+    assert not list(tmp_path.glob("step-*")) and not list(tmp_path.glob(".tmp-*"))  # nothing half-written left
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ({"dtype": {}, "shape": [1], "data_offsets": [0, 4]}, "dtype {} is not one of"),
+        ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, r"shape \[-1\] is not a list of sizes"),
+        ({"dtype": "F32", "shape": "1", "data_offsets": [0, 4]}, "shape '1' is not a list of sizes"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}, r"data_offsets \[4, 0\] are not two increasing"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": "0"}, "data_offsets '0' are not two increasing"),
+        ({"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}, r"data_offsets \[0, 4\] do not fit its shape"),
+        ("x", "data_offsets None are not two increasing"),
+    ],
+)
+def test_hostile_safetensors_headers_name_the_entry_and_field(tmp_path, entry, problem):
+    from recis.optim.safetensors_stream import read_header
+
+    header = json.dumps({"t": entry}).encode()
+    (tmp_path / "x.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    with pytest.raises(ValueError, match=f"header entry 't': {problem}"):
+        read_header(tmp_path / "x.safetensors")

@@ -98,6 +98,7 @@ def test_runs_a_config_with_baseline_resume_and_eval_only(config_file, tmp_path,
         ("objectives=[{label='click', loss='hinge'}]", "config key 'objectives[0].loss'"),
         ("stages=[{lr_schedule='zigzag'}]", "config key 'stages[0].lr_schedule'"),
         ("train.dense_sharding='zero3'", "config key 'train.dense_sharding': expected one of 'ddp', 'fsdp'"),
+        ("optim.dense.betas=[0.9]", "config key 'optim.dense.betas': expected a list of 2 numbers, got [0.9]"),
     ],
 )
 def test_config_errors_name_the_key(config_file, override, message):

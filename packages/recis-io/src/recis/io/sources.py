@@ -149,7 +149,7 @@ def _stripe_rows(of: orc.ORCFile) -> tuple[int, ...]:
         rows = tuple(dict(_proto_fields(s)).get(5, 0) for k, s in _proto_fields(footer) if k == 3)
         if len(rows) == of.nstripes and sum(rows) == of.nrows:
             return rows
-    except (AttributeError, StopIteration, IndexError, ValueError):
+    except (AttributeError, StopIteration, IndexError, ValueError, TypeError):  # a damaged tail: count rows instead
         pass
     first = of.schema.names[:1]  # fallback: decode one column per stripe
     return tuple(of.read_stripe(i, columns=first).num_rows for i in range(of.nstripes))

@@ -69,15 +69,45 @@ def read_index(path: Path) -> dict[str, Any]:
         )
     if index.get("xxh3") != index_digest(index):
         raise fail(path, "index.json fails its digest (edited or corrupt)", "index.json")
-    if not all(isinstance(index.get(k), dict) for k in ("tables", "files", "tensors", "state_files")):
-        raise fail(
-            path, "index.json is malformed (tables, files, tensors and state_files must be objects)", "index.json"
-        )
+    wrong = _misfit(index, _INDEX, "")
+    if wrong is not None:
+        raise fail(path, f"index.json is malformed: {wrong}", "index.json")
     bad = [n for n in [*index["files"], *index["state_files"]] if not _FILE_NAME.fullmatch(n)]
     base = index.get("base")
     if bad or not (base is None or (isinstance(base, str) and _STEP_NAME.fullmatch(base))):
         raise fail(path, f"index.json names files outside the checkpoint: {bad or [base]}", "index.json")
     return index
+
+
+# The structure the loader relies on: {str: spec} is a mapping of any keys, [spec] a list.
+_TABLE = {"dim": int, "dtype": str, "logical_tables": [str], "slots": {str: int}, "rows": int, "row_step": int,
+          "chunks": [{"begin": int, "rows": int, "file": str}]}  # fmt: skip
+_INDEX = {"step": int, "tables": {str: _TABLE}, "files": {str: {"bytes": int}},
+          "tensors": {str: {"file": str, "dtype": str, "shape": [int], "xxh3": str}},
+          "state_files": {str: {"bytes": int, "xxh3": str}}}  # fmt: skip
+_EVICTED = {"rows": int, "file": str}
+
+
+def _misfit(value: Any, spec: Any, where: str) -> str | None:
+    """Where `value` departs from `spec` (and what was expected there), or None if it fits."""
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{where or 'the index'} is not a list"
+        return next((m for i, v in enumerate(value) if (m := _misfit(v, spec[0], f"{where}[{i}]"))), None)
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'the index'} is not an object"
+        if str in spec:
+            return next((m for k, v in value.items() if (m := _misfit(v, spec[str], f"{where}[{k!r}]"))), None)
+        extra = {"evicted": _EVICTED} if spec is _TABLE and "evicted" in value else {}
+        for key, sub in (spec | extra).items():
+            if key not in value:
+                return f"{where or 'the index'} has no {key!r}"
+            if (m := _misfit(value[key], sub, f"{where}.{key}" if where else key)) is not None:
+                return m
+        return None
+    ok = type(value) is int if spec is int else isinstance(value, spec)
+    return None if ok else f"{where} is {value!r}, expected {'an int' if spec is int else 'a string'}"
 
 
 def chain(path: Path) -> list[Path]:
@@ -126,13 +156,9 @@ class Loader:
     # -- checks ----------------------------------------------------------------------------------
 
     def validate(self, verify: bool) -> None:
-        """Every check a load makes, before anything is written. A structurally malformed index
-        (which its digest lets through only if it was written so) raises ValueError too."""
-        for i, cp in enumerate(self.checkpoints):
-            try:
-                self._validate(i, verify)
-            except (KeyError, TypeError, AttributeError, IndexError) as e:
-                raise fail(cp, f"index.json is malformed ({type(e).__name__}: {e})", "index.json") from None
+        """Every check a load makes, before anything is written."""
+        for i in range(len(self.checkpoints)):
+            self._validate(i, verify)
         self._check_dense(verify)
 
     def _validate(self, i: int, verify: bool) -> None:

@@ -113,7 +113,7 @@ def read_header(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
     for name, entry in sorted(header.items(), key=lambda kv: _offsets(kv[0], kv[1])[0]):
         begin, stop = _offsets(name, entry)
         shape = entry.get("shape")
-        if entry.get("dtype") not in _TORCH:
+        if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in _TORCH:
             raise ValueError(f"header entry {name!r}: dtype {entry.get('dtype')!r} is not one of {sorted(_TORCH)}")
         if not (isinstance(shape, list) and all(type(d) is int and 0 <= d < 2**48 for d in shape)):
             raise ValueError(f"header entry {name!r}: shape {shape!r} is not a list of sizes")

@@ -284,6 +284,9 @@ def optimizer(sec: Section | None, which: str, model: nn.Module) -> torch.optim.
     for k in sec.data:
         if k != "type":  # an unknown option is left to the constructor, whose error names it
             v = sec.get(k, _option_kind(options[k]) if k in options else object)
+            default = options[k].default if k in options else None
+            if isinstance(default, tuple) and isinstance(v, list) and len(v) != len(default):
+                raise ConfigError(f"config key {sec.key(k)!r}: expected a list of {len(default)} numbers, got {v!r}")
             kwargs[k] = tuple(v) if isinstance(v, list) else v
     params = model if which == "sparse" else [p for p in model.parameters() if p.requires_grad]
     try:
