@@ -131,6 +131,7 @@ def main() -> None:
     d = results["delta"]
     print(f"delta save (1% of rows touched): {100 * d['seconds'] / d['full_seconds']:.1f}% of a full save's time")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": args.rows, "table_bytes": size, "results": results}, indent=1))
 
 
