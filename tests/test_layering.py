@@ -73,3 +73,21 @@ def test_lower_layers_never_depend_on_higher_ones():
     for dist in order:
         internal = {d for d in declared(dist) if d.startswith("recis-")}
         assert internal <= allowed[dist], f"{dist} depends on {sorted(internal - allowed[dist])}"
+
+
+def test_only_recis_core_touches_the_extension():
+    """Kernels are reached through recis.core.kernels, which applies the core's thread count; a
+    module calling `recis.core._C` directly could run on a stale one."""
+    offenders = []
+    for dist, src in SOURCES.items():
+        if dist == "recis-core":
+            continue
+        for file in src.rglob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("recis.core"):
+                    names = [a.name for a in node.names]
+                    if node.module.startswith("recis.core._C") or "_C" in names:
+                        offenders.append(f"{file.relative_to(ROOT)}:{node.lineno}")
+                elif isinstance(node, ast.Import) and any(a.name.startswith("recis.core._C") for a in node.names):
+                    offenders.append(f"{file.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, f"import recis.core.kernels instead of recis.core._C: {offenders}"

@@ -1,11 +1,10 @@
-// Bindings for the sparse optimizer updates.
+// Bindings of recis.core._C.optim: the sparse optimizer updates, alone or fused with the pooled backward.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
-#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -21,47 +20,6 @@ namespace recis::bind {
 
 using F32Grad = nb::ndarray<nb::pytorch, const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using F32Array1 = nb::ndarray<nb::pytorch, const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-
-namespace {
-
-// Backward of a pooled lookup straight into the optimizer: each unique row's gradient is reduced
-// into a per-thread buffer and applied to the row at once; no (U, D) gradient is ever stored.
-void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const I64Array& rows,
-                            const I64Array& inverse, const I64Array& offsets, const std::optional<F32Array1>& weights,
-                            const std::vector<std::string>& combiners, const std::vector<int64_t>& runs,
-                            const F32Grad& grad_out, bool batch_major) {
-  const char* op = "pooled_backward_update";
-  const int64_t n = static_cast<int64_t>(inverse.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
-  const int64_t u = static_cast<int64_t>(rows.shape(0));
-  const std::vector<BagRun> parsed = parse_runs(combiners, runs, op);
-  const BagLayout layout = parse_layout(runs, batch_major, op);
-  check_out_shape(grad_out, layout, bags, t.dim(), op, "grad_out");
-  if (weights && static_cast<int64_t>(weights->shape(0)) != n)
-    throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(n) + " entries");
-  const float* w = weights ? weights->data() : nullptr;
-  nb::gil_scoped_release release;
-  validate_offsets(Offsets{offsets.data(), bags, n}, op);
-  const std::vector<float> scales = bag_scales(offsets.data(), bags, w, parsed, op);
-  std::lock_guard<std::mutex> lock(t.mutex());
-  t.check_rows(rows.data(), u, op);
-  struct Update : RowSink {
-    const RowUpdater* up;
-    const int64_t* rows;
-    void prefetch(int64_t k) const override {
-      if (rows[k] >= 0) up->prefetch(rows[k]);
-    }
-    void take(int64_t k, const float* g) const override {
-      if (rows[k] >= 0) up->apply(rows[k], g);
-    }
-  } sink;
-  const RowUpdater up(t, c, slots);
-  sink.up = &up;
-  sink.rows = rows.data();
-  reduce_rows(grad_out.data(), t.dim(), inverse.data(), offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(),
-              u, sink, layout, op);
-}
-
-}  // namespace
 
 void init_optim(nb::module_& m) {
   nb::class_<OptConfig>(m, "OptConfig", "Hyper-parameters of one sparse update (see recis/sparse_optim.h).")
@@ -99,17 +57,36 @@ void init_optim(nb::module_& m) {
                                       std::to_string(t.dim()) + ", got " + std::to_string(grad.shape(0)) + " x " +
                                       std::to_string(grad.shape(1)));
         nb::gil_scoped_release release;
-        std::lock_guard<std::mutex> lock(t.mutex());
         sparse_update(t, c, slots, rows.data(), n, grad.data());
       },
       nb::arg("table"), nb::arg("config"), nb::arg("slots"), nb::arg("rows"), nb::arg("grad"),
       "Updates each (distinct) row with its reduced gradient; rows -1 are skipped.");
 
-  m.def("pooled_backward_update", &pooled_backward_update, nb::arg("table"), nb::arg("config"), nb::arg("slots"),
-        nb::arg("rows"), nb::arg("inverse"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("combiners"),
-        nb::arg("runs"), nb::arg("grad_out"), nb::arg("batch_major") = false,
-        "Backward of a pooled table lookup fused with the optimizer: reduces each unique row's gradient and "
-        "updates the row at once (rows distinct; -1 skipped).");
+  m.def(
+      "pooled_backward_update",
+      [](HashTable& t, const OptConfig& c, const std::vector<int>& slots, const I64Array& rows, const I64Array& index,
+         const I64Array& offsets, const std::optional<F32Array1>& weights, const std::vector<std::string>& combiners,
+         const std::vector<int64_t>& runs, const F32Grad& grad_out, bool batch_major) {
+        const char* op = "pooled_backward_update";
+        const auto n = static_cast<int64_t>(index.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+        const std::vector<BagRun> parsed = parse_runs(combiners, runs, op);
+        const BagLayout layout = parse_layout(runs, batch_major, op);
+        check_out_shape(grad_out, layout, bags, t.dim(), op, "grad_out");
+        if (weights && static_cast<int64_t>(weights->shape(0)) != n)
+          throw std::invalid_argument(std::string(op) + ": weights must have " + std::to_string(n) + " entries");
+        const float* w = weights ? weights->data() : nullptr;
+        nb::gil_scoped_release release;
+        validate_offsets(Offsets{offsets.data(), bags, n}, op);
+        const std::vector<float> scales = bag_scales(offsets.data(), bags, w, parsed, op);
+        pooled_backward_update(t, c, slots, rows.data(), static_cast<int64_t>(rows.shape(0)), index.data(),
+                               offsets.data(), bags, w, scales.empty() ? nullptr : scales.data(), grad_out.data(),
+                               layout, op);
+      },
+      nb::arg("table"), nb::arg("config"), nb::arg("slots"), nb::arg("rows"), nb::arg("index"), nb::arg("offsets"),
+      nb::arg("weights").none(), nb::arg("combiners"), nb::arg("runs"), nb::arg("grad_out"),
+      nb::arg("batch_major") = false,
+      "Backward of a pooled table lookup fused with the optimizer: reduces each unique row's gradient and "
+      "updates the row at once (rows distinct; -1 skipped).");
 }
 
 }  // namespace recis::bind

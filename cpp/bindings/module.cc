@@ -1,4 +1,4 @@
-// The recis.core._C extension: one NB_MODULE, one init_<area> per binding file.
+// The recis.core._C extension: one NB_MODULE, one submodule and one init_<area> per binding file.
 #include <nanobind/nanobind.h>
 
 namespace nb = nanobind;
@@ -18,8 +18,14 @@ NB_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
-  recis::bind::init_common(m);
-  recis::bind::init_embedding(m);
-  recis::bind::init_features(m);
-  recis::bind::init_optim(m);
+  // One submodule per area; Python reaches them through recis.core.kernels, which applies the
+  // core's thread count before every call.
+  nb::module_ common = m.def_submodule("common", "Threads, output buffers, Ragged kernels.");
+  nb::module_ embedding = m.def_submodule("embedding", "HashTable, routing by owner rank, pooling.");
+  nb::module_ features = m.def_submodule("features", "Hashing, bucketizing, crossing columns.");
+  nb::module_ optim = m.def_submodule("optim", "Sparse optimizer updates.");
+  recis::bind::init_common(common);
+  recis::bind::init_embedding(embedding);
+  recis::bind::init_features(features);
+  recis::bind::init_optim(optim);
 }

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recis.core import _C, reference
+from recis.core import reference
+from recis.core._C import common as _C
 
 ZERO = torch.zeros(1, dtype=torch.int64)
 INT64_EDGES = torch.tensor([0, -1, 1, 2**63 - 1, -(2**63), 2**32, -(2**31)], dtype=torch.int64)

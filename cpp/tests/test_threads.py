@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import recis.core
-from recis.core import _C
+from recis.core._C import common as _C
 
 
 @pytest.fixture(params=["openmp", "pool"])

@@ -20,6 +20,12 @@
 
 namespace recis {
 
+// How the kernels split work (counts of elements: keys, rows, values). A chunk of a cheap
+// per-element loop is never smaller than kMinChunk (smaller ones cost more in scheduling than
+// they save), and an input of fewer than kMinParallel elements is done in one part.
+constexpr int64_t kMinChunk = 16384;
+constexpr int64_t kMinParallel = 65536;
+
 // Number of threads a parallel_for may use (the caller included); at least 1.
 int num_threads();
 

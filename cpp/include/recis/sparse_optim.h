@@ -45,26 +45,37 @@ OptKind parse_opt_kind(const std::string& name);
 
 // Updates single rows of one table under one config; per-step constants are computed once.
 // Used by sparse_update and by the fused pooled backward (which reduces a row's gradient and
-// updates it at once). Caller holds t.mutex() while it is in use.
+// updates it at once), through the rows' access (which holds the table's lock).
 class RowUpdater {
  public:
-  RowUpdater(HashTable& t, const OptConfig& c, const std::vector<int>& slots);
+  RowUpdater(const HashTable::RowAccess& rows, const OptConfig& c, const std::vector<int>& slots);
   // Prefetches row r's embedding and slots (call some rows ahead).
   void prefetch(int64_t r) const;
   // Applies the update to row r (>= 0) with its gradient g (dim floats, not yet scaled).
   void apply(int64_t r, const float* g) const;
 
  private:
-  HashTable& t_;
+  const HashTable::RowAccess& rows_;
   OptConfig c_;
-  int s0_ = -1, s1_ = -1;
+  int s0_ = -1, s1_ = -1;  // the kind's slots (first, second), -1 when it has fewer
   int64_t dim_;
-  float a_ = 0, b_ = 0, decay_ = 1;  // per-step constants, meaning depends on the kind
+  // Per-step constants: the step size (Adam: lr / (1 - beta1^t); TF Adam: its lr_t; Adagrad: the
+  // decayed lr), Adam's sqrt(1 - beta2^t), and decoupled weight decay's factor 1 - lr * wd.
+  float step_size_ = 0, sqrt_bias2_ = 1, decay_ = 1;
 };
 
 // Applies one update per row: rows (n, distinct; -1 is skipped) with reduced gradients grad
-// (n x dim). slots: indices of the kind's slot_specs in the table. Caller holds t.mutex().
+// (n x dim). slots: indices of the kind's slot_specs in the table. Takes the table's lock.
 void sparse_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const int64_t* rows, int64_t n,
                    const float* grad);
+
+// The backward of a pooled table lookup fused with the optimizer (the lookup's rows distinct, -1
+// skipped; index, offsets, weights, scales and layout as for pooling): each row's gradient is
+// reduced into a per-thread buffer and applied to the row at once; no (rows x dim) gradient is
+// ever stored. Takes the table's lock.
+void pooled_backward_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const int64_t* rows,
+                            int64_t num_rows, const int64_t* index, const int64_t* offsets, int64_t bags,
+                            const float* weights, const float* scales, const float* grad_out, const BagLayout& layout,
+                            const char* op);
 
 }  // namespace recis

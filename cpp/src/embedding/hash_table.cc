@@ -1,173 +1,28 @@
-// HashTable implementation. Lookups probe in parallel (read-only), then insert misses serially
-// (map growth and row allocation), then initialize the new rows in parallel.
+// HashTable: the ID map, rows, admission and eviction. A lookup probes every key in parallel, then
+// inserts the distinct misses (rows handed out in key order, map slots claimed in parallel, or one
+// by one under admission counting), then initializes the new rows in parallel.
 #include "recis/hash_table.h"
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
 
-#include "recis/buffer.h"
 #include "recis/parallel.h"
 
 namespace recis {
 namespace {
 
-constexpr int64_t kProbeGrain = 2048;
-constexpr int kPrefetchAhead = 8;
+constexpr int64_t kProbeGrain = 2048;  // keys a thread probes at least
+constexpr int kPrefetchAhead = 8;      // rows ahead a copy loop prefetches
 
 std::string str(int64_t v) { return std::to_string(v); }
-
-// Set bits of x: the POPCNT instruction when kHw (callers compiled for it), else a few inline
-// instructions (without -mpopcnt, __builtin_popcountll is a libgcc call).
-template <bool kHw>
-[[gnu::always_inline]] inline int64_t popcount64(uint64_t x) {
-  if constexpr (kHw) {
-    return __builtin_popcountll(x);
-  } else {
-    x -= (x >> 1) & 0x5555555555555555ULL;
-    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
-    return static_cast<int64_t>((x * 0x0101010101010101ULL) >> 56);
-  }
-}
-
-// unique_rows' counting loops, compiled twice: with POPCNT (every x86-64 CPU since 2008, but not
-// the baseline the wheel targets) and without; the CPU picks once.
-template <bool kHw>
-[[gnu::always_inline]] inline uint32_t count_below(const uint64_t* bits, int64_t words, uint32_t* below) {
-  uint32_t seen = 0;  // below[w]: marked rows in the words before w; returns all marked rows
-  for (int64_t w = 0; w < words; ++w) {
-    below[w] = seen;
-    seen += static_cast<uint32_t>(popcount64<kHw>(bits[w]));
-  }
-  return seen;
-}
-// Row r's index among the marked rows: those in the words before its own, plus those below it.
-template <bool kHw>
-[[gnu::always_inline]] inline int64_t rank_of(const uint64_t* bits, const uint32_t* below, int64_t r) {
-  return int64_t{below[r >> 6]} + popcount64<kHw>(bits[r >> 6] & ((uint64_t{1} << (r & 63)) - 1));
-}
-// x[i] (a row, or -1) becomes its index among the distinct rows, where `unique` (unless null)
-// gets the row.
-template <bool kHw>
-[[gnu::always_inline]] inline void rank_rows(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits,
-                                             const uint32_t* below, int64_t none_at, int64_t* unique) {
-  for (int64_t i = begin; i < end; ++i) {
-    const int64_t r = x[i];
-    x[i] = r < 0 ? none_at : rank_of<kHw>(bits, below, r);
-    if (unique && r >= 0) unique[x[i]] = r;  // repeats store the same value
-  }
-}
-constexpr int kMaxBucketShift = 15;  // rows per bucket at most 2^15: a 4 KiB bitmap, in L1
-// ranks[k] = the rank of rows[k] (offsets within one bucket of 64 * words rows) among the
-// bucket's distinct rows, k < n; returns how many there are.
-template <bool kHw>
-[[gnu::always_inline]] inline uint32_t rank_bucket(const uint16_t* rows, int64_t n, int64_t words, uint16_t* ranks) {
-  uint64_t bits[(1 << kMaxBucketShift) / 64];
-  uint32_t below[(1 << kMaxBucketShift) / 64];
-  std::fill(bits, bits + words, 0);
-  for (int64_t k = 0; k < n; ++k) bits[rows[k] >> 6] |= uint64_t{1} << (rows[k] & 63);
-  const uint32_t seen = count_below<kHw>(bits, words, below);
-  for (int64_t k = 0; k < n; ++k) ranks[k] = static_cast<uint16_t>(rank_of<kHw>(bits, below, rows[k]));
-  return seen;
-}
-#if defined(__x86_64__) && defined(__GNUC__)
-#define RECIS_POPCNT __attribute__((target("popcnt")))
-// RECIS_NO_POPCNT=1 takes the portable loops (tests run both). Runs while the library loads,
-// possibly before libgcc's own CPU detection, hence the explicit init.
-bool has_popcnt() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("popcnt") && !std::getenv("RECIS_NO_POPCNT");
-}
-#else  // elsewhere __builtin_popcountll is the machine's own instruction
-#define RECIS_POPCNT
-bool has_popcnt() { return !std::getenv("RECIS_NO_POPCNT"); }
-#endif
-const bool kHasPopcnt = has_popcnt();
-RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t words, uint32_t* below) {
-  return count_below<true>(bits, words, below);
-}
-RECIS_POPCNT void rank_rows_hw(int64_t* x, int64_t begin, int64_t end, const uint64_t* bits, const uint32_t* below,
-                               int64_t none_at, int64_t* unique) {
-  rank_rows<true>(x, begin, end, bits, below, none_at, unique);
-}
-RECIS_POPCNT uint32_t rank_bucket_hw(const uint16_t* rows, int64_t n, int64_t words, uint16_t* ranks) {
-  return rank_bucket<true>(rows, n, words, ranks);
-}
-
-// Counter-based stream of uniform doubles in [0, 1) for one (seed, id): value k is a pure
-// function of (seed, id, k).
-struct RowRandom {
-  uint64_t base;
-  uint64_t k = 0;
-  double next() { return static_cast<double>(mix64(base + 0x9e3779b97f4a7c15ULL * ++k) >> 11) * 0x1.0p-53; }
-  double normal() {  // Box-Muller; 1 - u keeps the log argument in (0, 1]
-    const double u = 1.0 - next(), v = next();
-    return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
-  }
-};
 
 }  // namespace
 
 size_t HashTable::KeyHash::operator()(const std::pair<int64_t, uint16_t>& k) const {
   return static_cast<size_t>(mix64(static_cast<uint64_t>(k.first) ^ (static_cast<uint64_t>(k.second) << 48)));
-}
-
-namespace {
-
-// out[k] = low + width * u_k for k < dim (kept below low + width), u_k uniform in [0, 1) on a
-// 2^-24 grid: a 32-bit counter hash of (row stream, k), two rounds of the lowbias32 mixer.
-// 32-bit lanes, so the loop vectorizes (8 values per AVX2 instruction); a scalar 64-bit mix per
-// value cost ~4 ns.
-RECIS_VECTOR_CLONES void uniform_row(uint64_t stream, float low, float width, float* out, int64_t dim) {
-  const auto lo = static_cast<uint32_t>(stream), hi = static_cast<uint32_t>(stream >> 32);
-  const float top = std::nextafter(low + width, low);  // float rounding must not reach the open end
-  auto mix32 = [](uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352dU;
-    x ^= x >> 15;
-    x *= 0x846ca68bU;
-    x ^= x >> 16;
-    return x;
-  };
-  for (int64_t k = 0; k < dim; ++k) {
-    const uint32_t x = mix32(mix32(lo + static_cast<uint32_t>(k) * 0x9e3779b9U) ^ hi);
-    out[k] = std::min(top, low + width * (static_cast<float>(static_cast<int32_t>(x >> 8)) * 0x1.0p-24f));
-  }
-}
-
-}  // namespace
-
-void init_row(const Initializer& init, uint64_t seed, int64_t id, float* out, int64_t dim) {
-  RowRandom rng{mix64(seed ^ mix64(static_cast<uint64_t>(id)))};
-  switch (init.kind) {
-    case InitKind::kConstant:
-      std::fill(out, out + dim, static_cast<float>(init.a));
-      break;
-    case InitKind::kUniform:
-      uniform_row(rng.base, static_cast<float>(init.a), static_cast<float>(init.b - init.a), out, dim);
-      break;
-    case InitKind::kNormal:
-      for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(init.a + init.b * rng.normal());
-      break;
-    case InitKind::kTruncatedNormal:
-      for (int64_t i = 0; i < dim; ++i) {
-        double z;
-        do z = rng.normal();
-        while (std::fabs(z) > 2.0);
-        out[i] = static_cast<float>(init.a + init.b * z);
-      }
-      break;
-    case InitKind::kXavierUniform: {
-      const auto bound = static_cast<float>(std::sqrt(6.0 / (1.0 + static_cast<double>(dim))));
-      uniform_row(rng.base, -bound, 2.0f * bound, out, dim);
-      break;
-    }
-  }
 }
 
 HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows)
@@ -186,7 +41,29 @@ HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t
   map_mask_ = map_.size() - 1;
 }
 
-int64_t HashTable::size() const { return live_; }
+int64_t HashTable::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return live_;
+}
+
+int64_t HashTable::row_capacity() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return allocated_rows_;
+}
+
+std::vector<std::string> HashTable::slot_names() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> names;
+  for (const Slot& s : slots_) names.push_back(s.name);
+  return names;
+}
+
+std::vector<int64_t> HashTable::slot_widths() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<int64_t> widths;
+  for (const Slot& s : slots_) widths.push_back(s.width);
+  return widths;
+}
 
 void HashTable::set_tag_seed(int tag, uint64_t seed) {
   if (tag < 0 || tag > 0xffff) throw std::invalid_argument("HashTable: tag must be in [0, 65535], got " + str(tag));
@@ -211,10 +88,6 @@ int HashTable::add_slot(const std::string& name, int64_t width, float init) {
   return static_cast<int>(slots_.size()) - 1;
 }
 
-size_t HashTable::home(int64_t id, uint16_t tag) const {
-  return static_cast<size_t>(mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag)) & map_mask_;
-}
-
 int64_t HashTable::probe(int64_t id, uint16_t tag) const { return probe_from(home(id, tag), id, tag); }
 
 int64_t HashTable::probe_from(size_t i, int64_t id, uint16_t tag) const {
@@ -231,12 +104,12 @@ void HashTable::reserve_map(int64_t rows) {
   while (static_cast<size_t>(rows) * 2 > cap) cap *= 2;
   if (cap == map_.size()) return;
   std::vector<Entry, HugePageAllocator<Entry>> old(cap);  // fresh pages: filled (faulted in) in parallel
-  parallel_for(static_cast<int64_t>(cap), 1 << 16, [&](int64_t begin, int64_t end) {
+  parallel_for(static_cast<int64_t>(cap), kMinParallel, [&](int64_t begin, int64_t end) {
     std::fill(old.begin() + begin, old.begin() + end, Entry{0, -1, 0, 0});
   });
   old.swap(map_);
   map_mask_ = map_.size() - 1;
-  parallel_for(static_cast<int64_t>(old.size()), 1 << 14, [&](int64_t begin, int64_t end) {
+  parallel_for(static_cast<int64_t>(old.size()), kMinChunk, [&](int64_t begin, int64_t end) {
     claim_range(begin, end, [&](int64_t k) { return old[static_cast<size_t>(k)]; });
   });
 }
@@ -319,9 +192,9 @@ void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
       const RowMeta& m = meta_[static_cast<size_t>(r)];
       const uint64_t seed = m.tag < tag_seeds_.size() ? tag_seeds_[m.tag] : 0;
       init_row(init_, seed, m.id, row(r), dim_);
-      for (int s = 0; s < num_slots(); ++s) {
-        float* p = slot_row(s, r);
-        std::fill(p, p + slot_width(s), slots_[static_cast<size_t>(s)].init);
+      for (size_t s = 0; s < slots_.size(); ++s) {
+        float* p = slot_row(static_cast<int>(s), r);
+        std::fill(p, p + slots_[s].width, slots_[s].init);
       }
     }
   });
@@ -385,31 +258,27 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
   return static_cast<int64_t>(created.size());
 }
 
-std::vector<int64_t> run_starts(const std::vector<HashTable::KeyRun>& keys) {
-  std::vector<int64_t> starts(keys.size() + 1, 0);
-  for (size_t k = 0; k < keys.size(); ++k) starts[k + 1] = starts[k] + keys[k].n;
-  return starts;
-}
-
-void HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool insert, std::vector<int64_t>& unique,
-                       int64_t* inverse) {
-  // Probe every key, repeats included: a repeat finds its entry in cache, which is cheaper than
-  // de-duplicating the keys first. inverse holds each key's row until unique_rows turns it into
-  // the index among the distinct rows.
+Found HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool insert, bool gather) {
   const std::vector<int64_t> starts = run_starts(keys);
   const int64_t n = starts.back();
+  Found found;
+  found.index = Buffer(static_cast<size_t>(n) * sizeof(int64_t));
+  // Each key's row first (probe every key, repeats included: a repeat finds its entry in cache,
+  // which is cheaper than de-duplicating the keys first), then its index among the distinct rows.
+  int64_t* key_rows = found.index.as<int64_t>();
+  std::lock_guard<std::mutex> lock(mutex_);
   std::atomic<bool> any_missed{false};
   parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
-    if (probe_runs(keys, starts, begin, end - begin, inverse + begin)) any_missed.store(true, std::memory_order_relaxed);
+    if (probe_runs(keys, starts, begin, end - begin, key_rows + begin)) any_missed.store(true, std::memory_order_relaxed);
   });
   std::vector<int64_t> missed;  // positions of missing keys (a scan only when there are any)
   if (any_missed.load())
     for (int64_t i = 0; i < n; ++i)
-      if (inverse[i] < 0) missed.push_back(i);
+      if (key_rows[i] < 0) missed.push_back(i);
   int64_t created = 0;
   if (!missed.empty()) {  // the distinct missing keys go through admission and insertion once
     const int64_t m = static_cast<int64_t>(missed.size());
-    ScratchArray<int64_t> miss_ids(missed.size()), miss_inverse(missed.size());
+    ScratchArray<int64_t> miss_ids(missed.size()), miss_index(missed.size());
     ScratchArray<uint16_t> miss_tags(missed.size());
     size_t run = 0;
     for (int64_t k = 0; k < m; ++k) {  // positions ascend: walk the runs along
@@ -421,16 +290,24 @@ void HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool inser
     }
     std::vector<int64_t> uids, rows;
     std::vector<uint16_t> utags;
-    unique_keys(miss_ids.data(), miss_tags.data(), m, uids, utags, miss_inverse.data());
+    unique_keys(miss_ids.data(), miss_tags.data(), m, uids, utags, miss_index.data());
     rows.resize(uids.size());
     created = insert_missing(uids.data(), utags.data(), static_cast<int64_t>(uids.size()), step, insert, rows.data());
-    for (int64_t k = 0; k < m; ++k) inverse[missed[k]] = rows[static_cast<size_t>(miss_inverse[k])];
+    for (int64_t k = 0; k < m; ++k) key_rows[missed[k]] = rows[static_cast<size_t>(miss_index[k])];
   }
-  const bool none = unique_rows(inverse, n, allocated_rows_, unique);
+  const bool none = unique_rows(key_rows, n, allocated_rows_, found.rows, key_rows);
   // Distinct rows found by the probe (the missing keys were counted by insert_missing).
-  const int64_t found = static_cast<int64_t>(unique.size()) - none - created;
-  counters_.lookups += found;
-  counters_.hits += found;
+  const int64_t hit = static_cast<int64_t>(found.rows.size()) - none - created;
+  counters_.lookups += hit;
+  counters_.hits += hit;
+  const auto u = static_cast<int64_t>(found.rows.size());
+  if (gather) found.embeddings = Buffer(static_cast<size_t>(u * dim_) * sizeof(float));
+  float* out = gather ? found.embeddings.as<float>() : nullptr;
+  if (insert)
+    touch_and_gather(found.rows.data(), u, step, out);
+  else if (out)  // read-only lookups leave the metadata alone: eval traffic must not keep rows alive
+    gather_rows(found.rows.data(), u, out);
+  return found;
 }
 
 int64_t HashTable::probe_keys(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t* rows, uint16_t tag) const {
@@ -496,7 +373,7 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
   // A row below allocated_rows_ is dead only while it waits in free_rows_: with none waiting
   // (always, without eviction), a range check does, and no row's metadata is read.
   const bool all_live = free_rows_.empty();
-  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+  parallel_for(n, kMinChunk, [&](int64_t begin, int64_t end) {
     if (all_live) {
       if (!all_in_range(rows, begin, end, -1, allocated_rows_)) any.store(true, std::memory_order_relaxed);
       return;
@@ -510,7 +387,7 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
                                   " is not a live row of this table (or -1)");
 }
 
-void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inverse, const int64_t* offsets,
+void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets,
                      int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) const {
   std::lock_guard<std::mutex> lock(mutex_);
   const bool fine = all_in_range(rows, 0, num_rows, -1, allocated_rows_);
@@ -520,16 +397,12 @@ void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* inver
   std::vector<const float*> blocks;
   for (const Block& b : emb_) blocks.push_back(b.get());
   const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero_row_.data()};
-  pooled_forward_rows(source, num_rows, dim_, inverse, offsets, bags, weights, scales, out, layout, "HashTable.pool");
+  pooled_forward_rows(source, num_rows, dim_, index, offsets, bags, weights, scales, out, layout, "HashTable.pool");
 }
 
-void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, bool record, float* out) {
-  if (!record) {
-    if (out) gather(rows, n, out);
-    return;
-  }
+void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out) {
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
-  parallel_for(n, std::max<int64_t>(1, 16384 / dim_), [&](int64_t begin, int64_t end) {
+  parallel_for(n, std::max<int64_t>(1, kMinChunk / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ahead = i + kPrefetchAhead < end ? rows[i + kPrefetchAhead] : -1;
       if (ahead >= 0) {
@@ -549,9 +422,15 @@ void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, b
   });
 }
 
-void HashTable::gather(const int64_t* rows, int64_t n, float* out) const {
+void HashTable::gather(const int64_t* rows, int64_t n, float* out, const char* op) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  check_rows(rows, n, op);
+  gather_rows(rows, n, out);
+}
+
+void HashTable::gather_rows(const int64_t* rows, int64_t n, float* out) const {
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
-  parallel_for(n, std::max<int64_t>(1, 16384 / dim_), [&](int64_t begin, int64_t end) {
+  parallel_for(n, std::max<int64_t>(1, kMinChunk / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0) prefetch_lines(row(rows[i + kPrefetchAhead]), bytes);
       if (rows[i] >= 0)
@@ -637,15 +516,34 @@ void HashTable::prune_pending(int64_t capacity, EvictPolicy policy) {
   for (int64_t k = 0; k < excess; ++k) pending_.erase(keys[static_cast<size_t>(k)]);
 }
 
-std::vector<int64_t> HashTable::live_rows(int64_t begin, int64_t end, int64_t min_step) const {
+RowExport HashTable::export_rows(int64_t begin, int64_t end, int64_t min_step) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::vector<int64_t> rows;
-  begin = std::max<int64_t>(begin, 0);
-  end = std::min(end, allocated_rows_);
-  for (int64_t r = begin; r < end; ++r) {
+  for (int64_t r = std::max<int64_t>(begin, 0), stop = std::min(end, allocated_rows_); r < stop; ++r) {
     const RowMeta& m = meta_[static_cast<size_t>(r)];
     if (m.live && m.step >= min_step) rows.push_back(r);
   }
-  return rows;
+  const size_t n = rows.size();
+  RowExport out;
+  out.ids.resize(n);
+  out.steps.resize(n);
+  out.freqs.resize(n);
+  out.tags.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const RowMeta& m = meta_[static_cast<size_t>(rows[i])];
+    out.ids[i] = m.id;
+    out.tags[i] = m.tag;
+    out.steps[i] = m.step;
+    out.freqs[i] = m.freq;
+  }
+  out.embeddings = Buffer(n * static_cast<size_t>(dim_) * sizeof(float));
+  gather_rows(rows.data(), static_cast<int64_t>(n), out.embeddings.as<float>());
+  for (int s = 0; s < static_cast<int>(slots_.size()); ++s) {
+    const size_t w = static_cast<size_t>(slots_[static_cast<size_t>(s)].width);
+    out.slots.emplace_back(n * w * sizeof(float));
+    for (size_t i = 0; i < n; ++i) std::memcpy(out.slots.back().as<float>() + i * w, slot_row(s, rows[i]), w * 4);
+  }
+  return out;
 }
 
 void HashTable::reserve(int64_t rows) {
@@ -667,39 +565,44 @@ std::vector<std::pair<int64_t, uint16_t>> HashTable::take_evicted() {
   return std::exchange(evicted_log_, {});
 }
 
-void HashTable::assign(const int64_t* ids, const uint16_t* tags, int64_t n, const int64_t* steps,
-                       const int64_t* freqs, const float* emb, const std::vector<const float*>& slots,
-                       int64_t* rows) {
+std::vector<int64_t> HashTable::assign(const int64_t* ids, const int32_t* tags, int64_t n, const int64_t* steps,
+                                       const int64_t* freqs, const float* embeddings,
+                                       const std::vector<const float*>& slots) {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (slots.size() != slots_.size())
-    throw std::invalid_argument("HashTable.assign: expected " + str(num_slots()) + " slot arrays (or nulls), got " +
-                                str(static_cast<int64_t>(slots.size())));
-  for (int64_t i = 0; i < n; ++i)
-    if (freqs && (freqs[i] < 0 || freqs[i] > int64_t{UINT32_MAX}))
+    throw std::invalid_argument("HashTable.assign: expected " + str(static_cast<int64_t>(slots_.size())) +
+                                " slot arrays (or nulls), got " + str(static_cast<int64_t>(slots.size())));
+  for (int64_t i = 0; i < n; ++i) {
+    if (tags[i] < 0 || tags[i] > 0xffff)
+      throw std::invalid_argument("HashTable.assign: tags[" + str(i) + "]=" + str(tags[i]) + " is outside [0, 65535]");
+    if (freqs[i] < 0 || freqs[i] > int64_t{UINT32_MAX})
       throw std::invalid_argument("HashTable.assign: freqs[" + str(i) + "]=" + str(freqs[i]) +
                                   " is outside [0, 2^32 - 1]");
-  std::lock_guard<std::mutex> lock(mutex_);
+  }
+  std::vector<int64_t> rows(static_cast<size_t>(n));
   reserve_map(live_ + n);
   for (int64_t i = 0; i < n; ++i) {
-    const uint16_t tag = tags ? tags[i] : 0;
+    const auto tag = static_cast<uint16_t>(tags[i]);
     int64_t r = probe(ids[i], tag);
     if (r < 0) {
       r = insert_new(ids[i], tag);
       ++counters_.inserts;
     }
     RowMeta& m = meta_[static_cast<size_t>(r)];
-    m.step = steps ? steps[i] : 0;
-    m.freq = static_cast<uint32_t>(freqs ? freqs[i] : 0);
-    std::memcpy(row(r), emb + i * dim_, static_cast<size_t>(dim_) * sizeof(float));
-    for (int s = 0; s < num_slots(); ++s) {
-      const int64_t w = slot_width(s);
-      float* p = slot_row(s, r);
-      if (slots[static_cast<size_t>(s)])
-        std::memcpy(p, slots[static_cast<size_t>(s)] + i * w, static_cast<size_t>(w) * sizeof(float));
+    m.step = steps[i];
+    m.freq = static_cast<uint32_t>(freqs[i]);
+    std::memcpy(row(r), embeddings + i * dim_, static_cast<size_t>(dim_) * sizeof(float));
+    for (size_t s = 0; s < slots_.size(); ++s) {
+      const int64_t w = slots_[s].width;
+      float* p = slot_row(static_cast<int>(s), r);
+      if (slots[s])
+        std::memcpy(p, slots[s] + i * w, static_cast<size_t>(w) * sizeof(float));
       else
-        std::fill(p, p + w, slots_[static_cast<size_t>(s)].init);
+        std::fill(p, p + w, slots_[s].init);
     }
-    rows[i] = r;
+    rows[static_cast<size_t>(i)] = r;
   }
+  return rows;
 }
 
 TableCounters HashTable::counters() const {
@@ -718,283 +621,6 @@ int64_t HashTable::memory_bytes() const {
          static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
          static_cast<int64_t>(pending_.size() * kPendingNodeBytes + pending_.bucket_count() * sizeof(void*) +
                               evicted_log_.capacity() * sizeof(evicted_log_[0]));
-}
-
-namespace {
-
-uint64_t key_hash(int64_t id, uint16_t tag) { return mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag); }
-
-// De-duplicates m keys laid out contiguously, with an open-addressing table that stores the key
-// beside its local index; local[k] gets the local unique index of key k, and first lists, per
-// local unique key, the position k where it was first seen.
-void dedup_run(const int64_t* ids, const uint16_t* tags, const uint64_t* hashes, int64_t m, int32_t* local,
-               std::vector<int64_t>& first) {
-  struct Slot {
-    int64_t id;
-    int32_t u;  // -1: empty
-    uint16_t tag;
-  };
-  size_t cap = 16;
-  while (cap < static_cast<size_t>(m) * 2) cap <<= 1;
-  const size_t mask = cap - 1;
-  ScratchArray<Slot> table(cap, Slot{0, -1, 0});
-  first.clear();
-  for (int64_t k = 0; k < m; ++k) {
-    for (size_t h = static_cast<size_t>(hashes[k]) & mask;; h = (h + 1) & mask) {
-      Slot& s = table[h];
-      if (s.u < 0) {
-        s = Slot{ids[k], static_cast<int32_t>(first.size()), tags[k]};
-        first.push_back(k);
-        local[k] = s.u;
-        break;
-      }
-      if (s.id == ids[k] && s.tag == tags[k]) {
-        local[k] = s.u;
-        break;
-      }
-    }
-  }
-}
-
-}  // namespace
-
-namespace {
-
-// unique_rows over a table at most 64 times the batch, or of fewer than 2^22 rows: a bitmap over
-// its rows marks the ones present (each part of the keys in a bitmap of its own, OR-ed after); a
-// row's index among them is the number of marked rows below it (popcounts), so they come out
-// ascending with no sort.
-bool unique_rows_dense(int64_t* x, int64_t n, int64_t words, std::vector<int64_t>& unique) {
-  const int64_t parts = n < 65536 && words < 65536 ? 1 : num_threads();
-  ScratchArray<uint64_t> marks(static_cast<size_t>(words * parts));
-  ScratchArray<uint32_t> below(static_cast<size_t>(words));  // distinct rows fit 32 bits
-  std::vector<char> none_in(static_cast<size_t>(parts), 0);
-  uint64_t* bits = marks.data();
-  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
-    for (int64_t p = pb; p < pe; ++p) {
-      uint64_t* own = bits + p * words;
-      std::fill(own, own + words, 0);
-      char none_here = 0;
-      for (int64_t i = n * p / parts, stop = n * (p + 1) / parts; i < stop; ++i) {
-        const int64_t r = x[i];
-        if (r < 0)
-          none_here = 1;
-        else
-          own[r >> 6] |= uint64_t{1} << (r & 63);
-      }
-      none_in[static_cast<size_t>(p)] = none_here;
-    }
-  });
-  const bool none = std::find(none_in.begin(), none_in.end(), 1) != none_in.end();
-  if (parts > 1)
-    parallel_for(words, 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t p = 1; p < parts; ++p)
-        for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
-    });
-  const int64_t u = kHasPopcnt ? count_below_hw(bits, words, below.data()) : count_below<false>(bits, words, below.data());
-  unique.resize(static_cast<size_t>(u + none));
-  if (none) unique[static_cast<size_t>(u)] = -1;
-  int64_t* uniq = unique.data();
-  if (parts == 1) {  // one thread: each key writes its row at its rank (no pass over the words)
-    if (kHasPopcnt)
-      rank_rows_hw(x, 0, n, bits, below.data(), u, uniq);
-    else
-      rank_rows<false>(x, 0, n, bits, below.data(), u, uniq);
-    return none;
-  }
-  // Each part ranks a range of the keys and lists the marked rows of a range of the words: every
-  // thread writes ranges of its own (keys writing their rows at their ranks would write at
-  // random, and the result's cache lines would go back and forth between the cores).
-  parallel_for(2 * parts, 1, [&](int64_t tb, int64_t te) {
-    for (int64_t t = tb; t < te; ++t) {
-      const int64_t p = t % parts;
-      if (t < parts) {
-        if (kHasPopcnt)
-          rank_rows_hw(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u, nullptr);
-        else
-          rank_rows<false>(x, n * p / parts, n * (p + 1) / parts, bits, below.data(), u, nullptr);
-        continue;
-      }
-      for (int64_t w = words * p / parts, stop = words * (p + 1) / parts; w < stop; ++w) {
-        int64_t* at = uniq + below[static_cast<size_t>(w)];
-        for (uint64_t m = bits[w]; m; m &= m - 1) *at++ = w * 64 + __builtin_ctzll(m);
-      }
-    }
-  });
-  return none;
-}
-
-// unique_rows over a larger table: the keys are counting-sorted by their row's high bits into
-// buckets of 2^shift rows (about 64 keys each), and each bucket ranks its rows with a bitmap of
-// its own, in L1. The rows still come out ascending, without the table-sized bitmap whose random
-// accesses missed the cache about once per key. A last bucket holds the -1 rows.
-bool unique_rows_bucketed(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
-  int shift = 6;
-  while (shift < kMaxBucketShift && (int64_t{1} << shift) * n < 64 * capacity) ++shift;
-  const int64_t buckets = ((capacity + (int64_t{1} << shift) - 1) >> shift) + 1;
-  auto bucket = [&](int64_t r) { return r < 0 ? buckets - 1 : r >> shift; };
-  const int64_t parts = n < 65536 ? 1 : num_threads();
-  auto part_begin = [&](int64_t p) { return n * p / parts; };
-  // at[p * buckets + b]: part p's keys in bucket b, then where the next of them goes.
-  std::vector<uint32_t> at(static_cast<size_t>(parts * buckets), 0);
-  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
-    for (int64_t p = pb; p < pe; ++p) {
-      uint32_t* count = at.data() + p * buckets;
-      for (int64_t i = part_begin(p), stop = part_begin(p + 1); i < stop; ++i) ++count[bucket(x[i])];
-    }
-  });
-  std::vector<uint32_t> start(static_cast<size_t>(buckets) + 1);  // bucket-major, parts in order
-  uint32_t pos = 0;
-  for (int64_t b = 0; b < buckets; ++b) {
-    start[static_cast<size_t>(b)] = pos;
-    for (int64_t p = 0; p < parts; ++p) pos += std::exchange(at[static_cast<size_t>(p * buckets + b)], pos);
-  }
-  start[static_cast<size_t>(buckets)] = pos;
-  ScratchArray<uint16_t> sorted(static_cast<size_t>(n));  // the keys' rows (offsets in their bucket) by bucket
-  ScratchArray<uint32_t> where(static_cast<size_t>(n));   // key i's place in `sorted`
-  const int64_t low = (int64_t{1} << shift) - 1;
-  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
-    for (int64_t p = pb; p < pe; ++p) {
-      uint32_t* next = at.data() + p * buckets;
-      for (int64_t i = part_begin(p), stop = part_begin(p + 1); i < stop; ++i) {
-        const uint32_t k = next[bucket(x[i])]++;
-        sorted[k] = static_cast<uint16_t>(x[i] & low);
-        where[static_cast<size_t>(i)] = k;
-      }
-    }
-  });
-  ScratchArray<uint16_t> rank(static_cast<size_t>(n));  // rank[k]: sorted[k]'s among its bucket's distinct rows
-  std::vector<int64_t> first(static_cast<size_t>(buckets));  // distinct rows per bucket, then the index of its first
-  parallel_for(buckets - 1, 16, [&](int64_t bb, int64_t be) {
-    const int64_t words = int64_t{1} << (shift - 6);
-    for (int64_t b = bb; b < be; ++b) {
-      const uint32_t s0 = start[static_cast<size_t>(b)], m = start[static_cast<size_t>(b) + 1] - s0;
-      first[static_cast<size_t>(b)] = m == 0        ? 0
-                                      : kHasPopcnt ? rank_bucket_hw(sorted.data() + s0, m, words, rank.data() + s0)
-                                                   : rank_bucket<false>(sorted.data() + s0, m, words, rank.data() + s0);
-    }
-  });
-  int64_t u = 0;
-  for (int64_t b = 0; b + 1 < buckets; ++b) u += std::exchange(first[static_cast<size_t>(b)], u);
-  const bool none = pos > start[static_cast<size_t>(buckets) - 1];
-  unique.resize(static_cast<size_t>(u + none));
-  if (none) unique[static_cast<size_t>(u)] = -1;
-  // The keys' indices in key order and the distinct rows bucket by bucket, each part writing a
-  // range of its own (random writes from several threads would move cache lines between cores).
-  int64_t* uniq = unique.data();
-  parallel_for(2 * parts, n < 16384 ? 2 * parts : 1, [&](int64_t tb, int64_t te) {  // small: inline
-    for (int64_t t = tb; t < te; ++t) {
-      const int64_t p = t % parts;
-      if (t < parts) {
-        for (int64_t i = part_begin(p), stop = part_begin(p + 1); i < stop; ++i) {
-          const int64_t r = x[i];
-          x[i] = r < 0 ? u : first[static_cast<size_t>(r >> shift)] + rank[where[static_cast<size_t>(i)]];
-        }
-        continue;
-      }
-      for (int64_t b = (buckets - 1) * p / parts, stop = (buckets - 1) * (p + 1) / parts; b < stop; ++b) {
-        int64_t* distinct = uniq + first[static_cast<size_t>(b)];
-        for (uint32_t k = start[static_cast<size_t>(b)]; k < start[static_cast<size_t>(b) + 1]; ++k)
-          distinct[rank[k]] = (b << shift) + sorted[k];  // repeats store the same value
-      }
-    }
-  });
-  return none;
-}
-
-}  // namespace
-
-bool unique_rows(int64_t* x, int64_t n, int64_t capacity, std::vector<int64_t>& unique) {
-  const int64_t words = (capacity + 63) / 64;
-  if (words <= n || words < 65536) return unique_rows_dense(x, n, words, unique);
-  if (words <= 8 * n + 65536 && n <= UINT32_MAX) return unique_rows_bucketed(x, n, capacity, unique);
-  // Sparse over a huge table: hash de-duplication, rows unordered.
-  std::vector<uint16_t> unused;
-  ScratchArray<int64_t> rows(static_cast<size_t>(n));
-  std::copy(x, x + n, rows.data());
-  unique_keys(rows.data(), nullptr, n, unique, unused, x);
-  return std::find(unique.begin(), unique.end(), -1) != unique.end();
-}
-
-void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vector<int64_t>& unique_ids,
-                 std::vector<uint16_t>& unique_tags, int64_t* inverse) {
-  // Radix-partition the keys by hash into contiguous runs (parallel), then de-duplicate each run
-  // with a table small enough for the cache (parallel). Unique keys come out by partition, then
-  // in first-seen order: deterministic for a given input.
-  constexpr int kBits = 6, kParts = 1 << kBits;
-  const int64_t chunks = n < 65536 ? 1 : std::min<int64_t>(64, std::max<int64_t>(1, num_threads() * 4));
-  std::vector<int64_t> counts(static_cast<size_t>(chunks * kParts), 0);
-  auto chunk_begin = [&](int64_t c) { return n * c / chunks; };
-  auto part_of = [](uint64_t h) { return static_cast<size_t>(h >> (64 - kBits)); };
-  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      int64_t* cnt = counts.data() + c * kParts;
-      const int64_t stop = chunk_begin(c + 1);  // hoisted: a division the stores would repeat
-      for (int64_t i = chunk_begin(c); i < stop; ++i) ++cnt[part_of(key_hash(ids[i], tags ? tags[i] : 0))];
-    }
-  });
-  // Partition-major layout: run p holds its keys chunk by chunk, so positions stay increasing.
-  std::vector<int64_t> part_start(kParts + 1, 0);
-  for (int p = 0; p < kParts; ++p) {
-    int64_t at = part_start[static_cast<size_t>(p)];
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t k = counts[static_cast<size_t>(c * kParts + p)];
-      counts[static_cast<size_t>(c * kParts + p)] = at;
-      at += k;
-    }
-    part_start[static_cast<size_t>(p) + 1] = at;
-  }
-  // Scratch from the block cache: fresh pages would cost a fault per 4 KiB every batch.
-  ScratchArray<int64_t> place(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));  // place[i]: key i's in the runs
-  ScratchArray<uint64_t> run_hashes(static_cast<size_t>(n));
-  ScratchArray<uint16_t> run_tags(static_cast<size_t>(n));
-  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      int64_t* at = counts.data() + c * kParts;
-      const int64_t stop = chunk_begin(c + 1);
-      for (int64_t i = chunk_begin(c); i < stop; ++i) {
-        const uint16_t tag = tags ? tags[i] : 0;
-        const uint64_t h = key_hash(ids[i], tag);
-        const auto k = static_cast<size_t>(at[part_of(h)]++);
-        place[static_cast<size_t>(i)] = static_cast<int64_t>(k);
-        run_ids[k] = ids[i];
-        run_tags[k] = tag;
-        run_hashes[k] = h;
-      }
-    }
-  });
-  ScratchArray<int32_t> local(static_cast<size_t>(n));
-  std::vector<std::vector<int64_t>> firsts(kParts);
-  parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
-    for (int64_t p = pb; p < pe; ++p) {
-      const auto b = static_cast<size_t>(part_start[static_cast<size_t>(p)]);
-      dedup_run(run_ids.data() + b, run_tags.data() + b, run_hashes.data() + b,
-                part_start[static_cast<size_t>(p) + 1] - part_start[static_cast<size_t>(p)], local.data() + b,
-                firsts[static_cast<size_t>(p)]);
-    }
-  });
-  std::vector<int64_t> base(kParts + 1, 0);
-  for (int p = 0; p < kParts; ++p)
-    base[static_cast<size_t>(p) + 1] = base[static_cast<size_t>(p)] + static_cast<int64_t>(firsts[static_cast<size_t>(p)].size());
-  unique_ids.resize(static_cast<size_t>(base[kParts]));
-  unique_tags.resize(static_cast<size_t>(base[kParts]));
-  parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {
-    for (int64_t p = pb; p < pe; ++p) {
-      const auto b = static_cast<size_t>(part_start[static_cast<size_t>(p)]);
-      const int64_t at = base[static_cast<size_t>(p)];
-      const std::vector<int64_t>& first = firsts[static_cast<size_t>(p)];
-      for (size_t k = 0; k < first.size(); ++k) {
-        unique_ids[static_cast<size_t>(at) + k] = run_ids[b + static_cast<size_t>(first[k])];
-        unique_tags[static_cast<size_t>(at) + k] = run_tags[b + static_cast<size_t>(first[k])];
-      }
-    }
-  });
-  // Each key reads its index where its run put it (written from the runs, the keys' indices land
-  // at random places and their cache lines move between the cores).
-  parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      inverse[i] = base[part_of(key_hash(ids[i], tags ? tags[i] : 0))] + local[static_cast<size_t>(place[i])];
-  });
 }
 
 }  // namespace recis

@@ -198,7 +198,7 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
                                 std::to_string(bags) + " bags, " + std::to_string(n) + " values");
   ScratchArray<int64_t> start(static_cast<size_t>(num_unique) + 1);  // block cache: no fresh page faults
   ScratchArray<Contribution> items(static_cast<size_t>(n));
-  const int64_t parts = n < 65536 ? 1 : num_threads();
+  const int64_t parts = n < kMinParallel ? 1 : num_threads();
   ScratchArray<int32_t> at(static_cast<size_t>(parts * num_unique), 0);  // per thread: count, then next slot
   auto bag_range = [&](int64_t p) { return std::pair{bags * p / parts, bags * (p + 1) / parts}; };
   std::atomic<bool> bad{false};
@@ -219,7 +219,7 @@ void reduce_rows(const float* grad_out, int64_t dim, const int64_t* inverse, con
   if (bad.load()) throw_bad_inverse(op, inverse, n, num_unique);
   // Exclusive prefix over (row, thread) in two parallel passes: each range of rows sums its
   // counts, then numbers its slots from the totals of the ranges before it.
-  const int64_t ranges = num_unique < 65536 ? 1 : num_threads();
+  const int64_t ranges = num_unique < kMinParallel ? 1 : num_threads();
   std::vector<int64_t> range_base(static_cast<size_t>(ranges) + 1, 0);
   auto rows_of = [&](int64_t q) { return std::pair{num_unique * q / ranges, num_unique * (q + 1) / ranges}; };
   parallel_for(ranges, 1, [&](int64_t qb, int64_t qe) {

@@ -1,6 +1,6 @@
 // FarmHash Fingerprint64 and MurmurHash3 x64-128 (low half), written from the published
-// algorithms; cpp/tests/test_hash.py checks them against pyfarmhash, mmh3 and TensorFlow's
-// documented bucket values.
+// algorithms; packages/recis-features/tests/test_hashing.py checks them against pyfarmhash, mmh3
+// and TensorFlow's documented bucket values.
 #include "recis/hash.h"
 
 #include <cstring>
@@ -252,7 +252,7 @@ void hash_id_columns(const std::vector<IdColumn>& columns) {
                                     std::to_string(col.buckets[j]));
     sizes.push_back(col.n);
   }
-  detail::parallel_over_columns(sizes, 16384, [&](int64_t c, int64_t begin, int64_t end) {
+  detail::parallel_over_columns(sizes, kMinChunk, [&](int64_t c, int64_t begin, int64_t end) {
     const IdColumn& col = columns[c];
     for (int64_t i = begin; i < end; ++i) {
       const auto* id = reinterpret_cast<const uint8_t*>(col.ids + i);

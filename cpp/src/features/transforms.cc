@@ -67,7 +67,7 @@ void bucketize_columns(const std::vector<BucketizeColumn>& columns) {
     check_boundaries(columns[c].boundaries, columns[c].num_boundaries, detail::column_error("bucketize", c));
     sizes.push_back(columns[c].n);
   }
-  detail::parallel_over_columns(sizes, 16384, [&](int64_t c, int64_t begin, int64_t end) {
+  detail::parallel_over_columns(sizes, kMinChunk, [&](int64_t c, int64_t begin, int64_t end) {
     const BucketizeColumn& col = columns[c];
     switch (col.type) {
       case NumericType::kFloat32: return bucketize_range<float>(col, c, begin, end);
@@ -86,7 +86,7 @@ void mod_columns(const std::vector<ModColumn>& columns) {
                                   std::to_string(columns[c].modulus));
     sizes.push_back(columns[c].n);
   }
-  detail::parallel_over_columns(sizes, 65536, [&](int64_t c, int64_t begin, int64_t end) {
+  detail::parallel_over_columns(sizes, kMinParallel, [&](int64_t c, int64_t begin, int64_t end) {
     const ModColumn& col = columns[c];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t r = col.ids[i] % col.modulus;
@@ -102,7 +102,7 @@ void fill_nan_columns(const std::vector<FillNanColumn>& columns) {
       throw std::invalid_argument(detail::column_error("fill_missing", c) + "values must be float32 or float64");
     sizes.push_back(columns[c].n);
   }
-  detail::parallel_over_columns(sizes, 65536, [&](int64_t c, int64_t begin, int64_t end) {
+  detail::parallel_over_columns(sizes, kMinParallel, [&](int64_t c, int64_t begin, int64_t end) {
     const FillNanColumn& col = columns[c];
     if (col.type == NumericType::kFloat32)
       fill_nan_range<float>(col, begin, end);

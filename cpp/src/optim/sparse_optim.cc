@@ -39,8 +39,8 @@ OptKind parse_opt_kind(const std::string& name) {
                               "' (expected sgd, adagrad, rowwise_adagrad, adam, adam_tf or ftrl)");
 }
 
-RowUpdater::RowUpdater(HashTable& t, const OptConfig& c, const std::vector<int>& slots)
-    : t_(t), c_(c), dim_(t.dim()) {
+RowUpdater::RowUpdater(const HashTable::RowAccess& rows, const OptConfig& c, const std::vector<int>& slots)
+    : rows_(rows), c_(c), dim_(rows.dim()) {
   const std::vector<SlotSpec> specs = slot_specs(c.kind);
   if (slots.size() != specs.size())
     throw std::invalid_argument("sparse_update: expected " + std::to_string(specs.size()) + " slots, got " +
@@ -48,7 +48,7 @@ RowUpdater::RowUpdater(HashTable& t, const OptConfig& c, const std::vector<int>&
   for (size_t i = 0; i < specs.size(); ++i) {
     const int s = slots[i];
     const int64_t width = specs[i].width ? specs[i].width : dim_;
-    if (s < 0 || s >= t.num_slots() || t.slot_width(s) != width)
+    if (s < 0 || s >= rows.num_slots() || rows.slot_width(s) != width)
       throw std::invalid_argument(std::string("sparse_update: slot '") + specs[i].name + "' must be a slot of width " +
                                   std::to_string(width) + ", got index " + std::to_string(s));
   }
@@ -62,16 +62,16 @@ RowUpdater::RowUpdater(HashTable& t, const OptConfig& c, const std::vector<int>&
     throw std::invalid_argument("sparse_update: FTRL takes l1/l2, not weight_decay");
   const double step = static_cast<double>(c.step);
   switch (c.kind) {
-    case OptKind::kAdam:  // a: step size lr / bc1, b: sqrt(bc2)
-      a_ = static_cast<float>(c.lr / (1.0 - std::pow(static_cast<double>(c.beta1), step)));
-      b_ = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), step)));
+    case OptKind::kAdam:  // lr / (1 - beta1^t), and sqrt(1 - beta2^t) corrects v
+      step_size_ = static_cast<float>(c.lr / (1.0 - std::pow(static_cast<double>(c.beta1), step)));
+      sqrt_bias2_ = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), step)));
       break;
-    case OptKind::kAdamTF:  // a: lr_t
-      a_ = static_cast<float>(c.lr * std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), step)) /
-                              (1.0 - std::pow(static_cast<double>(c.beta1), step)));
+    case OptKind::kAdamTF:  // TF's lr_t
+      step_size_ = static_cast<float>(c.lr * std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), step)) /
+                                      (1.0 - std::pow(static_cast<double>(c.beta1), step)));
       break;
-    case OptKind::kAdagrad:  // a: clr
-      a_ = static_cast<float>(c.lr / (1.0 + (step - 1.0) * c.lr_decay));
+    case OptKind::kAdagrad:  // torch's clr, the decayed learning rate
+      step_size_ = static_cast<float>(c.lr / (1.0 + (step - 1.0) * c.lr_decay));
       break;
     default:
       break;
@@ -81,16 +81,16 @@ RowUpdater::RowUpdater(HashTable& t, const OptConfig& c, const std::vector<int>&
 
 void RowUpdater::prefetch(int64_t r) const {
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
-  prefetch_lines(t_.row(r), bytes, true);
-  if (s0_ >= 0) prefetch_lines(t_.slot_row(s0_, r), static_cast<size_t>(t_.slot_width(s0_)) * sizeof(float), true);
-  if (s1_ >= 0) prefetch_lines(t_.slot_row(s1_, r), bytes, true);
+  prefetch_lines(rows_.embedding(r), bytes, true);
+  if (s0_ >= 0) prefetch_lines(rows_.slot(s0_, r), static_cast<size_t>(rows_.slot_width(s0_)) * sizeof(float), true);
+  if (s1_ >= 0) prefetch_lines(rows_.slot(s1_, r), bytes, true);
 }
 
 namespace {
 
-// One row's update (the body of RowUpdater::apply), compiled for AVX2 and the baseline.
-RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, float decay_, int64_t dim_, float* w_row,
-                                    float* s0_row, float* s1_row, const float* g_in) {
+// One row's update (the body of RowUpdater::apply), compiled once per vector width (RECIS_VECTOR_CLONES).
+RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float step_size, float sqrt_bias2, float decay_, int64_t dim_,
+                                    float* w_row, float* s0_row, float* s1_row, const float* g_in) {
   // Branch-free inner loops (they vectorize): L2 decay enters as g += l2 * w with l2 = 0 when off,
   // decoupled decay as w *= decay_ with decay_ = 1 when off.
   float* __restrict w = w_row;
@@ -107,7 +107,7 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, flo
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
         s[d] += g * g;
-        w[d] -= a_ * (g / (std::sqrt(s[d]) + c_.eps));
+        w[d] -= step_size * (g / (std::sqrt(s[d]) + c_.eps));
       }
       return;
     }
@@ -134,14 +134,14 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, flo
     case OptKind::kAdam: {
       float* __restrict m = s0_row;
       float* __restrict v = s1_row;
-      const float b1c = 1.0f - c_.beta1, b2 = c_.beta2, b2c = 1.0f - c_.beta2, inv_b = 1.0f / b_;
+      const float b1c = 1.0f - c_.beta1, b2 = c_.beta2, b2c = 1.0f - c_.beta2, inv_b = 1.0f / sqrt_bias2;
       for (int64_t d = 0; d < dim; ++d) {
         const float g = gi[d] * gs + l2 * w[d];
         const float md = m[d] + b1c * (g - m[d]);
         const float vd = v[d] * b2 + b2c * g * g;
         m[d] = md;
         v[d] = vd;
-        w[d] = w[d] * decay_ - a_ * (md / (std::sqrt(vd) * inv_b + c_.eps));
+        w[d] = w[d] * decay_ - step_size * (md / (std::sqrt(vd) * inv_b + c_.eps));
       }
       return;
     }
@@ -155,7 +155,7 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, flo
         const float vd = v[d] + (g * g - v[d]) * b2c;
         m[d] = md;
         v[d] = vd;
-        w[d] = w[d] * decay_ - a_ * md / (std::sqrt(vd) + c_.eps);
+        w[d] = w[d] * decay_ - step_size * md / (std::sqrt(vd) + c_.eps);
       }
       return;
     }
@@ -181,14 +181,15 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float a_, float b_, flo
 }  // namespace
 
 void RowUpdater::apply(int64_t r, const float* g) const {
-  update_row(c_, a_, b_, decay_, dim_, t_.row(r), s0_ >= 0 ? t_.slot_row(s0_, r) : nullptr,
-             s1_ >= 0 ? t_.slot_row(s1_, r) : nullptr, g);
+  update_row(c_, step_size_, sqrt_bias2_, decay_, dim_, rows_.embedding(r), s0_ >= 0 ? rows_.slot(s0_, r) : nullptr,
+             s1_ >= 0 ? rows_.slot(s1_, r) : nullptr, g);
 }
 
 void sparse_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const int64_t* rows, int64_t n,
                    const float* grad) {
-  const RowUpdater up(t, c, slots);
-  t.check_rows(rows, n, "sparse_update");
+  const HashTable::RowAccess access = t.access_rows();
+  const RowUpdater up(access, c, slots);
+  access.check_rows(rows, n, "sparse_update");
   const int64_t dim = t.dim();
   constexpr int64_t kAhead = 8;
   parallel_for(n, std::max<int64_t>(64, 8192 / dim), [&](int64_t begin, int64_t end) {

@@ -1,7 +1,7 @@
 """pytest-benchmark: the embedding engine against plain PyTorch, one group per workload (`make bench`).
 
 Groups: hit lookup + gather vs `index_select` (the memory-bound ceiling) on a 2M-row D=64 table;
-pooled forward on the Zipf workload of ../shared/peers/torchrec vs `nn.EmbeddingBag`. The
+pooled forward on the Zipf workload of tools/bench/workloads.py vs `nn.EmbeddingBag`. The
 10M-row figures of docs/benchmarks.md come from tools/bench/embedding.py.
 """
 

@@ -26,6 +26,7 @@ def pooling_inputs(draw):
     return emb, inverse, offsets, weights, draw(st.sampled_from(["sum", "mean", "sqrtn"]))
 
 
+@pytest.mark.slow  # about 3 s of hypothesis examples
 @given(pooling_inputs())
 def test_forward_and_backward_match_reference(args):
     emb, inverse, offsets, weights, combiner = args
@@ -111,13 +112,34 @@ def test_table_pooled_reads_rows_in_place_and_matches_the_copying_path():
         table_pooled(anchor, found.rows, found.inverse, offsets, None, [0, 1], [1, 1], table.handle)
 
 
+def test_a_fused_backward_declares_its_write_of_the_table():
+    """With a fused optimizer, table_pooled's backward writes the rows: through recis::table_update,
+    which declares the write (of HashTable.version, standing for the rows); opcheck fails an op
+    whose schema hides a mutation."""
+    from recis.embedding import HashTable
+    from recis.embedding.ops import table_pooled, table_update
+
+    table = HashTable(dim=4)
+    found = table.lookup(torch.tensor([5, 9, 5, -3]))
+    offsets, grad = torch.tensor([0, 1, 4]), torch.randn(2, 4)
+    updates = []
+    table.fused_backward = lambda *args: updates.append(args)
+    args = (table.version, found.rows, found.inverse, offsets, None, [0], [2], grad, table.handle)
+    torch.library.opcheck(table_update, args)
+    before = int(table.version)
+    anchor = torch.zeros(()).expand(len(found.rows), 4).requires_grad_()
+    table_pooled(anchor, found.rows, found.inverse, offsets, None, [0], [2], table.handle).backward(grad)
+    assert int(table.version) == before + 1 and anchor.grad is None
+    assert torch.equal(updates[-1][6], grad)  # the output gradient reached the optimizer
+
+
 @pytest.mark.parametrize("bad", [-1, 3, 2**40])
 @pytest.mark.parametrize("at", [0, 4999])
 def test_every_pooling_kernel_refuses_an_inverse_out_of_range(bad, at):
     """The kernels check inverse as they read it (chunk by chunk, no separate pass): a bad value in
     the first or the last of 5000 bags fails the forward, the backward and the fused update alike,
     naming the op and the first offender, and leaves the table's rows as they were."""
-    from recis.core import _C
+    from recis.core import kernels
     from recis.embedding import HashTable, Initializer
 
     table = HashTable(dim=4, initializer=Initializer.uniform(-1, 1))
@@ -130,12 +152,25 @@ def test_every_pooling_kernel_refuses_an_inverse_out_of_range(bad, at):
     with pytest.raises(ValueError, match="HashTable.pool: " + message):
         table.pool(found.rows, inverse, offsets, None, "sum")
     with pytest.raises(ValueError, match="pooled_forward: " + message):
-        _C.pooled_forward(torch.randn(3, 4), inverse, offsets, None, ["sum"], [5000], torch.empty(5000, 4))
+        kernels.embedding.pooled_forward(
+            torch.randn(3, 4), inverse, offsets, None, ["sum"], [5000], torch.empty(5000, 4)
+        )
     with pytest.raises(ValueError, match="pooled_backward: " + message):
-        _C.pooled_backward(torch.randn(5000, 4), inverse, offsets, None, ["sum"], [5000], torch.empty(3, 4))
+        kernels.embedding.pooled_backward(
+            torch.randn(5000, 4), inverse, offsets, None, ["sum"], [5000], torch.empty(3, 4)
+        )
     with pytest.raises(ValueError, match="pooled_backward_update: " + message):
-        _C.pooled_backward_update(
-            table._c, _C.OptConfig("sgd"), [], found.rows, inverse, offsets, None, ["sum"], [5000], torch.randn(5000, 4)
+        kernels.optim.pooled_backward_update(
+            table._c,
+            kernels.optim.OptConfig("sgd"),
+            [],
+            found.rows,
+            inverse,
+            offsets,
+            None,
+            ["sum"],
+            [5000],
+            torch.randn(5000, 4),
         )
     torch.testing.assert_close(table.gather(found.rows), rows_before)
 

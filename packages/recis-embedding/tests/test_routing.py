@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import recis.core
-from recis.core import _C
+from recis.core import kernels
 from recis.embedding import HashTable, owner
 
 
@@ -31,7 +31,7 @@ def id_arrays(draw):
 def test_route_keys_matches_reference(args):
     arrays, world = args
     tags = list(range(len(arrays)))
-    keys, key_tags, counts, inverse = _C.route_keys(arrays, tags, world)
+    keys, key_tags, counts, inverse = kernels.embedding.route_keys(arrays, tags, world)
     all_ids = torch.cat(arrays)
     all_tags = torch.cat([torch.full((len(a),), t) for a, t in zip(arrays, tags, strict=True)])
     # every input maps to its own key
@@ -53,7 +53,7 @@ def test_route_keys_large_batch_on_two_threads():
     arrays = [ids, ids[torch.randint(0, 100_000, (80_000,), generator=gen)]]  # repeats across arrays
     recis.core.set_num_threads(2)
     try:
-        keys, key_tags, counts, inverse = _C.route_keys(arrays, [0, 0], 3)
+        keys, key_tags, counts, inverse = kernels.embedding.route_keys(arrays, [0, 0], 3)
     finally:
         recis.core.set_num_threads(None)
     all_ids = torch.cat(arrays)
@@ -63,11 +63,11 @@ def test_route_keys_large_batch_on_two_threads():
 
 
 def test_route_keys_empty_and_bad_world():
-    keys, tags, counts, inverse = _C.route_keys([torch.zeros(0, dtype=torch.int64)], [0], 3)
+    keys, tags, counts, inverse = kernels.embedding.route_keys([torch.zeros(0, dtype=torch.int64)], [0], 3)
     assert len(keys) == len(tags) == len(inverse) == 0 and counts.tolist() == [0, 0, 0]
     for world in (0, 65536):
         with pytest.raises(ValueError, match=r"world must be in \[1, 65535\]"):
-            _C.route_keys([torch.zeros(1, dtype=torch.int64)], [0], world)
+            kernels.embedding.route_keys([torch.zeros(1, dtype=torch.int64)], [0], world)
 
 
 @settings(max_examples=60, deadline=None)
@@ -79,7 +79,7 @@ def test_route_bags_matches_reference(args, seed):
     cuts = torch.randint(0, len(ids) + 1, (int(torch.randint(0, 6, (1,), generator=gen)),), generator=gen)
     offsets = torch.cat([torch.tensor([0]), cuts.sort().values, torch.tensor([len(ids)])])  # empty bags too
     bags = len(offsets) - 1
-    packed, sizes, order = _C.route_bags(arrays, offsets, world, [7, bags])
+    packed, sizes, order = kernels.embedding.route_bags(arrays, offsets, world, [7, bags])
     ranks = owner(ids, world)
     bag = torch.repeat_interleave(torch.arange(bags), offsets.diff())
     blocks = packed.split(sizes.tolist())
@@ -92,7 +92,7 @@ def test_route_bags_matches_reference(args, seed):
         assert torch.equal(block[2 + bags :], ids[mine])
         sent.append(mine)
     assert torch.equal(order, torch.cat(sent))
-    unordered = _C.route_bags(arrays, offsets, world, [7, bags], False)  # without the weight order
+    unordered = kernels.embedding.route_bags(arrays, offsets, world, [7, bags], False)  # without the weight order
     assert torch.equal(unordered[0], packed) and torch.equal(unordered[1], sizes) and len(unordered[2]) == 0
 
 
@@ -100,9 +100,9 @@ def test_route_bags_rejects_bad_offsets():
     ids = [torch.arange(5)]
     for offsets, match in [([0, 3], "run from 0 to the 5 IDs"), ([0, 4, 2, 5], "decrease at bag 1")]:
         with pytest.raises(ValueError, match=match):
-            _C.route_bags(ids, torch.tensor(offsets), 2)
+            kernels.embedding.route_bags(ids, torch.tensor(offsets), 2)
     with pytest.raises(ValueError, match="world"):
-        _C.route_bags(ids, torch.tensor([0, 5]), 0)
+        kernels.embedding.route_bags(ids, torch.tensor([0, 5]), 0)
 
 
 def test_lookup_tagged_equals_per_tag_lookups():
@@ -141,7 +141,7 @@ def test_unique_rows_matches_reference(seed, n, capacity):
     rows = torch.randint(-1, capacity, (n,), generator=gen)
     recis.core.set_num_threads(2)  # the key parts need more than one thread
     try:
-        unique, inverse = _C.unique_rows(rows, capacity)
+        unique, inverse = kernels.embedding.unique_rows(rows, capacity)
     finally:
         recis.core.set_num_threads(None)
     assert torch.equal(unique[inverse], rows)
@@ -152,15 +152,16 @@ def test_unique_rows_matches_reference(seed, n, capacity):
         assert unique.tolist() == present.tolist() + ([-1] if (rows < 0).any() else [])
 
 
+@pytest.mark.slow  # a fresh interpreter with RECIS_NO_POPCNT
 def test_unique_rows_without_the_popcnt_instruction():
     """The portable counting loops (taken on CPUs without POPCNT) give the same de-duplication."""
     code = (
-        "import torch, recis.core; from recis.core import _C\n"
+        "import torch, recis.core; from recis.core import kernels\n"
         "recis.core.set_num_threads(2)\n"
         "g = torch.Generator().manual_seed(3)\n"
         "for n, cap in [(0, 5), (1, 1), (9, 50), (70000, 4096), (1000, 2**20), (70000, 2**24)]:\n"
         "    rows = torch.randint(-1, cap, (n,), generator=g)\n"
-        "    unique, inverse = _C.unique_rows(rows, cap)\n"
+        "    unique, inverse = kernels.embedding.unique_rows(rows, cap)\n"
         "    assert torch.equal(unique[inverse], rows)\n"
         "    present = unique[unique >= 0]\n"
         "    assert torch.equal(present, torch.unique(rows[rows >= 0])), (n, cap)\n"
@@ -173,9 +174,9 @@ def test_unique_rows_without_the_popcnt_instruction():
 
 def test_unique_rows_rejects_out_of_range():
     with pytest.raises(ValueError, match=r"rows\[1\]=-2 is outside \[-1, 10\)"):
-        _C.unique_rows(torch.tensor([3, -2]), 10)
+        kernels.embedding.unique_rows(torch.tensor([3, -2]), 10)
     with pytest.raises(ValueError, match=r"rows\[0\]=10 is outside"):
-        _C.unique_rows(torch.tensor([10]), 10)
+        kernels.embedding.unique_rows(torch.tensor([10]), 10)
 
 
 def test_lookup_rows_ascending_with_missing_last():

@@ -357,7 +357,7 @@ def test_reserve_grows_the_map_once_and_keeps_rows():
 def test_table_kernels_follow_torch_thread_count():
     """The core's pool starts at one thread; table calls size it to torch.get_num_threads() (a
     lookup that never synced ran single-threaded whatever torch was set to)."""
-    from recis.core import _C
+    from recis.core._C import common as _C
 
     before = torch.get_num_threads()
     try:

@@ -1,7 +1,8 @@
-"""RecIS core: the compiled kernels (`recis.core._C`) and the `Ragged` batch type.
+"""RecIS core: the compiled kernels and the `Ragged` batch type.
 
-The extension links no libtorch: tensors cross as DLPack arrays, so the same build serves any
-torch >= 2.4. Importing checks that torch is new enough and that `_C` matches this package.
+The extension (`_C`) links no libtorch: tensors cross as DLPack arrays, so the same build serves
+any torch >= 2.4. Importing checks that torch is new enough and that `_C` matches this package.
+Other packages call the kernels through `recis.core.kernels`, never `_C` itself.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ if _dist_version != __version__:
         f"{_dist_version}; rebuild it (make install)"
     )
 
+from . import kernels
 from .ragged import Padded, Ragged
 from .threads import num_threads, set_num_threads
 
-__all__ = ["Padded", "Ragged", "__version__", "num_threads", "set_num_threads"]
+__all__ = ["Padded", "Ragged", "__version__", "kernels", "num_threads", "set_num_threads"]

@@ -16,7 +16,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
 
-from . import _C, reference, threads
+from . import kernels, reference
 
 Values = Union[Tensor, "Ragged"]
 
@@ -34,11 +34,7 @@ def _use_kernel(*tensors: Tensor | None) -> bool:
     if torch.compiler.is_compiling():
         return False
     grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t is not None and (t.device.type != "cpu" or (grad and t.requires_grad)):
-            return False
-    threads.sync()
-    return True
+    return all(t is None or (t.device.type == "cpu" and not (grad and t.requires_grad)) for t in tensors)
 
 
 def _side_keeps_last(side: str, op: str) -> bool:
@@ -253,7 +249,7 @@ class Ragged:
             assert isinstance(rows, Tensor)
             return Ragged(self.values.select(rows), index.offsets, index.weights, validate=False)
         if _use_kernel(self.values, self.offsets, self.weights):
-            kernel = _C.ragged_select if op == "select" else _C.ragged_truncate
+            kernel = kernels.common.ragged_select if op == "select" else kernels.common.ragged_truncate
             offsets, values, weights = kernel(self.offsets, self.values.contiguous(), _contig(self.weights), *args)
         else:
             ref = reference.ragged_select if op == "select" else reference.ragged_truncate
@@ -294,7 +290,7 @@ class Ragged:
         pad = torch.full(self.values.shape[1:], pad_value, dtype=self.values.dtype, device=self.device)
         if _use_kernel(self.values, self.offsets, self.weights):
             args = (self.offsets, self.values.contiguous(), _contig(self.weights), pad.reshape(-1), length, keep_last)
-            return Padded(*_C.ragged_to_dense(*args))
+            return Padded(*kernels.common.ragged_to_dense(*args))
         return Padded(*reference.ragged_to_dense(self.offsets, self.values, self.weights, pad, length, keep_last))
 
     @staticmethod
@@ -368,7 +364,7 @@ def _checked(values: Values, offsets: Tensor, weights: Tensor | None) -> tuple[V
         if weights.device != offsets.device:
             raise ValueError(f"Ragged: weights are on {weights.device} but offsets on {offsets.device}")
     if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
-        _C.validate_offsets(offsets.contiguous(), len(values))
+        kernels.common.validate_offsets(offsets.contiguous(), len(values))
     else:
         _validate_offsets_torch(offsets, len(values))
     return values, offsets, weights

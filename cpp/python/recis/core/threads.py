@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from . import _C
+from ._C import common as _C
 
 _pinned: int | None = None
 
@@ -38,17 +38,18 @@ def set_num_threads(n: int | None) -> None:
     if n is not None and n < 1:
         raise ValueError(f"set_num_threads: expected n >= 1 or None, got {n}")
     _pinned = n
-    sync()
+    apply_thread_count()
 
 
 def num_threads() -> int:
     """Threads the core's kernels use now (the calling thread included)."""
-    sync()
+    apply_thread_count()
     return int(_C.num_threads())
 
 
-def sync() -> None:
-    """Resizes the pool if the wanted size changed; called before each kernel (cheap)."""
+def apply_thread_count() -> None:
+    """Resizes the core's pool to the wanted count if that changed (`recis.core.kernels` calls it
+    before every kernel; cheap)."""
     wanted = _pinned if _pinned is not None else torch.get_num_threads()
     if wanted != _C.num_threads():
         _C.set_num_threads(wanted)

@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from recis.core import _C, threads
+from recis.core import kernels
 
 from . import ops
 from .ops import PooledGrad, SparseGrad
@@ -219,8 +219,7 @@ def agree_pool_on_owner(
     for i, c in enumerate(candidates):
         if c is not None:
             parts = [_as_ids(t, "agree_pool_on_owner") for t in c[0]]
-            threads.sync()
-            counts = _C.route_keys(parts, c[1], 1)[2]
+            counts = kernels.embedding.route_keys(parts, c[1], 1)[2]
             stats[i, 0] = float(counts.sum())
             stats[i, 1] = float(c[2])
     dist.all_reduce(stats, group=group)
@@ -233,8 +232,7 @@ def route(
 ) -> Routed:
     """Gathered route, step 1: local de-duplication and ordering by owner (no communication)."""
     parts = [_as_ids(t, "route") for t in ids]
-    threads.sync()
-    keys, key_tags, counts, inverse = _C.route_keys(parts, list(tags), world(group))
+    keys, key_tags, counts, inverse = kernels.embedding.route_keys(parts, list(tags), world(group))
     return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist(), wire)
 
 
@@ -258,7 +256,7 @@ def route_pooled(
         per_key = scale.repeat_interleave(offsets.diff(), output_size=int(offsets[-1]))
         weights = per_key if weights is None else weights * per_key
     # The order of the packed IDs is only needed to send weights along.
-    packed, sizes, order = _C.route_bags(parts, offsets, world(group), list(runs), weights is not None)
+    packed, sizes, order = kernels.embedding.route_bags(parts, offsets, world(group), list(runs), weights is not None)
     send = sizes.tolist()
     if weights is None:
         return Bags(table, tags, len(offsets) - 1, packed, send, None, [0] * len(send), tag, wire)

@@ -199,21 +199,21 @@ class EmbeddingEngine(nn.Module):
             present, inputs = self._inputs(group, batch)
             device = inputs[0].device if inputs else torch.device("cpu")
             # All-pooled groups pool straight from the table's blocks; others gather (U, D) rows.
-            direct = all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
+            all_pooled = self._all_pooled(present)
             tags = [t for _, t in present]
-            if direct and not self.training:  # read-only: pool straight from the keys, no de-duplication
+            if all_pooled and not self.training:  # read-only: pool straight from the keys, no de-duplication
                 self._pool_keys(group, present, inputs, out)
                 continue
-            found = group.table.lookup([r.values for r in inputs], self.step, insert, tags, gather=not direct)  # type: ignore[misc]
+            found = group.table.lookup([r.values for r in inputs], self.step, insert, tags, gather=not all_pooled)  # type: ignore[misc]
             dim = group.table.dim
-            emb = torch.zeros(()).expand(len(found.rows), dim) if direct else found.embeddings  # (U, D)
-            assert emb is not None  # gathered unless direct
+            emb = torch.zeros(()).expand(len(found.rows), dim) if all_pooled else found.embeddings  # (U, D)
+            assert emb is not None  # gathered unless all pooled
             if self.training and torch.is_grad_enabled():
                 emb.requires_grad_()
                 if record:
                     self._record(group.table, found.rows, emb)
             emb_d = emb.to(device)
-            if direct:
+            if all_pooled:
                 self._pool_group(group, present, inputs, found.rows, found.inverse, emb_d, out)
                 continue
             self._embed_group(present, inputs, emb, found.inverse, out)

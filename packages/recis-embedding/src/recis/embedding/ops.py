@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
-from recis.core import _C, threads
+from recis.core import kernels
 
 if TYPE_CHECKING:
     from .table import HashTable
@@ -34,7 +34,7 @@ class PooledGrad(NamedTuple):
     output, whose bag b summed `weights[j] * row(rows[inverse[j]])` over keys j in
     `offsets[b]:offsets[b + 1]` (weights None: all 1), all times `scale`. `reduce()` gives its
     `SparseGrad`; a sparse optimizer may instead reduce and update in one pass
-    (`_C.pooled_backward_update`, with `scale` folded into its gradient scale)."""
+    (`kernels.optim.pooled_backward_update`, with `scale` folded into its gradient scale)."""
 
     table: HashTable
     rows: Tensor  # distinct
@@ -145,8 +145,9 @@ def pooled_embedding(emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Ten
         return pooled_embedding_reference(emb, inverse, offsets, weights, combiner)
     out = torch.empty(len(offsets) - 1, emb.shape[1], dtype=emb.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
-    threads.sync()
-    _C.pooled_forward(emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, [combiner], [len(out)], out)
+    kernels.embedding.pooled_forward(
+        emb.contiguous(), inverse.contiguous(), offsets.contiguous(), w, [combiner], [len(out)], out
+    )
     return out
 
 
@@ -181,8 +182,9 @@ def pooled_embedding_backward(
     dim = grad.shape[1] // len(runs) if batch_major and runs else grad.shape[1]
     out = torch.empty(num_unique, dim, dtype=grad.dtype)
     w = None if weights is None else weights.to(torch.float32).contiguous()
-    threads.sync()
-    _C.pooled_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out, batch_major)
+    kernels.embedding.pooled_backward(
+        grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, names, runs, out, batch_major
+    )
     return out
 
 
@@ -251,7 +253,8 @@ def table_pooled(
     `anchor` is a (U, D) stand-in for the unique rows, usually a zero-stride
     `torch.zeros(()).expand(U, D)` that requires grad: it costs no memory, and backward gives it
     the (U, D) gradient of the rows, or, when the table has a fused optimizer
-    (`HashTable.fused_backward`), hands the output gradient to it and gives none.
+    (`HashTable.fused_backward`), hands the output gradient to it (`table_update`, which declares
+    the write) and gives none.
     """
     from .table import table_by_handle
 
@@ -285,14 +288,54 @@ def _setup_table_context(ctx, inputs, output) -> None:  # type: ignore[no-untype
 def _table_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
     from .table import table_by_handle
 
-    fused = table_by_handle(ctx.table).fused_backward
-    if fused is not None:
+    table = table_by_handle(ctx.table)
+    if table.fused_backward is not None:
         inverse, offsets, weights = ctx.saved_tensors
-        fused(
-            ctx.rows, inverse, offsets, weights, [COMBINERS[c] for c in ctx.combiners], ctx.runs, grad, ctx.batch_major
-        )
+        args = (ctx.rows, inverse, offsets, weights, ctx.combiners, ctx.runs, grad, ctx.table, ctx.batch_major)
+        table_update(table.version, *args)
         return None, None, None, None, None, None, None, None, None
     return _grad_of_rows(ctx, grad), None, None, None, None, None, None, None, None
 
 
 table_pooled.register_autograd(_table_backward, setup_context=_setup_table_context)
+
+
+@torch.library.custom_op("recis::table_update", mutates_args=("version",))
+def table_update(
+    version: Tensor,
+    rows: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[int],
+    runs: list[int],
+    grad: Tensor,
+    table: int,
+    batch_major: bool = False,
+) -> None:
+    """The fused sparse optimizer's update of table `table` from the output gradient of a
+    `table_pooled` lookup: writes the rows in place, declared as a write of `version` (the
+    table's `HashTable.version`, which stands for its rows)."""
+    from .table import table_by_handle
+
+    fused = table_by_handle(table).fused_backward
+    if fused is None:
+        raise ValueError(f"table_update: table {table} has no fused sparse optimizer")
+    fused(rows, inverse, offsets, weights, [COMBINERS[c] for c in combiners], runs, grad, batch_major)
+    version.add_(1)
+
+
+@table_update.register_fake
+def _(
+    version: Tensor,
+    rows: Tensor,
+    inverse: Tensor,
+    offsets: Tensor,
+    weights: Tensor | None,
+    combiners: list[int],
+    runs: list[int],
+    grad: Tensor,
+    table: int,
+    batch_major: bool = False,
+) -> None:
+    return None

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple, cast
 import torch
 from torch import Tensor
 
-from recis.core import _C, threads
+from recis.core import kernels
 
 InitKind = Literal["constant", "uniform", "normal", "truncated_normal", "xavier_uniform"]
 
@@ -28,38 +28,48 @@ class Initializer:
 
     Use the constructors: `Initializer.constant(0.0)`, `.uniform(-0.05, 0.05)`, `.normal(0, 0.01)`,
     `.truncated_normal(0, 0.01)` (redrawn beyond 2 stddev), `.xavier_uniform()` (bound
-    sqrt(6 / (1 + dim)), a row seen as a (1, dim) matrix).
+    sqrt(6 / (1 + dim)), a row seen as a (1, dim) matrix). Each kind reads its own fields:
+    constant `value`, uniform `low` and `high`, the normals `mean` and `std`.
     """
 
     kind: InitKind = "truncated_normal"
-    a: float = 0.0  # value | low | mean
-    b: float = 0.01  # high | stddev
+    value: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+    mean: float = 0.0
+    std: float = 0.01
 
     @classmethod
     def constant(cls, value: float) -> Initializer:
-        return cls("constant", value, 0.0)
+        return cls("constant", value=value)
 
     @classmethod
     def uniform(cls, low: float, high: float) -> Initializer:
         if not low < high:
             raise ValueError(f"Initializer.uniform: expected low < high, got {low} and {high}")
-        return cls("uniform", low, high)
+        return cls("uniform", low=low, high=high)
 
     @classmethod
     def normal(cls, mean: float = 0.0, std: float = 0.01) -> Initializer:
         if std < 0:
             raise ValueError(f"Initializer.normal: std must be >= 0, got {std}")
-        return cls("normal", mean, std)
+        return cls("normal", mean=mean, std=std)
 
     @classmethod
     def truncated_normal(cls, mean: float = 0.0, std: float = 0.01) -> Initializer:
         if std < 0:
             raise ValueError(f"Initializer.truncated_normal: std must be >= 0, got {std}")
-        return cls("truncated_normal", mean, std)
+        return cls("truncated_normal", mean=mean, std=std)
 
     @classmethod
     def xavier_uniform(cls) -> Initializer:
-        return cls("xavier_uniform", 0.0, 0.0)
+        return cls("xavier_uniform")
+
+    def native(self) -> kernels.embedding.Initializer:
+        """The core's form (ValueError for an unknown kind)."""
+        out = kernels.embedding.Initializer(self.kind)
+        out.value, out.low, out.high, out.mean, out.stddev = self.value, self.low, self.high, self.mean, self.std
+        return out
 
 
 @dataclass(frozen=True)
@@ -154,12 +164,15 @@ class HashTable:
         self.eviction = eviction
         self.seed = seed
         self.min_count = min_count
-        self._c = _C.HashTable(dim, initializer.kind, initializer.a, initializer.b, min_count, block_rows)
+        self._c = kernels.embedding.HashTable(dim, initializer.native(), min_count, block_rows)
         self._c.set_tag_seed(0, seed % 2**64)  # until logical tables are named
         self.tag_names: list[str] = []
         # Set by a fused sparse optimizer: takes the output gradient of a pooled lookup
         # (rows, inverse, offsets, weights, combiners, runs, grad) and updates the rows in place.
         self.fused_backward: Callable[..., None] | None = None
+        # Stands for the rows in custom-op schemas (ops.table_update declares it mutated when it
+        # writes them); counts those writes.
+        self.version = torch.zeros((), dtype=torch.int64)
         self.handle = next(_handles)  # how custom ops name this table
         _TABLES[self.handle] = self
 
@@ -198,14 +211,12 @@ class HashTable:
         parts = [ids] if isinstance(ids, Tensor) else list(ids)
         tags = [0] * len(parts) if tags is None else list(tags)
         parts = [_as_ids(p, "HashTable.lookup") for p in parts]
-        threads.sync()  # the core pool follows torch.get_num_threads()
         rows, inverse, emb = self._c.lookup(parts, tags, step, insert, gather)
         return Lookup(rows, inverse, emb)
 
     def lookup_tagged(self, ids: Tensor, tags: Tensor, step: int = 0, insert: bool = True) -> Lookup:
         """`lookup` of keys that carry one tag each (`tags`: int32, one per ID), rows gathered."""
         ids = _as_ids(ids, "HashTable.lookup_tagged")
-        threads.sync()
         rows, inverse, emb = self._c.lookup_tagged(ids, tags.to(torch.int32).contiguous(), step, insert)
         return Lookup(rows, inverse, emb)
 
@@ -266,12 +277,10 @@ class HashTable:
         runs = [bags] if runs is None else list(runs)
         out = torch.empty((runs[0], len(runs) * self.dim) if batch_major and runs else (bags, self.dim))
         w = None if weights is None else weights.to(device="cpu", dtype=torch.float32).contiguous()
-        threads.sync()
         return combiners, runs, w, out
 
     def gather(self, rows: Tensor) -> Tensor:
         """Embeddings of live table rows (n, D); row -1 reads zeros, any other row raises ValueError."""
-        threads.sync()
         return cast(Tensor, self._c.gather(_as_ids(rows, "HashTable.gather")))
 
     def evict(self, step: int) -> int:
@@ -313,7 +322,6 @@ class HashTable:
         """Live rows with row index in [begin, end), optionally only those seen at step >= `min_step`,
         as `state_dict()` does: savers walk `range(0, row_capacity, chunk)` to stream a big table
         without copying it whole, and `min_step` selects the rows touched since a save (deltas)."""
-        threads.sync()
         e = self._c.export(begin, 2**63 - 1 if end is None else end, -(2**63) if min_step is None else min_step)
         out = {k: e[k] for k in ("ids", "tags", "steps", "freqs", "embeddings")}
         return out | {f"slot.{name}": t for name, t in e["slots"].items()}

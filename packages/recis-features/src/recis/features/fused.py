@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.dlpack import to_dlpack
 
-from recis.core import _C, Ragged, threads
+from recis.core import Ragged, kernels
 
 from . import reference
 from .columns import Column, describe, innermost, is_integer, is_string_list, is_strings
@@ -92,8 +92,7 @@ def hash_many(
             ids.append(i)
     if strings:
         outs = [torch.empty(s.num_rows, dtype=torch.int64) for _, s in strings]
-        threads.sync()
-        _C.hash_string_columns(
+        kernels.features.hash_string_columns(
             _dl([s.offsets for _, s in strings]),
             _dl([s.values for _, s in strings]),  # type: ignore[misc]  # uint8 tensors: is_strings
             [algos[i] for i, _ in strings],
@@ -124,8 +123,7 @@ def multi_hash_many(columns: Sequence[Column], seeds: Sequence[int], buckets: Se
             out[i] = _rebuild(x, reference.multi_hash(flats[i], buckets[i], seeds[i]))
     if cpu:
         outs = [torch.empty((len(flats[i]), len(buckets[i])), dtype=torch.int64) for i in cpu]
-        threads.sync()
-        _C.hash_id_columns(
+        kernels.features.hash_id_columns(
             _dl([flats[i] for i in cpu]),
             [seeds[i] for i in cpu],
             _dl([torch.tensor(list(buckets[i]), dtype=torch.int64) for i in cpu]),
@@ -164,8 +162,7 @@ def bucketize_many(
             out[i] = _rebuild(x, torch.bucketize(flats[i].to(torch.float64), b, right=True))
     if cpu:
         outs = [torch.empty(len(flats[i]), dtype=torch.int64) for i in cpu]
-        threads.sync()
-        _C.bucketize_columns(_dl([flats[i] for i in cpu]), _dl([boundaries[i] for i in cpu]), _dl(outs))
+        kernels.features.bucketize_columns(_dl([flats[i] for i in cpu]), _dl([boundaries[i] for i in cpu]), _dl(outs))
         for i, o in zip(cpu, outs, strict=True):
             out[i] = _rebuild(columns[i], o)
     return out  # type: ignore[return-value]
@@ -175,8 +172,7 @@ def fill_nan_many(columns: Sequence[Tensor], values: Sequence[float]) -> list[Te
     """FillMissing for dense float32/float64 CPU tensors: NaN becomes the column's value (others copied)."""
     flats = [x.detach().reshape(-1).contiguous() for x in columns]
     outs = [torch.empty_like(f) for f in flats]
-    threads.sync()
-    _C.fill_nan_columns(_dl(flats), [float(v) for v in values], _dl(outs))
+    kernels.features.fill_nan_columns(_dl(flats), [float(v) for v in values], _dl(outs))
     return [o.reshape(x.shape) for o, x in zip(outs, columns, strict=True)]
 
 
@@ -190,8 +186,7 @@ def mod_many(columns: Sequence[Column], moduli: Sequence[int]) -> list[Column]:
             out[i] = _rebuild(x, torch.remainder(flats[i], moduli[i]))
     if cpu:
         outs = [torch.empty_like(flats[i]) for i in cpu]
-        threads.sync()
-        _C.mod_columns(_dl([flats[i] for i in cpu]), [moduli[i] for i in cpu], _dl(outs))
+        kernels.features.mod_columns(_dl([flats[i] for i in cpu]), [moduli[i] for i in cpu], _dl(outs))
         for i, o in zip(cpu, outs, strict=True):
             out[i] = _rebuild(columns[i], o)
     return out  # type: ignore[return-value]
@@ -225,8 +220,7 @@ def cross_many(crosses: Sequence[Sequence[Column]], seeds: Sequence[int], bucket
             results[i] = reference.cross(inputs[i], seeds[i], buckets[i])
     if cpu:
         flat = [inp for i in cpu for inp in inputs[i]]
-        threads.sync()
-        outs = _C.cross_columns(
+        outs = kernels.features.cross_columns(
             _dl([o for o, _, _ in flat]),
             _dl([v for _, v, _ in flat]),
             [None if w is None else to_dlpack(w) for _, _, w in flat],

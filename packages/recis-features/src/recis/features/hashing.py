@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recis.core import _C, threads
+from recis.core import kernels
 
 from . import fused
 from .columns import Column, encode_strings, is_integer
@@ -51,9 +51,8 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
         raise TypeError(f"hash_strings: offsets must be a non-empty 1-D int32/int64 tensor, got {got}")
     if data.dim() != 1 or data.dtype != torch.uint8:
         raise TypeError(f"hash_strings: data must be a 1-D uint8 tensor, got {data.dtype} {tuple(data.shape)}")
-    threads.sync()
     out = torch.empty(len(offsets) - 1, dtype=torch.int64)
-    _C.hash_strings(offsets.cpu().contiguous(), data.cpu().contiguous(), algo, seed, buckets, out)
+    kernels.features.hash_strings(offsets.cpu().contiguous(), data.cpu().contiguous(), algo, seed, buckets, out)
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from recis.core import _C, threads
+from recis.core import kernels
 from recis.embedding import EmbeddingEngine, HashTable, PooledGrad, SparseGrad
 
 Sources = EmbeddingEngine | nn.Module | HashTable | Iterable[EmbeddingEngine | nn.Module | HashTable]
@@ -228,8 +228,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         w = None if weights is None else weights.to(torch.float32).contiguous()
         config = self._config(i, self._step + 1)
         config.grad_scale *= scale
-        threads.sync()  # the core pool follows torch.get_num_threads()
-        _C.pooled_backward_update(
+        kernels.optim.pooled_backward_update(
             self.tables[i]._c,
             config,
             self._slots[i],
@@ -255,7 +254,7 @@ class SparseOptimizer(torch.optim.Optimizer):
     # -- the update ------------------------------------------------------------------------------
 
     def _config(self, i: int, step: int) -> Any:
-        config = _C.OptConfig(self.kind)
+        config = kernels.optim.OptConfig(self.kind)
         self._configure(config, self.param_groups[i])
         config.step = step
         config.grad_scale = self._grad_scale
@@ -264,8 +263,7 @@ class SparseOptimizer(torch.optim.Optimizer):
     def _update(self, i: int, rows: Tensor, grad: Tensor, step: int) -> None:
         config = self._config(i, step)
         grad = grad.to(device="cpu", dtype=torch.float32).contiguous()
-        threads.sync()
-        _C.sparse_update(self.tables[i]._c, config, self._slots[i], rows.cpu(), grad)
+        kernels.optim.sparse_update(self.tables[i]._c, config, self._slots[i], rows.cpu(), grad)
 
     def _configure(self, config: Any, group: dict[str, Any]) -> None:
         """Copies the group's hyper-parameters into the kernel config."""
@@ -277,7 +275,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         names = table.slot_names()
         init = self.defaults.get("initial_accumulator_value", 0.0)
         out = []
-        for name, width, accumulator in _C.optimizer_slots(self.kind):
+        for name, width, accumulator in kernels.optim.optimizer_slots(self.kind):
             width = width or table.dim
             if name in names:
                 out.append(names.index(name))

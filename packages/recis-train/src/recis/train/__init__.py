@@ -9,6 +9,7 @@ from .hooks import CheckpointEvery, EarlyStopping, EvictEvery, Hook
 from .metrics import AUC, GAUC, Accuracy, Calibration, LogLoss, MeanSquaredError, auc_score, gauc_score
 from .objectives import Objective
 from .pipeline import InputPipeline
+from .run_state import RunState
 from .stages import OnlineData, Stage, make_schedule
 from .trainer import NonFiniteLossError, Trainer, TrainerConfig
 
@@ -29,6 +30,7 @@ __all__ = [
     "NonFiniteLossError",
     "Objective",
     "OnlineData",
+    "RunState",
     "Stage",
     "Trainer",
     "TrainerConfig",

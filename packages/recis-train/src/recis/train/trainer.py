@@ -29,6 +29,7 @@ from .objectives import Objective, total_loss
 from .online import run_online
 from .pipeline import InputPipeline, check_labels, restore_source
 from .report import Reporter
+from .run_state import RunState
 from .stages import OnlineData, Stage, StepTimer, TrainerConfig, batches_per_pass, make_schedule
 
 Batch = dict[str, Any]
@@ -112,13 +113,8 @@ class Trainer:
         for engine in self.engines:  # times the sparse forward; both hooks return None (output unchanged)
             engine.register_forward_pre_hook(self._sparse_start)
             engine.register_forward_hook(self._sparse_end)
-        self.step = self.samples = 0
-        self.stage_index, self.stage_step, self.epoch = 0, 0, 0
+        self.run = RunState()
         self.stage_name = self.stages[0].name
-        self.position: dict[str, Any] | None = None  # input position after the last consumed batch
-        self.window: str | None = None  # online: the window being trained; window_done: the last finished
-        self.window_done: str | None = None
-        self.window_evaluated = False
         self.should_stop, self.stop_reason = False, ""
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
@@ -139,17 +135,33 @@ class Trainer:
         self.timing.add(part, now - t0)
         return now
 
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken (`run.step`)."""
+        return self.run.step
+
+    @property
+    def samples(self) -> int:
+        """Training rows consumed (`run.samples`)."""
+        return self.run.samples
+
+    @property
+    def epoch(self) -> int:
+        """Passes over the current stage's data finished (`run.epoch`)."""
+        return self.run.epoch
+
+    @property
+    def stage_step(self) -> int:
+        """Steps into the current stage (`run.stage_step`)."""
+        return self.run.stage_step
+
     def state(self) -> dict[str, Any]:
-        """The trainer's own state, saved in checkpoints (with several ranks, each rank's reader
-        position and RNG under "ranks": a collective, as saving is)."""
-        state: dict[str, Any] = {
-            "step": self.step, "samples": self.samples, "stage_index": self.stage_index,
-            "stage_step": self.stage_step, "epoch": self.epoch, "position": self.position,
-            "window": self.window, "window_done": self.window_done, "window_evaluated": self.window_evaluated,
-            "rng": torch.get_rng_state(), "world_size": self.ranks.world,
-        }  # fmt: skip
+        """The trainer's own state, saved in checkpoints: the `RunState`, the RNG and the world size
+        (with several ranks, each rank's reader position and RNG under "ranks": a collective, as
+        saving is)."""
+        state = self.run.to_dict() | {"rng": torch.get_rng_state(), "world_size": self.ranks.world}
         if self.ranks.world > 1:
-            state["ranks"] = self.ranks.gather({"position": self.position, "rng": torch.get_rng_state().tolist()})
+            state["ranks"] = self.ranks.gather({"position": self.run.position, "rng": torch.get_rng_state().tolist()})
         return state
 
     def save_checkpoint(self, delta: bool = False) -> Path | None:
@@ -158,7 +170,7 @@ class Trainer:
         if self.checkpointer is None:
             return None
         state = self.state()
-        self.last_checkpoint = self.checkpointer.save(self.step, self.model, self.optimizers, state, delta)
+        self.last_checkpoint = self.checkpointer.save(self.run.step, self.model, self.optimizers, state, delta)
         return self.last_checkpoint
 
     def resume(self, path: str | Path = "latest") -> bool:
@@ -169,23 +181,21 @@ class Trainer:
                 return False
             path = found
         state = (self.checkpointer or Checkpointer(Path(path).parent)).load(path, self.model, self.optimizers)
-        for key in ("step", "samples", "stage_index", "stage_step", "epoch", "position", "window",
-                    "window_done", "window_evaluated"):  # fmt: skip
-            setattr(self, key, state[key])
+        self.run = RunState.from_dict(state)
         torch.set_rng_state(state["rng"])
         saved_world = state.get("world_size", 1)
         if saved_world == self.ranks.world and "ranks" in state:
             mine = state["ranks"][self.ranks.rank]
-            self.position = mine["position"]
+            self.run.position = mine["position"]
             torch.set_rng_state(torch.tensor(mine["rng"], dtype=torch.uint8))
-        elif saved_world != self.ranks.world and self.position is not None:
+        elif saved_world != self.ranks.world and self.run.position is not None:
             # Rows and dense state re-distribute to any world size; reader positions do not.
             warnings.warn(
                 f"[recis.train] checkpoint saved by {saved_world} ranks, resumed on {self.ranks.world}: "
                 "the interrupted pass over the data restarts from its beginning",
                 stacklevel=2,
             )
-            self.position = None
+            self.run.position = None
         self.last_checkpoint = Path(path)
         return True
 
@@ -203,13 +213,13 @@ class Trainer:
         elif cfg.seed is not None:
             torch.manual_seed(cfg.seed)
         self.timing = StepTimer()
-        start_step, t0 = self.step, time.perf_counter()
-        self._start_samples = self.samples
+        start_step, t0 = self.run.step, time.perf_counter()
+        self._start_samples = self.run.samples
         for hook in self.hooks:
             hook.on_fit_start(self)
         try:
-            while self.stage_index < len(self.stages) and not self.should_stop:
-                stage = self.stages[self.stage_index]
+            while self.run.stage_index < len(self.stages) and not self.should_stop:
+                stage = self.stages[self.run.stage_index]
                 self.stage_name = stage.name
                 if isinstance(stage.data, OnlineData) or (
                     stage.data is None and isinstance(self.train_data, OnlineData)
@@ -219,12 +229,13 @@ class Trainer:
                     self._run_stage(stage)
                 if self.should_stop:
                     break
-                self.stage_index, self.stage_step, self.epoch, self.position = self.stage_index + 1, 0, 0, None
-            if cfg.checkpoint_at_end and self.step > start_step:
+                run = self.run
+                run.stage_index, run.stage_step, run.epoch, run.position = run.stage_index + 1, 0, 0, None
+            if cfg.checkpoint_at_end and self.run.step > start_step:
                 self.save_checkpoint()
         finally:
             self.reporter.close_bar()
-            self._set_trainable(None)
+            self.prepare_stage(None)
             if self.checkpointer is not None:
                 self.checkpointer.close()  # the directory's writer lock goes with the run
         return self._finish(start_step, time.perf_counter() - t0)
@@ -232,12 +243,13 @@ class Trainer:
     def _finish(self, start_step: int, seconds: float) -> dict[str, Any]:
         if self.eval_data is not None and not self.last_eval:
             self.evaluate()
-        trained = self.samples - self._start_samples
+        trained = self.run.samples - self._start_samples
         if self.ranks.world > 1:  # samples and speed of all ranks together
             trained = sum(self.ranks.gather(trained))
         summary: dict[str, Any] = {
-            "steps": self.step, "samples": self.samples, "ranks": self.ranks.world, "seconds": round(seconds, 2),
-            "samples_per_s": trained / seconds if seconds > 0 and self.step > start_step else math.nan,
+            "steps": self.run.step, "samples": self.run.samples, "ranks": self.ranks.world,
+            "seconds": round(seconds, 2),
+            "samples_per_s": trained / seconds if seconds > 0 and self.run.step > start_step else math.nan,
             "data_wait_fraction": self.timing.data_wait_fraction(), "stop_reason": self.stop_reason or "done",
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "eval": dict(self.last_eval), "time_split": self.timing.fractions(),
@@ -247,8 +259,9 @@ class Trainer:
             hook.on_fit_end(self, summary)
         return summary
 
-    def _set_trainable(self, stage: Stage | None) -> None:
-        """Train mode, with the stage's frozen parameters off and frozen engines read-only (eval mode)."""
+    def prepare_stage(self, stage: Stage | None) -> None:
+        """Train mode, with the stage's frozen parameters off and frozen engines read-only (eval
+        mode); None: everything trainable again."""
         self.model.train()
         names = dict(self.model.named_modules())
         for name, p in self.model.named_parameters():
@@ -286,28 +299,41 @@ class Trainer:
         per_pass = batches_per_pass(data)
         epochs = stage.epochs or (1 if stage.steps is None else 10**9)
         total = stage.steps or (per_pass * epochs // self.config.grad_accum if per_pass else None)
-        self._set_trainable(stage)
+        self.prepare_stage(stage)
         schedule = make_schedule(stage.lr_schedule)
-        self.reporter.start_bar(stage.name, total, self.stage_step)
-        while self.epoch < epochs and not self._stage_done(stage):
-            skip = restore_source(data, self.position)
-            consumed = self.position["consumed"] if self.position and not skip else 0
-            if self.position is None and hasattr(data, "set_epoch"):
-                data.set_epoch(self.epoch)
-            finished = self._train_pass(stage, data, schedule, total, skip, consumed)
-            if not finished:
+        self.reporter.start_bar(stage.name, total, self.run.stage_step)
+        while self.run.epoch < epochs and not self.stage_done(stage):
+            if self.run.position is None and hasattr(data, "set_epoch"):
+                data.set_epoch(self.run.epoch)
+            if not self.train_pass(stage, data, schedule, total):
                 break
-            self.epoch, self.position = self.epoch + 1, None
-        if not self.should_stop and self.eval_data is not None and self._eval_step != self.step:
+            self.run.epoch, self.run.position = self.run.epoch + 1, None
+        if not self.should_stop and self.eval_data is not None and self._eval_step != self.run.step:
             self.evaluate()
 
-    def _stage_done(self, stage: Stage) -> bool:
-        return self.should_stop or (stage.steps is not None and self.stage_step >= stage.steps)
+    # ---- the pieces a training loop is made of (the stages above, the online windows) ----------
+
+    def stage_done(self, stage: Stage) -> bool:
+        """Whether training must stop (a hook asked) or `stage` has taken all its steps."""
+        return self.should_stop or (stage.steps is not None and self.run.stage_step >= stage.steps)
+
+    def train_pass(self, stage: Stage, data: Iterable[Batch], schedule: Any, total: int | None) -> bool:
+        """One pass over `data` with the learning-rate `schedule` (`stages.make_schedule`; `total`:
+        the steps it spans), resumed at `run.position` when that is inside this pass. True when it
+        ran to the end of the data; False when the stage or the run stopped first."""
+        skip = restore_source(data, self.run.position)
+        consumed = self.run.position["consumed"] if self.run.position and not skip else 0
+        return self._train_pass(stage, data, schedule, total, skip, consumed)
+
+    def end_window(self, key: str) -> None:
+        """Marks online window `key` finished and runs the hooks' `on_window_end` (checkpoint, eviction)."""
+        self.run.window_done, self.run.position = key, None
+        for hook in self.hooks:
+            hook.on_window_end(self, key)
 
     def _train_pass(
         self, stage: Stage, data: Iterable[Batch], schedule: Any, total: int | None, skip: int, consumed: int
     ) -> bool:
-        """One pass over `data`; True when it ran to the end of the data."""
         pipe = InputPipeline(data, getattr(self.model, "transform", None), self.config.prefetch, skip, consumed)
         micro: list[tuple[Batch, dict[str, Any]]] = []
         wait = 0.0
@@ -318,15 +344,15 @@ class Trainer:
                 micro.append(item)
                 if len(micro) < self.config.grad_accum:
                     continue
-                self._set_lr(schedule(self.stage_step, total))
-                previous, self.position = self.position, micro[-1][1]  # hooks may checkpoint after this step
+                self._set_lr(schedule(self.run.stage_step, total))
+                previous, self.run.position = self.run.position, micro[-1][1]  # hooks may checkpoint after this step
                 try:
                     self._optimizer_step([b for b, _ in micro])
                 except NonFiniteLossError:
-                    self.position = previous
+                    self.run.position = previous
                     raise
                 micro = []
-                if self._stage_done(stage):
+                if self.stage_done(stage):
                     return False
         return True
 
@@ -335,14 +361,14 @@ class Trainer:
         it = iter(items)
         while True:
             item = next(it, None)
-            with self.ranks.guard(f"step {self.step + 1} (agreeing on the next batch)"):
+            with self.ranks.guard(f"step {self.run.step + 1} (agreeing on the next batch)"):
                 more = self.ranks.all_have(item is not None)
             if not more:
                 return
             yield item
 
     def _optimizer_step(self, batches: list[Batch]) -> None:
-        with self.ranks.guard(f"step {self.step + 1}"):
+        with self.ranks.guard(f"step {self.run.step + 1}"):
             self._step(batches)
 
     def _step(self, batches: list[Batch]) -> None:
@@ -372,7 +398,7 @@ class Trainer:
             for k, v in parts.items():
                 losses[k] = losses.get(k, 0.0) + float(v) / len(batches)
             self._observe(outputs, batch)
-            self.samples += batch_rows(batch)
+            self.run.samples += batch_rows(batch)
         t = time.perf_counter()
         if cfg.clip_grad_norm:
             from recis.optim import clip_grad_norm_
@@ -388,13 +414,13 @@ class Trainer:
             self.dense_optimizer.step()
             self.dense_optimizer.zero_grad()
         self._add_time("dense_update", t)
-        self.step += 1
-        self.stage_step += 1
-        logs = {"step": self.step, "stage": self.stage_name, "epoch": self.epoch, "loss": total,
+        self.run.step += 1
+        self.run.stage_step += 1
+        logs = {"step": self.run.step, "stage": self.stage_name, "epoch": self.run.epoch, "loss": total,
                 "lr_factor": self._lr_factor(), **{f"{k}.loss": v for k, v in losses.items()}}  # fmt: skip
         for hook in self.hooks:
             hook.on_step_end(self, logs)
-        if self.config.eval_every and self.step % self.config.eval_every == 0 and self.eval_data is not None:
+        if self.config.eval_every and self.run.step % self.config.eval_every == 0 and self.eval_data is not None:
             self.evaluate()
 
     def _lr_factor(self) -> float:
@@ -409,10 +435,11 @@ class Trainer:
         for engine in self.engines:
             engine.clear_sparse_grads()
         detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
-        where = f"stage {self.stage_name!r}, epoch {self.epoch}" + (f", window {self.window!r}" if self.window else "")
+        window = f", window {self.run.window!r}" if self.run.window else ""
+        where = f"stage {self.stage_name!r}, epoch {self.run.epoch}{window}"
         last = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was saved"
         raise NonFiniteLossError(
-            f"[recis.train] loss is {value} at step {self.step + 1} ({where}; per objective: {detail}); "
+            f"[recis.train] loss is {value} at step {self.run.step + 1} ({where}; per objective: {detail}); "
             f"stopped before applying it; {last}"
         )
 
@@ -433,13 +460,13 @@ class Trainer:
             raise ValueError("Trainer.evaluate: no data given and the Trainer has no eval_data")
         cfg, was_training = self.config, self.model.training
         try:
-            with self.ranks.guard(f"evaluation at step {self.step}"):
+            with self.ranks.guard(f"evaluation at step {self.run.step}"):
                 result = score(self.model, data, self.objectives, cfg.group_column, cfg.prefetch, cfg.bf16,
                                max_batches or cfg.eval_batches, self.ranks)  # fmt: skip
         finally:
             if was_training:
-                self._set_trainable(self.stages[min(self.stage_index, len(self.stages) - 1)])
-        self.last_eval, self._eval_step = result, self.step
+                self.prepare_stage(self.stages[min(self.run.stage_index, len(self.stages) - 1)])
+        self.last_eval, self._eval_step = result, self.run.step
         for hook in self.hooks:
             hook.on_eval_end(self, result)
         return result

@@ -1,0 +1,55 @@
+"""The compiled kernels by area (`common`, `embedding`, `features`, `optim`): the one way in to `_C`.
+
+Each function, and each method of each class, first sizes the core's thread pool to the wanted
+count (`torch.get_num_threads()` unless pinned by `recis.core.set_num_threads`), so no caller can
+forget it; the check costs about a microsecond a call. Type checkers see the `_C` stubs.
+
+Example:
+    >>> import torch
+    >>> from recis.core import kernels
+    >>> unique, index = kernels.embedding.unique_rows(torch.tensor([5, 2, 5, -1]), 8)
+    >>> unique.tolist(), index.tolist()
+    ([2, 5, -1], [1, 0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _C
+from .threads import apply_thread_count
+
+
+def _with_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        apply_thread_count()
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def _area(module: types.ModuleType) -> types.ModuleType:
+    """`module` with every function wrapped, and every class subclassed with its methods wrapped."""
+    area = types.ModuleType(f"{__name__}.{module.__name__.rsplit('.', 1)[-1]}", module.__doc__)
+    for name, value in vars(module).items():
+        if name.startswith("__"):
+            continue
+        if isinstance(value, type):
+            methods = {k: _with_threads(v) for k, v in vars(value).items() if callable(v) and not k.startswith("__")}
+            value = type(name, (value,), {"__module__": area.__name__, "__doc__": value.__doc__, **methods})
+        elif callable(value):
+            value = _with_threads(value)
+        setattr(area, name, value)
+    return area
+
+
+if TYPE_CHECKING:
+    from ._C import common, embedding, features, optim
+else:
+    common, embedding, features, optim = (_area(m) for m in (_C.common, _C.embedding, _C.features, _C.optim))
+
+__all__ = ["common", "embedding", "features", "optim"]
