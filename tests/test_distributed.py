@@ -12,7 +12,10 @@ from recis.train import Stage
 sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import the workers by name
 import dist_workers as w
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable"),
+    pytest.mark.slow,  # every test spawns 2-3 ranks
+]
 
 
 def ok(results):

@@ -1,4 +1,8 @@
-"""The `Example:` blocks in public docstrings run and print what they claim."""
+"""The `Example:` blocks in public docstrings run and print what they claim.
+
+recis.io's and recis.train's examples run beside their packages (packages/*/tests/test_docs.py);
+this list holds the rest, each module once.
+"""
 
 import doctest
 import importlib
@@ -10,6 +14,7 @@ import recis.core
 from recis.core import Ragged
 
 MODULES = [
+    "recis.core.kernels",
     "recis.core.ragged",
     "recis.core.threads",
     "recis.embedding.engine",
@@ -19,12 +24,11 @@ MODULES = [
     "recis.features.config",
     "recis.features.cross",
     "recis.features.engine",
+    "recis.features.fused",
     "recis.features.hashing",
     "recis.features.numeric",
+    "recis.features.ops",
     "recis.features.transforms",
-    "recis.io.convert",
-    "recis.io.reader",
-    "recis.io.windows",
     "recis.optim.checkpoint",
     "recis.optim.params",
     "recis.optim.sparse",

@@ -20,6 +20,8 @@ from recis.optim.checkpoint_load import index_digest
 from .harness import assert_all_good, cases, isolated, record
 from .model import build, load, same, saver, state, train
 
+pytestmark = pytest.mark.slow  # 60-80 forked cases per test (make fuzz: thousands)
+
 HOSTILE: list[Any] = [None, -1, 0, 2**31, 2**63 - 1, 2**64, -(2**70), 1.5, float("nan"), "", "x", "../../etc/hostname",
                       "/etc/hostname", [], [1, "a"], {}, {"a": 1}, True]  # fmt: skip
 

@@ -18,6 +18,8 @@ from recis.train.config import build, load
 
 from .harness import assert_all_good, cases, isolated, record
 
+pytestmark = pytest.mark.slow  # 60 forked cases (make fuzz: 1000)
+
 CONFIG = """\
 output_dir = "{out}"
 

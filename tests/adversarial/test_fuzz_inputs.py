@@ -22,6 +22,8 @@ from recis.io import ColumnReader
 from .harness import assert_all_good, cases, isolated, record
 from .test_fuzz_checkpoints import mutate_bytes
 
+pytestmark = pytest.mark.slow  # 80 forked cases per format (make fuzz: 2000)
+
 COLUMNS = ["id", "score", "name", "hist"]
 
 

@@ -12,6 +12,8 @@ import pytest
 from .harness import KillAt, assert_all_good, isolated, record
 from .model import build, load, same, saver, state, train
 
+pytestmark = pytest.mark.slow  # a saving process killed at every I/O step
+
 STEP = "step-0000000003"
 KIND_NAMES = {"full": "full save", "delta": "delta save", "resave": "re-save of an existing step"}
 

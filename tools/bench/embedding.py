@@ -6,7 +6,7 @@
    random rows from a plain tensor of the same size (the memory-bound ceiling).
 2. Insert-on-miss with initialization, D=64, vs the same in plain PyTorch (a Python dict of IDs
    and `torch.randn` rows).
-3. Forward pooled lookup on the Zipf workload of ../shared/peers/torchrec (8 features, bags of
+3. Forward pooled lookup on the Zipf workload of tools/bench/workloads.py (8 features, bags of
    10-30 IDs, batch 4096, 1M IDs per feature) vs 8 `nn.EmbeddingBag` forwards on static tables.
 Also prints memory per row against the raw embedding bytes.
 """

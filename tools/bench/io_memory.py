@@ -1,4 +1,4 @@
-"""Peak memory of recis.io's ColumnReader on a dataset larger than 4 GB (issue 6: under 1.5 GB).
+"""Peak memory of recis.io's ColumnReader on a dataset larger than 4 GB.
 
 Generates Criteo-like Parquet (or ORC) files into build/bench-data/memory (once; about 4.3 GB for
 the default 16M rows), then reads them all in a fresh process, with shuffling, and prints rows,

@@ -1,17 +1,22 @@
-"""Benchmark workloads shared by tools/bench scripts and the per-package pytest benchmarks.
+"""Benchmark workloads shared by tools/bench scripts, the TorchRec side in tools/bench/torchrec and
+the per-package pytest benchmarks.
 
-`zipf_batches` reproduces the sparse workload of ../shared/peers/torchrec/sparse_step.py: per
-table, bags of U[L/2, 3L/2] IDs drawn Zipf(1.05) over `rows` and scattered by a random permutation.
+The sparse workload: per table, bags of U[L/2, 3L/2] IDs drawn Zipf(1.05) over `rows` and scattered
+by a random permutation. `zipf_arrays` needs only torch (the TorchRec venv has no recis);
+`zipf_batches` wraps the same draws in `Ragged`s, so batch k is the same on both sides.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from recis.core import Ragged
+if TYPE_CHECKING:
+    from recis.core import Ragged
 
 
-def zipf_batches(
+def zipf_arrays(
     n: int = 1,
     tables: int = 8,
     rows: int = 1_000_000,
@@ -19,26 +24,40 @@ def zipf_batches(
     ids: int = 20,
     zipf: float = 1.05,
     seed: int = 1234,
-) -> list[dict[str, Ragged]]:
-    """`n` batches of {"f0": Ragged, ...}, about tables * batch * ids IDs each, drawn in the same
-    order as the peer script's `make_batches`, so batch k is the peer's batch k."""
+    perm_seed: int | None = None,
+) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """`n` batches of (lengths (tables, batch), one 1-D int64 ID tensor per table).
+
+    The permutations that scatter hot IDs come from the batches' generator, drawn first, unless
+    `perm_seed` gives them a generator of their own (the same on every rank while `seed` differs).
+    """
     g = torch.Generator().manual_seed(seed)
     ranks = torch.arange(1, rows + 1, dtype=torch.float64)
     cdf = torch.cumsum(ranks.pow(-zipf), 0)
     cdf /= cdf[-1].clone()
-    perms = [torch.randperm(rows, generator=g) for _ in range(tables)]
+    gp = g if perm_seed is None else torch.Generator().manual_seed(perm_seed)
+    perms = [torch.randperm(rows, generator=gp) for _ in range(tables)]
     out = []
     for _ in range(n):
         lengths = torch.randint(ids // 2, ids + ids // 2 + 1, (tables, batch), generator=g)
-        features = {}
+        values = []
         for t in range(tables):
             u = torch.rand(int(lengths[t].sum()), generator=g, dtype=torch.float64)
-            r = torch.searchsorted(cdf, u).clamp_(max=rows - 1)
-            features[f"f{t}"] = Ragged.from_lengths(perms[t][r], lengths[t])
-        out.append(features)
+            values.append(perms[t][torch.searchsorted(cdf, u).clamp_(max=rows - 1)])
+        out.append((lengths, values))
     return out
 
 
+def zipf_batches(n: int = 1, **kwargs: int | float) -> list[dict[str, Ragged]]:
+    """`n` batches of {"f0": Ragged, ...}: the draws of `zipf_arrays` with the same arguments."""
+    from recis.core import Ragged  # imported here: the TorchRec venv, which has no recis, imports this module
+
+    return [
+        {f"f{t}": Ragged.from_lengths(v, lengths[t]) for t, v in enumerate(values)}
+        for lengths, values in zipf_arrays(n, **kwargs)  # type: ignore[arg-type]
+    ]
+
+
 def zipf_batch(**kwargs: int | float) -> dict[str, Ragged]:
-    """The first of `zipf_batches` (the peer's batch 0)."""
-    return zipf_batches(1, **kwargs)[0]  # type: ignore[arg-type]
+    """The first of `zipf_batches`."""
+    return zipf_batches(1, **kwargs)[0]

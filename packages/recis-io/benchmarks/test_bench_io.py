@@ -2,7 +2,7 @@
 bound, and (b) a typical torch Dataset + DataLoader, on a Criteo-like dataset in Parquet and ORC.
 
 The dataset (label, 13 float columns, 26 list<int64> columns of 1-5 IDs) is generated once into
-build/bench-data. RECIS_IO_BENCH_ROWS sets its size (default 2,000,000, the issue's figure; use fewer
+build/bench-data. RECIS_IO_BENCH_ROWS sets its size (default 2,000,000; use fewer
 for a quick run); group (b) reads a 20,000-row file, as the baseline is a per-row Python loop.
 """
 

@@ -60,6 +60,7 @@ def test_round_trip_reproduces_next_losses(tmp_path):
     assert w.train(model, sparse, dense, range(4, 7)) == w.train(model2, sparse2, dense2, range(4, 7))
 
 
+@pytest.mark.slow  # a fresh process
 def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     n = 3
     model, sparse, dense = trained(n)
@@ -76,6 +77,7 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
         assert torch.equal(resumed["mlp"][k], v)
 
 
+@pytest.mark.slow  # writer processes killed with SIGKILL
 def test_kill_9_at_random_points_leaves_a_loadable_latest(tmp_path):
     rng = random.Random(5)
     for _ in range(4):

@@ -269,6 +269,7 @@ def test_resaving_without_exchange_restores_the_old_copy_after_a_crash(tmp_path,
     assert fresh_saver(tmp_path)[0].load() == {"copy": 3}
 
 
+@pytest.mark.slow  # a second writer in a fresh interpreter
 def test_one_writer_per_directory(tmp_path):
     model, sparse, dense = trained()
     first = Saver(tmp_path, model, optimizers=[sparse, dense])

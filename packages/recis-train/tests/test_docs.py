@@ -14,6 +14,7 @@ MODULES = [
     "recis.train.hooks",
     "recis.train.report",
     "recis.train.trainer",
+    "recis.train.run_state",
     "recis.train.evaluation",
     "recis.train.demo",
     "recis.train.models.base",

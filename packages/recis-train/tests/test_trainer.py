@@ -40,6 +40,7 @@ def run(data_file, out_dir, hooks=(), resume=None, **kw):
     return Trainer(model, reader, None, *optimizers(model), cfg).fit()
 
 
+@pytest.mark.slow  # about 3 s: trains, resumes and trains again
 def test_resume_continues_exactly(data_file, tmp_path):
     run(data_file, tmp_path / "full")
     run(data_file, tmp_path / "cut", hooks=[StopAt(11)], checkpoint_at_end=False)  # dies after step 11
