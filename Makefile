@@ -42,6 +42,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	bash tools/ci/lint_cpp.sh
 
 bench: install
 	mkdir -p build/bench

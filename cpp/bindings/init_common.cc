@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <chrono>
 #include <mutex>
-#include <set>
-#include <thread>
 #include <optional>
+#include <set>
 #include <string>
+#include <thread>
 
 #include "recis/buffer.h"
 #include "recis/parallel.h"
@@ -57,8 +57,7 @@ nb::tuple ragged_out(RaggedResult&& r, const AnyArray& values, const std::option
     wshape[0] = static_cast<size_t>(r.num_values);
     out_weights = to_tensor(std::move(r.columns[1]), wshape, weights->dtype());
   }
-  nb::object out_offsets =
-      to_tensor(std::move(r.offsets), {static_cast<size_t>(r.num_rows + 1)}, nb::dtype<int64_t>());
+  nb::object out_offsets = to_tensor(std::move(r.offsets), {static_cast<size_t>(r.num_rows + 1)}, nb::dtype<int64_t>());
   return nb::make_tuple(out_offsets, out_values, out_weights);
 }
 
@@ -115,7 +114,7 @@ void init_common(nb::module_& m) {
 
   m.def(
       "ragged_truncate",
-      [](const I64Array& offsets, const AnyArray& values, std::optional<AnyArray> weights, int64_t max_len,
+      [](const I64Array& offsets, const AnyArray& values, const std::optional<AnyArray>& weights, int64_t max_len,
          bool keep_last) {
         Inputs in = inputs_of(offsets, values, weights, "ragged_truncate");
         RaggedResult r;
@@ -130,7 +129,8 @@ void init_common(nb::module_& m) {
 
   m.def(
       "ragged_select",
-      [](const I64Array& offsets, const AnyArray& values, std::optional<AnyArray> weights, const I64Array& rows) {
+      [](const I64Array& offsets, const AnyArray& values, const std::optional<AnyArray>& weights,
+         const I64Array& rows) {
         Inputs in = inputs_of(offsets, values, weights, "ragged_select");
         RaggedResult r;
         {
@@ -144,7 +144,7 @@ void init_common(nb::module_& m) {
 
   m.def(
       "ragged_to_dense",
-      [](const I64Array& offsets, const AnyArray& values, std::optional<AnyArray> weights, const AnyArray& pad,
+      [](const I64Array& offsets, const AnyArray& values, const std::optional<AnyArray>& weights, const AnyArray& pad,
          int64_t max_len, bool keep_last) {
         Inputs in = inputs_of(offsets, values, weights, "ragged_to_dense");
         const Column pad_col = column_of(pad, "ragged_to_dense", "pad");
@@ -165,10 +165,11 @@ void init_common(nb::module_& m) {
         nb::object dense = to_tensor(std::move(r.columns[0]), shape, values.dtype());
         nb::object dense_weights = nb::none();
         if (weights)
-          dense_weights = to_tensor(std::move(r.columns[1]), {static_cast<size_t>(r.num_rows), static_cast<size_t>(r.max_len)},
-                                    weights->dtype());
-        nb::object mask = to_tensor(std::move(r.mask), {static_cast<size_t>(r.num_rows), static_cast<size_t>(r.max_len)},
-                                    nb::dtype<bool>());
+          dense_weights =
+              to_tensor(std::move(r.columns[1]), {static_cast<size_t>(r.num_rows), static_cast<size_t>(r.max_len)},
+                        weights->dtype());
+        nb::object mask = to_tensor(
+            std::move(r.mask), {static_cast<size_t>(r.num_rows), static_cast<size_t>(r.max_len)}, nb::dtype<bool>());
         return nb::make_tuple(dense, mask, dense_weights);
       },
       nb::arg("offsets"), nb::arg("values"), nb::arg("weights").none(), nb::arg("pad"), nb::arg("max_len"),

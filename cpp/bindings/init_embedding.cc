@@ -29,12 +29,11 @@ using F32Array1 = nb::ndarray<nb::pytorch, const float, nb::ndim<1>, nb::c_conti
 using I32Array = nb::ndarray<nb::pytorch, const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 InitKind parse_init_kind(const std::string& kind) {
-  static const std::pair<const char*, InitKind> kinds[] = {
-      {"constant", InitKind::kConstant},
-      {"uniform", InitKind::kUniform},
-      {"normal", InitKind::kNormal},
-      {"truncated_normal", InitKind::kTruncatedNormal},
-      {"xavier_uniform", InitKind::kXavierUniform}};
+  static const std::pair<const char*, InitKind> kinds[] = {{"constant", InitKind::kConstant},
+                                                           {"uniform", InitKind::kUniform},
+                                                           {"normal", InitKind::kNormal},
+                                                           {"truncated_normal", InitKind::kTruncatedNormal},
+                                                           {"xavier_uniform", InitKind::kXavierUniform}};
   for (const auto& [name, k] : kinds)
     if (kind == name) return k;
   throw std::invalid_argument("HashTable: unknown initializer '" + kind +
@@ -99,8 +98,9 @@ nb::tuple lookup_keys(HashTable& t, const std::vector<KeyRun>& keys, int64_t ste
     found = t.lookup(keys, step, insert, gather);
   }
   const size_t u = found.rows.size();
-  nb::object emb = gather ? to_tensor(std::move(found.embeddings), {u, static_cast<size_t>(t.dim())}, nb::dtype<float>())
-                          : nb::none();
+  nb::object emb = gather
+                       ? to_tensor(std::move(found.embeddings), {u, static_cast<size_t>(t.dim())}, nb::dtype<float>())
+                       : nb::none();
   return nb::make_tuple(vector_tensor(std::move(found.rows)), i64_tensor(std::move(found.index), n), emb);
 }
 
@@ -169,8 +169,8 @@ void init_table(nb::module_& m) {
       .def(
           "pool",
           [](const HashTable& t, const I64Array& rows, const I64Array& index, const I64Array& offsets,
-             std::optional<F32Array1> weights, const std::vector<std::string>& combiners,
-             const std::vector<int64_t>& runs, F32Out2 out, bool batch_major) {
+             const std::optional<F32Array1>& weights, const std::vector<std::string>& combiners,
+             const std::vector<int64_t>& runs, const F32Out2& out, bool batch_major) {
             const char* op = "HashTable.pool";
             const auto n = static_cast<int64_t>(index.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
             PoolArgs a = pool_args(out, bags, n, t.dim(), weights, combiners, runs, batch_major, op, "out");
@@ -186,8 +186,8 @@ void init_table(nb::module_& m) {
       .def(
           "pool_keys",
           [](HashTable& t, const std::vector<I64Array>& ids, const std::vector<int>& tags, const I64Array& offsets,
-             std::optional<F32Array1> weights, const std::vector<std::string>& combiners,
-             const std::vector<int64_t>& runs, F32Out2 out, bool batch_major) {
+             const std::optional<F32Array1>& weights, const std::vector<std::string>& combiners,
+             const std::vector<int64_t>& runs, const F32Out2& out, bool batch_major) {
             const char* op = "HashTable.pool_keys";
             const std::vector<KeyRun> keys = key_runs(ids, tags, op);
             const int64_t n = run_starts(keys).back(), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
@@ -218,8 +218,8 @@ void init_table(nb::module_& m) {
           "evict_to_capacity",
           [](HashTable& t, int64_t capacity, const std::string& policy) {
             if (policy != "lru" && policy != "lfu")
-              throw std::invalid_argument("HashTable.evict_to_capacity: policy must be 'lru' or 'lfu', got '" +
-                                          policy + "'");
+              throw std::invalid_argument("HashTable.evict_to_capacity: policy must be 'lru' or 'lfu', got '" + policy +
+                                          "'");
             nb::gil_scoped_release release;
             return t.evict_to_capacity(capacity, policy == "lru" ? EvictPolicy::kLru : EvictPolicy::kLfu);
           },
@@ -262,7 +262,8 @@ void init_table(nb::module_& m) {
             out["tags"] = vector_tensor(std::move(e.tags));
             out["steps"] = vector_tensor(std::move(e.steps));
             out["freqs"] = vector_tensor(std::move(e.freqs));
-            out["embeddings"] = to_tensor(std::move(e.embeddings), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
+            out["embeddings"] =
+                to_tensor(std::move(e.embeddings), {n, static_cast<size_t>(t.dim())}, nb::dtype<float>());
             for (size_t s = 0; s < names.size(); ++s)
               slots[names[s].c_str()] =
                   to_tensor(std::move(e.slots[s]), {n, static_cast<size_t>(widths[s])}, nb::dtype<float>());
@@ -276,7 +277,7 @@ void init_table(nb::module_& m) {
           "assign",
           [](HashTable& t, const I64Array& ids, const I32Array& tags, const I64Array& steps, const I64Array& freqs,
              const F32Array2& emb, const nb::dict& slots) {
-            const auto n = static_cast<size_t>(ids.shape(0));
+            const size_t n = ids.shape(0);
             if (tags.shape(0) != n || steps.shape(0) != n || freqs.shape(0) != n || emb.shape(0) != n ||
                 static_cast<int64_t>(emb.shape(1)) != t.dim())
               throw std::invalid_argument("HashTable.assign: expected " + std::to_string(n) +
@@ -311,8 +312,7 @@ void init_table(nb::module_& m) {
             }
             return vector_tensor(std::move(rows));
           },
-          nb::arg("ids"), nb::arg("tags"), nb::arg("steps"), nb::arg("freqs"), nb::arg("embeddings"),
-          nb::arg("slots"),
+          nb::arg("ids"), nb::arg("tags"), nb::arg("steps"), nb::arg("freqs"), nb::arg("embeddings"), nb::arg("slots"),
           "Inserts or overwrites rows with the given embeddings, metadata and slots {name: n x width} "
           "(slots left out are reset); returns their row indices.")
       .def("counters",
@@ -346,7 +346,8 @@ void init_embedding(nb::module_& m) {
           nb::gil_scoped_release release;
           r = route_keys(keys, world);
         }
-        return nb::make_tuple(i64_tensor(std::move(r.ids), r.size), to_tensor(std::move(r.tags), {r.size}, nb::dtype<int32_t>()),
+        return nb::make_tuple(i64_tensor(std::move(r.ids), r.size),
+                              to_tensor(std::move(r.tags), {r.size}, nb::dtype<int32_t>()),
                               vector_tensor(std::move(r.counts)), i64_tensor(std::move(r.index), n));
       },
       nb::arg("ids"), nb::arg("tags"), nb::arg("world"),
@@ -357,6 +358,7 @@ void init_embedding(nb::module_& m) {
       [](const std::vector<I64Array>& ids, const I64Array& offsets, int64_t world, const std::vector<int64_t>& header,
          bool with_order) {
         std::vector<KeyRun> parts;
+        parts.reserve(ids.size());
         for (const I64Array& a : ids) parts.push_back({a.data(), static_cast<int64_t>(a.shape(0))});
         const auto bags = static_cast<int64_t>(offsets.shape(0)) - 1;
         RoutedBags r;
@@ -379,8 +381,8 @@ void init_embedding(nb::module_& m) {
         if (!all_in_range(rows.data(), 0, n, -1, capacity))
           for (int64_t i = 0; i < n; ++i)
             if (rows.data()[i] < -1 || rows.data()[i] >= capacity)
-              throw std::invalid_argument("unique_rows: rows[" + std::to_string(i) + "]=" +
-                                          std::to_string(rows.data()[i]) + " is outside [-1, " +
+              throw std::invalid_argument("unique_rows: rows[" + std::to_string(i) +
+                                          "]=" + std::to_string(rows.data()[i]) + " is outside [-1, " +
                                           std::to_string(capacity) + ")");
         Buffer index(static_cast<size_t>(n) * sizeof(int64_t));
         std::vector<int64_t> unique;
@@ -396,8 +398,8 @@ void init_embedding(nb::module_& m) {
 
   m.def(
       "pooled_forward",
-      [](const F32Array2& emb, const I64Array& index, const I64Array& offsets, std::optional<F32Array1> weights,
-         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, F32Out2 out) {
+      [](const F32Array2& emb, const I64Array& index, const I64Array& offsets, const std::optional<F32Array1>& weights,
+         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, const F32Out2& out) {
         const char* op = "pooled_forward";
         const auto n = static_cast<int64_t>(index.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
         const auto dim = static_cast<int64_t>(emb.shape(1));
@@ -414,9 +416,9 @@ void init_embedding(nb::module_& m) {
 
   m.def(
       "pooled_backward",
-      [](const F32Array2& grad_out, const I64Array& index, const I64Array& offsets, std::optional<F32Array1> weights,
-         const std::vector<std::string>& combiners, const std::vector<int64_t>& runs, F32Out2 grad_emb,
-         bool batch_major) {
+      [](const F32Array2& grad_out, const I64Array& index, const I64Array& offsets,
+         const std::optional<F32Array1>& weights, const std::vector<std::string>& combiners,
+         const std::vector<int64_t>& runs, const F32Out2& grad_emb, bool batch_major) {
         const char* op = "pooled_backward";
         const auto n = static_cast<int64_t>(index.shape(0)), bags = static_cast<int64_t>(offsets.shape(0)) - 1;
         const auto dim = static_cast<int64_t>(grad_emb.shape(1));

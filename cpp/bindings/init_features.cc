@@ -65,7 +65,7 @@ void init_features(nb::module_& m) {
       [](const nb::ndarray<nb::pytorch, nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>& offsets,
          const nb::ndarray<nb::pytorch, const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>& data,
          const std::string& algo, uint64_t seed, int64_t buckets,
-         nb::ndarray<nb::pytorch, int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> out) {
+         const nb::ndarray<nb::pytorch, int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>& out) {
         const StringHash a = string_hash_of(algo, "hash_strings: ");
         if (offsets.shape(0) == 0 || out.shape(0) != offsets.shape(0) - 1)
           throw std::invalid_argument("hash_strings: out must have len(offsets) - 1 = " +
@@ -111,7 +111,8 @@ void init_features(nb::module_& m) {
         nb::gil_scoped_release release;
         hash_string_columns(columns);
       },
-      nb::arg("offsets"), nb::arg("data"), nb::arg("algos"), nb::arg("seeds"), nb::arg("buckets"), nb::arg("outs").noconvert(),
+      nb::arg("offsets"), nb::arg("data"), nb::arg("algos"), nb::arg("seeds"), nb::arg("buckets"),
+      nb::arg("outs").noconvert(),
       "Hashes many Arrow-layout string columns (int64 offsets + bytes) in one call, as hash_strings does each.");
 
   m.def(
@@ -145,8 +146,9 @@ void init_features(nb::module_& m) {
         std::vector<BucketizeColumn> columns;
         for (size_t c = 0; c < n; ++c) {
           check_out("bucketize", c, outs[c].shape(0), values[c].shape(0));
-          columns.push_back({values[c].data(), numeric_type_of(values[c], "bucketize", c), static_cast<int64_t>(values[c].shape(0)),
-                             boundaries[c].data(), static_cast<int64_t>(boundaries[c].shape(0)), outs[c].data()});
+          columns.push_back({values[c].data(), numeric_type_of(values[c], "bucketize", c),
+                             static_cast<int64_t>(values[c].shape(0)), boundaries[c].data(),
+                             static_cast<int64_t>(boundaries[c].shape(0)), outs[c].data()});
         }
         nb::gil_scoped_release release;
         bucketize_columns(columns);
@@ -188,7 +190,8 @@ void init_features(nb::module_& m) {
         nb::gil_scoped_release release;
         mod_columns(columns);
       },
-      nb::arg("ids"), nb::arg("moduli"), nb::arg("outs").noconvert(), "Takes many int64 columns mod their moduli in one call.");
+      nb::arg("ids"), nb::arg("moduli"), nb::arg("outs").noconvert(),
+      "Takes many int64 columns mod their moduli in one call.");
 
   m.def(
       "cross_columns",
@@ -237,14 +240,13 @@ void init_features(nb::module_& m) {
         for (CrossResult& r : results) {
           const auto nv = static_cast<size_t>(r.num_values);
           nb::object w = r.weighted ? to_tensor(std::move(r.weights), {nv}, nb::dtype<float>()) : nb::none();
-          out.push_back(nb::make_tuple(to_tensor(std::move(r.offsets), {static_cast<size_t>(r.num_rows + 1)},
-                                                 nb::dtype<int64_t>()),
-                                       to_tensor(std::move(r.values), {nv}, nb::dtype<int64_t>()), w));
+          out.push_back(nb::make_tuple(
+              to_tensor(std::move(r.offsets), {static_cast<size_t>(r.num_rows + 1)}, nb::dtype<int64_t>()),
+              to_tensor(std::move(r.values), {nv}, nb::dtype<int64_t>()), w));
         }
         return out;
       },
-      nb::arg("offsets"), nb::arg("values"), nb::arg("weights"), nb::arg("arity"), nb::arg("seeds"),
-      nb::arg("buckets"),
+      nb::arg("offsets"), nb::arg("values"), nb::arg("weights"), nb::arg("arity"), nb::arg("seeds"), nb::arg("buckets"),
       "Feature crosses, many in one call: cross c takes the next arity[c] (offsets, values, weights) inputs and "
       "returns (offsets, values, weights or None); each combination is MurmurHash3 of its IDs' bytes.");
 }

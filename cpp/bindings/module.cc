@@ -8,7 +8,7 @@ void init_common(nb::module_& m);
 void init_embedding(nb::module_& m);
 void init_features(nb::module_& m);
 void init_optim(nb::module_& m);
-}
+}  // namespace recis::bind
 
 NB_MODULE(_C, m) {
   m.doc() = "RecIS compiled core: C++ kernels over DLPack tensors (no libtorch link).";

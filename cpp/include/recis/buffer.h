@@ -2,9 +2,8 @@
 // size in advance. The bindings hand the pointer to Python (DLPack) without copying.
 //
 // Large blocks come from a small process-wide cache: a freshly mapped block costs a page fault
-// per 4 KiB on first touch (about 1 ms for a 3 MB batch here), which dominated kernels that
-// return a new batch every step. Freed blocks of 256 KiB and more are kept (up to a byte budget)
-// and handed out again to requests of the same size class (the next power of two).
+// per 4 KiB on first touch, which dominated kernels that return a new batch every step. Freed blocks of 256 KiB and
+// more are kept (up to a byte budget) and handed out again to requests of the same size class (the next power of two).
 #pragma once
 
 #include <algorithm>
@@ -42,7 +41,9 @@ class Buffer {
 
   uint8_t* data() const { return ptr_; }
   template <typename T>
-  T* as() const { return reinterpret_cast<T*>(ptr_); }
+  T* as() const {
+    return reinterpret_cast<T*>(ptr_);
+  }
   size_t bytes() const { return bytes_; }
   // Gives up ownership; free the result with buffer_free.
   uint8_t* release() {

@@ -195,8 +195,7 @@ class HashTable {
   // n distinct keys a probe just missed: each is inserted and initialized when `insert` and
   // admitted, rows[i] gets its row or -1. Returns the rows created. Without admission counting,
   // rows are assigned in key order and the map filled in parallel.
-  int64_t insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
-                         int64_t* rows);
+  int64_t insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert, int64_t* rows);
   int64_t probe(int64_t id, uint16_t tag) const;                    // row or -1
   int64_t probe_from(size_t slot, int64_t id, uint16_t tag) const;  // probe starting at home slot `slot`
   // rows[i] = row of key i or -1, probing a window of keys at a time; returns how many missed.

@@ -25,7 +25,7 @@ struct Offsets {
 
 // Output of a row-restructuring kernel: new offsets and, for each input column, its new values.
 struct RaggedResult {
-  Buffer offsets;              // int64, num_rows + 1
+  Buffer offsets;               // int64, num_rows + 1
   std::vector<Buffer> columns;  // one per input column, num_values values each
   int64_t num_rows = 0;
   int64_t num_values = 0;

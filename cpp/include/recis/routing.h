@@ -16,7 +16,9 @@ namespace recis {
 class OwnerRank {
  public:
   explicit OwnerRank(uint32_t world)
-      : w_(world), m_(~uint64_t{0} / world + 1), shift_(mod32(1u << 16) * (1u << 16) % world),
+      : w_(world),
+        m_(~uint64_t{0} / world + 1),
+        shift_(mod32(1u << 16) * (1u << 16) % world),
         mask_((world & (world - 1)) == 0 ? world - 1 : 0) {}
   [[gnu::always_inline]] uint32_t operator()(int64_t id) const {
     const uint64_t x = mix64(static_cast<uint64_t>(id));

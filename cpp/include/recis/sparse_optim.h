@@ -12,8 +12,8 @@
 namespace recis {
 
 enum class OptKind {
-  kSgd,             // w -= lr * (g + wd * w)
-  kAdagrad,         // s += g^2; w -= lr_t * g / (sqrt(s) + eps), lr_t = lr / (1 + (t - 1) * lr_decay)  (torch.optim.Adagrad)
+  kSgd,      // w -= lr * (g + wd * w)
+  kAdagrad,  // s += g^2; w -= lr_t * g / (sqrt(s) + eps), lr_t = lr / (1 + (t - 1) * lr_decay)  (torch.optim.Adagrad)
   kRowWiseAdagrad,  // s += mean_d(g^2) (one float per row); w -= lr * g / (sqrt(s) + eps)  (FBGEMM/TorchRec)
   kAdam,            // torch.optim.Adam; with decoupled: torch.optim.AdamW
   kAdamTF,          // TF/Keras Adam: lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); w -= lr_t * m / (sqrt(v) + eps)
@@ -37,8 +37,8 @@ struct OptConfig {
   bool decoupled = false;  // Adam kinds: decay w *= 1 - lr * wd before the update (AdamW); else L2 in g
   float lr_decay = 0.0f;   // Adagrad
   float l1 = 0.0f, l2 = 0.0f, ftrl_beta = 1.0f;  // FTRL
-  int64_t step = 1;        // t, the bias-correction step (1 on the first update)
-  float grad_scale = 1.0f; // multiplies every gradient first (global norm clipping)
+  int64_t step = 1;                              // t, the bias-correction step (1 on the first update)
+  float grad_scale = 1.0f;                       // multiplies every gradient first (global norm clipping)
 };
 
 OptKind parse_opt_kind(const std::string& name);

@@ -8,13 +8,13 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <pthread.h>
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <mutex>
-#include <pthread.h>
 #include <stdexcept>
 #include <string>
 #include <thread>

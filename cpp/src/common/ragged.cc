@@ -30,8 +30,8 @@ int64_t total_value_bytes(const std::vector<Column>& columns) {
 
 // Copies segment i = [starts[i], starts[i] + len_i) of every column into the output, where
 // len_i = out_offsets[i + 1] - out_offsets[i].
-RaggedResult gather_segments(const std::vector<Column>& columns, const std::vector<int64_t>& starts,
-                             Buffer out_offsets, int64_t num_rows) {
+RaggedResult gather_segments(const std::vector<Column>& columns, const std::vector<int64_t>& starts, Buffer out_offsets,
+                             int64_t num_rows) {
   RaggedResult r;
   r.num_rows = num_rows;
   const int64_t* oo = out_offsets.as<int64_t>();
@@ -57,21 +57,18 @@ RaggedResult gather_segments(const std::vector<Column>& columns, const std::vect
 
 void validate_offsets(const Offsets& o, const char* op) {
   if (o.num_rows < 0) throw std::invalid_argument(std::string(op) + ": offsets must have at least one element");
-  if (o.data[0] != 0)
-    throw std::invalid_argument(std::string(op) + ": offsets[0] must be 0, got " + str(o.data[0]));
+  if (o.data[0] != 0) throw std::invalid_argument(std::string(op) + ": offsets[0] must be 0, got " + str(o.data[0]));
   for (int64_t i = 0; i < o.num_rows; ++i) {
     if (o.data[i + 1] < o.data[i])
       throw std::invalid_argument(std::string(op) + ": offsets must be non-decreasing, got offsets[" + str(i) +
                                   "]=" + str(o.data[i]) + " > offsets[" + str(i + 1) + "]=" + str(o.data[i + 1]));
   }
   if (o.data[o.num_rows] != o.num_values)
-    throw std::invalid_argument(std::string(op) + ": last offset must equal the number of values " +
-                                str(o.num_values) + ", got offsets[" + str(o.num_rows) +
-                                "]=" + str(o.data[o.num_rows]));
+    throw std::invalid_argument(std::string(op) + ": last offset must equal the number of values " + str(o.num_values) +
+                                ", got offsets[" + str(o.num_rows) + "]=" + str(o.data[o.num_rows]));
 }
 
-RaggedResult ragged_truncate(const Offsets& o, const std::vector<Column>& columns, int64_t max_len,
-                             bool keep_last) {
+RaggedResult ragged_truncate(const Offsets& o, const std::vector<Column>& columns, int64_t max_len, bool keep_last) {
   if (max_len < 0) throw std::invalid_argument("ragged_truncate: max_len must be >= 0, got " + str(max_len));
   validate_offsets(o, "ragged_truncate");
   std::vector<int64_t> starts(static_cast<size_t>(o.num_rows));

@@ -70,13 +70,13 @@ template <bool kHw>
 #define RECIS_POPCNT __attribute__((target("popcnt")))
 // RECIS_NO_POPCNT=1 takes the portable loops (tests run both). Runs while the library loads,
 // possibly before libgcc's own CPU detection, hence the explicit init.
-bool has_popcnt() {
+bool has_popcnt() noexcept {
   __builtin_cpu_init();
   return __builtin_cpu_supports("popcnt") && !std::getenv("RECIS_NO_POPCNT");
 }
 #else  // elsewhere __builtin_popcountll is the machine's own instruction
 #define RECIS_POPCNT
-bool has_popcnt() { return !std::getenv("RECIS_NO_POPCNT"); }
+bool has_popcnt() noexcept { return !std::getenv("RECIS_NO_POPCNT"); }
 #endif
 const bool kHasPopcnt = has_popcnt();
 RECIS_POPCNT uint32_t count_below_hw(const uint64_t* bits, int64_t words, uint32_t* below) {
@@ -153,7 +153,8 @@ bool unique_rows_dense(const int64_t* rows, int64_t n, int64_t words, std::vecto
       for (int64_t p = 1; p < parts; ++p)
         for (int64_t w = begin; w < end; ++w) bits[w] |= marks[static_cast<size_t>(p * words + w)];
     });
-  const int64_t u = kHasPopcnt ? count_below_hw(bits, words, below.data()) : count_below<false>(bits, words, below.data());
+  const int64_t u =
+      kHasPopcnt ? count_below_hw(bits, words, below.data()) : count_below<false>(bits, words, below.data());
   unique.resize(static_cast<size_t>(u + none));
   if (none) unique[static_cast<size_t>(u)] = -1;
   int64_t* uniq = unique.data();
@@ -227,13 +228,13 @@ bool unique_rows_bucketed(const int64_t* rows, int64_t n, int64_t capacity, std:
       }
     }
   });
-  ScratchArray<uint16_t> rank(static_cast<size_t>(n));  // rank[k]: sorted[k]'s among its bucket's distinct rows
+  ScratchArray<uint16_t> rank(static_cast<size_t>(n));       // rank[k]: sorted[k]'s among its bucket's distinct rows
   std::vector<int64_t> first(static_cast<size_t>(buckets));  // distinct rows per bucket, then the index of its first
   parallel_for(buckets - 1, 16, [&](int64_t bb, int64_t be) {
     const int64_t words = int64_t{1} << (shift - 6);
     for (int64_t b = bb; b < be; ++b) {
       const uint32_t s0 = start[static_cast<size_t>(b)], m = start[static_cast<size_t>(b) + 1] - s0;
-      first[static_cast<size_t>(b)] = m == 0        ? 0
+      first[static_cast<size_t>(b)] = m == 0       ? 0
                                       : kHasPopcnt ? rank_bucket_hw(sorted.data() + s0, m, words, rank.data() + s0)
                                                    : rank_bucket<false>(sorted.data() + s0, m, words, rank.data() + s0);
     }
@@ -315,7 +316,8 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
     part_start[static_cast<size_t>(p) + 1] = at;
   }
   // Scratch from the block cache: fresh pages would cost a fault per 4 KiB every batch.
-  ScratchArray<int64_t> place(static_cast<size_t>(n)), run_ids(static_cast<size_t>(n));  // place[i]: key i's in the runs
+  ScratchArray<int64_t> place(static_cast<size_t>(n)),
+      run_ids(static_cast<size_t>(n));  // place[i]: key i's in the runs
   ScratchArray<uint64_t> run_hashes(static_cast<size_t>(n));
   ScratchArray<uint16_t> run_tags(static_cast<size_t>(n));
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
@@ -345,7 +347,8 @@ void unique_keys(const int64_t* ids, const uint16_t* tags, int64_t n, std::vecto
   });
   std::vector<int64_t> base(kParts + 1, 0);
   for (int p = 0; p < kParts; ++p)
-    base[static_cast<size_t>(p) + 1] = base[static_cast<size_t>(p)] + static_cast<int64_t>(firsts[static_cast<size_t>(p)].size());
+    base[static_cast<size_t>(p) + 1] =
+        base[static_cast<size_t>(p)] + static_cast<int64_t>(firsts[static_cast<size_t>(p)].size());
   unique_ids.resize(static_cast<size_t>(base[kParts]));
   unique_tags.resize(static_cast<size_t>(base[kParts]));
   parallel_for(kParts, 1, [&](int64_t pb, int64_t pe) {

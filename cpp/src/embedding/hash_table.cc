@@ -27,8 +27,7 @@ size_t HashTable::KeyHash::operator()(const std::pair<int64_t, uint16_t>& k) con
 
 HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows)
     : dim_(dim), init_(init), admit_count_(admit_count) {
-  if (dim < 1 || dim > kMaxWidth)
-    throw std::invalid_argument("HashTable: dim must be in [1, 2^20], got " + str(dim));
+  if (dim < 1 || dim > kMaxWidth) throw std::invalid_argument("HashTable: dim must be in [1, 2^20], got " + str(dim));
   if (admit_count < 1) throw std::invalid_argument("HashTable: admit_count must be >= 1, got " + str(admit_count));
   if (block_rows < 1 || block_rows > kMaxWidth || (block_rows & (block_rows - 1)))
     throw std::invalid_argument("HashTable: block_rows must be a power of two in [1, 2^20], got " + str(block_rows));
@@ -54,6 +53,7 @@ int64_t HashTable::row_capacity() const {
 std::vector<std::string> HashTable::slot_names() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::string> names;
+  names.reserve(slots_.size());
   for (const Slot& s : slots_) names.push_back(s.name);
   return names;
 }
@@ -61,6 +61,7 @@ std::vector<std::string> HashTable::slot_names() const {
 std::vector<int64_t> HashTable::slot_widths() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<int64_t> widths;
+  widths.reserve(slots_.size());
   for (const Slot& s : slots_) widths.push_back(s.width);
   return widths;
 }
@@ -116,9 +117,8 @@ void HashTable::reserve_map(int64_t rows) {
 
 template <bool kWrite, typename SlotOf, typename Visit>
 void HashTable::pipeline(int64_t begin, int64_t end, SlotOf slot_of, Visit visit) const {
-  // A rolling distance keeps kMapAhead lines in flight throughout; probing in windows (prefetch
-  // 32, then visit 32) let the misses drain at every window's end: the Zipf pooled forward ran
-  // about 5% slower so (tools/bench/embedding.py, alternating processes).
+  // A rolling distance keeps kMapAhead lines in flight throughout (probing in windows, prefetch
+  // 32 then visit 32, would let the misses drain at every window's end).
   size_t ring[kMapAhead];
   auto fetch = [&](int64_t i) {
     const size_t s = slot_of(i);
@@ -269,7 +269,8 @@ Found HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool inse
   std::lock_guard<std::mutex> lock(mutex_);
   std::atomic<bool> any_missed{false};
   parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
-    if (probe_runs(keys, starts, begin, end - begin, key_rows + begin)) any_missed.store(true, std::memory_order_relaxed);
+    if (probe_runs(keys, starts, begin, end - begin, key_rows + begin))
+      any_missed.store(true, std::memory_order_relaxed);
   });
   std::vector<int64_t> missed;  // positions of missing keys (a scan only when there are any)
   if (any_missed.load())
@@ -335,10 +336,11 @@ int64_t HashTable::probe_runs(const std::vector<KeyRun>& keys, const std::vector
   return missing;
 }
 
-void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offsets, int64_t bags,
-                          const float* weights, const float* scales, float* out, const BagLayout& layout) {
+void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offsets, int64_t bags, const float* weights,
+                          const float* scales, float* out, const BagLayout& layout) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<const float*> blocks;
+  blocks.reserve(emb_.size());
   for (const Block& b : emb_) blocks.push_back(b.get());
   const std::vector<int64_t> starts = run_starts(keys);
   // Pieces of 256 bags: probe a piece's keys, then pool it while its rows are still in cache.
@@ -368,7 +370,9 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
 }
 
 void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {
-  auto bad = [&](int64_t r) { return r != -1 && (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live); };
+  auto bad = [&](int64_t r) {
+    return r != -1 && (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live);
+  };
   std::atomic<bool> any{false};  // parallel check; the first offender is searched only on failure
   // A row below allocated_rows_ is dead only while it waits in free_rows_: with none waiting
   // (always, without eviction), a range check does, and no row's metadata is read.
@@ -387,14 +391,16 @@ void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const
                                   " is not a live row of this table (or -1)");
 }
 
-void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets,
-                     int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout) const {
+void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets, int64_t bags,
+                     const float* weights, const float* scales, float* out, const BagLayout& layout) const {
   std::lock_guard<std::mutex> lock(mutex_);
   const bool fine = all_in_range(rows, 0, num_rows, -1, allocated_rows_);
   for (int64_t u = 0; !fine && u < num_rows; ++u)
     if (rows[u] < -1 || rows[u] >= allocated_rows_)
-      throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) + " is not a row of this table");
+      throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) +
+                                  " is not a row of this table");
   std::vector<const float*> blocks;
+  blocks.reserve(emb_.size());
   for (const Block& b : emb_) blocks.push_back(b.get());
   const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero_row_.data()};
   pooled_forward_rows(source, num_rows, dim_, index, offsets, bags, weights, scales, out, layout, "HashTable.pool");
@@ -432,7 +438,8 @@ void HashTable::gather_rows(const int64_t* rows, int64_t n, float* out) const {
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
   parallel_for(n, std::max<int64_t>(1, kMinChunk / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0) prefetch_lines(row(rows[i + kPrefetchAhead]), bytes);
+      if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0)
+        prefetch_lines(row(rows[i + kPrefetchAhead]), bytes);
       if (rows[i] >= 0)
         std::memcpy(out + i * dim_, row(rows[i]), bytes);
       else

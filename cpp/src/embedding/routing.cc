@@ -77,8 +77,9 @@ RoutedBags route_bags(const std::vector<KeyRun>& ids, const int64_t* off, int64_
   const std::vector<int64_t> part_start = run_starts(ids);  // part k holds keys [part_start[k], part_start[k + 1])
   const int64_t n = part_start.back();
   if (bags < 0 || off[0] != 0 || off[bags] != n)
-    throw std::invalid_argument("route_bags: offsets must run from 0 to the " + std::to_string(n) + " IDs, got " +
-                                (bags < 0 ? std::string("none") : std::to_string(off[0]) + ".." + std::to_string(off[bags])));
+    throw std::invalid_argument(
+        "route_bags: offsets must run from 0 to the " + std::to_string(n) + " IDs, got " +
+        (bags < 0 ? std::string("none") : std::to_string(off[0]) + ".." + std::to_string(off[bags])));
   for (int64_t b = 0; b < bags; ++b)
     if (off[b + 1] < off[b])
       throw std::invalid_argument("route_bags: offsets decrease at bag " + std::to_string(b) + " (" +
@@ -117,8 +118,8 @@ RoutedBags route_bags(const std::vector<KeyRun>& ids, const int64_t* off, int64_
   }
   int64_t* __restrict nx = next.data();
   const int64_t* __restrict cnt = counts.data();
-  const int64_t skip = head + bags;  // a block's header and counts
-  size_t k = 0;                      // the part holding key j
+  const int64_t skip = head + bags;     // a block's header and counts
+  size_t k = 0;                         // the part holding key j
   for (int64_t b = 0; b < bags; ++b) {  // each bag's keys, scattered to their owners and counted per owner
     for (int64_t j = off[b]; j < off[b + 1]; ++j) {
       while (j >= part_start[k + 1]) ++k;

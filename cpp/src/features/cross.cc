@@ -20,7 +20,8 @@ void check(const CrossSpec& spec, int64_t c) {
   const std::string where = detail::column_error("cross", c);
   if (spec.inputs.size() < 2)
     throw std::invalid_argument(where + "needs at least 2 inputs, got " + std::to_string(spec.inputs.size()));
-  if (spec.buckets < 0) throw std::invalid_argument(where + "buckets must be >= 0, got " + std::to_string(spec.buckets));
+  if (spec.buckets < 0)
+    throw std::invalid_argument(where + "buckets must be >= 0, got " + std::to_string(spec.buckets));
   for (const CrossInput& in : spec.inputs) validate_offsets(Offsets{in.offsets, spec.num_rows, in.num_values}, "cross");
 }
 

@@ -232,7 +232,8 @@ void hash_string_columns(const std::vector<StringColumn>& columns) {
                                     std::to_string(col.data_len) + " bytes");
       const uint8_t* str = col.data + lo;
       const auto len = static_cast<size_t>(hi - lo);
-      uint64_t h = col.algo == StringHash::kFarm ? farmhash_fingerprint64(str, len) : murmur3_x64_64(str, len, col.seed);
+      uint64_t h =
+          col.algo == StringHash::kFarm ? farmhash_fingerprint64(str, len) : murmur3_x64_64(str, len, col.seed);
       if (buckets > 0) h %= buckets;
       col.out[i] = static_cast<int64_t>(h);
     }
@@ -244,8 +245,8 @@ void hash_id_columns(const std::vector<IdColumn>& columns) {
   for (size_t c = 0; c < columns.size(); ++c) {
     const IdColumn& col = columns[c];
     if (col.k < 1)
-      throw std::invalid_argument(detail::column_error("hash_ids", c) + "needs at least one hash per ID, got k=" +
-                                  std::to_string(col.k));
+      throw std::invalid_argument(detail::column_error("hash_ids", c) +
+                                  "needs at least one hash per ID, got k=" + std::to_string(col.k));
     for (int64_t j = 0; j < col.k; ++j)
       if (col.buckets[j] < 0)
         throw std::invalid_argument(detail::column_error("hash_ids", c) + "buckets must be >= 0, got " +

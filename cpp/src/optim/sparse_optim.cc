@@ -14,17 +14,12 @@ namespace recis {
 
 std::vector<SlotSpec> slot_specs(OptKind kind) {
   switch (kind) {
-    case OptKind::kSgd:
-      return {};
-    case OptKind::kAdagrad:
-      return {{"adagrad.sum", 0, true}};
-    case OptKind::kRowWiseAdagrad:
-      return {{"rowwise_adagrad.sum", 1, true}};
+    case OptKind::kSgd: return {};
+    case OptKind::kAdagrad: return {{"adagrad.sum", 0, true}};
+    case OptKind::kRowWiseAdagrad: return {{"rowwise_adagrad.sum", 1, true}};
     case OptKind::kAdam:
-    case OptKind::kAdamTF:
-      return {{"adam.m", 0, false}, {"adam.v", 0, false}};
-    case OptKind::kFtrl:
-      return {{"ftrl.z", 0, false}, {"ftrl.n", 0, true}};
+    case OptKind::kAdamTF: return {{"adam.m", 0, false}, {"adam.v", 0, false}};
+    case OptKind::kFtrl: return {{"ftrl.z", 0, false}, {"ftrl.n", 0, true}};
   }
   return {};
 }
@@ -73,8 +68,7 @@ RowUpdater::RowUpdater(const HashTable::RowAccess& rows, const OptConfig& c, con
     case OptKind::kAdagrad:  // torch's clr, the decayed learning rate
       step_size_ = static_cast<float>(c.lr / (1.0 + (step - 1.0) * c.lr_decay));
       break;
-    default:
-      break;
+    default: break;
   }
   if (c.decoupled) decay_ = 1.0f - c.lr * c.weight_decay;
 }
@@ -125,7 +119,8 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float step_size, float 
         const float g = gi[d] * gs + l2 * w[d];
         lanes[0] += g * g;
       }
-      const float sq = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+      const float sq =
+          ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
       *s += sq / static_cast<float>(dim);
       const float step = c_.lr / (std::sqrt(*s) + c_.eps);
       for (int64_t d = 0; d < dim; ++d) w[d] -= step * (gi[d] * gs + l2 * w[d]);
