@@ -106,8 +106,8 @@ class HashTable {
   // of keys not seen since then. Returns how many rows.
   int64_t evict_older_than(int64_t min_step);
   // Keeps at most `capacity` rows, dropping least recently (LRU) or least frequently (LFU) seen
-  // ones, ties broken by the older step, and at most `capacity` admission counts, dropped by the
-  // same rule. Returns how many rows were dropped.
+  // ones, ties broken by the older step, then the smaller key (ID, then tag), and at most
+  // `capacity` admission counts, dropped by the same rule. Returns how many rows were dropped.
   int64_t evict_to_capacity(int64_t capacity, EvictPolicy policy);
 
   // Grows the ID map once so `rows` live rows fit at load <= 0.5 (bulk loads skip step-wise

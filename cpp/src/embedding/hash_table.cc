@@ -496,11 +496,12 @@ int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
   rows.reserve(static_cast<size_t>(live_));
   for (int64_t r = 0; r < allocated_rows_; ++r)
     if (meta_[static_cast<size_t>(r)].live) rows.push_back(r);
-  auto older = [&](int64_t a, int64_t b) {
+  auto older = [&](int64_t a, int64_t b) {  // ties go by key, so every implementation drops the same rows
     const RowMeta &ma = meta_[static_cast<size_t>(a)], &mb = meta_[static_cast<size_t>(b)];
     if (policy == EvictPolicy::kLfu && ma.freq != mb.freq) return ma.freq < mb.freq;
     if (ma.step != mb.step) return ma.step < mb.step;
-    return a < b;
+    if (ma.id != mb.id) return ma.id < mb.id;
+    return ma.tag < mb.tag;
   };
   std::nth_element(rows.begin(), rows.begin() + (excess - 1), rows.end(), older);
   for (int64_t k = 0; k < excess; ++k) remove(rows[static_cast<size_t>(k)]);

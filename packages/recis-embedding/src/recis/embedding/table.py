@@ -12,7 +12,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -79,7 +79,8 @@ class Eviction:
     Args:
         max_age: drop rows not seen in the last `max_age` steps (None: no age limit).
         capacity: keep at most this many rows (None: unbounded), dropping by `policy`.
-        policy: "lru" (least recently seen first) or "lfu" (least often seen first, then oldest).
+        policy: "lru" (least recently seen first) or "lfu" (least often seen first, then oldest);
+            ties go to the smaller key (ID, then tag), so every table implementation drops the same rows.
     """
 
     max_age: int | None = None
@@ -106,8 +107,22 @@ class Lookup(NamedTuple):
 
 
 MAX_ROWS = 2**31 - 1  # rows of one table (the ID map stores 32-bit row indices)
+DEFAULT_INITIALIZER = Initializer()
 _handles = itertools.count()
 _TABLES: weakref.WeakValueDictionary[int, HashTable] = weakref.WeakValueDictionary()
+
+
+def check_sizes(what: str, dim: int, min_count: int, block_rows: int) -> None:
+    """ValueError unless each size is an int in its range (the core's limits)."""
+    for name, value, top in (("dim", dim, 2**20), ("min_count", min_count, 2**62), ("block_rows", block_rows, 2**20)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise ValueError(f"{what}: {name} must be an int in [1, {top}], got {value!r}")
+
+
+def register_table(table: Any) -> None:
+    """Gives a table (a `HashTable` or a `DeviceTable`) the integer handle custom ops name it by."""
+    table.handle = next(_handles)
+    _TABLES[table.handle] = table
 
 
 def table_by_handle(handle: int) -> HashTable:
@@ -147,19 +162,13 @@ class HashTable:
     def __init__(
         self,
         dim: int,
-        initializer: Initializer = Initializer(),
+        initializer: Initializer = DEFAULT_INITIALIZER,
         min_count: int = 1,
         eviction: Eviction | None = None,
         seed: int = 0,
         block_rows: int = 8192,
     ):
-        for what, value, top in (
-            ("dim", dim, 2**20),
-            ("min_count", min_count, 2**62),
-            ("block_rows", block_rows, 2**20),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ValueError(f"HashTable: {what} must be an int in [1, {top}], got {value!r}")
+        check_sizes("HashTable", dim, min_count, block_rows)
         self.initializer = initializer
         self.eviction = eviction
         self.seed = seed
@@ -173,8 +182,8 @@ class HashTable:
         # Stands for the rows in custom-op schemas (ops.table_update declares it mutated when it
         # writes them); counts those writes.
         self.version = torch.zeros((), dtype=torch.int64)
-        self.handle = next(_handles)  # how custom ops name this table
-        _TABLES[self.handle] = self
+        self.handle = 0  # how custom ops name this table (set by register_table)
+        register_table(self)
 
     @property
     def dim(self) -> int:
