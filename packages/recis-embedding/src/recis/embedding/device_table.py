@@ -24,6 +24,7 @@ from .table import (
     DEFAULT_INITIALIZER,
     MAX_ROWS,
     Eviction,
+    HashTable,
     Initializer,
     Lookup,
     check_sizes,
@@ -509,3 +510,6 @@ def _to_host(t: Tensor) -> Tensor:
     out.copy_(t, non_blocking=True)
     torch.cuda.current_stream(t.device).synchronize()
     return out
+
+
+Table = HashTable | DeviceTable  # what an engine's physical tables, and their gradients, may be

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from recis.core import Padded, Ragged
 
 from . import distributed, ops
+from .device_table import DeviceTable, Table
 from .ops import PooledGrad, SparseGrad
 from .table import Eviction, HashTable, Initializer
 
@@ -43,6 +44,9 @@ class EmbeddingSpec:
         eviction: what `EmbeddingEngine.evict()` drops.
         dtype: row storage type; float32 (bf16/fp16 storage is planned).
         seed: base seed of the table's initializer.
+        device: where the table lives. None (default): host memory, in the core's C++ `HashTable`.
+            A torch device ("cuda", "cuda:1", ...): ID map, rows, slots and metadata stay there
+            (`DeviceTable`), and so do the lookups' results; "cpu" gives the same on the host.
 
     Example:
         >>> EmbeddingSpec(dim=16, combiner="mean")
@@ -60,13 +64,14 @@ class EmbeddingSpec:
     eviction: Eviction | None = None
     dtype: torch.dtype = torch.float32
     seed: int = 0
+    device: str | None = None
 
     def __repr__(self) -> str:
         return f"EmbeddingSpec(dim={self.dim}, table={self.table!r}, combiner={self.combiner!r}, ...)"
 
     def table_settings(self) -> tuple:
         """What must match for two logical tables to share one physical table."""
-        return (self.dim, self.initializer, self.min_count, self.eviction, self.dtype, self.seed)
+        return (self.dim, self.initializer, self.min_count, self.eviction, self.dtype, self.seed, self.device)
 
     def merge_key(self, table: str) -> tuple:
         """Physical-table key: the settings, plus the table name when a capacity is set (a capacity
@@ -77,7 +82,7 @@ class EmbeddingSpec:
 
 @dataclass
 class _Group:  # one physical table and the features that read it
-    table: HashTable
+    table: Table
     features: list[str]
     tags: list[int]
 
@@ -143,7 +148,8 @@ class EmbeddingEngine(nn.Module):
             logical.setdefault(table, (name, spec))
             group = by_settings.get(spec.merge_key(table))
             if group is None:
-                physical = HashTable(spec.dim, spec.initializer, spec.min_count, spec.eviction, spec.seed)
+                settings = (spec.dim, spec.initializer, spec.min_count, spec.eviction, spec.seed)
+                physical = HashTable(*settings) if spec.device is None else DeviceTable(*settings, device=spec.device)
                 group = by_settings[spec.merge_key(table)] = _Group(physical, [], [])
                 self.groups.append(group)
             group.features.append(name)
@@ -178,6 +184,10 @@ class EmbeddingEngine(nn.Module):
             raise ValueError("EmbeddingEngine.shard: the tables already hold rows; shard before training or loading")
         if self.grad_hook is not None:
             raise ValueError("EmbeddingEngine.shard: a fused optimizer is attached; fused updates need local tables")
+        if any(isinstance(g.table, DeviceTable) for g in self.groups):
+            raise NotImplementedError(
+                "EmbeddingEngine.shard: tables on a device (EmbeddingSpec.device) cannot be sharded yet"
+            )
         if wire_dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(
                 f"EmbeddingEngine.shard: wire_dtype must be float32, bfloat16 or float16, got {wire_dtype}"
@@ -226,7 +236,10 @@ class EmbeddingEngine(nn.Module):
         missing = [f for f in group.features if f not in batch]
         if missing:
             raise KeyError(f"EmbeddingEngine: features {missing} are missing from the batch (keys: {sorted(batch)})")
-        return present, [self._prepare(f, batch[f]) for f, _ in present]
+        inputs = [self._prepare(f, batch[f]) for f, _ in present]
+        if isinstance(group.table, DeviceTable):  # keys, bags and outputs live where the table does
+            inputs = [r.to(group.table.device) for r in inputs]
+        return present, inputs
 
     def _forward_sharded(self, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> None:
         """All physical tables' lookups through their owners (recis.embedding.distributed): pooled
@@ -240,15 +253,17 @@ class EmbeddingEngine(nn.Module):
         for g, (present, inputs), pooled_route in zip(self.groups, prepared, self._routes, strict=True):
             ids: list[Tensor] = [r.values for r in inputs]  # type: ignore[misc]
             tags = [t for _, t in present]
+            table = g.table
+            assert isinstance(table, HashTable)  # shard() refuses device tables
             if pooled_route:
                 offsets, weights, codes, runs = self._bags([f for f, _ in present], inputs)
                 combiners = [ops.COMBINERS[c] for c in codes]
                 tag = len(routed)
                 routed.append(
-                    distributed.route_pooled(g.table, ids, tags, offsets, weights, combiners, runs, tag, wire, pg)
+                    distributed.route_pooled(table, ids, tags, offsets, weights, combiners, runs, tag, wire, pg)
                 )
             else:
-                routed.append(distributed.route(g.table, ids, tags, wire, pg))
+                routed.append(distributed.route(table, ids, tags, wire, pg))
         distributed.exchange_keys(routed, pg)
         served = [
             distributed.serve_pooled(r, self.step, self.training, pg)
@@ -383,7 +398,7 @@ class EmbeddingEngine(nn.Module):
         self._recorded_steps += 1
         return True
 
-    def _record(self, table: HashTable, rows: Tensor, emb: Tensor) -> None:
+    def _record(self, table: Table, rows: Tensor, emb: Tensor) -> None:
         hook = self.grad_hook
         if hook is None:
             self._pending.append(SparseGrad(table, rows, emb))
@@ -475,7 +490,7 @@ class EmbeddingEngine(nn.Module):
     def set_extra_state(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
 
-    def tables(self) -> dict[str, HashTable]:
+    def tables(self) -> dict[str, Table]:
         """The physical tables by name (`table<i>:<features>`, as in `stats()`)."""
         return {f"table{i}:{'+'.join(g.features)}": g.table for i, g in enumerate(self.groups)}
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from recis.core import kernels
 
 if TYPE_CHECKING:
-    from .table import HashTable
+    from .device_table import Table
 
 COMBINERS = ("sum", "mean", "sqrtn")  # custom ops take a combiner as its index here (no list[str] in op schemas)
 
@@ -24,7 +24,7 @@ COMBINERS = ("sum", "mean", "sqrtn")  # custom ops take a combiner as its index 
 class SparseGrad(NamedTuple):
     """Gradient of one lookup: rows (U,) of `table` (-1: no row) and grads (U, D) summed per row."""
 
-    table: HashTable
+    table: Table
     rows: Tensor
     grad: Tensor
 
@@ -36,7 +36,7 @@ class PooledGrad(NamedTuple):
     `SparseGrad`; a sparse optimizer may instead reduce and update in one pass
     (`kernels.optim.pooled_backward_update`, with `scale` folded into its gradient scale)."""
 
-    table: HashTable
+    table: Table
     rows: Tensor  # distinct
     inverse: Tensor
     offsets: Tensor

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import xxhash
 from torch import nn
 
-from recis.embedding import EmbeddingEngine, HashTable
+from recis.embedding import EmbeddingEngine, HashTable, Table
 
 from . import checkpoint_load, dense_state
 from .safetensors_stream import ShardWriter, digest
@@ -50,7 +50,7 @@ class SavedTable:
     whose step counter its rows record (None for a bare table)."""
 
     name: str
-    table: HashTable
+    table: Table
     logical: list[str]
     engine: EmbeddingEngine | None
 

@@ -15,16 +15,20 @@ import torch
 from torch import Tensor, nn
 
 from recis.core import kernels
-from recis.embedding import EmbeddingEngine, HashTable, PooledGrad, SparseGrad
+from recis.embedding import DeviceTable, EmbeddingEngine, HashTable, PooledGrad, SparseGrad, Table
+from recis.embedding.ops import COMBINERS, pooled_embedding_backward
 
-Sources = EmbeddingEngine | nn.Module | HashTable | Iterable[EmbeddingEngine | nn.Module | HashTable]
+from . import row_updates
+
+Sources = EmbeddingEngine | nn.Module | Table | Iterable[EmbeddingEngine | nn.Module | Table]
 
 
 class SparseOptimizer(torch.optim.Optimizer):
     """Base class: applies `kind`'s update to the rows of hash tables that a step touched.
 
     Args:
-        params: an `EmbeddingEngine`, a module containing engines, a `HashTable`, or a list of them.
+        params: an `EmbeddingEngine`, a module containing engines, a `HashTable` or `DeviceTable`, or
+            a list of them. Tables kept on a device are updated there (`row_updates`, in tensor ops).
             Engines hand over their gradients by themselves; for bare tables pass them to
             `accumulate()`.
         fused: apply each table's update inside backward, as soon as its gradient is complete, so no
@@ -143,7 +147,7 @@ class SparseOptimizer(torch.optim.Optimizer):
     # -- gradients -------------------------------------------------------------------------------
 
     def accumulate(self, grads: Iterable[SparseGrad]) -> None:
-        """Adds gradients of bare `HashTable`s (rows, (n, D) grads; rows may repeat: they are summed)."""
+        """Adds gradients of bare tables (rows, (n, D) grads; rows may repeat: they are summed)."""
         who = f"{type(self).__name__}.accumulate"
         if self.fused:
             raise RuntimeError(f"{who}: a fused optimizer takes gradients only from backward")
@@ -157,7 +161,9 @@ class SparseOptimizer(torch.optim.Optimizer):
                     f"{who}: expected integer rows (n,) and grad (n, {g.table.dim}), "
                     f"got rows {tuple(g.rows.shape)} {g.rows.dtype} and grad {tuple(g.grad.shape)}"
                 )
-            self._grads.append((SparseGrad(g.table, g.rows.to("cpu", torch.int64), g.grad.detach().cpu()), False))
+            device = g.table.device if isinstance(g.table, DeviceTable) else torch.device("cpu")
+            rows, grad = g.rows.to(device, torch.int64), g.grad.detach().to(device)
+            self._grads.append((SparseGrad(g.table, rows, grad), False))
 
     def grad_sq_norm(self) -> Tensor:
         """Sum of squares of the reduced sparse gradients as the update will apply them (scaled);
@@ -228,8 +234,14 @@ class SparseOptimizer(torch.optim.Optimizer):
         w = None if weights is None else weights.to(torch.float32).contiguous()
         config = self._config(i, self._step + 1)
         config.grad_scale *= scale
+        table = self.tables[i]
+        if isinstance(table, DeviceTable):  # summed per row, then updated, in tensor ops on its device
+            codes = [COMBINERS.index(c) for c in combiners]
+            reduced = pooled_embedding_backward(grad, inverse, offsets, w, codes, runs, len(rows), batch_major)
+            row_updates.sparse_update(table, self.kind, config, rows, reduced)
+            return
         kernels.optim.pooled_backward_update(
-            self.tables[i]._c,
+            table._c,
             config,
             self._slots[i],
             rows,
@@ -261,16 +273,19 @@ class SparseOptimizer(torch.optim.Optimizer):
         return config
 
     def _update(self, i: int, rows: Tensor, grad: Tensor, step: int) -> None:
-        config = self._config(i, step)
+        config, table = self._config(i, step), self.tables[i]
+        if isinstance(table, DeviceTable):
+            row_updates.sparse_update(table, self.kind, config, rows, grad)
+            return
         grad = grad.to(device="cpu", dtype=torch.float32).contiguous()
-        kernels.optim.sparse_update(self.tables[i]._c, config, self._slots[i], rows.cpu(), grad)
+        kernels.optim.sparse_update(table._c, config, self._slots[i], rows.cpu(), grad)
 
     def _configure(self, config: Any, group: dict[str, Any]) -> None:
         """Copies the group's hyper-parameters into the kernel config."""
         config.lr = group["lr"]
         config.weight_decay = group.get("weight_decay", 0.0)
 
-    def _ensure_slots(self, table: HashTable) -> list[int]:
+    def _ensure_slots(self, table: Table) -> list[int]:
         """Adds this kind's slots to `table` (or reuses them, e.g. after a checkpoint load)."""
         names = table.slot_names()
         init = self.defaults.get("initial_accumulator_value", 0.0)
@@ -303,7 +318,7 @@ class _FusedHook:
         getattr(opt, self.method)(*self.args, *args)
 
 
-def _merge(table: HashTable, grads: list[tuple[SparseGrad | PooledGrad, bool]]) -> SparseGrad:
+def _merge(table: Table, grads: list[tuple[SparseGrad | PooledGrad, bool]]) -> SparseGrad:
     """One gradient per distinct row (rows -1, which have no row, dropped). `grads` pairs each
     gradient with whether its rows are known to be distinct (a lone such part needs no sort)."""
     parts = [(g.reduce() if isinstance(g, PooledGrad) else g, distinct) for g, distinct in grads]
@@ -320,13 +335,13 @@ def _merge(table: HashTable, grads: list[tuple[SparseGrad | PooledGrad, bool]]) 
     return SparseGrad(table, rows, grad)
 
 
-def _collect(params: Sources, who: str) -> tuple[list[EmbeddingEngine], dict[str, HashTable]]:
+def _collect(params: Sources, who: str) -> tuple[list[EmbeddingEngine], dict[str, Table]]:
     """Engines and the physical tables (by name) that `params` names."""
-    items = [params] if isinstance(params, nn.Module | HashTable) else list(params)
+    items = [params] if isinstance(params, nn.Module | HashTable | DeviceTable) else list(params)
     engines: list[EmbeddingEngine] = []
-    tables: dict[str, HashTable] = {}
+    tables: dict[str, Table] = {}
     for item in items:
-        if isinstance(item, HashTable):
+        if isinstance(item, HashTable | DeviceTable):
             tables.setdefault(f"table{len(tables)}", item)
         elif isinstance(item, nn.Module):
             for module in item.modules():
