@@ -191,3 +191,21 @@ def test_a_data_error_during_training_is_one_line_or_a_traceback_with_debug(conf
     assert cli.main([str(config_file), "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and err.rstrip().endswith("replace them with a default)")
+
+
+def test_tables_on_a_device_train_as_host_tables(config_file, tmp_path):
+    """`embeddings.<name>.device` puts a table in a DeviceTable ("cpu" here: the same code a GPU
+    runs without compiled kernels); the run's losses equal the host tables' run."""
+    losses = {}
+    for where in ("host", "cpu"):
+        out = tmp_path / where
+        sets = [f"output_dir='{out}'", "train.device='cpu'", "train.checkpoint_every=100"]
+        sets += [f"embeddings.{name}.device='{where}'" for name in ("user", "item", "hist")]
+        assert cli.main([str(config_file), *(x for s in sets for x in ("--set", s))]) == 0
+        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[where] = [r["loss"] for r in records if r["kind"] == "train"]
+    assert losses["cpu"] == pytest.approx(losses["host"], rel=1e-5) and len(losses["host"]) >= 3
+    with pytest.raises(ConfigError, match=r"config key 'train\.device': expected a torch device"):
+        build(load(config_file, ["train.device='gpu0'"]))
+    with pytest.raises(ConfigError, match="device must be 'host' or a torch device"):
+        build(load(config_file, ["embeddings.user.device='nowhere'"]))

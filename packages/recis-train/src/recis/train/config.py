@@ -139,7 +139,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:  # type
     return data
 
 
-def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
+def embedding_specs(sec: Section, device: str = "cpu") -> dict[str, EmbeddingSpec]:
+    """The `[embeddings.<feature>]` tables; `device` (train.device) is where their tables live
+    unless a table says `device = "host"` (the core's host table) or another device."""
     specs = {}
     for name in list(sec.data):
         s = sec.section(name)
@@ -159,6 +161,7 @@ def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
                 min_count=s.get("min_count", int, 1),
                 eviction=Eviction(evict_age, capacity, policy) if evict_age or capacity is not None else None,
                 seed=s.get("seed", int, 0),
+                device=_table_device(s.get("device", str, "host" if device == "cpu" else device)),
             )
             if specs[name].dim < 1 or (specs[name].max_len or 0) < 0:
                 raise ValueError(f"dim must be >= 1 and max_len >= 0, got {specs[name].dim} and {specs[name].max_len}")
@@ -168,6 +171,17 @@ def embedding_specs(sec: Section) -> dict[str, EmbeddingSpec]:
             raise ConfigError(f"config key {s.path!r}: {e}") from None
         s.done()
     return specs
+
+
+def _table_device(name: str) -> str | None:
+    """None for "host" (the core's table in host memory), else the torch device, checked."""
+    if name == "host":
+        return None
+    try:
+        torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device must be 'host' or a torch device such as 'cuda', got {name!r}") from e
+    return name
 
 
 def objectives(items: Any) -> list[Objective]:
@@ -371,10 +385,15 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
             raise ConfigError(f"config key 'features': {e}") from None
     emb = root.section("embeddings", required=True)
     assert emb is not None
-    specs = embedding_specs(emb)
+    train = root.section("train") or Section({}, "train")
+    device = train.get("device", str, "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"config key 'train.device': expected a torch device, e.g. 'cuda', got {device!r}") from None
+    specs = embedding_specs(emb, device)
     objs = objectives(root.get("objectives", list, [{"label": "label"}]))
     heads = head_widths(root.data.get("objectives", [{}]), objs)
-    train = root.section("train") or Section({}, "train")
     seed = train.get("seed", int, 0)
     torch.manual_seed(seed)  # the dense layers start from the same weights in every run (and on every rank)
     model = build_model(root.section(model_key, required=True), specs, heads, features)  # type: ignore[arg-type]
@@ -439,6 +458,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         progress=train.get("progress", bool, True),
         seed=seed,
         dense_sharding=train.get("dense_sharding", ("oneof", "ddp", "fsdp"), "ddp"),
+        device=device,
     )
     for sec in (data, train, *(x for x in (optim,) if x is not None)):
         sec.done()

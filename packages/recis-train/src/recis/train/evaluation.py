@@ -40,6 +40,7 @@ def score(
     bf16: bool = False,
     max_batches: int | None = None,
     ranks: Ranks | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """ "<objective>.<metric>" for each objective (AUC, GAUC with a group column, log loss and
     calibration for BCE; MSE; accuracy) and "loss" (the weighted total, per row). Leaves the model in eval mode.
@@ -59,7 +60,7 @@ def score(
     loss_sum, rows = 0.0, 0
     ranks = ranks or Ranks()
     model.eval()
-    items = iter(InputPipeline(data, getattr(model, "transform", None), prefetch))
+    items = iter(InputPipeline(data, getattr(model, "transform", None), prefetch, device=device))
     for _ in range(max_batches if max_batches is not None else 2**62):
         item = next(items, None)
         if not ranks.all_have(item is not None):  # sharded lookups need every rank in each step
@@ -67,7 +68,7 @@ def score(
         assert item is not None
         batch = item[0]
         check_labels(objectives, batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model(batch)
         loss, _ = total_loss(list(objectives), outputs, batch)
         n = batch_rows(batch)

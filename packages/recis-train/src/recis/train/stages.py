@@ -167,6 +167,8 @@ class TrainerConfig:
         dense_sharding: how several ranks hold the dense layers: "ddp" (replicated, gradients
             all-reduced) or "fsdp" (each rank keeps a shard of every parameter and its optimizer
             state, gathered per layer for forward and backward). Ignored on one rank.
+        device: where the dense layers run and batches go ("cpu", "cuda", "cuda:1", ...). Tables
+            stay where their `EmbeddingSpec.device` puts them.
     """
 
     objectives: Sequence[Objective] = ()
@@ -189,5 +191,6 @@ class TrainerConfig:
     log_every: int = 50
     progress: bool = True
     seed: int | None = 0
+    device: str = "cpu"
     dense_sharding: str = "ddp"
     hooks: list[Hook] = field(default_factory=list)

@@ -72,6 +72,7 @@ class Trainer:
         config: TrainerConfig | None = None,
     ):
         self.model, self.train_data, self.eval_data = model, train_data, eval_data
+        model.to((config or TrainerConfig()).device)  # dense layers; tables stay where their specs put them
         self.sparse_optimizer, self.dense_optimizer = sparse_optimizer, dense_optimizer
         self.config = cfg = config or TrainerConfig()
         if cfg.grad_accum < 1:
@@ -334,7 +335,8 @@ class Trainer:
     def _train_pass(
         self, stage: Stage, data: Iterable[Batch], schedule: Any, total: int | None, skip: int, consumed: int
     ) -> bool:
-        pipe = InputPipeline(data, getattr(self.model, "transform", None), self.config.prefetch, skip, consumed)
+        transform = getattr(self.model, "transform", None)
+        pipe = InputPipeline(data, transform, self.config.prefetch, skip, consumed, self.config.device)
         micro: list[tuple[Batch, dict[str, Any]]] = []
         wait = 0.0
         with contextlib.closing(pipe):
@@ -384,7 +386,7 @@ class Trainer:
             for unit in self.fsdp:
                 unit.set_requires_gradient_sync(last)  # type: ignore[operator]
             with contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync():  # type: ignore[operator]
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     outputs = model(batch)
                 loss, parts = total_loss(self.objectives, outputs, batch)
                 t = self._add_time("dense_forward", t)
@@ -462,7 +464,7 @@ class Trainer:
         try:
             with self.ranks.guard(f"evaluation at step {self.run.step}"):
                 result = score(self.model, data, self.objectives, cfg.group_column, cfg.prefetch, cfg.bf16,
-                               max_batches or cfg.eval_batches, self.ranks)  # fmt: skip
+                               max_batches or cfg.eval_batches, self.ranks, cfg.device)  # fmt: skip
         finally:
             if was_training:
                 self.prepare_stage(self.stages[min(self.run.stage_index, len(self.stages) - 1)])
