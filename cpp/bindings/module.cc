@@ -8,6 +8,9 @@ void init_common(nb::module_& m);
 void init_embedding(nb::module_& m);
 void init_features(nb::module_& m);
 void init_optim(nb::module_& m);
+#ifdef RECIS_WITH_CUDA
+void init_gpu(nb::module_& m);
+#endif
 }  // namespace recis::bind
 
 NB_MODULE(_C, m) {
@@ -28,4 +31,8 @@ NB_MODULE(_C, m) {
   recis::bind::init_embedding(embedding);
   recis::bind::init_features(features);
   recis::bind::init_optim(optim);
+#ifdef RECIS_WITH_CUDA
+  nb::module_ gpu = m.def_submodule("gpu", "CUDA kernels over CUDA tensors, on the caller's stream.");
+  recis::bind::init_gpu(gpu);
+#endif
 }

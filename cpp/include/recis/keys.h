@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "recis/hd.h"
+
 namespace recis {
 
 // 64-bit mixer (the splitmix64 finalizer): spreads sequential and skewed IDs evenly.
-inline uint64_t mix64(uint64_t x) {
+RECIS_HD inline uint64_t mix64(uint64_t x) {
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ULL;
   x ^= x >> 27;
@@ -19,7 +21,7 @@ inline uint64_t mix64(uint64_t x) {
 }
 
 // The hash of a key: the ID map's home slot and de-duplication's partition come from it.
-inline uint64_t key_hash(int64_t id, uint16_t tag) {
+RECIS_HD inline uint64_t key_hash(int64_t id, uint16_t tag) {
   return mix64(static_cast<uint64_t>(id) + 0x632be59bd9b4e019ULL * tag);
 }
 

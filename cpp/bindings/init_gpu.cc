@@ -1,0 +1,171 @@
+// Bindings of recis.core._C.gpu (built with RECIS_WITH_CUDA only): the CUDA kernels over CUDA
+// tensors. Each takes the caller's stream as an integer (torch.cuda.current_stream().cuda_stream)
+// and returns at once; nothing here synchronizes with the host.
+#ifdef RECIS_WITH_CUDA
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "recis/gpu.h"
+
+namespace recis::bind {
+
+namespace nb = nanobind;
+
+namespace {
+
+template <typename T>
+using Dev1 = nb::ndarray<nb::pytorch, T, nb::ndim<1>, nb::c_contig, nb::device::cuda>;
+template <typename T>
+using Dev2 = nb::ndarray<nb::pytorch, T, nb::ndim<2>, nb::c_contig, nb::device::cuda>;
+
+void* stream_ptr(uintptr_t s) { return reinterpret_cast<void*>(s); }  // NOLINT(performance-no-int-to-ptr)
+
+template <typename A>
+void need(const A& a, size_t n, const char* op, const char* name) {
+  if (a.shape(0) != n)
+    throw std::invalid_argument(std::string(op) + ": " + name + " must have " + std::to_string(n) + " entries, got " +
+                                std::to_string(a.shape(0)));
+}
+
+MapView map_view(const Dev1<int64_t>& ids, const Dev1<int64_t>& tags, const Dev1<int64_t>& values, const char* op) {
+  const size_t cap = values.shape(0);
+  if (cap == 0 || (cap & (cap - 1)) != 0 || ids.shape(0) != cap || tags.shape(0) != cap)
+    throw std::invalid_argument(std::string(op) + ": the map's three arrays must share a power-of-two length");
+  return MapView{ids.data(), tags.data(), values.data(), static_cast<int64_t>(cap) - 1};
+}
+
+gpu::UpdateKind kind_of(const std::string& kind) {
+  if (kind == "sgd") return gpu::UpdateKind::kSgd;
+  if (kind == "adagrad") return gpu::UpdateKind::kAdagrad;
+  if (kind == "rowwise_adagrad") return gpu::UpdateKind::kRowWiseAdagrad;
+  if (kind == "adam") return gpu::UpdateKind::kAdam;
+  if (kind == "adam_tf") return gpu::UpdateKind::kAdamTF;
+  if (kind == "ftrl") return gpu::UpdateKind::kFtrl;
+  throw std::invalid_argument("sparse_update: unknown optimizer '" + kind + "'");
+}
+
+}  // namespace
+
+void init_gpu(nb::module_& m) {
+  m.def(
+      "map_find",
+      [](const Dev1<int64_t>& map_ids, const Dev1<int64_t>& map_tags, const Dev1<int64_t>& map_values,
+         const Dev1<const int64_t>& ids, const Dev1<const int64_t>& tags, const Dev1<int64_t>& out, uintptr_t stream) {
+        need(tags, ids.shape(0), "map_find", "tags");
+        need(out, ids.shape(0), "map_find", "out");
+        gpu::map_find(map_view(map_ids, map_tags, map_values, "map_find"), ids.data(), tags.data(),
+                      static_cast<int64_t>(ids.shape(0)), out.data(), stream_ptr(stream));
+      },
+      nb::arg("map_ids"), nb::arg("map_tags"), nb::arg("map_values"), nb::arg("ids"), nb::arg("tags"), nb::arg("out"),
+      nb::arg("stream"), "out[i] = the value of key (ids[i], tags[i]) in the map, or -1.");
+  m.def(
+      "map_claim",
+      [](const Dev1<int64_t>& map_ids, const Dev1<int64_t>& map_tags, const Dev1<int64_t>& map_values,
+         const Dev1<const int64_t>& ids, const Dev1<const int64_t>& tags, const Dev1<const int64_t>& values,
+         uintptr_t stream) {
+        need(tags, ids.shape(0), "map_claim", "tags");
+        need(values, ids.shape(0), "map_claim", "values");
+        gpu::map_claim(map_view(map_ids, map_tags, map_values, "map_claim"), ids.data(), tags.data(), values.data(),
+                       static_cast<int64_t>(ids.shape(0)), stream_ptr(stream));
+      },
+      nb::arg("map_ids"), nb::arg("map_tags"), nb::arg("map_values"), nb::arg("ids"), nb::arg("tags"),
+      nb::arg("values"), nb::arg("stream"), "Puts distinct absent keys in the map (room for them reserved first).");
+  m.def(
+      "pool_forward",
+      [](const Dev2<const float>& storage, const Dev1<const int64_t>& rows, const Dev1<const int64_t>& index,
+         const Dev1<const int64_t>& offsets, const std::optional<Dev1<const float>>& weights,
+         const std::optional<Dev1<const float>>& scales, const Dev2<float>& out, uintptr_t stream) {
+        const auto bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+        if (bags < 0 || out.shape(0) != static_cast<size_t>(bags) || out.shape(1) != storage.shape(1))
+          throw std::invalid_argument("pool_forward: out must be (bags, dim)");
+        if (weights) need(*weights, index.shape(0), "pool_forward", "weights");
+        if (scales) need(*scales, static_cast<size_t>(bags), "pool_forward", "scales");
+        gpu::pool_forward(storage.data(), static_cast<int64_t>(storage.shape(1)), rows.data(), index.data(),
+                          offsets.data(), bags, weights ? weights->data() : nullptr, scales ? scales->data() : nullptr,
+                          out.data(), stream_ptr(stream));
+      },
+      nb::arg("storage"), nb::arg("rows"), nb::arg("index"), nb::arg("offsets"), nb::arg("weights").none(),
+      nb::arg("scales").none(), nb::arg("out"), nb::arg("stream"),
+      "out[b] = scales[b] * sum over bag b of weights[j] * storage[rows[index[j]]] (row -1: zeros).");
+  m.def(
+      "pool_backward",
+      [](const Dev2<const float>& grad_out, const Dev1<const int64_t>& index, const Dev1<const int64_t>& offsets,
+         const std::optional<Dev1<const float>>& weights, const std::optional<Dev1<const float>>& scales,
+         const Dev2<float>& grad_rows, uintptr_t stream) {
+        const auto bags = static_cast<int64_t>(offsets.shape(0)) - 1;
+        if (bags < 0 || grad_out.shape(0) != static_cast<size_t>(bags) || grad_out.shape(1) != grad_rows.shape(1))
+          throw std::invalid_argument("pool_backward: grad_out must be (bags, dim) of grad_rows' dim");
+        if (weights) need(*weights, index.shape(0), "pool_backward", "weights");
+        if (scales) need(*scales, static_cast<size_t>(bags), "pool_backward", "scales");
+        gpu::pool_backward(grad_out.data(), static_cast<int64_t>(grad_rows.shape(1)), index.data(), offsets.data(),
+                           bags, weights ? weights->data() : nullptr, scales ? scales->data() : nullptr,
+                           grad_rows.data(), stream_ptr(stream));
+      },
+      nb::arg("grad_out"), nb::arg("index"), nb::arg("offsets"), nb::arg("weights").none(), nb::arg("scales").none(),
+      nb::arg("grad_rows"), nb::arg("stream"), "grad_rows[index[j]] += scales[b] * weights[j] * grad_out[b].");
+  m.def(
+      "sparse_update",
+      [](const std::string& kind, const nb::dict& c, const Dev2<float>& embeddings,
+         const std::optional<Dev2<float>>& slot0, const std::optional<Dev2<float>>& slot1,
+         const Dev1<const int64_t>& rows, const Dev2<const float>& grad, uintptr_t stream) {
+        need(grad, rows.shape(0), "sparse_update", "grad");
+        gpu::Update u{kind_of(kind),
+                      nb::cast<float>(c["lr"]),
+                      nb::cast<float>(c["beta1"]),
+                      nb::cast<float>(c["beta2"]),
+                      nb::cast<float>(c["eps"]),
+                      nb::cast<float>(c["weight_decay"]),
+                      nb::cast<float>(c["l1"]),
+                      nb::cast<float>(c["l2"]),
+                      nb::cast<float>(c["ftrl_beta"]),
+                      nb::cast<float>(c["grad_scale"]),
+                      nb::cast<bool>(c["decoupled"]),
+                      nb::cast<float>(c["step_size"]),
+                      nb::cast<float>(c["sqrt_bias2"]),
+                      nb::cast<float>(c["decay"])};
+        gpu::sparse_update(u, embeddings.data(), slot0 ? slot0->data() : nullptr, slot1 ? slot1->data() : nullptr,
+                           static_cast<int64_t>(embeddings.shape(1)), rows.data(), static_cast<int64_t>(rows.shape(0)),
+                           grad.data(), stream_ptr(stream));
+      },
+      nb::arg("kind"), nb::arg("config"), nb::arg("embeddings"), nb::arg("slot0").none(), nb::arg("slot1").none(),
+      nb::arg("rows"), nb::arg("grad"), nb::arg("stream"),
+      "One sparse optimizer step over distinct rows (-1 skipped); config holds the formulas' constants.");
+  m.def(
+      "hash_strings",
+      [](const Dev1<const int64_t>& offsets, const Dev1<const uint8_t>& data, bool murmur, uint64_t seed,
+         int64_t buckets, const Dev1<int64_t>& out, uintptr_t stream) {
+        if (offsets.shape(0) == 0) throw std::invalid_argument("hash_strings: offsets must hold n + 1 entries");
+        need(out, offsets.shape(0) - 1, "hash_strings", "out");
+        gpu::hash_strings(offsets.data(), static_cast<int64_t>(out.shape(0)), data.data(), murmur, seed, buckets,
+                          out.data(), stream_ptr(stream));
+      },
+      nb::arg("offsets"), nb::arg("data"), nb::arg("murmur"), nb::arg("seed"), nb::arg("buckets"), nb::arg("out"),
+      nb::arg("stream"), "Hashes strings in Arrow layout (offsets checked by the caller).");
+  m.def(
+      "bucketize",
+      [](const Dev1<const double>& values, const Dev1<const double>& boundaries, const Dev1<int64_t>& out,
+         uintptr_t stream) {
+        need(out, values.shape(0), "bucketize", "out");
+        gpu::bucketize(values.data(), static_cast<int64_t>(values.shape(0)), boundaries.data(),
+                       static_cast<int64_t>(boundaries.shape(0)), out.data(), stream_ptr(stream));
+      },
+      nb::arg("values"), nb::arg("boundaries"), nb::arg("out"), nb::arg("stream"),
+      "out[i] = number of boundaries <= values[i] (boundaries sorted; NaN checked by the caller).");
+  m.def(
+      "mod",
+      [](const Dev1<const int64_t>& ids, int64_t modulus, const Dev1<int64_t>& out, uintptr_t stream) {
+        if (modulus < 1) throw std::invalid_argument("mod: modulus must be >= 1, got " + std::to_string(modulus));
+        need(out, ids.shape(0), "mod", "out");
+        gpu::mod(ids.data(), static_cast<int64_t>(ids.shape(0)), modulus, out.data(), stream_ptr(stream));
+      },
+      nb::arg("ids"), nb::arg("modulus"), nb::arg("out"), nb::arg("stream"), "out[i] = ids[i] mod modulus, in [0, m).");
+}
+
+}  // namespace recis::bind
+#endif  // RECIS_WITH_CUDA
