@@ -30,9 +30,9 @@ def cccl_dir() -> Path | None:
 def test_device_bodies_on_cpu_threads(source, tmp_path):
     binary = tmp_path / "bodies"
     cxx = os.environ.get("CXX", "g++")
+    flags = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", f"-I{INCLUDE}", f"-I{cccl_dir()}"]
     subprocess.run(
-        [cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", f"-I{INCLUDE}", f"-I{cccl_dir()}",
-         str(HERE / "device_bodies" / source), "-o", str(binary)],  # fmt: skip
+        [cxx, *flags, str(HERE / "device_bodies" / source), "-o", str(binary)],
         check=True,
         capture_output=True,
         timeout=300,
