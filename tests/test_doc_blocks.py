@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "optim.md", ROOT / "docs" / "checkpoints.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "optim.md", ROOT / "docs" / "checkpoints.md", ROOT / "docs" / "gpu.md"]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)

@@ -6,10 +6,12 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "recis/gpu.h"
 
@@ -141,6 +143,8 @@ void init_gpu(nb::module_& m) {
       [](const Dev1<const int64_t>& offsets, const Dev1<const uint8_t>& data, bool murmur, uint64_t seed,
          int64_t buckets, const Dev1<int64_t>& out, uintptr_t stream) {
         if (offsets.shape(0) == 0) throw std::invalid_argument("hash_strings: offsets must hold n + 1 entries");
+        if (buckets < 0)
+          throw std::invalid_argument("hash_strings: buckets must be >= 0, got " + std::to_string(buckets));
         need(out, offsets.shape(0) - 1, "hash_strings", "out");
         gpu::hash_strings(offsets.data(), static_cast<int64_t>(out.shape(0)), data.data(), murmur, seed, buckets,
                           out.data(), stream_ptr(stream));
@@ -165,6 +169,34 @@ void init_gpu(nb::module_& m) {
         gpu::mod(ids.data(), static_cast<int64_t>(ids.shape(0)), modulus, out.data(), stream_ptr(stream));
       },
       nb::arg("ids"), nb::arg("modulus"), nb::arg("out"), nb::arg("stream"), "out[i] = ids[i] mod modulus, in [0, m).");
+  m.def(
+      "cross",
+      [](const std::vector<Dev1<const int64_t>>& offsets, const std::vector<Dev1<const int64_t>>& values,
+         const std::vector<std::optional<Dev1<const float>>>& weights, const Dev1<const int64_t>& out_offsets,
+         uint64_t seed, int64_t buckets, const Dev1<int64_t>& out_values, const std::optional<Dev1<float>>& out_weights,
+         uintptr_t stream) {
+        const size_t k = offsets.size();
+        if (k < 2 || k > static_cast<size_t>(gpu::kMaxCrossInputs) || values.size() != k || weights.size() != k)
+          throw std::invalid_argument("cross: offsets, values and weights must be 2 to " +
+                                      std::to_string(gpu::kMaxCrossInputs) + " inputs each");
+        if (buckets < 0) throw std::invalid_argument("cross: buckets must be >= 0, got " + std::to_string(buckets));
+        if (out_offsets.shape(0) == 0) throw std::invalid_argument("cross: out_offsets must hold rows + 1 entries");
+        const size_t rows = out_offsets.shape(0) - 1;
+        gpu::CrossInputs in{static_cast<int>(k), {}, {}, {}};
+        for (size_t f = 0; f < k; ++f) {
+          need(offsets[f], rows + 1, "cross", "each input's offsets");
+          if (weights[f]) need(*weights[f], values[f].shape(0), "cross", "an input's weights");
+          in.offsets[f] = offsets[f].data();
+          in.values[f] = values[f].data();
+          in.weights[f] = weights[f] ? weights[f]->data() : nullptr;
+        }
+        if (out_weights) need(*out_weights, out_values.shape(0), "cross", "out_weights");
+        gpu::cross(in, out_offsets.data(), static_cast<int64_t>(rows), static_cast<int64_t>(out_values.shape(0)), seed,
+                   buckets, out_values.data(), out_weights ? out_weights->data() : nullptr, stream_ptr(stream));
+      },
+      nb::arg("offsets"), nb::arg("values"), nb::arg("weights"), nb::arg("out_offsets"), nb::arg("seed"),
+      nb::arg("buckets"), nb::arg("out_values"), nb::arg("out_weights").none(), nb::arg("stream"),
+      "A cross of flat ID columns (offsets checked by the caller) into out_offsets' positions.");
 }
 
 }  // namespace recis::bind

@@ -78,11 +78,12 @@ def compare(
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'group':<26} {'case':<22} {'median':>10} {'IQR':>9} {'throughput':>16} {'vs baseline':>12}")
+    w = max([22, *(len(r.name) for r in results)])
+    print(f"{'group':<26} {'case':<{w}} {'median':>10} {'IQR':>9} {'throughput':>18} {'vs baseline':>12}")
     for r in results:
         tag = "(baseline)" if r.baseline else f"{r.ratio:.2f}x"
-        rate = f"{r.items_per_s / 1e6:,.1f} M{r.unit}/s"
-        print(f"{r.group:<26} {r.name:<22} {r.median_s * 1e3:>8.2f}ms {r.iqr_s * 1e3:>7.2f}ms {rate:>16} {tag:>12}")
+        rate = f"{r.items_per_s / 1e6:,.2f} M{r.unit}/s"
+        print(f"{r.group:<26} {r.name:<{w}} {r.median_s * 1e3:>8.2f}ms {r.iqr_s * 1e3:>7.2f}ms {rate:>18} {tag:>12}")
 
 
 def environment() -> dict[str, Any]:
@@ -99,11 +100,13 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_json(path: str | Path, results: list[Result]) -> None:
+def write_json(path: str | Path, results: list[Result], extra: dict[str, Any] | None = None) -> None:
+    """The results, the environment and `extra` (other figures, by name) as JSON at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [asdict(r) | {"items_per_s": r.items_per_s} for r in results]
-    path.write_text(json.dumps({"environment": environment(), "results": rows}, indent=2))
+    out = {"environment": environment(), "results": rows} | ({"extra": extra} if extra else {})
+    path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
 
 

@@ -45,4 +45,19 @@ void bucketize(const double* values, int64_t n, const double* boundaries, int64_
                void* stream);
 void mod(const int64_t* ids, int64_t n, int64_t modulus, int64_t* out, void* stream);
 
+// A feature cross of k <= kMaxCrossInputs flat ID columns with the same rows: position p of row r
+// (out_offsets, the exclusive scan of the product of the rows' lengths, read by the caller) is the
+// p-th combination, last input fastest, hashed as the host's cross (murmur3 of the k IDs, seeded,
+// mod buckets when > 0); weights[p] (when not null) the product of the present inputs' weights,
+// first input first. A thread per output position decodes its digits.
+constexpr int kMaxCrossInputs = 16;
+struct CrossInputs {
+  int k;
+  const int64_t* offsets[kMaxCrossInputs];
+  const int64_t* values[kMaxCrossInputs];
+  const float* weights[kMaxCrossInputs];  // null: no weights for that input
+};
+void cross(const CrossInputs& in, const int64_t* out_offsets, int64_t rows, int64_t total, uint64_t seed,
+           int64_t buckets, int64_t* values, float* weights, void* stream);
+
 }  // namespace recis::gpu

@@ -104,6 +104,12 @@ def test_row_initializer_twin_is_bit_exact(init, dim):
     assert torch.equal(init_rows(init, seeds, ids, dim), found.embeddings[found.inverse])
 
 
+def test_unregistered_tags_initialize_as_in_the_core():
+    tables = HashTable(4, seed=9), DeviceTable(4, seed=9, device="cpu")
+    found = [t.lookup([torch.tensor([1, 2]), torch.tensor([1, 3])], tags=[0, 7]) for t in tables]
+    assert torch.equal(found[0].embeddings[found[0].inverse], found[1].embeddings[found[1].inverse])
+
+
 def test_pooling_and_gathering_match_the_core():
     tables = pair()
     ids = torch.randint(0, 30, (40,))
@@ -157,6 +163,10 @@ def test_bad_input_fails_clearly():
         DeviceTable(4, Initializer("gaussian"), device="cpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rows must be in"):
         t.reserve(2**63 - 1)
+    with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\], got 65536"):
+        t.lookup(torch.tensor([1]), tags=[65536])
+    with pytest.raises(ValueError, match=r"tags must be in \[0, 65535\]"):
+        t.lookup_tagged(torch.tensor([1, 2]), torch.tensor([0, -1]))
 
 
 @pytest.mark.cuda

@@ -136,7 +136,8 @@ def test_pin_memory_needs_cuda(dataset):
         ColumnReader(str(dataset([3])), pin_memory=True)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_pin_memory_pins_every_tensor(dataset):
     batch = next(iter(ColumnReader(str(dataset([5])), ["id", "ids"], pin_memory=True)))
     assert batch["id"].is_pinned() and batch["ids"].values.is_pinned() and batch["ids"].offsets.is_pinned()

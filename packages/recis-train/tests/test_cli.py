@@ -193,19 +193,29 @@ def test_a_data_error_during_training_is_one_line_or_a_traceback_with_debug(conf
     assert "Traceback (most recent call last)" in err and err.rstrip().endswith("replace them with a default)")
 
 
+def train_losses(config_file, out, train_device: str, table_device: str) -> list[float]:
+    sets = [f"output_dir='{out}'", f"train.device='{train_device}'", "train.checkpoint_every=100"]
+    sets += [f"embeddings.{name}.device='{table_device}'" for name in ("user", "item", "hist")]
+    assert cli.main([str(config_file), *(x for s in sets for x in ("--set", s))]) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
 def test_tables_on_a_device_train_as_host_tables(config_file, tmp_path):
     """`embeddings.<name>.device` puts a table in a DeviceTable ("cpu" here: the same code a GPU
     runs without compiled kernels); the run's losses equal the host tables' run."""
-    losses = {}
-    for where in ("host", "cpu"):
-        out = tmp_path / where
-        sets = [f"output_dir='{out}'", "train.device='cpu'", "train.checkpoint_every=100"]
-        sets += [f"embeddings.{name}.device='{where}'" for name in ("user", "item", "hist")]
-        assert cli.main([str(config_file), *(x for s in sets for x in ("--set", s))]) == 0
-        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        losses[where] = [r["loss"] for r in records if r["kind"] == "train"]
-    assert losses["cpu"] == pytest.approx(losses["host"], rel=1e-5) and len(losses["host"]) >= 3
+    host = train_losses(config_file, tmp_path / "host", "cpu", "host")
+    assert train_losses(config_file, tmp_path / "cpu", "cpu", "cpu") == pytest.approx(host, rel=1e-5)
+    assert len(host) >= 3
     with pytest.raises(ConfigError, match=r"config key 'train\.device': expected a torch device"):
         build(load(config_file, ["train.device='gpu0'"]))
     with pytest.raises(ConfigError, match="device must be 'host' or a torch device"):
         build(load(config_file, ["embeddings.user.device='nowhere'"]))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_run_matches_host_tables(config_file, tmp_path):
+    """`train.device = "cuda"`: model and tables on the GPU (its kernels), losses as on the host."""
+    host = train_losses(config_file, tmp_path / "host", "cpu", "host")
+    assert train_losses(config_file, tmp_path / "cuda", "cuda", "cuda") == pytest.approx(host, rel=5e-3)

@@ -1,4 +1,5 @@
-"""The compiled kernels by area (`common`, `embedding`, `features`, `optim`): the one way in to `_C`.
+"""The compiled kernels by area (`common`, `embedding`, `features`, `optim`, and `gpu` when the
+core was built with CUDA, else None): the one way in to `_C`.
 
 Each function, and each method of each class, first sizes the core's thread pool to the wanted
 count (`torch.get_num_threads()` unless pinned by `recis.core.set_num_threads`), so no caller can
@@ -49,7 +50,23 @@ def _area(module: types.ModuleType) -> types.ModuleType:
 
 if TYPE_CHECKING:
     from ._C import common, embedding, features, optim
+
+    gpu: Any  # its stubs exist only in CUDA builds
 else:
     common, embedding, features, optim = (_area(m) for m in (_C.common, _C.embedding, _C.features, _C.optim))
+    gpu = _area(_C.gpu) if hasattr(_C, "gpu") else None
 
-__all__ = ["common", "embedding", "features", "optim"]
+
+def stream(device: Any) -> int:
+    """The current CUDA stream of `device` as the integer the `gpu` kernels take."""
+    import torch
+
+    return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+def on_gpu(*tensors: Any) -> bool:
+    """Whether the `gpu` kernels exist and every tensor given is on a CUDA device."""
+    return gpu is not None and all(t.is_cuda for t in tensors if t is not None)
+
+
+__all__ = ["common", "embedding", "features", "gpu", "on_gpu", "optim", "stream"]

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from recis.core import kernels
+
 from . import ops
 from .keymap import KeyMap
 from .row_init import init_rows
@@ -32,13 +34,15 @@ from .table import (
     stable_seed,
 )
 
+_TAG_MAX = 0xFFFF
 _FREQ_MAX = 2**32 - 1  # frequencies saturate as the core's uint32 counters do
 
 
 class DeviceTable:
     """A dynamic embedding table of `dim`-wide float32 rows keyed by int64 ID, kept on `device`.
 
-    Args: as `HashTable` (`block_rows`: the initial row storage), plus `device`.
+    Args: as `HashTable` (`block_rows`: the initial row storage), plus `device`, and `use_kernels`:
+        False runs the tensor-op twin even where the core's CUDA kernels exist (tests compare the two).
 
     Example:
         >>> t = DeviceTable(dim=4, initializer=Initializer.uniform(-1, 1), device="cpu")
@@ -56,6 +60,7 @@ class DeviceTable:
         seed: int = 0,
         block_rows: int = 8192,
         device: str | torch.device = "cuda",
+        use_kernels: bool = True,
     ):
         check_sizes("DeviceTable", dim, min_count, block_rows)
         initializer.native()  # an unknown kind fails here, as in HashTable
@@ -64,8 +69,9 @@ class DeviceTable:
         self.device = torch.device(device)
         self.tag_names: list[str] = []
         self._tag_seeds = torch.tensor([_as_int64(seed % 2**64)], dtype=torch.int64, device=self.device)
-        self._map = KeyMap(self.device)
-        self._pending = KeyMap(self.device)  # admission counts: key -> index into the two arrays below
+        self.use_kernels = use_kernels  # False: the tensor-op twin even where CUDA kernels exist
+        self._map = KeyMap(self.device, use_kernels=use_kernels)
+        self._pending = KeyMap(self.device, use_kernels=use_kernels)  # admission counts: key -> index below
         self._pending_count = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._pending_step = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._rows = 0  # storage rows
@@ -125,7 +131,9 @@ class DeviceTable:
         self._meta["steps"][rows], self._meta["freqs"][rows] = 0, 0
         self._live[rows] = True
         self._size += len(ids)
-        self.embeddings[rows] = init_rows(self.initializer, self._tag_seeds[tags], ids, self.dim)
+        n = len(self._tag_seeds)  # a tag never registered initializes with seed 0, as in the core
+        seeds = torch.where(tags < n, self._tag_seeds[tags.clamp(max=n - 1)], 0)
+        self.embeddings[rows] = init_rows(self.initializer, seeds, ids, self.dim)
         for name, slot in self.slots.items():
             slot[rows] = self._slot_init[name]
         self.counters["inserts"] += len(ids)
@@ -162,11 +170,12 @@ class DeviceTable:
     def lookup_tagged(self, ids: Tensor, tags: Tensor, step: int = 0, insert: bool = True) -> Lookup:
         """`lookup` of keys that carry one tag each (`tags`: one per ID), rows gathered."""
         keys = self._ids(ids, "DeviceTable.lookup_tagged")
-        return self._lookup(keys, tags.to(device=self.device, dtype=torch.int64).reshape(-1), step, insert, True)
+        tags = tags.to(device=self.device, dtype=torch.int64).reshape(-1)
+        if bool(((tags < 0) | (tags > _TAG_MAX)).any()):
+            raise ValueError("DeviceTable.lookup: tags must be in [0, 65535]")
+        return self._lookup(keys, tags, step, insert, True)
 
     def _lookup(self, ids: Tensor, tags: Tensor, step: int, insert: bool, gather: bool) -> Lookup:
-        if bool(((tags < 0) | (tags > 0xFFFF)).any()):
-            raise ValueError("DeviceTable.lookup: tags must be in [0, 65535]")
         key_rows = self._map.find(ids, tags)
         created = 0
         missed = key_rows < 0
@@ -252,7 +261,7 @@ class DeviceTable:
         if bool(bad.any()):
             u = int(bad.nonzero()[0, 0])
             raise ValueError(f"DeviceTable.pool: rows[{u}]={int(rows[u])} is not a row of this table")
-        return self._pool(self._gather(rows), inverse, offsets, weights, combiner, runs, batch_major)
+        return self._pool(rows, inverse, offsets, weights, combiner, runs, batch_major)
 
     def pool_keys(
         self,
@@ -271,11 +280,11 @@ class DeviceTable:
         self.counters["hits"] += len(rows) - missed
         self.counters["rejected"] += missed
         index = torch.arange(len(rows), device=self.device)
-        return self._pool(self._gather(rows), index, offsets, weights, combiner, runs, batch_major)
+        return self._pool(rows, index, offsets, weights, combiner, runs, batch_major)
 
     def _pool(
         self,
-        emb: Tensor,
+        rows: Tensor,
         inverse: Tensor,
         offsets: Tensor,
         weights: Tensor | None,
@@ -283,10 +292,18 @@ class DeviceTable:
         runs: list[int] | None,
         batch_major: bool,
     ) -> Tensor:
-        offsets = offsets.to(self.device)
-        w = None if weights is None else weights.to(device=self.device, dtype=torch.float32)
+        """Bags of rows `rows[inverse[j]]` (-1: zeros) pooled: the CUDA kernel reads them in place
+        from the storage; the twin gathers them first."""
+        offsets, inverse = offsets.to(self.device), inverse.to(self.device)
+        w = None if weights is None else weights.to(device=self.device, dtype=torch.float32).contiguous()
         combiners, runs = ops._runs(combiner, runs, offsets)
-        pooled = ops.pooled_embedding_reference(emb, inverse.to(self.device), offsets, w, combiners, runs)
+        if self.use_kernels and kernels.on_gpu(self.embeddings):
+            scales = ops._bag_scale(offsets, w, combiners, runs, torch.float32)
+            pooled = torch.empty(len(offsets) - 1, self.dim, device=self.device)
+            kernels.gpu.pool_forward(self.embeddings, rows.contiguous(), inverse.contiguous(), offsets.contiguous(), w,
+                                     scales, pooled, kernels.stream(self.device))  # fmt: skip
+        else:
+            pooled = ops.pooled_embedding_reference(self._gather(rows), inverse, offsets, w, combiners, runs)
         return ops.batch_major(pooled, runs) if batch_major else pooled
 
     def gather(self, rows: Tensor) -> Tensor:
@@ -297,9 +314,10 @@ class DeviceTable:
 
     def check_rows(self, rows: Tensor, op: str) -> None:
         """ValueError naming `op` unless every row is -1 or a live row."""
-        inside = (rows >= 0) & (rows < self._allocated)
-        ok = (rows == -1) | inside
-        ok[inside] &= self._live[rows[inside]]
+        ok = rows == -1
+        if self._allocated:  # one host read in all: no boolean indexing
+            inside = (rows >= 0) & (rows < self._allocated)
+            ok |= inside & self._live[rows.clamp(0, self._allocated - 1)]
         if not bool(ok.all()):
             i = int((~ok).nonzero()[0, 0])
             raise ValueError(f"{op}: rows[{i}]={int(rows[i])} is not a live row of this table (or -1)")
@@ -468,6 +486,9 @@ class DeviceTable:
 
     def _keys(self, parts: list[Tensor], tags: list[int], where: str) -> tuple[Tensor, Tensor]:
         """The parts' IDs laid end to end, with each part's tag per key (int64, on the device)."""
+        for t in tags:
+            if not 0 <= t <= _TAG_MAX:
+                raise ValueError(f"{where}: tags must be in [0, 65535], got {t}")
         ids = [self._ids(p, where) for p in parts]
         key_tags = [
             torch.full((len(i),), t, dtype=torch.int64, device=self.device) for i, t in zip(ids, tags, strict=True)

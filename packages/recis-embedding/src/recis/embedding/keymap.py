@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recis.core import kernels
+
 from .sharding import mix64
 
 _TAG_MIX = 0x632BE59BD9B4E019  # the core's tag multiplier (below 2^63: a valid int64)
@@ -31,8 +33,9 @@ class KeyMap:
         [11, 10, -1]
     """
 
-    def __init__(self, device: torch.device, capacity: int = 1024):
+    def __init__(self, device: torch.device, capacity: int = 1024, use_kernels: bool = True):
         self.device = device
+        self.use_kernels = use_kernels  # False: the tensor-op twin even where CUDA kernels exist
         self.size = 0
         self._alloc(capacity)
 
@@ -51,6 +54,10 @@ class KeyMap:
 
     def find(self, ids: Tensor, tags: Tensor) -> Tensor:
         """Each key's value, -1 for absent keys (int64, on the map's device)."""
+        if self.use_kernels and kernels.on_gpu(self.values):
+            out = torch.empty(ids.shape, dtype=torch.int64, device=self.device)
+            kernels.gpu.map_find(*self._arrays(), ids.contiguous(), tags.contiguous(), out, kernels.stream(self.device))
+            return out
         out = torch.full(ids.shape, -1, dtype=torch.int64, device=self.device)
         todo = torch.arange(len(ids), device=self.device)
         slot = key_hash(ids, tags) & self.mask
@@ -80,6 +87,11 @@ class KeyMap:
     def insert(self, ids: Tensor, tags: Tensor, values: Tensor) -> None:
         """Adds distinct keys that are not in the map."""
         self.reserve(self.size + len(ids))
+        if self.use_kernels and kernels.on_gpu(self.values):
+            arrays = (ids.contiguous(), tags.contiguous(), values.contiguous())
+            kernels.gpu.map_claim(*self._arrays(), *arrays, kernels.stream(self.device))
+            self.size += len(ids)
+            return
         todo = torch.arange(len(ids), device=self.device)
         slot = key_hash(ids, tags) & self.mask
         while len(todo):
@@ -93,6 +105,9 @@ class KeyMap:
             todo = todo[~won]
             slot[todo] = (s[~won] + 1) & self.mask
         self.size += len(ids)
+
+    def _arrays(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.ids, self.tags, self.values
 
     def rebuild(self, ids: Tensor, tags: Tensor, values: Tensor) -> None:
         """Holds exactly these (distinct) keys afterwards; deletions are done this way."""

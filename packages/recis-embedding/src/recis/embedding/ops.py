@@ -170,6 +170,15 @@ def pooled_embedding_backward(
     """Gradient of a pooled lookup with respect to its unique rows: (U, D), summed per row.
     `batch_major`: `grad` is (B, runs * D), the runs side by side (as `table_pooled` gives them)."""
     names = [COMBINERS[c] for c in combiners]
+    if kernels.on_gpu(grad, inverse, offsets, weights) and grad.dtype == torch.float32:
+        if batch_major:
+            grad = feature_major(grad, runs)
+        w = None if weights is None else weights.to(torch.float32).contiguous()
+        scales = _bag_scale(offsets, w, names, runs, torch.float32)
+        out = grad.new_zeros(num_unique, grad.shape[1])
+        kernels.gpu.pool_backward(grad.contiguous(), inverse.contiguous(), offsets.contiguous(), w, scales, out,
+                                  kernels.stream(grad.device))  # fmt: skip
+        return out
     if not _on_cpu(grad, inverse, offsets, weights) or grad.dtype != torch.float32:
         if batch_major:
             grad = feature_major(grad, runs)

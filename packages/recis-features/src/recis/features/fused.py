@@ -2,8 +2,9 @@
 
 Each function takes lists (one entry per column, each with its own parameters) and returns the
 transformed columns in order, with row structure and weights kept. CPU columns go to one kernel
-call whose work is split into column x chunk tasks on the core's pool; columns on other devices
-take the pure-torch reference one by one.
+call whose work is split into column x chunk tasks on the core's pool; CUDA columns take the
+core's CUDA kernels (one launch per column, on the current stream) when it was built with CUDA;
+columns on other devices take the pure-torch reference one by one (string hashing: the CPU kernel).
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ def _on_cpu(x: Column) -> bool:
     return innermost(x).device.type == "cpu"
 
 
+def _on_gpu(x: Column) -> bool:
+    return kernels.on_gpu(innermost(x))
+
+
+def _hash_strings_off_cpu(s: Ragged, algo: str, seed: int, buckets: int) -> Tensor:
+    """One string column on a device: the CUDA kernel, or the CPU kernel over a host copy."""
+    if not kernels.on_gpu(s.values):
+        hashed = hash_many([s.to("cpu")], [algo], [seed], [buckets])[0]
+        assert isinstance(hashed, Tensor)
+        return hashed.to(s.device)
+    data = s.values
+    assert isinstance(data, Tensor)
+    out = torch.empty(s.num_rows, dtype=torch.int64, device=s.device)
+    offsets = s.offsets.to(torch.int64).contiguous()
+    kernels.gpu.hash_strings(offsets, data.contiguous(), algo == "murmur", seed % 2**64, buckets, out,
+                             kernels.stream(s.device))  # fmt: skip
+    return out
+
+
 def hash_many(
     columns: Sequence[Column], algos: Sequence[str], seeds: Sequence[int], buckets: Sequence[int]
 ) -> list[Column]:
@@ -80,9 +100,11 @@ def hash_many(
         if is_strings(x) or is_string_list(x):
             s = x if is_strings(x) else x.values
             assert isinstance(s, Ragged)
-            if s.device.type != "cpu":
-                raise TypeError(f"hash: string columns must be on the CPU, got {s.device}")
-            strings.append((i, s))
+            if s.device.type == "cpu":
+                strings.append((i, s))
+            else:
+                on_device = _hash_strings_off_cpu(s, algos[i], seeds[i], buckets[i])
+                out[i] = on_device if s is x else Ragged(on_device, x.offsets, x.weights, validate=False)  # type: ignore[union-attr]
         else:
             if algos[i] != "murmur":
                 raise TypeError(
@@ -156,16 +178,34 @@ def bucketize_many(
         flats.append(v.contiguous() if v.dtype in _NATIVE else v.to(torch.float64).contiguous())
     out: list[Column | None] = [None] * len(columns)
     cpu = [i for i, x in enumerate(columns) if _on_cpu(x)]
-    for i, x in enumerate(columns):
-        if not _on_cpu(x):
-            b = boundaries[i].to(flats[i].device)
-            out[i] = _rebuild(x, torch.bucketize(flats[i].to(torch.float64), b, right=True))
+    off_cpu = [i for i, x in enumerate(columns) if not _on_cpu(x)]
+    _check_no_nan([flats[i] for i in off_cpu], off_cpu)
+    for i in off_cpu:
+        v, b = flats[i].to(torch.float64), boundaries[i].to(flats[i].device)
+        if _on_gpu(columns[i]):
+            o = torch.empty(len(v), dtype=torch.int64, device=v.device)
+            kernels.gpu.bucketize(v.contiguous(), b.contiguous(), o, kernels.stream(v.device))
+        else:
+            o = torch.bucketize(v, b, right=True)
+        out[i] = _rebuild(columns[i], o)
     if cpu:
         outs = [torch.empty(len(flats[i]), dtype=torch.int64) for i in cpu]
         kernels.features.bucketize_columns(_dl([flats[i] for i in cpu]), _dl([boundaries[i] for i in cpu]), _dl(outs))
         for i, o in zip(cpu, outs, strict=True):
             out[i] = _rebuild(columns[i], o)
     return out  # type: ignore[return-value]
+
+
+def _check_no_nan(flats: Sequence[Tensor], where: Sequence[int]) -> None:
+    """The CPU kernel's NaN error for columns off the CPU: one host read for all of them."""
+    floats = [(c, f) for c, f in zip(where, flats, strict=True) if f.dtype.is_floating_point and len(f)]
+    if not floats:
+        return
+    per_column = torch.stack([torch.isnan(f).any() for _, f in floats])
+    if bool(per_column.any()):
+        c, f = floats[int(per_column.to(torch.int64).argmax())]
+        i = int(torch.isnan(f).nonzero()[0, 0])
+        raise ValueError(f"bucketize: column {c}: value at position {i} is NaN (fill missing values first)")
 
 
 def fill_nan_many(columns: Sequence[Tensor], values: Sequence[float]) -> list[Tensor]:
@@ -182,7 +222,11 @@ def mod_many(columns: Sequence[Column], moduli: Sequence[int]) -> list[Column]:
     out: list[Column | None] = [None] * len(columns)
     cpu = [i for i, x in enumerate(columns) if _on_cpu(x)]
     for i, x in enumerate(columns):
-        if not _on_cpu(x):
+        if _on_gpu(x):
+            o = torch.empty_like(flats[i])
+            kernels.gpu.mod(flats[i], moduli[i], o, kernels.stream(o.device))
+            out[i] = _rebuild(x, o)
+        elif not _on_cpu(x):
             out[i] = _rebuild(x, torch.remainder(flats[i], moduli[i]))
     if cpu:
         outs = [torch.empty_like(flats[i]) for i in cpu]
@@ -204,6 +248,28 @@ def _cross_input(x: Column) -> tuple[Tensor, Tensor, Tensor | None]:
     return x.offsets.contiguous(), _ids(x, "cross"), w
 
 
+def _cross_off_cpu(
+    inputs: Sequence[tuple[Tensor, Tensor, Tensor | None]], seed: int, buckets: int
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One cross off the CPU: the CUDA kernel (up to 16 inputs), else the reference. The output's
+    size is read on the host: one synchronization per cross."""
+    if not (kernels.on_gpu(*(t for inp in inputs for t in inp)) and len(inputs) <= _MAX_CROSS_INPUTS):
+        return reference.cross(inputs, seed, buckets)
+    device = inputs[0][0].device
+    counts = torch.stack([o.diff() for o, _, _ in inputs]).prod(dim=0)
+    offsets = torch.zeros(len(counts) + 1, dtype=torch.int64, device=device)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    total = int(offsets[-1])
+    values = torch.empty(total, dtype=torch.int64, device=device)
+    weights = torch.empty(total, device=device) if any(w is not None for _, _, w in inputs) else None
+    kernels.gpu.cross([o.contiguous() for o, _, _ in inputs], [v for _, v, _ in inputs], [w for _, _, w in inputs],
+                      offsets, seed % 2**64, buckets, values, weights, kernels.stream(device))  # fmt: skip
+    return offsets, values, weights
+
+
+_MAX_CROSS_INPUTS = 16  # the CUDA kernel's bound (recis::gpu::kMaxCrossInputs); more take the reference
+
+
 def cross_many(crosses: Sequence[Sequence[Column]], seeds: Sequence[int], buckets: Sequence[int]) -> list[Column]:
     """Crosses, each of 2+ columns with the same rows: a dense (B,) tensor when every input is dense, else a Ragged."""
     inputs = [[_cross_input(x) for x in cols] for cols in crosses]
@@ -217,7 +283,7 @@ def cross_many(crosses: Sequence[Sequence[Column]], seeds: Sequence[int], bucket
     cpu = [i for i, cols in enumerate(crosses) if all(_on_cpu(x) for x in cols)]
     for i in range(len(crosses)):
         if i not in cpu:
-            results[i] = reference.cross(inputs[i], seeds[i], buckets[i])
+            results[i] = _cross_off_cpu(inputs[i], seeds[i], buckets[i])
     if cpu:
         flat = [inp for i in cpu for inp in inputs[i]]
         outs = kernels.features.cross_columns(

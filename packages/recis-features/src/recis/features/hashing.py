@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recis.core import kernels
+from recis.core import Ragged, kernels
 
 from . import fused
 from .columns import Column, encode_strings, is_integer
@@ -25,7 +25,7 @@ __all__ = ["Algo", "encode_strings", "hash_ids", "hash_strings", "multi_hash"]
 
 
 def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: int = 0, seed: int = 0) -> Tensor:
-    """Hashes each string data[offsets[i]:offsets[i+1]] to an int64 ID.
+    """Hashes each string data[offsets[i]:offsets[i+1]] to an int64 ID, on `data`'s device.
 
     Args:
         offsets: int32 or int64 (n+1,) Arrow offsets.
@@ -51,6 +51,9 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
         raise TypeError(f"hash_strings: offsets must be a non-empty 1-D int32/int64 tensor, got {got}")
     if data.dim() != 1 or data.dtype != torch.uint8:
         raise TypeError(f"hash_strings: data must be a 1-D uint8 tensor, got {data.dtype} {tuple(data.shape)}")
+    if data.device.type != "cpu":  # validated offsets, then the device's kernel: the result stays there
+        column = Ragged(data, offsets.to(device=data.device, dtype=torch.int64))
+        return fused.hash_many([column], [algo], [seed], [buckets])[0]  # type: ignore[return-value]
     out = torch.empty(len(offsets) - 1, dtype=torch.int64)
     kernels.features.hash_strings(offsets.cpu().contiguous(), data.cpu().contiguous(), algo, seed, buckets, out)
     return out
