@@ -26,13 +26,15 @@ from recis.optim import Saver, SparseAdagrad, SparseAdam, clip_grad_norm_
 OPTIMIZERS = {"adam": lambda e: SparseAdam(e, lr=0.05), "adagrad": lambda e: SparseAdagrad(e, lr=0.1)}
 
 
-def _entry(rank: int, fn: Callable[..., Any], world: int, directory: str, timeout_s: float, kwargs: dict) -> None:
+def _entry(
+    rank: int, fn: Callable[..., Any], world: int, directory: str, timeout_s: float, backend: str | None, kwargs: dict
+) -> None:
     torch.set_num_threads(1)
     out = Path(directory) / f"result-{rank}.pt"
     try:
-        if world > 1:
+        if world > 1 or backend:
             dist.init_process_group(
-                "gloo",
+                backend or "gloo",
                 init_method=f"file://{directory}/rendezvous",
                 rank=rank,
                 world_size=world,
@@ -42,18 +44,31 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, directory: str, timeou
     except BaseException as e:
         torch.save(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"), out)
     finally:
-        if world > 1 and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run_ranks(fn: Callable[..., Any], world: int, directory: Path, timeout_s: float = 60.0, **kwargs: Any) -> list:
-    """Runs `fn` on `world` spawned ranks; returns each rank's ("ok", result) or ("error", text)."""
+def run_ranks(
+    fn: Callable[..., Any],
+    world: int,
+    directory: Path,
+    timeout_s: float = 60.0,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> list:
+    """Runs `fn` on `world` spawned ranks; returns each rank's ("ok", result) or ("error", text).
+    The ranks join a process group of `backend` (default gloo) when there are several, or when
+    `backend` is given."""
     directory.mkdir(parents=True, exist_ok=True)
     for f in directory.glob("result-*.pt"):
         f.unlink()
     (directory / "rendezvous").unlink(missing_ok=True)
     ctx = mp.start_processes(
-        _entry, args=(fn, world, str(directory), timeout_s, kwargs), nprocs=world, start_method="spawn", join=False
+        _entry,
+        args=(fn, world, str(directory), timeout_s, backend, kwargs),
+        nprocs=world,
+        start_method="spawn",
+        join=False,
     )
     deadline = time.monotonic() + timeout_s + 90
     for p in ctx.processes:  # not ctx.join(): it kills the other ranks once one dies
@@ -104,16 +119,16 @@ def rows_of(batch: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
 
 
 class Model(torch.nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, device: str | None = None) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.emb = EmbeddingEngine(
             {
-                "a": EmbeddingSpec(4, combiner="mean"),
-                "u": EmbeddingSpec(4, table="a"),
-                "s": EmbeddingSpec(4, combiner=None, max_len=3),
-                "p": EmbeddingSpec(4, combiner="sqrtn", seed=1),
-                "q": EmbeddingSpec(4, combiner="mean", seed=1),
+                "a": EmbeddingSpec(4, combiner="mean", device=device),
+                "u": EmbeddingSpec(4, table="a", device=device),
+                "s": EmbeddingSpec(4, combiner=None, max_len=3, device=device),
+                "p": EmbeddingSpec(4, combiner="sqrtn", seed=1, device=device),
+                "q": EmbeddingSpec(4, combiner="mean", seed=1, device=device),
             }
         )
         self.dense = torch.nn.Linear(20, 1)
@@ -146,14 +161,16 @@ def train(
     clip: float | None = None,
     pool_on_owner: bool | None = None,
     wire_dtype: torch.dtype = torch.float32,
+    device: str | None = None,
 ):
     """K steps on global batches of `rows`; rank r takes rows [split[r], split[r+1]). Each rank's
     loss is its rows' sum; DDP and the sparse exchange average over the 2 ranks, which equals one
     process minimizing sum / 2 over the global batch (what world == 1 runs). `micro`: gradients of
     that many micro-batches per step; `clip`: global gradient-norm limit; `pool_on_owner`: as in
-    `EmbeddingEngine.shard` (on these short bags None picks the gathered route), as `wire_dtype`."""
-    model = Model()
-    if world > 1:
+    `EmbeddingEngine.shard` (on these short bags None picks the gathered route), as `wire_dtype`;
+    `device`: the tables' (`EmbeddingSpec.device`; None: host tables)."""
+    model = Model(device)
+    if dist.is_initialized():
         model.emb.shard(pool_on_owner=pool_on_owner, wire_dtype=wire_dtype)
         dense = torch.nn.parallel.DistributedDataParallel(model.dense)
         model.dense = dense  # type: ignore[assignment]

@@ -47,6 +47,32 @@ def test_two_ranks_equal_one_rank(tmp_path, opt, pool_on_owner):
     assert_same_rows(single_rows, rank0 | rank1)
 
 
+@pytest.mark.parametrize("pool_on_owner", [None, True])
+def test_device_tables_shard_as_host_tables(tmp_path, pool_on_owner):
+    """Tables on a device ("cpu" here: the torch twin a GPU runs without kernels) sharded over 2
+    ranks: the same losses and rows as host tables in one process (device tables always gather
+    rows from their owners, even where host tables would pool there)."""
+    kw = dict(opt="adam", steps=3, rows=12, clip=0.05)  # clipped: the sparse norms cross ranks too
+    ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", **kw))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", **kw, pool_on_owner=pool_on_owner, device="cpu"))
+    torch.testing.assert_close(two[0][0], single_losses, rtol=1e-5, atol=1e-6)
+    rank0, rank1 = two[0][1], two[1][1]
+    assert rank0 and rank1 and not set(rank0) & set(rank1)
+    assert_same_rows(single_rows, rank0 | rank1)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_device_tables_shard_over_nccl(tmp_path):
+    """A sharded engine of CUDA tables in a process group of gloo and NCCL (one rank: one GPU is
+    enough to route, exchange over NCCL and serve): the same as host tables in one process."""
+    kw = dict(opt="adam", steps=3, rows=12, clip=0.05)
+    ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "host", **kw))
+    ((losses, rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "gpu", backend="cpu:gloo,cuda:nccl", device="cuda", **kw))
+    torch.testing.assert_close(losses, single_losses, rtol=1e-4, atol=1e-6)
+    assert_same_rows(single_rows, rows, atol=1e-5)
+
+
 def test_accumulation_and_clipping_match_one_rank(tmp_path):
     """Two micro-batches per step (two pooled gradients per table to sum) and a clipped global norm
     (sparse gradients summed per row before the step) give the same rows on 2 ranks as on 1."""

@@ -26,6 +26,10 @@ Gathered rows (sequences, "tile", short bags):
 3. Owners look their received keys up and send each key's row back (`serve`).
 4. The requester gets a (U, D) row per unique key, which pools or pads exactly as in one process.
 
+Tables on a device (`DeviceTable`) always take this route, routed with torch ops on their device;
+their keys, rows and gradients travel as tensors on that device (NCCL for CUDA: a process group
+with `backend="cpu:gloo,cuda:nccl"` serves host and device tables alike).
+
 Backward sends each requester's (U, D) gradient back along the same routes. On both routes owners
 divide gradients by the world size, so sparse gradients are averaged over ranks as DDP averages
 dense ones: with a per-rank mean loss both equal the gradient of the global mean. Partial sums,
@@ -44,7 +48,9 @@ from torch import Tensor
 from recis.core import kernels
 
 from . import ops
+from .device_table import DeviceTable, Table
 from .ops import PooledGrad, SparseGrad
+from .sharding import owner
 from .table import HashTable, _as_ids
 
 ProcessGroup = dist.ProcessGroup
@@ -58,6 +64,11 @@ def _others(group: ProcessGroup | None) -> list[int]:
     """The other ranks of `group`, starting after this one (so every rank serves a different peer first)."""
     w, me = world(group), dist.get_rank(group)
     return [(me + i) % w for i in range(1, w)]
+
+
+def _device(table: Table) -> torch.device:
+    """Where a table's keys, rows and gradients live and travel."""
+    return table.device if isinstance(table, DeviceTable) else torch.device("cpu")
 
 
 def _send(t: Tensor, r: int, group: ProcessGroup | None, tag: int) -> dist.Work:
@@ -78,7 +89,7 @@ def _recv(t: Tensor, r: int, group: ProcessGroup | None, tag: int) -> dist.Work:
 class Routed:
     """One gathered table's keys on their way: what this rank sends and receives."""
 
-    table: HashTable
+    table: Table
     keys: Tensor  # (U, 2) int64: this rank's unique (ID, tag) keys, ordered by owner
     inverse: Tensor  # (N,) index into `keys` for each input ID
     send: list[int]  # keys sent to each rank
@@ -92,7 +103,7 @@ class Routed:
 
     def start(self, got: list[tuple[int, int]], group: ProcessGroup | None) -> None:
         self.recv = [n for n, _ in got]
-        self.received = torch.empty(sum(self.recv), 2, dtype=torch.int64)
+        self.received = torch.empty(sum(self.recv), 2, dtype=torch.int64, device=_device(self.table))
         self.work = dist.all_to_all_single(self.received, self.keys, self.recv, self.send, group=group, async_op=True)
 
 
@@ -142,7 +153,7 @@ class RemoteLookup:
     """A sharded training lookup of gathered rows, kept until its gradient is exchanged: the
     requester's (U, D) leaf and the routes, plus the owner's rows for the keys it received."""
 
-    table: HashTable
+    table: Table
     emb: Tensor  # requester: (U, D), requires grad
     send: list[int]
     recv: list[int]
@@ -153,12 +164,13 @@ class RemoteLookup:
     def exchange(self, grad: Tensor, group: ProcessGroup | None) -> tuple[Tensor, list[dist.Work]]:
         """Starts sending the requester's (U, D) gradient to the owners of its keys and receiving
         the gradients of this rank's rows: (receive buffer, works)."""
-        got = torch.empty(sum(self.recv), self.table.dim, dtype=self.wire)
+        got = torch.empty(sum(self.recv), self.table.dim, dtype=self.wire, device=_device(self.table))
         send = grad.to(self.wire)
         return got, [dist.all_to_all_single(got, send, self.recv, self.send, group=group, async_op=True)]
 
     def owner_grad(self, got: Tensor, scale: float) -> SparseGrad:
-        grad = torch.zeros(len(self.rows), self.table.dim).index_add_(0, self.inverse, got.float(), alpha=scale)
+        grad = got.new_zeros(len(self.rows), self.table.dim, dtype=torch.float32)
+        grad.index_add_(0, self.inverse, got.float(), alpha=scale)
         return SparseGrad(self.table, self.rows, grad)
 
 
@@ -227,13 +239,28 @@ def agree_pool_on_owner(
     return [c is not None and keys > w * bags for c, (keys, bags) in zip(candidates, stats.tolist(), strict=True)]
 
 
-def route(
-    table: HashTable, ids: list[Tensor], tags: list[int], wire: torch.dtype, group: ProcessGroup | None
-) -> Routed:
+def route(table: Table, ids: list[Tensor], tags: list[int], wire: torch.dtype, group: ProcessGroup | None) -> Routed:
     """Gathered route, step 1: local de-duplication and ordering by owner (no communication)."""
+    if isinstance(table, DeviceTable):
+        keys, inverse, counts = route_keys_torch([table._ids(t, "route") for t in ids], tags, world(group))
+        return Routed(table, keys, inverse, counts, wire)
     parts = [_as_ids(t, "route") for t in ids]
     keys, key_tags, counts, inverse = kernels.embedding.route_keys(parts, list(tags), world(group))
     return Routed(table, torch.stack([keys, key_tags.to(torch.int64)], 1), inverse, counts.tolist(), wire)
+
+
+def route_keys_torch(ids: list[Tensor], tags: list[int], world_size: int) -> tuple[Tensor, Tensor, list[int]]:
+    """The core's `route_keys` in torch ops, on the IDs' device: the distinct (ID, tag) keys as
+    (U, 2) ordered by owner rank, each input key's index into them, and the keys per rank."""
+    all_ids = torch.cat([t.reshape(-1) for t in ids])
+    key_tags = torch.cat([torch.full_like(t.reshape(-1), g) for t, g in zip(ids, tags, strict=True)])
+    keys, inverse = torch.unique(torch.stack([all_ids, key_tags]), dim=1, return_inverse=True)
+    ranks = owner(keys[0], world_size)
+    order = torch.argsort(ranks, stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order), device=order.device)
+    counts = torch.bincount(ranks, minlength=world_size).tolist()
+    return keys[:, order].t().contiguous(), position[inverse], counts
 
 
 def route_pooled(
@@ -267,7 +294,8 @@ def route_pooled(
 def exchange_keys(routed: list[Routed | Bags], group: ProcessGroup | None) -> None:
     """Step 2: every table's sizes in one collective, then each table's keys (async)."""
     w = world(group)
-    send = torch.tensor([r.sizes() for r in routed], dtype=torch.int64).reshape(len(routed), w, 2)
+    device = _device(routed[0].table) if routed else torch.device("cpu")
+    send = torch.tensor([r.sizes() for r in routed], dtype=torch.int64, device=device).reshape(len(routed), w, 2)
     send = send.transpose(0, 1).contiguous()  # (W, T, 2): row q = what I send to rank q
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send, group=group)
@@ -285,7 +313,7 @@ def serve(r: Routed, step: int, insert: bool, group: ProcessGroup | None) -> tup
     r.work.wait()
     found = r.table.lookup_tagged(r.received[:, 0], r.received[:, 1], step, insert)
     assert found.embeddings is not None
-    out = torch.empty(len(r.keys), r.table.dim, dtype=r.wire)
+    out = torch.empty(len(r.keys), r.table.dim, dtype=r.wire, device=_device(r.table))
     rows = found.embeddings.index_select(0, found.inverse).to(r.wire)
     work = dist.all_to_all_single(out, rows, r.send, r.recv, group=group, async_op=True)
     return found.rows, found.inverse, out, work
@@ -400,7 +428,7 @@ def exchange_grads(
     pending = []
     for lk in lookups:
         g = lk.emb.grad
-        g = torch.zeros_like(lk.emb) if g is None else g.to(device="cpu", dtype=torch.float32).contiguous()
+        g = torch.zeros_like(lk.emb) if g is None else g.to(device=_device(lk.table), dtype=torch.float32).contiguous()
         pending.append(lk.exchange(g, group))
     out = []
     for lk, (got, works) in zip(lookups, pending, strict=True):

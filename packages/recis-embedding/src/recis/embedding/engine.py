@@ -172,7 +172,8 @@ class EmbeddingEngine(nn.Module):
         owners and exchange (bags, D) partial sums, or exchange (unique keys, D) rows. None (the
         default) picks per table at the first forward, agreed by all ranks: pool on the owners
         when the unique keys per bag, over all ranks, exceed the world size (then the partial sums
-        are the fewer bytes; see docs/scaling.md).
+        are the fewer bytes; see docs/scaling.md). Tables on a device (`EmbeddingSpec.device`)
+        always exchange rows, as device tensors (NCCL for CUDA).
 
         `wire_dtype`: how partial sums, rows and gradients travel between ranks. torch.bfloat16
         halves those bytes at bf16 precision (8-bit mantissa) for what crosses ranks; sums and
@@ -184,10 +185,6 @@ class EmbeddingEngine(nn.Module):
             raise ValueError("EmbeddingEngine.shard: the tables already hold rows; shard before training or loading")
         if self.grad_hook is not None:
             raise ValueError("EmbeddingEngine.shard: a fused optimizer is attached; fused updates need local tables")
-        if any(isinstance(g.table, DeviceTable) for g in self.groups):
-            raise NotImplementedError(
-                "EmbeddingEngine.shard: tables on a device (EmbeddingSpec.device) cannot be sharded yet"
-            )
         if wire_dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(
                 f"EmbeddingEngine.shard: wire_dtype must be float32, bfloat16 or float16, got {wire_dtype}"
@@ -254,8 +251,8 @@ class EmbeddingEngine(nn.Module):
             ids: list[Tensor] = [r.values for r in inputs]  # type: ignore[misc]
             tags = [t for _, t in present]
             table = g.table
-            assert isinstance(table, HashTable)  # shard() refuses device tables
             if pooled_route:
+                assert isinstance(table, HashTable)  # device tables gather (_choose_routes)
                 offsets, weights, codes, runs = self._bags([f for f, _ in present], inputs)
                 combiners = [ops.COMBINERS[c] for c in codes]
                 tag = len(routed)
@@ -298,8 +295,12 @@ class EmbeddingEngine(nn.Module):
         return bool(present) and all(self.specs[f].combiner in ("sum", "mean", "sqrtn") for f, _ in present)
 
     def _choose_routes(self, prepared: list[tuple[list[tuple[str, int]], list[Ragged]]]) -> list[bool]:
-        """Per group, whether it pools on the owners (`pool_on_owner`, or agreed by all ranks)."""
-        pooled = [self._all_pooled(present) for present, _ in prepared]
+        """Per group, whether it pools on the owners (`pool_on_owner`, or agreed by all ranks);
+        tables on a device gather rows."""
+        pooled = [
+            self._all_pooled(present) and not isinstance(g.table, DeviceTable)
+            for g, (present, _) in zip(self.groups, prepared, strict=True)
+        ]
         if self.pool_on_owner is not None:
             return [p and self.pool_on_owner for p in pooled]
         candidates: list[tuple[list[Tensor], list[int], int] | None] = []

@@ -170,7 +170,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         over all ranks for sharded engines (a collective: every rank calls it)."""
         total = torch.zeros((), dtype=torch.float64)
         for g in self._reduce():
-            total += g.grad.double().square().sum()
+            total += g.grad.double().square().sum().cpu()  # device tables: one read each
         sharded = [e for e in self.engines if e.sharded]
         if sharded:  # each rank holds the gradients of the rows it owns: the norm is their sum
             torch.distributed.all_reduce(total, group=sharded[0].process_group)

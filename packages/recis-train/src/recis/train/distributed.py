@@ -1,8 +1,10 @@
 """The Trainer's view of `torch.distributed`: who this rank is, and the few agreements it needs.
 
 Under `torchrun` (or any launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT),
-`init_from_env()` starts the process group: gloo on CPU, NCCL when CUDA is available, with a
-timeout on every collective. A rank that dies makes the others' next collective fail (or time
+`init_from_env()` starts the process group: gloo on CPU; when CUDA is available, gloo for CPU
+tensors and NCCL for CUDA tensors (`"cpu:gloo,cuda:nccl"`: host tables exchange CPU tensors, tables
+on the GPU CUDA ones), with each rank's current GPU its LOCAL_RANK; with a timeout on every
+collective. A rank that dies makes the others' next collective fail (or time
 out) instead of hanging forever; `Ranks.guard` turns that into a `DistributedError` naming the rank
 and the step. Ranks agree on when a pass over the data ends (`all_have`), so uneven shards never
 leave a rank waiting for a partner that has run out of batches.
@@ -37,8 +39,10 @@ def init_from_env(timeout_s: float = 300.0, backend: str | None = None) -> bool:
         return dist.get_world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    if backend is None and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend or "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return dist.get_world_size() > 1
 
 
