@@ -93,17 +93,29 @@ def canon(state: dict) -> dict:
     return {k: v[order].cpu() for k, v in state.items()}
 
 
-@pytest.mark.parametrize("min_count", [1, 2])
+@pytest.mark.parametrize("min_count", [1, 2])  # 2: rejected keys, a -1 row among the distinct ones
 def test_lookups_match_the_twin(min_count):
     pair = tables(min_count=min_count)
     for step in range(4):
         ids = random_ids(4000, seed=step).cuda()
         found = [t.lookup([ids, ids[:100]], step=step, tags=[0, 1]) for t in pair]
+        assert torch.equal(found[0].rows, found[1].rows) and torch.equal(found[0].inverse, found[1].inverse)
         got, want = (f.embeddings[f.inverse] for f in found)
         assert torch.equal(got, want)
     want = canon(pair[1].state_dict())
     for name, got in canon(pair[0].state_dict()).items():
         assert torch.equal(got, want[name]), name
+
+
+@pytest.mark.parametrize("n, capacity", [(0, 0), (3, 0), (1, 1), (5000, 32), (5000, 33), (20_000, 100_000)])
+def test_row_dedup_matches_the_twin(n, capacity):
+    pair = tables()
+    for t in pair:
+        t.lookup(torch.arange(capacity, device="cuda"))  # rows 0 .. capacity - 1
+    rows = torch.randint(-1, capacity, (n,), generator=torch.Generator().manual_seed(n)).cuda()
+    (unique, inverse), (want_unique, want_inverse) = (t._unique_rows(rows) for t in pair)
+    assert torch.equal(unique, want_unique) and torch.equal(inverse, want_inverse)
+    assert torch.equal(unique[inverse], rows)
 
 
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])

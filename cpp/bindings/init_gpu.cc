@@ -79,6 +79,35 @@ void init_gpu(nb::module_& m) {
       nb::arg("map_ids"), nb::arg("map_tags"), nb::arg("map_values"), nb::arg("ids"), nb::arg("tags"),
       nb::arg("values"), nb::arg("stream"), "Puts distinct absent keys in the map (room for them reserved first).");
   m.def(
+      "dedup_mark",
+      [](const Dev1<const int64_t>& rows, int64_t capacity, const Dev1<int32_t>& bits, const Dev1<int32_t>& counts,
+         uintptr_t stream) {
+        const auto words = static_cast<size_t>(capacity / 32 + 1);
+        if (capacity < 0) throw std::invalid_argument("dedup_mark: capacity must be >= 0");
+        need(bits, words, "dedup_mark", "bits");
+        need(counts, words, "dedup_mark", "counts");
+        gpu::dedup_mark(rows.data(), static_cast<int64_t>(rows.shape(0)), capacity,
+                        reinterpret_cast<uint32_t*>(bits.data()), counts.data(), stream_ptr(stream));
+      },
+      nb::arg("rows"), nb::arg("capacity"), nb::arg("bits"), nb::arg("counts"), nb::arg("stream"),
+      "Marks rows in [-1, capacity) (checked by the caller) in a zeroed bitmap; counts[w] = bits set in word w.");
+  m.def(
+      "dedup_rank",
+      [](const Dev1<const int64_t>& rows, int64_t capacity, const Dev1<const int32_t>& bits,
+         const Dev1<const int64_t>& before, const Dev1<int64_t>& inverse, const Dev1<int64_t>& unique,
+         uintptr_t stream) {
+        const auto words = static_cast<size_t>(capacity / 32 + 1);
+        if (capacity < 0) throw std::invalid_argument("dedup_rank: capacity must be >= 0");
+        need(bits, words, "dedup_rank", "bits");
+        need(before, words, "dedup_rank", "before");
+        need(inverse, rows.shape(0), "dedup_rank", "inverse");
+        gpu::dedup_rank(rows.data(), static_cast<int64_t>(rows.shape(0)), capacity,
+                        reinterpret_cast<const uint32_t*>(bits.data()), before.data(), inverse.data(), unique.data(),
+                        stream_ptr(stream));
+      },
+      nb::arg("rows"), nb::arg("capacity"), nb::arg("bits"), nb::arg("before"), nb::arg("inverse"), nb::arg("unique"),
+      nb::arg("stream"), "Each key's rank among the marked rows, and the marked rows in order (-1 last).");
+  m.def(
       "pool_forward",
       [](const Dev2<const float>& storage, const Dev1<const int64_t>& rows, const Dev1<const int64_t>& index,
          const Dev1<const int64_t>& offsets, const std::optional<Dev1<const float>>& weights,

@@ -15,6 +15,15 @@ void map_find(const MapView& m, const int64_t* ids, const int64_t* tags, int64_t
 void map_claim(const MapView& m, const int64_t* ids, const int64_t* tags, const int64_t* values, int64_t n,
                void* stream);
 
+// De-duplication of rows in [-1, capacity) (-1 ranks last): dedup_mark sets each row's bit in
+// `bits` (capacity / 32 + 1 words, zeroed by the caller) and writes each word's bit count to
+// `counts`; after the caller's exclusive prefix sum of the counts (`before`, int64), dedup_rank
+// writes each key's index into the distinct rows (`inverse`) and the distinct rows in ascending
+// order, -1 last (`unique`, sized by the caller from the counts' total).
+void dedup_mark(const int64_t* rows, int64_t n, int64_t capacity, uint32_t* bits, int32_t* counts, void* stream);
+void dedup_rank(const int64_t* rows, int64_t n, int64_t capacity, const uint32_t* bits, const int64_t* before,
+                int64_t* inverse, int64_t* unique, void* stream);
+
 // Pooling over a table's storage (dim floats a row): bag b of out is scales[b] (1 when null) times
 // the sum over keys j in [offsets[b], offsets[b + 1]) of weights[j] (1 when null) times row
 // rows[index[j]] (-1: zeros). A warp per bag, its lanes over the row.

@@ -183,11 +183,8 @@ class DeviceTable:
             pairs, where = torch.unique(torch.stack([ids[missed], tags[missed]]), dim=1, return_inverse=True)
             rows, created = self._insert_missing(pairs[0], pairs[1], step, insert)
             key_rows[missed] = rows[where]
-        unique, inverse = torch.unique(key_rows, sorted=True, return_inverse=True)
-        none = len(unique) > 0 and int(unique[0]) < 0
-        if none:  # the core lists a -1 last
-            unique = torch.cat([unique[1:], unique[:1]])
-            inverse = torch.where(inverse == 0, len(unique) - 1, inverse - 1)
+        unique, inverse = self._unique_rows(key_rows)
+        none = len(unique) > 0 and int(unique[-1]) < 0
         found = len(unique) - int(none) - created
         self.counters["lookups"] += found
         self.counters["hits"] += found
@@ -196,6 +193,26 @@ class DeviceTable:
             self._meta["steps"][live] = step
             self._meta["freqs"][live] = (self._meta["freqs"][live] + 1).clamp_(max=_FREQ_MAX)
         return Lookup(unique, inverse, self._gather(unique) if gather else None)
+
+    def _unique_rows(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """The distinct rows of `rows` (in [-1, allocated)) ascending, a -1 last as the core lists
+        it, and each key's index into them: the CUDA kernels rank rows in a bitmap, as the core's
+        `unique_rows` does; the twin sorts (`torch.unique`), with the same result."""
+        if self.use_kernels and kernels.on_gpu(rows):
+            words, stream = self._allocated // 32 + 1, kernels.stream(self.device)
+            bits = torch.zeros(words, dtype=torch.int32, device=self.device)
+            counts = torch.empty(words, dtype=torch.int32, device=self.device)
+            kernels.gpu.dedup_mark(rows, self._allocated, bits, counts, stream)
+            ends = counts.cumsum(0)
+            unique = torch.empty(int(ends[-1]), dtype=torch.int64, device=self.device)
+            inverse = torch.empty_like(rows)
+            kernels.gpu.dedup_rank(rows, self._allocated, bits, ends - counts, inverse, unique, stream)
+            return unique, inverse
+        unique, inverse = torch.unique(rows, sorted=True, return_inverse=True)
+        if len(unique) and int(unique[0]) < 0:  # the -1 goes last
+            unique = torch.cat([unique[1:], unique[:1]])
+            inverse = torch.where(inverse == 0, len(unique) - 1, inverse - 1)
+        return unique, inverse
 
     def _insert_missing(self, ids: Tensor, tags: Tensor, step: int, insert: bool) -> tuple[Tensor, int]:
         """Rows of n distinct absent keys (-1 where none is made) and how many were created."""
