@@ -1,13 +1,15 @@
 """Dynamic hash-table embeddings: an ID map plus row blocks that grow, forget and stay fast.
 
 `HashTable` is one table (C++ in recis-core), `DeviceTable` the same kept on a device (a GPU) in
-tensor ops; `EmbeddingEngine` maps a batch of ID features to
-embeddings through merged tables; `concat` joins pooled outputs (without a copy when they share a
-table); `ops.pooled_embedding` is the differentiable pooled lookup; `owner` says which rank owns an ID.
+tensor ops, `FrozenTable` a read-only one for inference (rows in float32, float16, bfloat16 or
+int8); `EmbeddingEngine` maps a batch of ID features to embeddings through merged tables; `concat`
+joins pooled outputs (without a copy when they share a table); `ops.pooled_embedding` is the
+differentiable pooled lookup; `owner` says which rank owns an ID.
 """
 
 from .device_table import DeviceTable, Table
 from .engine import EmbeddingEngine, EmbeddingSpec, concat
+from .frozen import FrozenTable
 from .ops import PooledGrad, SparseGrad, pooled_embedding, pooled_embedding_reference
 from .sharding import owner
 from .table import Eviction, HashTable, Initializer, Lookup
@@ -18,6 +20,7 @@ __all__ = [
     "EmbeddingEngine",
     "EmbeddingSpec",
     "Eviction",
+    "FrozenTable",
     "HashTable",
     "Initializer",
     "Lookup",

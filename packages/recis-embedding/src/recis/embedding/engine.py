@@ -9,7 +9,7 @@ features' IDs collide, and each physical table costs one de-duplicate/probe/gath
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +20,7 @@ from recis.core import Padded, Ragged
 
 from . import distributed, ops
 from .device_table import DeviceTable, Table
+from .frozen import FrozenTable
 from .ops import PooledGrad, SparseGrad
 from .table import Eviction, HashTable, Initializer
 
@@ -490,6 +491,18 @@ class EmbeddingEngine(nn.Module):
 
     def set_extra_state(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
+
+    def use_frozen(self, tables: Sequence[FrozenTable]) -> EmbeddingEngine:
+        """Serving: every physical table becomes the `FrozenTable` with its logical tables (in tag
+        order); the engine is put in eval mode, where lookups are read-only. Returns the engine."""
+        by_logical = {tuple(t.tag_names): t for t in tables}
+        for g in self.groups:
+            logical = tuple(g.table.tag_names)
+            if logical not in by_logical:
+                have = sorted(by_logical)
+                raise ValueError(f"EmbeddingEngine.use_frozen: no frozen table holds {list(logical)} (given {have})")
+            g.table = by_logical[logical]  # type: ignore[assignment]  # read-only: eval forwards only
+        return self.eval()
 
     def tables(self) -> dict[str, Table]:
         """The physical tables by name (`table<i>:<features>`, as in `stats()`)."""

@@ -1,0 +1,212 @@
+"""`FrozenTable`: a read-only table for inference, its rows stored as float32, float16, bfloat16 or
+row-wise int8.
+
+Keys are kept sorted per logical table (`tag_offsets[t]:tag_offsets[t + 1]` of `ids` are tag t's
+IDs, ascending) and found by binary search; unknown IDs read zeros and are counted (`stats()`). int8
+rows hold `q` in [-128, 127] with a float32 `scale` and `bias` per row: `row = q * scale + bias`,
+the row's minimum and maximum mapped to -128 and 127 (an error of at most scale / 2 per value).
+An `EmbeddingEngine` in eval mode reads a `FrozenTable` as it reads a `HashTable` (`lookup`
+without inserts, `pool_keys`), so serving runs the training code's pooling and padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from recis.core import kernels
+
+from . import ops
+from .table import Lookup
+
+if TYPE_CHECKING:
+    from .device_table import Table
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
+
+
+def quantize_rows(rows: Tensor, dtype: str) -> dict[str, Tensor]:
+    """float32 rows (N, D) as stored for `dtype` ("fp32", "fp16", "bf16" or "int8"): {"rows": ...}
+    plus, for int8, per-row float32 "scale" and "bias".
+
+    Example:
+        >>> q = quantize_rows(torch.tensor([[0.0, 1.0, 0.5]]), "int8")
+        >>> q["rows"].tolist(), round(float(dequantize_rows(**q)[0, 2]), 3)
+        ([[-128, 127, -1]], 0.498)
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"quantize_rows: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    rows = rows.float()
+    if dtype != "int8":
+        return {"rows": rows.to(DTYPES[dtype])}
+    low = rows.amin(1) if len(rows) else torch.zeros(0)
+    high = rows.amax(1) if len(rows) else torch.zeros(0)
+    scale = (high - low) / 255.0
+    bias = low + 128.0 * scale
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round((rows - bias[:, None]) / safe[:, None]).clamp_(-128, 127).to(torch.int8)
+    return {"rows": q, "scale": scale, "bias": bias}
+
+
+def dequantize_rows(rows: Tensor, scale: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+    """Stored rows back to float32 (int8: `q * scale + bias` per row)."""
+    if rows.dtype != torch.int8:
+        return rows.float()
+    if scale is None or bias is None:
+        raise ValueError("dequantize_rows: int8 rows need their scale and bias")
+    return rows.float() * scale[:, None] + bias[:, None]
+
+
+class FrozenTable:
+    """Rows of a trained table, read-only, for inference.
+
+    Args:
+        ids: (N,) int64 IDs, ascending within each logical table.
+        tag_offsets: (T + 1,) int64: the IDs of logical table t are `ids[tag_offsets[t]:tag_offsets[t + 1]]`.
+        rows: (N, D) float32, float16, bfloat16 or int8.
+        tag_names: the logical tables' names, in tag order.
+        scale, bias: (N,) float32 per-row dequantization of int8 rows.
+
+    Example:
+        >>> t = FrozenTable.from_rows(torch.tensor([5, 2]), torch.tensor([0, 0]), torch.eye(2), ["items"])
+        >>> t.lookup(torch.tensor([2, 7]), insert=False).embeddings.tolist(), t.stats()["unknown"]
+        ([[0.0, 1.0], [0.0, 0.0]], 1)
+    """
+
+    def __init__(
+        self,
+        ids: Tensor,
+        tag_offsets: Tensor,
+        rows: Tensor,
+        tag_names: Sequence[str],
+        scale: Tensor | None = None,
+        bias: Tensor | None = None,
+    ):
+        n = len(ids)
+        if rows.dim() != 2 or len(rows) != n or rows.dtype not in DTYPES.values():
+            got = f"{rows.dtype} {tuple(rows.shape)}"
+            raise ValueError(f"FrozenTable: rows must be ({n}, D) of float32, float16, bfloat16 or int8, got {got}")
+        if len(tag_offsets) != len(tag_names) + 1 or int(tag_offsets[0]) != 0 or int(tag_offsets[-1]) != n:
+            raise ValueError(f"FrozenTable: tag_offsets must run from 0 to {n} over {len(tag_names)} logical tables")
+        if bool((tag_offsets.diff() < 0).any()):
+            raise ValueError("FrozenTable: tag_offsets must not decrease")
+        for t in range(len(tag_names)):
+            part = ids[int(tag_offsets[t]) : int(tag_offsets[t + 1])]
+            if len(part) > 1 and not bool((part.diff() > 0).all()):
+                raise ValueError(f"FrozenTable: the IDs of logical table {tag_names[t]!r} must ascend without repeats")
+        if rows.dtype == torch.int8 and (scale is None or bias is None or len(scale) != n or len(bias) != n):
+            raise ValueError(f"FrozenTable: int8 rows need a scale and a bias of {n} entries")
+        self.ids, self.tag_offsets = ids.to(torch.int64).contiguous(), tag_offsets.to(torch.int64)
+        self.rows, self.scale, self.bias = rows, scale, bias
+        self.tag_names = list(tag_names)
+        self.counters = {"lookups": 0, "unknown": 0}
+        self._bounds = self.tag_offsets.tolist()
+
+    @classmethod
+    def from_rows(
+        cls, ids: Tensor, tags: Tensor, embeddings: Tensor, tag_names: Sequence[str], dtype: str = "fp32"
+    ) -> FrozenTable:
+        """From a table's exported rows (`HashTable.state_dict()`'s ids, tags and embeddings), sorted
+        and stored as `dtype`."""
+        order = torch.argsort(ids, stable=True)
+        order = order[torch.argsort(tags[order].to(torch.int64), stable=True)]
+        counts = torch.bincount(tags.to(torch.int64), minlength=len(tag_names))[: len(tag_names)]
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+        return cls(ids[order], offsets, **quantize_rows(embeddings[order], dtype), tag_names=tag_names)
+
+    @classmethod
+    def from_table(cls, table: Table, dtype: str = "fp32") -> FrozenTable:
+        """A frozen copy of a training table's live rows, stored as `dtype`."""
+        state = table.state_dict()
+        return cls.from_rows(state["ids"], state["tags"], state["embeddings"], table.tag_names, dtype)
+
+    @property
+    def dim(self) -> int:
+        return int(self.rows.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rows.dtype
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nbytes(self) -> int:
+        extra = 0 if self.scale is None or self.bias is None else self.scale.nbytes + self.bias.nbytes
+        return self.ids.nbytes + self.rows.nbytes + extra
+
+    def stats(self) -> dict[str, int]:
+        """Keys looked up and keys not found (they read zeros) since the table was loaded."""
+        return dict(self.counters)
+
+    def add_logical_table(self, name: str) -> int:
+        """The tag of logical table `name` (it must be one of this table's)."""
+        if name not in self.tag_names:
+            raise ValueError(f"FrozenTable: no logical table {name!r} (has {self.tag_names})")
+        return self.tag_names.index(name)
+
+    def find(self, ids: Tensor, tag: int) -> Tensor:
+        """The row of each ID of logical table `tag`, -1 where unknown."""
+        lo, hi = self._bounds[tag], self._bounds[tag + 1]
+        keys = self.ids[lo:hi]
+        ids = ids.reshape(-1).to(torch.int64)
+        at = torch.searchsorted(keys, ids).clamp_(max=max(hi - lo - 1, 0))
+        hit = keys[at] == ids if hi > lo else torch.zeros(len(ids), dtype=torch.bool)
+        self.counters["lookups"] += len(ids)
+        self.counters["unknown"] += len(ids) - int(hit.sum())
+        return torch.where(hit, at + lo, -1)
+
+    def gather(self, rows: Tensor) -> Tensor:
+        """float32 rows (n, D); row -1 reads zeros."""
+        at = rows.clamp(min=0)
+        scale = None if self.scale is None else self.scale[at]
+        bias = None if self.bias is None else self.bias[at]
+        return dequantize_rows(self.rows[at], scale, bias).masked_fill_((rows < 0)[:, None], 0.0)
+
+    def _rows(self, ids: Sequence[Tensor], tags: Sequence[int]) -> Tensor:
+        parts = [self.find(t, tag) for t, tag in zip(ids, tags, strict=True)]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+    def lookup(
+        self,
+        ids: Tensor | Sequence[Tensor],
+        step: int = 0,
+        insert: bool = False,
+        tags: Sequence[int] | None = None,
+        gather: bool = True,
+    ) -> Lookup:
+        """As `HashTable.lookup` with `insert=False` (a frozen table never inserts)."""
+        if insert:
+            raise ValueError("FrozenTable.lookup: the table is read-only (put the model in eval mode)")
+        parts = [ids] if isinstance(ids, Tensor) else list(ids)
+        rows = self._rows(parts, [0] * len(parts) if tags is None else list(tags))
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        if len(unique) and int(unique[0]) < 0:  # the -1 goes last, as the host table lists it
+            unique = torch.cat([unique[1:], unique[:1]])
+            inverse = torch.where(inverse == 0, len(unique) - 1, inverse - 1)
+        return Lookup(unique, inverse, self.gather(unique) if gather else None)
+
+    def pool_keys(
+        self,
+        ids: Sequence[Tensor],
+        tags: Sequence[int],
+        offsets: Tensor,
+        weights: Tensor | None,
+        combiner: str | list[str],
+        runs: list[int] | None = None,
+        batch_major: bool = False,
+    ) -> Tensor:
+        """As `HashTable.pool_keys`: bag b pools the rows of keys `offsets[b]:offsets[b + 1]`."""
+        found = self.lookup(list(ids), tags=tags)
+        assert found.embeddings is not None
+        combiners, runs = ops._runs(combiner, runs, offsets)
+        out = torch.empty(len(offsets) - 1, self.dim)
+        w = None if weights is None else weights.to(torch.float32).contiguous()
+        kernels.embedding.pooled_forward(found.embeddings, found.inverse, offsets.contiguous(), w, combiners, runs, out)
+        return ops.batch_major(out, runs) if batch_major else out
+
+    def __repr__(self) -> str:
+        return f"FrozenTable(rows={len(self)}, dim={self.dim}, dtype={self.dtype}, logical={self.tag_names})"

@@ -1,0 +1,97 @@
+"""FrozenTable: read-only tables for inference, in float32, float16, bfloat16 and row-wise int8, read by
+an eval-mode EmbeddingEngine exactly as it reads the training tables."""
+
+import pytest
+import torch
+
+from recis.core import Ragged
+from recis.embedding import EmbeddingEngine, EmbeddingSpec, FrozenTable, Initializer
+from recis.embedding.frozen import dequantize_rows, quantize_rows
+
+SPECS = {
+    "user": EmbeddingSpec(8, initializer=Initializer.uniform(-1, 1)),
+    "item": EmbeddingSpec(8, table="items", combiner="mean", initializer=Initializer.uniform(-1, 1)),
+    "tags": EmbeddingSpec(8, combiner="sqrtn", initializer=Initializer.uniform(-1, 1), seed=1),  # all pooled: pool_keys
+    "hist": EmbeddingSpec(8, table="items", combiner=None, max_len=4, initializer=Initializer.uniform(-1, 1)),
+    "tile": EmbeddingSpec(8, table="items", combiner="tile", max_len=2, initializer=Initializer.uniform(-1, 1)),
+}
+
+
+def batch(seed: int, rows: int = 16) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, 6, (rows,), generator=g)
+    ids = lambda n, hi: torch.randint(-hi, hi, (n,), generator=g) * 7919
+    n = int(lengths.sum())
+    return {
+        "user": ids(rows, 30),
+        "item": Ragged.from_lengths(ids(n, 40), lengths),
+        "tags": Ragged.from_lengths(ids(n, 10), lengths, torch.rand(n, generator=g) + 0.1),
+        "hist": Ragged.from_lengths(ids(n, 40), lengths),
+        "tile": Ragged.from_lengths(ids(n, 40), lengths),
+    }
+
+
+def trained() -> EmbeddingEngine:
+    engine = EmbeddingEngine(SPECS)
+    for step in range(3):
+        engine(batch(step))
+    return engine.eval()
+
+
+def frozen(engine: EmbeddingEngine, dtype: str) -> EmbeddingEngine:
+    return EmbeddingEngine(SPECS).use_frozen([FrozenTable.from_table(t, dtype) for t in engine.tables().values()])
+
+
+def assert_same(got: dict, want: dict, atol: float = 0.0) -> None:
+    for name in SPECS:
+        a, b = got[name], want[name]
+        a, b = (a.values, b.values) if hasattr(a, "mask") else (a, b)
+        torch.testing.assert_close(a, b, atol=atol, rtol=0.0, msg=name)
+
+
+def test_float32_serving_reads_exactly_what_the_training_tables_read():
+    engine = trained()
+    serving = frozen(engine, "fp32")
+    for seed in (0, 7):  # 0: all IDs known; 7: many unknown, reading zeros
+        x = batch(seed)
+        with torch.no_grad():
+            assert_same(serving(x), engine(x))
+    stats = next(iter(serving.tables().values())).stats()
+    assert stats["lookups"] > stats["unknown"] > 0
+
+
+@pytest.mark.parametrize("dtype, atol", [("fp16", 1e-3), ("bf16", 8e-3), ("int8", 2e-2)])
+def test_narrow_rows_stay_close(dtype, atol):
+    engine = trained()
+    x = batch(0)
+    with torch.no_grad():
+        assert_same(frozen(engine, dtype)(x), engine(x), atol=atol * 6)  # pooled sums of up to 5 rows
+
+
+def test_int8_error_is_at_most_half_a_step_per_value():
+    rows = torch.cat([torch.randn(500, 16) * torch.rand(500, 1) * 10, torch.full((1, 16), 0.25), torch.zeros(1, 16)])
+    q = quantize_rows(rows, "int8")
+    assert q["rows"].dtype == torch.int8 and q["scale"].dtype == q["bias"].dtype == torch.float32
+    err = (dequantize_rows(**q) - rows).abs()
+    assert bool((err <= q["scale"][:, None] / 2 + 1e-5).all())
+    assert torch.equal(dequantize_rows(**q)[-2:], rows[-2:])  # constant rows come back exactly
+    assert quantize_rows(torch.zeros(0, 4), "int8")["rows"].shape == (0, 4)
+
+
+def test_bad_tables_and_uses_fail_clearly():
+    t = FrozenTable.from_rows(torch.tensor([3, 1]), torch.tensor([0, 0]), torch.ones(2, 4), ["items"])
+    with pytest.raises(ValueError, match="read-only"):
+        t.lookup(torch.tensor([1]), insert=True)
+    with pytest.raises(ValueError, match="ascend without repeats"):
+        FrozenTable(torch.tensor([3, 1]), torch.tensor([0, 2]), torch.ones(2, 4), ["items"])
+    with pytest.raises(ValueError, match="tag_offsets must run from 0 to 2"):
+        FrozenTable(torch.tensor([1, 3]), torch.tensor([0, 1]), torch.ones(2, 4), ["items"])
+    with pytest.raises(ValueError, match="int8 rows need a scale and a bias"):
+        FrozenTable(torch.tensor([1, 3]), torch.tensor([0, 2]), torch.ones(2, 4, dtype=torch.int8), ["items"])
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        quantize_rows(torch.ones(1, 2), "fp8")
+    with pytest.raises(ValueError, match=r"no frozen table holds \['user'\]"):
+        EmbeddingEngine({"user": EmbeddingSpec(4)}).use_frozen([t])
+    engine = EmbeddingEngine({"item": EmbeddingSpec(4, table="items")}).use_frozen([t])
+    with pytest.raises(ValueError, match="read-only"):
+        engine.train()({"item": torch.tensor([1, 2])})
