@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := io features embedding optim train
+PACKAGES := io features embedding optim serve train
 PIP := $(BIN)/python -m pip install --no-build-isolation --disable-pip-version-check
 CORE_SOURCES := $(shell find cpp -path cpp/tests -prune -o -path cpp/benchmarks -prune -o -type f \
 	\( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.py' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -print)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pooling_args.h"
+#include "recis/frozen.h"
 #include "recis/hash_table.h"
 #include "recis/initializer.h"
 #include "recis/keys.h"
@@ -395,6 +396,30 @@ void init_embedding(nb::module_& m) {
       nb::arg("rows"), nb::arg("capacity"),
       "De-duplicates row indices in [-1, capacity): (distinct rows, index). Ascending with -1 last unless capacity "
       "is far above len(rows).");
+
+  m.def(
+      "frozen_lookup",
+      [](const I64Array& ids, const I64Array& tag_offsets, const std::vector<I64Array>& parts,
+         const std::vector<int>& tags) {
+        const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
+        if (num_tags < 0 || tag_offsets.data()[num_tags] != static_cast<int64_t>(ids.shape(0)))
+          throw std::invalid_argument("frozen_lookup: tag_offsets must end at the number of IDs");
+        const std::vector<KeyRun> runs = key_runs(parts, tags, "frozen_lookup");
+        const int64_t n = run_starts(runs).back();
+        Buffer index(static_cast<size_t>(n) * sizeof(int64_t));
+        std::vector<int64_t> unique;
+        int64_t absent = 0;
+        {
+          nb::gil_scoped_release release;
+          absent = frozen_find(ids.data(), tag_offsets.data(), num_tags, runs, index.as<int64_t>());
+          unique_rows(index.as<int64_t>(), n, static_cast<int64_t>(ids.shape(0)), unique, index.as<int64_t>());
+        }
+        return nb::make_tuple(vector_tensor(std::move(unique)), i64_tensor(std::move(index), static_cast<size_t>(n)),
+                              absent);
+      },
+      nb::arg("ids"), nb::arg("tag_offsets"), nb::arg("parts"), nb::arg("tags"),
+      "Keys (parts[k] of logical table tags[k]) found in a frozen table's sorted IDs: (distinct positions, -1 for "
+      "absent keys; each key's index among them; how many keys were absent).");
 
   m.def(
       "pooled_forward",

@@ -20,7 +20,7 @@ from torch import Tensor
 from recis.core import kernels
 
 from . import ops
-from .table import Lookup
+from .table import Lookup, _as_ids
 
 if TYPE_CHECKING:
     from .device_table import Table
@@ -148,27 +148,25 @@ class FrozenTable:
             raise ValueError(f"FrozenTable: no logical table {name!r} (has {self.tag_names})")
         return self.tag_names.index(name)
 
-    def find(self, ids: Tensor, tag: int) -> Tensor:
-        """The row of each ID of logical table `tag`, -1 where unknown."""
-        lo, hi = self._bounds[tag], self._bounds[tag + 1]
-        keys = self.ids[lo:hi]
-        ids = ids.reshape(-1).to(torch.int64)
-        at = torch.searchsorted(keys, ids).clamp_(max=max(hi - lo - 1, 0))
-        hit = keys[at] == ids if hi > lo else torch.zeros(len(ids), dtype=torch.bool)
-        self.counters["lookups"] += len(ids)
-        self.counters["unknown"] += len(ids) - int(hit.sum())
-        return torch.where(hit, at + lo, -1)
+    def find(self, ids: Sequence[Tensor], tags: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """The keys (`ids[k]` of logical table `tags[k]`) found by binary search, in one C++ call:
+        (distinct rows, -1 for unknown keys; each key's index among them)."""
+        parts = [_as_ids(t, "FrozenTable") for t in ids]
+        for tag in tags:
+            if not 0 <= tag < len(self.tag_names):
+                raise ValueError(f"FrozenTable: tag {tag} is not one of the {len(self.tag_names)} logical tables")
+        unique, inverse, unknown = kernels.embedding.frozen_lookup(self.ids, self.tag_offsets, parts, list(tags))
+        self.counters["lookups"] += len(inverse)
+        self.counters["unknown"] += unknown
+        return unique, inverse
 
     def gather(self, rows: Tensor) -> Tensor:
         """float32 rows (n, D); row -1 reads zeros."""
         at = rows.clamp(min=0)
         scale = None if self.scale is None else self.scale[at]
         bias = None if self.bias is None else self.bias[at]
-        return dequantize_rows(self.rows[at], scale, bias).masked_fill_((rows < 0)[:, None], 0.0)
-
-    def _rows(self, ids: Sequence[Tensor], tags: Sequence[int]) -> Tensor:
-        parts = [self.find(t, tag) for t, tag in zip(ids, tags, strict=True)]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+        out = dequantize_rows(self.rows[at], scale, bias)
+        return out.masked_fill_((rows < 0)[:, None], 0.0)
 
     def lookup(
         self,
@@ -182,11 +180,7 @@ class FrozenTable:
         if insert:
             raise ValueError("FrozenTable.lookup: the table is read-only (put the model in eval mode)")
         parts = [ids] if isinstance(ids, Tensor) else list(ids)
-        rows = self._rows(parts, [0] * len(parts) if tags is None else list(tags))
-        unique, inverse = torch.unique(rows, return_inverse=True)
-        if len(unique) and int(unique[0]) < 0:  # the -1 goes last, as the host table lists it
-            unique = torch.cat([unique[1:], unique[:1]])
-            inverse = torch.where(inverse == 0, len(unique) - 1, inverse - 1)
+        unique, inverse = self.find(parts, [0] * len(parts) if tags is None else list(tags))
         return Lookup(unique, inverse, self.gather(unique) if gather else None)
 
     def pool_keys(

@@ -18,6 +18,7 @@ import math
 import sys
 import traceback
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from . import config as cfgmod
@@ -34,6 +35,9 @@ def _trainer(run: cfgmod.Run) -> Trainer:
 def run_config(data: dict[str, Any], resume: bool = False, eval_only: bool = False) -> dict[str, Any]:
     """Runs a loaded config (see `config.load`); returns {"model": summary, "baseline": summary or absent}."""
     run = cfgmod.build(data)
+    if run.trainer.output_dir and Ranks.current().is_main and not eval_only:  # recis-export rebuilds the model from it
+        Path(run.trainer.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run.trainer.output_dir) / "config.json").write_text(json.dumps(data, indent=1, default=str))
     if resume or eval_only:
         run.trainer = replace(run.trainer, resume="latest")
     results: dict[str, Any] = {}

@@ -353,7 +353,7 @@ def data_needs(
     needs: Needs = {}
     for i, f in enumerate(features.features if features is not None else []):
         for column in [f.source] if f.source else getattr(f.ops[0], "features", ()):  # a Cross: its inputs
-            if column not in made:
+            if column not in made - {f.name}:  # read unless another feature makes it (in place counts as read)
                 needs.setdefault(column, ("any", f"features.features[{i}]"))
     for name in specs:
         if name not in made:

@@ -1,0 +1,118 @@
+"""The serving bundle: a directory a trained model leaves the trainer in.
+
+    manifest.json            format, versions, source checkpoint, inputs, features, embeddings,
+                             tables, program, heads, and the XXH3-64 digest and size of every file
+    tables/table<i>.safetensors
+                             one per physical table: "ids" (int64, or int32 when every ID fits;
+                             ascending per logical table),
+                             "tag_offsets" (int64), "rows" (float32, float16, bfloat16 or int8),
+                             and for int8 "scale" and "bias" (float32 per row)
+    dense.pt2                the dense part as a `torch.export` program (batch dimension dynamic)
+
+`write_manifest` records the files' digests; `read` checks the format and every digest before
+anything is used, so a damaged or edited bundle fails with a `BundleError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import xxhash
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from recis.embedding import FrozenTable
+
+FORMAT = "recis-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing, damaged, edited, or of another format version."""
+
+
+def digest(path: Path) -> str:
+    """XXH3-64 of a file's bytes, as 16 hex digits."""
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_table(path: Path, table: FrozenTable) -> None:
+    """IDs go to disk as int32 when they all fit (half the bytes of a D=16 table's keys)."""
+    ids = table.ids
+    if len(ids) and int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
+        ids = ids.to(torch.int32)
+    tensors: dict[str, Tensor] = {"ids": ids, "tag_offsets": table.tag_offsets, "rows": table.rows}
+    if table.scale is not None and table.bias is not None:
+        tensors |= {"scale": table.scale, "bias": table.bias}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+
+
+def read_table(path: Path, tag_names: list[str]) -> FrozenTable:
+    try:
+        t = load_file(str(path))
+        ids = t["ids"].to(torch.int64)
+        return FrozenTable(ids, t["tag_offsets"], t["rows"], tag_names, t.get("scale"), t.get("bias"))
+    except (KeyError, ValueError, OSError) as e:
+        raise BundleError(f"{path}: not a bundle table ({e})") from e
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    """Adds format, version and every file's size and digest, then writes manifest.json last."""
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "xxh3": digest(path)}
+    out = {"format": FORMAT, "version": VERSION, **manifest, "files": files}
+    (directory / MANIFEST).write_text(json.dumps(out, indent=1))
+    return directory / MANIFEST
+
+
+def read(directory: str | Path, verify: bool = True) -> dict[str, Any]:
+    """The manifest of a bundle, after checking its format and (with `verify`) every file's digest."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{directory}: no {MANIFEST}: not a serving bundle (recis-export writes them)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise BundleError(f"{path}: bundle format version {manifest.get('version')!r}; this recis reads {VERSION}")
+    for key in ("inputs", "schema", "embeddings", "tables", "program", "heads", "files"):
+        if key not in manifest:
+            raise BundleError(f"{path}: the manifest has no {key!r}")
+    for name, entry in manifest["files"].items():
+        file = directory / name
+        if not file.resolve().is_relative_to(directory.resolve()):
+            raise BundleError(f"{path}: file {name!r} lies outside the bundle")
+        if not file.is_file():
+            raise BundleError(f"{directory}: {name} is missing")
+        if file.stat().st_size != entry["bytes"] or (verify and digest(file) != entry["xxh3"]):
+            raise BundleError(f"{directory}: {name} is damaged (its size or digest differs from the manifest's)")
+    return manifest
+
+
+def tables(directory: str | Path, manifest: dict[str, Any]) -> list[FrozenTable]:
+    directory = Path(directory)
+    return [read_table(directory / t["file"], list(t["logical_tables"])) for t in manifest["tables"]]
+
+
+def program(directory: str | Path, manifest: dict[str, Any]) -> torch.nn.Module:
+    """The dense part, callable as `(pooled, sequence values, sequence masks, dense columns) -> {head: output}`."""
+    path = Path(directory) / manifest["program"]["file"]
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as e:  # torch.export raises many kinds on a foreign or damaged program
+        raise BundleError(f"{path}: cannot load the dense program ({type(e).__name__}: {e})") from e
+    return module

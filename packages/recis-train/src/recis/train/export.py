@@ -1,0 +1,244 @@
+"""`recis-export CHECKPOINT OUT_DIR`: a trained model as a serving bundle (`recis.serve.Predictor`).
+
+recis-export runs/demo/checkpoints/step-0000000500 bundles/demo
+recis-export runs/demo/checkpoints/step-0000000500 bundles/demo-int8 --dtype int8
+
+The run's config comes from `config.json` in the run directory (recis-train writes it) or `--config`.
+The model is rebuilt from it and the checkpoint loaded; every physical table is frozen as `--dtype`
+(fp32, fp16, bf16, or int8 with a scale and bias per row); the dense part (everything after the
+embedding lookups) is exported with `torch.export` on a sample batch of the run's data, its batch
+dimension (and the length of sequences without `max_len`) dynamic. The bundle's predictions on that
+sample are checked against the model's before the manifest is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import torch
+from torch import Tensor, nn
+
+from recis.core import Padded, Ragged
+from recis.embedding import EmbeddingEngine, FrozenTable
+from recis.embedding.frozen import DTYPES
+from recis.optim import Saver
+from recis.serve import Predictor, bundle
+
+from . import config as cfgmod
+
+CONFIG_FILE = "config.json"  # what recis-train writes into output_dir
+
+
+class _Given(nn.Module):
+    """Stands in for the `EmbeddingEngine` inside the exported dense part: the batch it gets
+    already holds the embedding outputs."""
+
+    def __init__(self, engine: EmbeddingEngine):
+        super().__init__()
+        self.specs = engine.specs
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
+
+class DenseProgram(nn.Module):
+    """A model's dense part as a function of tensors: (pooled outputs, sequence values, sequence
+    masks, dense columns) -> {head: output}. Built around the model itself, its engine replaced."""
+
+    def __init__(self, model: nn.Module, sequences: list[str]):
+        super().__init__()
+        self.model = model
+        self.sequences = sequences
+
+    def forward(
+        self, pooled: dict[str, Tensor], values: dict[str, Tensor], masks: dict[str, Tensor], dense: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        batch: dict[str, Any] = {**dense, **pooled}
+        batch |= {name: Padded(values[name], masks[name], None) for name in self.sequences}
+        return self.model(batch)
+
+
+def _sample(run: cfgmod.Run, rows: int) -> dict[str, Any]:
+    data = run.eval_data if run.eval_data is not None else run.train_data
+    if data is None:
+        raise ValueError("recis-export: the config names no data (data.eval or data.train) to take a sample batch from")
+    batch = next(iter(data), None)
+    if batch is None:
+        raise ValueError("recis-export: the run's data is empty; no sample batch to export the dense part with")
+    keep = torch.arange(min(rows, len(next(iter(batch.values())))))
+    cut = lambda v: v[keep] if isinstance(v, Tensor) else v.select(keep) if isinstance(v, Ragged) else v
+    return {k: cut(v) for k, v in batch.items()}
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": str(torch.__version__)}
+    for layer in ("core", "io", "features", "embedding", "optim", "serve", "train"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[f"recis-{layer}"] = metadata.version(f"recis-{layer}")
+    return out
+
+
+def load_config(checkpoint: Path, config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run config: a dict as given, a TOML or JSON file, or the run directory's config.json."""
+    if isinstance(config, Mapping):
+        return dict(config)
+    path = Path(config) if config is not None else checkpoint.parent.parent / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"recis-export: no run config at {path} (recis-train writes {CONFIG_FILE} into output_dir; "
+            "pass --config RUN.toml otherwise)"
+        )
+    return json.loads(path.read_text()) if path.suffix == ".json" else cfgmod.load(str(path), [])
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    dtype: str = "fp32",
+    config: str | Path | Mapping[str, Any] | None = None,
+    sample_rows: int = 64,
+) -> Path:
+    """Writes a serving bundle of `checkpoint` to `out` (replaced if it exists); returns its manifest path.
+
+    Example: `export_bundle("runs/demo/checkpoints/step-0000000500", "bundles/demo", dtype="int8")`.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"recis-export: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    data = load_config(checkpoint, config)
+    data.setdefault("train", {})["device"] = "cpu"  # a bundle is exported (and served) on the CPU
+    run = cfgmod.build(data)
+    model: Any = run.model  # a RankingModel: embedding, features, transform, dense_columns
+    Saver(checkpoint.parent, model, optimizers=[]).load(checkpoint, optimizer=False)
+    model.eval()
+    engine = model.embedding
+    if not isinstance(engine, EmbeddingEngine):
+        raise TypeError(f"recis-export: the model.embedding must be an EmbeddingEngine, got {type(engine).__name__}")
+    raw = _sample(run, sample_rows)
+    sample = model.transform(raw)
+    with torch.no_grad():
+        want = model(sample)
+        outputs = engine(sample)
+    pooled = [n for n in engine.specs if isinstance(outputs[n], Tensor)]
+    sequences = [n for n in engine.specs if isinstance(outputs[n], Padded)]
+    ragged = [n for n in engine.specs if isinstance(outputs[n], Ragged)]
+    if ragged:
+        raise ValueError(f"recis-export: features {ragged} come out as Ragged (ragged=True); export needs padded ones")
+    dense = list(getattr(model, "dense_columns", []))
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tables = []
+    for i, table in enumerate(engine.tables().values()):
+        frozen = FrozenTable.from_table(table, dtype)
+        file = f"tables/table{i}.safetensors"
+        bundle.write_table(tmp / file, frozen)
+        tables.append({"file": file, "logical_tables": frozen.tag_names, "dim": frozen.dim, "rows": len(frozen)})
+
+    model._modules["embedding"] = _Given(engine)  # the dense part alone, from here on
+    program = DenseProgram(model, sequences).eval()
+    args = (
+        {n: outputs[n].contiguous() for n in pooled},
+        {n: outputs[n].values for n in sequences},
+        {n: outputs[n].mask for n in sequences},
+        {n: sample[n] for n in dense},
+    )
+    batch_dim = torch.export.Dim("batch", min=1)
+    lengths = {n: torch.export.Dim(f"{n}_length", min=1) for n in sequences if engine.specs[n].max_len is None}
+    shapes = (
+        {n: {0: batch_dim} for n in pooled},
+        {n: {0: batch_dim, **({1: lengths[n]} if n in lengths else {})} for n in sequences},
+        {n: {0: batch_dim, **({1: lengths[n]} if n in lengths else {})} for n in sequences},
+        {n: {0: batch_dim} for n in dense},
+    )
+    exported = torch.export.export(program, args, dynamic_shapes=shapes)
+    torch.export.save(exported, str(tmp / "dense.pt2"))
+
+    objectives = cfgmod.objectives(data.get("objectives", [{"label": "label"}]))
+    inputs = cfgmod.data_needs(engine.specs, model.features, model, objectives, "model")
+    labels = {o.label for o in objectives}
+    read = [c for c in inputs if c not in labels]
+    types = _column_types(run, read)
+    spec_fields = ("dim", "table", "combiner", "max_len", "side", "ragged")
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "source": {"checkpoint": str(checkpoint.resolve()), "step": int(checkpoint.name.split("-")[-1])},
+        "dtype": dtype,
+        "unknown_ids": "zeros",
+        "nulls": data.get("data", {}).get("nulls", "error"),
+        "inputs": {c: str(types[c]) for c in read},
+        "schema": base64.b64encode(pa.schema([(c, types[c]) for c in read]).serialize().to_pybytes()).decode(),
+        "features": _features(model.features),
+        "embeddings": {n: {f: getattr(s, f) for f in spec_fields} for n, s in engine.specs.items()},
+        "tables": tables,
+        "program": {"file": "dense.pt2", "pooled": pooled, "sequences": sequences, "dense": dense},
+        "heads": {o.head_name: o.loss for o in objectives},
+    }
+    bundle.write_manifest(tmp, manifest)
+    check = Predictor(tmp).predict(raw)
+    diffs = {}
+    for head in manifest["heads"]:
+        expected = next(o for o in objectives if o.head_name == head).predictions(want[head])
+        diffs[head] = float((check[head] - expected).abs().max()) if len(expected) else 0.0
+    manifest["check"] = {"rows": len(next(iter(check.values()))), "max_abs_diff": diffs}
+    bundle.write_manifest(tmp, manifest)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out / bundle.MANIFEST
+
+
+def _column_types(run: cfgmod.Run, columns: list[str]) -> dict[str, Any]:
+    """The Arrow types of the columns the model reads, as the run's reader declares them."""
+    reader = run.eval_data if run.eval_data is not None else run.train_data
+    types = getattr(reader, "types", {})
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise ValueError(f"recis-export: the run's data has no columns {missing}")
+    return {c: types[c] for c in columns}
+
+
+def _features(engine: Any) -> dict[str, Any] | None:
+    if engine is None:
+        return None
+    from recis.features.config import engine_to_dict
+
+    return engine_to_dict(engine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="recis-export", description="Write a serving bundle of a trained checkpoint.")
+    p.add_argument("checkpoint", help="a checkpoint directory (output_dir/checkpoints/step-N)")
+    p.add_argument("out", help="the bundle directory to write (replaced if it exists)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="how table rows are stored")
+    p.add_argument("--config", help="the run's TOML or JSON config (default: config.json of the run directory)")
+    p.add_argument("--sample-rows", type=int, default=64, help="rows of the sample batch the dense part is exported on")
+    args = p.parse_args(argv)
+    try:
+        start = time.perf_counter()
+        path = export_bundle(args.checkpoint, args.out, args.dtype, args.config, args.sample_rows)
+    except (ValueError, TypeError, FileNotFoundError, cfgmod.ConfigError) as e:
+        print(f"recis-export: {e}", file=sys.stderr)
+        return 2
+    manifest = json.loads(path.read_text())
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    diff = max(manifest["check"]["max_abs_diff"].values(), default=0.0)
+    print(f"wrote {args.out}: {len(manifest['tables'])} tables ({args.dtype}), {size / 2**20:.1f} MiB, "
+          f"in {time.perf_counter() - start:.1f} s; sample check: max |bundle - model| = {diff:.2e}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

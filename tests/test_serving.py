@@ -1,0 +1,194 @@
+"""Serving bundles end to end: trained runs (the demo's DIN, and DIN on MovieLens with hashed string
+genres) exported as fp32, fp16, bf16 and int8 bundles and scored by the Predictor, recis-predict and
+recis-serve, against the trainer's own eval predictions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recis.optim import Saver
+from recis.serve import BundleError, Predictor, RequestError
+from recis.serve.cli import make_server, predict_main
+from recis.train import config as cfgmod
+from recis.train import demo
+from recis.train.cli import run_config
+from recis.train.export import export_bundle, load_config
+from recis.train.metrics import auc_score
+
+pytestmark = pytest.mark.slow  # trains two models and exports eight bundles
+
+ROOT = Path(__file__).resolve().parents[1]
+MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small"
+DTYPES = ("fp32", "fp16", "bf16", "int8")
+
+
+def train(config: dict) -> Path:
+    config["train"] |= {"progress": False, "checkpoint_every": 10_000}
+    config["train"].pop("eval_every", None)
+    run_config(config)
+    (checkpoint,) = sorted((Path(config["output_dir"]) / "checkpoints").glob("step-*"))[-1:]
+    return checkpoint
+
+
+def trainer_predictions(checkpoint: Path) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+    """The eval data's raw batches, and the trained model's predictions and labels on them."""
+    config = load_config(checkpoint, None)
+    run = cfgmod.build(config)
+    Saver(checkpoint.parent, run.model, optimizers=[]).load(checkpoint, optimizer=False)
+    model = run.model.eval()
+    batches, preds, labels = [], [], []
+    with torch.no_grad():
+        for raw in run.eval_data:
+            batches.append(raw)
+            preds.append(torch.sigmoid(model(model.transform(raw))["label"]))
+            labels.append(raw["label"].float())
+    return batches, torch.cat(preds), torch.cat(labels)
+
+
+@pytest.fixture(scope="module", params=["demo", "movielens"])
+def run(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    if request.param == "demo":
+        demo.generate(root / "data", rows=12_000, test_rows=4000, users=800, items=2000, files=1)
+        checkpoint = train(demo.config(str(root / "data"), str(root / "run"), batch_size=256))
+    else:
+        if not MOVIELENS.is_dir():
+            pytest.skip(f"no MovieLens data at {MOVIELENS}")
+        tools = ROOT / "tools" / "data"
+        subprocess.run([sys.executable, tools / "convert.py", "movielens", MOVIELENS, root / "ml.parquet"], check=True)
+        subprocess.run([sys.executable, tools / "split_by_time.py", root / "ml.parquet", root], check=True)
+        config = cfgmod.load(str(ROOT / "examples" / "movielens.toml"), [])
+        config["data"] |= {"train": str(root / "train.parquet"), "eval": str(root / "test.parquet")}
+        config["output_dir"] = str(root / "run")
+        config.pop("baseline")
+        checkpoint = train(config)
+    bundles = {dtype: export_bundle(checkpoint, root / f"bundle-{dtype}", dtype).parent for dtype in DTYPES}
+    return checkpoint, bundles, trainer_predictions(checkpoint)
+
+
+def test_bundles_score_as_the_trainer(run):
+    checkpoint, bundles, (batches, want, labels) = run
+    auc = {}
+    for dtype, path in bundles.items():
+        predictor = Predictor(path)
+        got = torch.cat([predictor.predict(b)["label"] for b in batches])
+        if dtype == "fp32":
+            assert float((got - want).abs().max()) <= 1e-5
+        auc[dtype] = auc_score(got, labels)
+    assert abs(auc["fp16"] - auc["fp32"]) <= 0.001 and abs(auc["bf16"] - auc["fp32"]) <= 0.001, auc
+    assert abs(auc["int8"] - auc["fp32"]) <= 0.002, auc
+    manifest = json.loads((bundles["fp32"] / "manifest.json").read_text())
+    assert manifest["source"]["step"] == int(checkpoint.name.split("-")[1])
+    assert manifest["check"]["max_abs_diff"]["label"] <= 1e-5
+
+
+def test_narrow_rows_shrink_the_tables(run):
+    _, bundles, _ = run
+    table_bytes = {}
+    for dtype, path in bundles.items():
+        files = json.loads((path / "manifest.json").read_text())["files"]
+        table_bytes[dtype] = sum(f["bytes"] for name, f in files.items() if name.startswith("tables/"))
+    dim = json.loads((bundles["fp32"] / "manifest.json").read_text())["tables"][0]["dim"]
+    # per row: 4-byte IDs (they fit in int32 here) plus the row; int8 adds a float32 scale and bias
+    assert table_bytes["fp16"] / table_bytes["fp32"] <= (4 + 2 * dim) / (4 + 4 * dim) + 0.01
+    assert table_bytes["int8"] / table_bytes["fp32"] <= (4 + dim + 8) / (4 + 4 * dim) + 0.01
+
+
+def first_rows(checkpoint: Path, columns: list[str], n: int) -> list[dict]:
+    """The eval data's first rows as a client sends them: {column: number, string or list}."""
+    source = Path(load_config(checkpoint, None)["data"]["eval"])
+    file = sorted(source.glob("*.parquet"))[0] if source.is_dir() else source
+    return pq.read_table(file, columns=columns).slice(0, n).to_pylist()
+
+
+def test_json_rows_and_unknown_ids(run):
+    checkpoint, bundles, (batches, want, _) = run
+    predictor = Predictor(bundles["fp32"])
+    columns = list(predictor.inputs)
+    rows = first_rows(checkpoint, columns, 5)
+    torch.testing.assert_close(predictor.predict_rows(rows)["label"], want[:5], rtol=0, atol=1e-6)
+    before = predictor.stats()["unknown"]
+    fresh = lambda v: [10**15 + 7] * len(v) if isinstance(v, list) else 10**15 + 7
+    predictor.predict_rows([{c: v if c == "genres" else fresh(v) for c, v in rows[0].items()}])
+    assert predictor.stats()["unknown"] > before
+    with pytest.raises(RequestError, match=r"unknown columns \['colour'\]"):
+        predictor.predict_rows([rows[0] | {"colour": 3}])
+    ids = next(c for c, kind in predictor.inputs.items() if kind == "int64")
+    with pytest.raises(RequestError, match=f"column '{ids}' \\(int64\\)"):
+        predictor.predict_rows([rows[0] | {ids: "seven"}])
+    with pytest.raises(RequestError, match=f"missing columns \\['{columns[0]}'\\]"):
+        predictor.predict({c: v for c, v in batches[0].items() if c != columns[0]})
+
+
+def test_recis_predict_writes_predictions_beside_kept_columns(run, tmp_path):
+    checkpoint, bundles, (_, want, _) = run
+    config = load_config(checkpoint, None)
+    source = config["data"]["eval"]
+    keep = json.loads((bundles["fp32"] / "manifest.json").read_text())["program"]["pooled"][0]
+    assert predict_main([str(bundles["fp32"]), source, str(tmp_path / "out.parquet"), "--keep", keep]) == 0
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.column_names == [keep, "label"] and out.num_rows == len(want)
+    assert float((torch.tensor(out.column("label").to_numpy()) - want).abs().max()) <= 1e-5
+    assert predict_main([str(bundles["fp32"]), source, str(tmp_path / "x.parquet"), "--keep", "nope"]) == 2
+
+
+def test_http_endpoint_answers_and_refuses_bad_requests(run):
+    checkpoint, bundles, _ = run
+    predictor = Predictor(bundles["int8"])
+    server = make_server(predictor, port=0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(f"{url}/predict", body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        columns = list(predictor.inputs)
+        row = first_rows(checkpoint, columns, 1)[0]
+        status, body = post(json.dumps({"instances": [row, row]}).encode())
+        assert status == 200 and len(body["predictions"]["label"]) == 2
+        assert post(b"{not json")[0] == 400
+        status, body = post(json.dumps({"instances": [row | {"colour": 1}]}).encode())
+        assert status == 400 and "unknown columns ['colour']" in body["error"]
+        ids = next(c for c, kind in predictor.inputs.items() if kind == "int64")
+        status, body = post(json.dumps({"instances": [{**row, ids: "seven"}]}).encode())
+        assert status == 400 and ids in body["error"]
+        assert post(json.dumps({"rows": []}).encode())[0] == 400
+        with urllib.request.urlopen(f"{url}/health") as r:
+            health = json.loads(r.read())
+        assert health["status"] == "ok" and health["requests"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_damaged_bundles_fail_naming_the_file(run, tmp_path):
+    _, bundles, _ = run
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["fp16"], copy)
+    table = next((copy / "tables").iterdir())
+    data = bytearray(table.read_bytes())
+    data[-3] ^= 0xFF
+    table.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"{table.name} is damaged"):
+        Predictor(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="not a serving bundle"):
+        Predictor(copy)
