@@ -92,6 +92,17 @@ def test_bundles_score_as_the_trainer(run):
     assert manifest["check"]["max_abs_diff"]["label"] <= 1e-5
 
 
+def test_aot_compiled_dense_part_scores_as_the_portable_one(run, tmp_path):
+    checkpoint, bundles, (batches, want, _) = run
+    if "genres" in json.loads((bundles["fp32"] / "manifest.json").read_text())["inputs"]:
+        pytest.skip("one AOTInductor build (about 10 s) is enough: the demo's")
+    path = export_bundle(checkpoint, tmp_path / "aot", "fp32", aot=True).parent
+    compiled, portable = Predictor(path), Predictor(path, compiled=False)
+    assert not isinstance(compiled.program, torch.nn.Module) and isinstance(portable.program, torch.nn.Module)
+    got = torch.cat([compiled.predict(b)["label"] for b in batches])
+    assert float((got - want).abs().max()) <= 1e-5
+
+
 def test_narrow_rows_shrink_the_tables(run):
     _, bundles, _ = run
     table_bytes = {}

@@ -8,6 +8,7 @@
                              "tag_offsets" (int64), "rows" (float32, float16, bfloat16 or int8),
                              and for int8 "scale" and "bias" (float32 per row)
     dense.pt2                the dense part as a `torch.export` program (batch dimension dynamic)
+    dense.aoti.pt2           optional: the same compiled by AOTInductor (this platform, this torch)
 
 `write_manifest` records the files' digests; `read` checks the format and every digest before
 anything is used, so a damaged or edited bundle fails with a `BundleError` naming the file.
@@ -16,8 +17,10 @@ anything is used, so a damaged or edited bundle fails with a `BundleError` namin
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import xxhash
@@ -108,11 +111,25 @@ def tables(directory: str | Path, manifest: dict[str, Any]) -> list[FrozenTable]
     return [read_table(directory / t["file"], list(t["logical_tables"])) for t in manifest["tables"]]
 
 
-def program(directory: str | Path, manifest: dict[str, Any]) -> torch.nn.Module:
-    """The dense part, callable as `(pooled, sequence values, sequence masks, dense columns) -> {head: output}`."""
-    path = Path(directory) / manifest["program"]["file"]
+def program(directory: str | Path, manifest: dict[str, Any], compiled: bool = True) -> Callable[..., Any]:
+    """The dense part, callable as `(pooled, sequence values, sequence masks, dense columns) -> {head: output}`:
+    the AOTInductor build when the bundle has one made by this torch version (and `compiled`), else
+    the portable `torch.export` program."""
+    entry = manifest["program"]
+    if compiled and entry.get("compiled") and manifest.get("versions", {}).get("torch") == str(torch.__version__):
+        from torch._inductor import aoti_load_package
+
+        path = Path(directory) / entry["compiled"]
+        try:
+            return cast(Callable[..., Any], aoti_load_package(str(path)))
+        except Exception as e:  # a build for another CPU or library set: the portable program still serves
+            warnings.warn(f"{path}: cannot load ({type(e).__name__}: {e}); using the portable program", stacklevel=2)
+    path = Path(directory) / entry["file"]
     try:
         module = torch.export.load(str(path)).module()
     except Exception as e:  # torch.export raises many kinds on a foreign or damaged program
         raise BundleError(f"{path}: cannot load the dense program ({type(e).__name__}: {e})") from e
+    # The exported program re-checks every input's shape per call (about 0.4 ms); the Predictor's
+    # inputs come from the engine in the shapes it was exported with, so the checks are dropped.
+    module._forward_pre_hooks.clear()
     return module

@@ -39,12 +39,14 @@ class Predictor:
         path: the bundle directory.
         verify: check every file's digest against the manifest first (a damaged bundle raises
             `bundle.BundleError` naming the file).
+        compiled: run the bundle's AOTInductor build of the dense part when it has one that this
+            torch can load (False: always the portable `torch.export` program).
 
     Columns are what the training data held: IDs as int tensors, `Ragged`s or (through
     `predict_rows`) Python lists; strings as string columns when the bundle's features hash them.
     """
 
-    def __init__(self, path: str | Path, verify: bool = True):
+    def __init__(self, path: str | Path, verify: bool = True, compiled: bool = True):
         self.path = Path(path)
         self.manifest = m = bundle.read(self.path, verify)
         self.inputs: dict[str, str] = dict(m["inputs"])  # column -> its Arrow type, as trained on
@@ -53,10 +55,7 @@ class Predictor:
         specs = {name: EmbeddingSpec(**fields) for name, fields in m["embeddings"].items()}
         self.tables = bundle.tables(self.path, m)
         self.embedding = EmbeddingEngine(specs).use_frozen(self.tables)
-        self.program = bundle.program(self.path, m)
-        # The exported program re-checks every input's shape per call (about 0.4 ms); `_check` has
-        # checked the columns, and the shapes come from the engine, so the checks are dropped.
-        self.program._forward_pre_hooks.clear()
+        self.program = bundle.program(self.path, m, compiled)
         self.pooled: list[str] = list(m["program"]["pooled"])
         self.sequences: list[str] = list(m["program"]["sequences"])
         self.dense: list[str] = list(m["program"]["dense"])

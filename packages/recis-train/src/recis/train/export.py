@@ -108,8 +108,12 @@ def export_bundle(
     dtype: str = "fp32",
     config: str | Path | Mapping[str, Any] | None = None,
     sample_rows: int = 64,
+    aot: bool = False,
 ) -> Path:
     """Writes a serving bundle of `checkpoint` to `out` (replaced if it exists); returns its manifest path.
+
+    `aot`: also compile the dense part ahead of time with AOTInductor (needs a C++ compiler here;
+    the Predictor uses it where torch's version matches, the portable program elsewhere).
 
     Example: `export_bundle("runs/demo/checkpoints/step-0000000500", "bundles/demo", dtype="int8")`.
     """
@@ -165,6 +169,12 @@ def export_bundle(
     )
     exported = torch.export.export(program, args, dynamic_shapes=shapes)
     torch.export.save(exported, str(tmp / "dense.pt2"))
+    compiled = None
+    if aot:  # AOTInductor: the dense part as compiled C++ for this platform and torch version
+        from torch._inductor import aoti_compile_and_package
+
+        compiled = "dense.aoti.pt2"
+        aoti_compile_and_package(exported, package_path=str(tmp / compiled))
 
     objectives = cfgmod.objectives(data.get("objectives", [{"label": "label"}]))
     inputs = cfgmod.data_needs(engine.specs, model.features, model, objectives, "model")
@@ -184,7 +194,13 @@ def export_bundle(
         "features": _features(model.features),
         "embeddings": {n: {f: getattr(s, f) for f in spec_fields} for n, s in engine.specs.items()},
         "tables": tables,
-        "program": {"file": "dense.pt2", "pooled": pooled, "sequences": sequences, "dense": dense},
+        "program": {
+            "file": "dense.pt2",
+            "compiled": compiled,
+            "pooled": pooled,
+            "sequences": sequences,
+            "dense": dense,
+        },
         "heads": {o.head_name: o.loss for o in objectives},
     }
     bundle.write_manifest(tmp, manifest)
@@ -225,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="how table rows are stored")
     p.add_argument("--config", help="the run's TOML or JSON config (default: config.json of the run directory)")
     p.add_argument("--sample-rows", type=int, default=64, help="rows of the sample batch the dense part is exported on")
+    p.add_argument("--aot", action="store_true", help="also compile the dense part with AOTInductor (a C++ compiler)")
     args = p.parse_args(argv)
     try:
         start = time.perf_counter()
-        path = export_bundle(args.checkpoint, args.out, args.dtype, args.config, args.sample_rows)
+        path = export_bundle(args.checkpoint, args.out, args.dtype, args.config, args.sample_rows, args.aot)
     except (ValueError, TypeError, FileNotFoundError, cfgmod.ConfigError) as e:
         print(f"recis-export: {e}", file=sys.stderr)
         return 2
