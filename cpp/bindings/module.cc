@@ -16,6 +16,11 @@ void init_gpu(nb::module_& m);
 NB_MODULE(_C, m) {
   m.doc() = "RecIS compiled core: C++ kernels over DLPack tensors (no libtorch link).";
   m.attr("version") = RECIS_VERSION;
+#ifdef NDEBUG
+  // Caches that live until interpreter exit (torch.compile's guards hold the kernels) are not
+  // leaks of ours; debug builds keep nanobind's report for finding real ones.
+  nb::set_leak_warnings(false);
+#endif
 #ifdef RECIS_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -77,12 +77,16 @@ def ragged_to_dense(
     starts = offsets[:-1] + (lengths - kept if keep_last else 0)
     position = torch.arange(max_len, device=offsets.device)
     mask = position < kept[:, None]  # (B, L)
-    index = (starts[:, None] + position)[mask]
+    # Each value is copied to its slot (a spare last slot takes the values cut off), rather than
+    # scattered through the mask: no data-dependent sizes, so torch.compile traces it as one graph.
+    rows, n = len(kept), values.shape[0]
+    row = torch.repeat_interleave(torch.arange(rows, device=offsets.device), lengths, output_size=n)
+    col = torch.arange(n, device=offsets.device) - starts[row]
+    slot = torch.where((col >= 0) & (col < max_len), row * max_len + col, rows * max_len)
 
     def dense(t: Tensor, fill: Tensor) -> Tensor:
-        out = fill.to(t.dtype).expand(len(kept), max_len, *t.shape[1:]).clone()  # (B, L, ...)
-        out[mask] = t.index_select(0, index)
-        return out
+        out = fill.to(t.dtype).expand(rows * max_len + 1, *t.shape[1:]).index_copy(0, slot, t)
+        return out[:-1].view(rows, max_len, *t.shape[1:])
 
     zero = torch.zeros((), device=offsets.device)
     return dense(values, pad.reshape(values.shape[1:])), mask, _maybe(weights, lambda w: dense(w, zero))

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import is_fake
 
 from recis.core import Padded, Ragged
 
@@ -195,7 +196,11 @@ class EmbeddingEngine(nn.Module):
         self._routes = None
         return self
 
+    # The lookups insert into and read from tables outside the graph, so the engine runs eagerly:
+    # under torch.compile the model's graph breaks here once and its dense part compiles.
+    @torch.compiler.disable
     def forward(self, batch: dict[str, Tensor | Ragged]) -> dict[str, object]:
+        _refuse_tracing(batch)
         out: dict[str, object] = dict(batch)
         if self.sharded:
             self._forward_sharded(batch, out)
@@ -528,6 +533,28 @@ class EmbeddingEngine(nn.Module):
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
         return {name: table.stats() for name, table in self.tables().items()}
+
+
+def _refuse_tracing(batch: dict[str, Tensor | Ragged]) -> None:
+    """torch.jit.trace would record the lookups' results as constants, and torch.export cannot
+    run them on fake tensors: both get a clear error rather than a wrong program."""
+    tracer = None
+    if torch.jit.is_tracing():
+        tracer = "torch.jit.trace"
+    elif torch.compiler.is_exporting() or any(
+        is_fake(t)
+        for x in batch.values()
+        for t in ((x.values, x.offsets) if isinstance(x, Ragged) else (x,))
+        if isinstance(t, Tensor)
+    ):
+        tracer = "torch.export (or another tracer with fake tensors)"
+    if tracer is not None:
+        raise RuntimeError(
+            f"EmbeddingEngine cannot be traced by {tracer}: its lookups read and insert rows of hash tables "
+            "outside the graph. To compile training use torch.compile (the engine runs eagerly, the dense part "
+            "compiles); to serve, export a bundle (recis.train.export.export_bundle or recis-export), which "
+            "exports the dense part and freezes the tables."
+        )
 
 
 def _side_by_side(runs: list[int]) -> bool:

@@ -446,6 +446,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         grad_accum=train.get("grad_accum", int, 1),
         clip_grad_norm=train.get("clip_grad_norm", float, None),
         bf16=train.get("bf16", bool, False),
+        compile=train.get("compile", bool, False),
         prefetch=train.get("prefetch", int, 4),
         eval_every=train.get("eval_every", int, None),
         eval_batches=train.get("eval_batches", int, None),

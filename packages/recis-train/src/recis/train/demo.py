@@ -121,9 +121,11 @@ def generate(
     return meta
 
 
-def config(data_dir: str, run_dir: str, epochs: int = 1, batch_size: int = 512, device: str = "cpu") -> dict[str, Any]:
+def config(
+    data_dir: str, run_dir: str, epochs: int = 1, batch_size: int = 512, device: str = "cpu", compile: bool = False
+) -> dict[str, Any]:
     """The demo's run config (what an equivalent TOML file would hold); `device` holds the model
-    and, off the CPU, the embedding tables too (`train.device`)."""
+    and, off the CPU, the embedding tables too (`train.device`); `compile`: `train.compile`."""
     seq = {"combiner": "none", "max_len": 30}
     return {
         "output_dir": run_dir,
@@ -143,7 +145,7 @@ def config(data_dir: str, run_dir: str, epochs: int = 1, batch_size: int = 512, 
         "objectives": [{"label": "label"}],
         "optim": {"sparse": {"type": "adam", "lr": 0.005}, "dense": {"type": "adam", "lr": 0.002}},
         "train": {"epochs": epochs, "device": device, "group_column": "user_id", "checkpoint_every": 500,
-                  "log_every": 20, "eval_every": 200},
+                  "log_every": 20, "eval_every": 200, "compile": compile},
     }  # fmt: skip
 
 
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--fresh", action="store_true", help="regenerate the data and start the run over")
     parser.add_argument("--device", default="cpu", help="where the model and its tables train, e.g. cuda")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the dense part (train.compile)")
     args = parser.parse_args(argv)
     from .cli import run_config
 
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     shutil.rmtree(run, ignore_errors=True)  # the demo always trains from scratch
-    result = run_config(config(str(data), str(run), args.epochs, device=args.device))["model"]
+    result = run_config(config(str(data), str(run), args.epochs, device=args.device, compile=args.compile))["model"]
     auc = result["eval"].get("label.auc", math.nan)
     gauc, oracle = result["eval"].get("label.gauc", math.nan), meta["oracle_auc"]
     print(f"\ntest AUC {auc:.4f} (GAUC {gauc:.4f}); the true click probabilities reach {oracle:.4f} "

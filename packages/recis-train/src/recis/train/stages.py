@@ -153,6 +153,8 @@ class TrainerConfig:
         grad_accum: micro-batches per optimizer step.
         clip_grad_norm: global gradient-norm limit over dense and sparse gradients (None: off).
         bf16: bf16 autocast for the dense part (embeddings stay float32).
+        compile: `torch.compile` the model's forward (in place, `nn.Module.compile`): the dense part
+            compiles with dynamic batch sizes; the `EmbeddingEngine` runs eagerly (one graph break).
         prefetch: batches read and transformed ahead in a background thread (0: inline, no overlap).
         eval_every: evaluate every this many steps (always at the end of each stage).
         eval_batches: evaluate on at most this many batches.
@@ -178,6 +180,7 @@ class TrainerConfig:
     grad_accum: int = 1
     clip_grad_norm: float | None = None
     bf16: bool = False
+    compile: bool = False
     prefetch: int = 4
     eval_every: int | None = None
     eval_batches: int | None = None

@@ -112,8 +112,10 @@ class Trainer:
         self.timing = StepTimer()
         self._sparse_t0 = 0.0
         for engine in self.engines:  # times the sparse forward; both hooks return None (output unchanged)
-            engine.register_forward_pre_hook(self._sparse_start)
-            engine.register_forward_hook(self._sparse_end)
+            engine.register_forward_pre_hook(torch.compiler.disable(self._sparse_start))
+            engine.register_forward_hook(torch.compiler.disable(self._sparse_end))
+        if cfg.compile:
+            model.compile()
         self.run = RunState()
         self.stage_name = self.stages[0].name
         self.should_stop, self.stop_reason = False, ""
