@@ -3,8 +3,9 @@ row-wise int8.
 
 Keys are kept sorted per logical table (`tag_offsets[t]:tag_offsets[t + 1]` of `ids` are tag t's
 IDs, ascending) and found by binary search; unknown IDs read zeros and are counted (`stats()`). int8
-rows hold `q` in [-128, 127] with a float32 `scale` and `bias` per row: `row = q * scale + bias`,
-the row's minimum and maximum mapped to -128 and 127 (an error of at most scale / 2 per value).
+rows hold `q` in [-128, 127] with a `scale` and `bias` per row: `row = q * scale + bias`, the
+row's minimum and maximum mapped to -128 and 127 (an error of about scale / 2 per value); scale and
+bias are float16, or float32 for rows whose values exceed float16's range.
 An `EmbeddingEngine` in eval mode reads a `FrozenTable` as it reads a `HashTable` (`lookup`
 without inserts, `pool_keys`), so serving runs the training code's pooling and padding.
 """
@@ -30,7 +31,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, 
 
 def quantize_rows(rows: Tensor, dtype: str) -> dict[str, Tensor]:
     """float32 rows (N, D) as stored for `dtype` ("fp32", "fp16", "bf16" or "int8"): {"rows": ...}
-    plus, for int8, per-row float32 "scale" and "bias".
+    plus, for int8, per-row "scale" and "bias" (float16 when every one fits it, else float32).
 
     Example:
         >>> q = quantize_rows(torch.tensor([[0.0, 1.0, 0.5]]), "int8")
@@ -46,8 +47,10 @@ def quantize_rows(rows: Tensor, dtype: str) -> dict[str, Tensor]:
     high = rows.amax(1) if len(rows) else torch.zeros(0)
     scale = (high - low) / 255.0
     bias = low + 128.0 * scale
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round((rows - bias[:, None]) / safe[:, None]).clamp_(-128, 127).to(torch.int8)
+    if bool(torch.isfinite(scale.half()).all() and torch.isfinite(bias.half()).all()):
+        scale, bias = scale.half(), bias.half()  # 4 bytes a row instead of 8; q is rounded against these
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
+    q = torch.round((rows - bias.float()[:, None]) / safe[:, None]).clamp_(-128, 127).to(torch.int8)
     return {"rows": q, "scale": scale, "bias": bias}
 
 
@@ -68,7 +71,7 @@ class FrozenTable:
         tag_offsets: (T + 1,) int64: the IDs of logical table t are `ids[tag_offsets[t]:tag_offsets[t + 1]]`.
         rows: (N, D) float32, float16, bfloat16 or int8.
         tag_names: the logical tables' names, in tag order.
-        scale, bias: (N,) float32 per-row dequantization of int8 rows.
+        scale, bias: (N,) float16 or float32 per-row dequantization of int8 rows.
 
     Example:
         >>> t = FrozenTable.from_rows(torch.tensor([5, 2]), torch.tensor([0, 0]), torch.eye(2), ["items"])

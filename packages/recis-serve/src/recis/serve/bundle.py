@@ -6,7 +6,8 @@
                              one per physical table: "ids" (int64, or int32 when every ID fits;
                              ascending per logical table),
                              "tag_offsets" (int64), "rows" (float32, float16, bfloat16 or int8),
-                             and for int8 "scale" and "bias" (float32 per row)
+                             and for int8 "scale" and "bias" (per row; float16, or
+                             float32 when a table's values exceed float16's range)
     dense.pt2                the dense part as a `torch.export` program (batch dimension dynamic)
     dense.aoti.pt2           optional: the same compiled by AOTInductor (this platform, this torch)
 

@@ -168,7 +168,9 @@ def export_bundle(
         {n: {0: batch_dim} for n in dense},
     )
     exported = torch.export.export(program, args, dynamic_shapes=shapes)
-    torch.export.save(exported, str(tmp / "dense.pt2"))
+    sample_inputs, exported.example_inputs = exported.example_inputs, None
+    torch.export.save(exported, str(tmp / "dense.pt2"))  # without the sample batch (most of its bytes)
+    exported.example_inputs = sample_inputs  # AOTInductor needs it
     compiled = None
     if aot:  # AOTInductor: the dense part as compiled C++ for this platform and torch version
         from torch._inductor import aoti_compile_and_package
