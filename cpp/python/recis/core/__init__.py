@@ -32,4 +32,21 @@ from . import kernels
 from .ragged import Padded, Ragged
 from .threads import num_threads, set_num_threads
 
-__all__ = ["Padded", "Ragged", "__version__", "kernels", "num_threads", "set_num_threads"]
+
+def version_line(dist: str) -> str:
+    """What a command's `--version` prints: the version of the wheel `dist` that holds it, of
+    recis-core and of torch.
+
+    Example:
+        >>> version_line("recis-core") == f"recis-core {__version__}, torch {torch.__version__}"
+        True
+    """
+    try:
+        own = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    core = "" if dist == "recis-core" else f", recis-core {__version__}"
+    return f"{dist} {own}{core}, torch {torch.__version__}"
+
+
+__all__ = ["Padded", "Ragged", "__version__", "kernels", "num_threads", "set_num_threads", "version_line"]

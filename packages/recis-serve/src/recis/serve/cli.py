@@ -20,6 +20,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from recis.core import version_line
+
 from .bundle import BundleError
 from .predictor import Predictor, RequestError
 
@@ -28,6 +30,7 @@ MAX_BODY = 64 << 20  # bytes a request may carry
 
 def predict_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recis-predict", description="Score a Parquet file with a serving bundle.")
+    p.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-serve"))
     p.add_argument("bundle", help="the bundle directory (recis-export writes it)")
     p.add_argument("source", help="the Parquet file to score")
     p.add_argument("target", help="the Parquet file to write: the kept columns, then one column per head")
@@ -108,6 +111,7 @@ def make_server(
 
 def serve_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recis-serve", description="Serve a bundle's predictions over HTTP (JSON).")
+    p.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-serve"))
     p.add_argument("bundle", help="the bundle directory (recis-export writes it)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080)

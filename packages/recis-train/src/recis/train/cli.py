@@ -21,6 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from recis.core import version_line
+
 from . import config as cfgmod
 from .distributed import DistributedError, Ranks, init_from_env
 from .pipeline import SchemaError
@@ -80,6 +82,7 @@ def compare(model: dict[str, float], baseline: dict[str, float], name: str, base
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recis-train", description="Train a RecIS model from a TOML config.")
+    parser.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-train"))
     parser.add_argument("config", help="the TOML config file")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the latest checkpoint on data.eval")

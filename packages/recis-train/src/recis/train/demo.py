@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from recis.core import version_line
+
 from .metrics import auc_score
 
 
@@ -151,6 +153,7 @@ def config(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate synthetic click data and train DIN on it.")
+    parser.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-train"))
     parser.add_argument("--out", default="build/demo", help="data in OUT/data, the run in OUT/run")
     parser.add_argument("--rows", type=int, default=300_000, help="training rows")
     parser.add_argument("--epochs", type=int, default=1)

@@ -29,7 +29,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import torch
 from torch import Tensor, nn
 
-from recis.core import Padded, Ragged
+from recis.core import Padded, Ragged, version_line
 from recis.embedding import EmbeddingEngine, FrozenTable
 from recis.embedding.frozen import DTYPES
 from recis.optim import Saver
@@ -238,6 +238,7 @@ def _features(engine: Any) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recis-export", description="Write a serving bundle of a trained checkpoint.")
+    p.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-train"))
     p.add_argument("checkpoint", help="a checkpoint directory (output_dir/checkpoints/step-N)")
     p.add_argument("out", help="the bundle directory to write (replaced if it exists)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="how table rows are stored")
