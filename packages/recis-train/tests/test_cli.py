@@ -219,3 +219,15 @@ def test_on_a_gpu_the_run_matches_host_tables(config_file, tmp_path):
     """`train.device = "cuda"`: model and tables on the GPU (its kernels), losses as on the host."""
     host = train_losses(config_file, tmp_path / "host", "cpu", "host")
     assert train_losses(config_file, tmp_path / "cuda", "cuda", "cuda") == pytest.approx(host, rel=5e-3)
+
+
+def test_final_metrics_show_without_a_bar_and_quiet_shows_none(config_file, capsys):
+    config_file.write_text(config_file.read_text().replace('[baseline]\ntype = "logistic"\n', ""))
+    assert cli.main([str(config_file)]) == 0  # train.progress = false: the summary still shows (INFO)
+    err = capsys.readouterr().err
+    assert "eval @ step 8:" in err and "click.auc" in err and "\nmetric " in err
+    assert cli.main([str(config_file), "--quiet", "--set", "train.epochs=2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert cli.main([str(config_file), "--log-level", "warning", "--set", "train.epochs=3"]) == 0
+    assert "click.auc" not in capsys.readouterr().err

@@ -175,3 +175,21 @@ def test_a_list_label_is_refused_naming_the_column(tmp_path):
         trainer.fit()
     with pytest.raises(TypeError, match=expected):
         trainer.evaluate()
+
+
+def test_metrics_file_is_strict_json_and_plots_leave_the_backend_alone(data_file, tmp_path):
+    import matplotlib
+
+    matplotlib.use("svg")  # a user's choice, which writing the run's plots must not change
+    run(data_file, tmp_path)
+    assert matplotlib.get_backend() == "svg"
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+    def refuse(name):
+        raise AssertionError(f"metrics.jsonl holds {name}, which is not JSON")
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line, parse_constant=refuse) for line in lines]
+    train = [r for r in records if r["kind"] == "train"]
+    assert train[0]["samples_per_s"] is None  # no rate at the first record yet: null, not NaN
+    assert all(isinstance(r["loss"], float) for r in train)

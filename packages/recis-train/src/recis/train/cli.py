@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import traceback
@@ -80,6 +81,30 @@ def compare(model: dict[str, float], baseline: dict[str, float], name: str, base
     return format_table(rows, ["metric", name, base_name, "difference"])
 
 
+def configure_logging(level: str) -> None:
+    """Shows the "recis" loggers' messages at `level` and above on stderr, one plain line each
+    (the library itself adds no handlers: a program embedding it decides)."""
+    logger = logging.getLogger("recis")
+    logger.setLevel(level.upper())
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced after the handler is made)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recis-train", description="Train a RecIS model from a TOML config.")
     parser.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-train"))
@@ -91,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="under torchrun: how long a collective may wait for the other ranks")  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="print the full traceback of a data error in training")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="messages of the recis loggers shown (on stderr)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings and errors only")
     args = parser.parse_args(argv)
+    configure_logging("warning" if args.quiet else args.log_level)
+    if args.quiet:
+        args.set = [*args.set, "train.progress=false"]
     try:
         init_from_env(args.dist_timeout)  # under torchrun: readers and tables shard by rank
         data = cfgmod.load(args.config, args.set)

@@ -7,6 +7,7 @@ The JSONL file is appended to, never rewritten, so a resumed run extends its pre
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 
 from .hooks import Hook
 from .metrics import AUC
+
+log = logging.getLogger("recis.train")
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -90,8 +93,8 @@ class Reporter(Hook):
         """Appends one record to metrics.jsonl (and keeps it in `history`)."""
         self.history.append(record)
         if self.jsonl is not None:
-            with self.jsonl.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            with self.jsonl.open("a") as f:  # strict JSON: a NaN or inf metric is written as null
+                f.write(json.dumps(_finite(record), allow_nan=False) + "\n")
 
     def start_bar(self, desc: str, total: int | None, initial: int = 0) -> None:
         self.close_bar()
@@ -141,9 +144,11 @@ class Reporter(Hook):
 
     def on_eval_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.write({"kind": "eval", "step": trainer.step, "stage": trainer.stage_name, **metrics})
+        shown = {k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("auc", "loss"))}
         if self._bar is not None:
-            shown = {k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("auc", "loss"))}
             self._bar.write(f"eval @ step {trainer.step}: {shown}")
+        else:
+            log.info("eval @ step %d: %s", trainer.step, shown)
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         self.close_bar()
@@ -151,6 +156,8 @@ class Reporter(Hook):
         text = self.summary_text(summary)
         if self.progress:
             print(text)
+        else:  # without a bar the summary goes to the "recis.train" logger (the CLI shows INFO)
+            log.info("%s", text)
         if self.dir is not None:
             (self.dir / "summary.txt").write_text(text + "\n")
             self.plot()
@@ -175,40 +182,52 @@ class Reporter(Hook):
         assert self.dir is not None and self.jsonl is not None
         if not self.jsonl.is_file():
             return []
-        import matplotlib
+        from matplotlib.figure import Figure  # not pyplot: the user's backend and figures stay as they are
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        def number(x: Any) -> float:
+            return math.nan if x is None else float(x)
 
         records = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
         train = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] in ("eval", "window_eval")]
         written = []
         if train:
-            fig, ax = plt.subplots(figsize=(7, 4))
-            ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-            if any(not math.isnan(r.get("running_auc", math.nan)) for r in train):
+            fig = Figure(figsize=(7, 4))
+            ax = fig.subplots()
+            ax.plot([r["step"] for r in train], [number(r["loss"]) for r in train], label="train loss")
+            if any(not math.isnan(number(r.get("running_auc"))) for r in train):
                 ax2 = ax.twinx()
-                ax2.plot([r["step"] for r in train], [r["running_auc"] for r in train], color="C1", label="running AUC")
+                aucs = [number(r.get("running_auc")) for r in train]
+                ax2.plot([r["step"] for r in train], aucs, color="C1", label="running AUC")
                 ax2.set_ylabel("running AUC")
             ax.set_xlabel("step")
             ax.set_ylabel("loss")
             ax.set_title("training")
             fig.tight_layout()
             fig.savefig(self.dir / "loss.png", dpi=100)
-            plt.close(fig)
             written.append(self.dir / "loss.png")
         keys = sorted({k for r in evals for k in r if k.endswith(("auc", "gauc"))})
         if evals and keys:
-            fig, ax = plt.subplots(figsize=(7, 4))
+            fig = Figure(figsize=(7, 4))
+            ax = fig.subplots()
             for k in keys:
-                pts = [(r["step"], r[k]) for r in evals if k in r]
+                pts = [(r["step"], number(r[k])) for r in evals if k in r]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
             ax.set_xlabel("step")
             ax.set_ylabel("evaluation")
             ax.legend()
             fig.tight_layout()
             fig.savefig(self.dir / "eval.png", dpi=100)
-            plt.close(fig)
             written.append(self.dir / "eval.png")
         return written
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float (in dicts and lists) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
