@@ -272,3 +272,42 @@ def test_recorded_lookups_stop_growing_without_a_sparse_step():
     assert len(engine.sparse_grads()) == 5
     engine({"item": torch.arange(3)})["item"].sum().backward()  # recording again after the read
     assert len(engine.sparse_grads()) == 1
+
+
+def test_state_dict_round_trips_the_tables_through_torch_save(tmp_path):
+    from recis.embedding import without_tables
+
+    def model():
+        torch.manual_seed(0)
+        specs = {"user": EmbeddingSpec(4), "item": EmbeddingSpec(4, table="items"),
+                 "hist": EmbeddingSpec(4, table="items", combiner=None)}  # fmt: skip
+        return torch.nn.ModuleDict({"emb": EmbeddingEngine(specs), "mlp": torch.nn.Linear(4, 1)})
+
+    batch = {"user": torch.tensor([-3, 2**40]), "item": torch.tensor([5, 6]), "hist": Ragged.from_list([[5, 7], []])}
+    trained = model()
+    trained["emb"](batch)
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    fresh = model()
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt"))
+    trained.eval(), fresh.eval()
+    with torch.no_grad():
+        want, got = trained["emb"](batch), fresh["emb"](batch)
+    assert torch.equal(want["user"], got["user"]) and torch.equal(want["hist"].values, got["hist"].values)
+    assert fresh["emb"].step == 1 and len(fresh["emb"].groups[0].table) == 5  # one merged table: 2 users, 3 items
+    for a, b in zip(trained["emb"].groups, fresh["emb"].groups, strict=True):  # rows, ids and metadata alike
+        sa, sb = a.table.state_dict(), b.table.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in ("ids", "tags", "steps", "freqs", "embeddings"))
+
+    with pytest.raises(RuntimeError, match=r"already holds 5 rows; load a state_dict's tables into a fresh model"):
+        fresh.load_state_dict(trained.state_dict())
+    state = trained.state_dict()
+    del state["emb.tables.0.ids"]
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*emb\.tables\.0\.ids"):
+        model().load_state_dict(state)
+    with without_tables(trained):
+        dense = trained.state_dict()
+    assert not [k for k in dense if ".tables." in k]
+    fresh = model()
+    with without_tables(fresh):
+        fresh.load_state_dict(dense)  # no rows expected, none loaded
+    assert len(fresh["emb"].groups[0].table) == 0

@@ -8,7 +8,7 @@ differentiable pooled lookup; `owner` says which rank owns an ID.
 """
 
 from .device_table import DeviceTable, Table
-from .engine import EmbeddingEngine, EmbeddingSpec, concat
+from .engine import EmbeddingEngine, EmbeddingSpec, concat, without_tables
 from .frozen import FrozenTable
 from .ops import PooledGrad, SparseGrad, pooled_embedding, pooled_embedding_reference
 from .sharding import owner
@@ -31,4 +31,5 @@ __all__ = [
     "owner",
     "pooled_embedding",
     "pooled_embedding_reference",
+    "without_tables",
 ]

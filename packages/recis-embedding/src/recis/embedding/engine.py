@@ -8,8 +8,9 @@ features' IDs collide, and each physical table costs one de-duplicate/probe/gath
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -491,11 +492,54 @@ class EmbeddingEngine(nn.Module):
         return mine + owned
 
     def get_extra_state(self) -> dict[str, int]:
-        """The step counter travels with `state_dict()` (table rows are saved by the checkpoint saver)."""
+        """The step counter travels with `state_dict()`."""
         return {"step": self.step}
 
     def set_extra_state(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
+
+    # state_dict() holds every physical table's live rows as `tables.<i>.<field>` (ids, tags,
+    # steps, freqs, embeddings; table i as in `tables()`), so `torch.save(model.state_dict())` and
+    # `load_state_dict` round-trip the embeddings; optimizer slots stay with the optimizer.
+    # Checkpoint savers, which store tables themselves, leave them out (`without_tables`).
+    _TABLE_FIELDS = ("ids", "tags", "steps", "freqs", "embeddings")
+    _tables_in_state = True
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not self._tables_in_state:
+            return
+        for i, g in enumerate(self.groups):
+            rows = g.table.state_dict()
+            for name in self._TABLE_FIELDS:
+                destination[f"{prefix}tables.{i}.{name}"] = rows[name]
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        mine = prefix + "tables."
+        rest = {k: v for k, v in state_dict.items() if not k.startswith(mine)}
+        super()._load_from_state_dict(rest, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if not self._tables_in_state:
+            return
+        known = {f"{mine}{i}.{name}" for i in range(len(self.groups)) for name in self._TABLE_FIELDS}
+        unexpected_keys.extend(k for k in state_dict if k.startswith(mine) and k not in known)
+        for i, g in enumerate(self.groups):
+            keys = {name: f"{mine}{i}.{name}" for name in self._TABLE_FIELDS}
+            absent = [k for k in keys.values() if k not in state_dict]
+            if absent:
+                missing_keys.extend(absent)
+                continue
+            if len(g.table):
+                error_msgs.append(
+                    f"{mine}{i}: table {i} ({'+'.join(g.features)}) already holds {len(g.table)} rows; "
+                    "load a state_dict's tables into a fresh model"
+                )
+                continue
+            try:
+                g.table.load_state_dict({name: state_dict[k] for name, k in keys.items()})
+            except (ValueError, TypeError, RuntimeError) as e:
+                error_msgs.append(f"{mine}{i}: {e}")
 
     def use_frozen(self, tables: Sequence[FrozenTable]) -> EmbeddingEngine:
         """Serving: every physical table becomes the `FrozenTable` with its logical tables (in tag
@@ -533,6 +577,31 @@ class EmbeddingEngine(nn.Module):
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters, rows and memory per physical table."""
         return {name: table.stats() for name, table in self.tables().items()}
+
+
+@contextlib.contextmanager
+def without_tables(model: nn.Module) -> Iterator[None]:
+    """Within it, the `state_dict()` of every `EmbeddingEngine` in `model` holds no table rows and
+    `load_state_dict` expects none: what checkpoint savers that store the tables themselves use.
+
+    Example:
+        >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
+        >>> _ = engine({"item": torch.tensor([1, 2])})
+        >>> sorted(engine.state_dict())
+        ['_extra_state', 'tables.0.embeddings', 'tables.0.freqs', 'tables.0.ids', 'tables.0.steps', 'tables.0.tags']
+        >>> with without_tables(engine):
+        ...     sorted(engine.state_dict())
+        ['_extra_state']
+    """
+    engines = [m for m in model.modules() if isinstance(m, EmbeddingEngine)]
+    before = [e._tables_in_state for e in engines]
+    for e in engines:
+        e._tables_in_state = False
+    try:
+        yield
+    finally:
+        for e, was in zip(engines, before, strict=True):
+            e._tables_in_state = was
 
 
 def _refuse_tracing(batch: dict[str, Tensor | Ragged]) -> None:

@@ -61,7 +61,7 @@ class Saver:
     Args:
         directory: where checkpoint directories go (created if needed).
         model: a module holding `EmbeddingEngine`s (their tables are saved) and dense parameters
-            (saved with `torch.save` of its `state_dict()`, which carries the engines' steps).
+            (saved with `torch.save` of its `state_dict()` without table rows; it carries the engines' steps).
         tables: bare `HashTable`s to save as well, by name.
         optimizers: dense `torch.optim` optimizers and `SparseOptimizer`s; their state is saved.
         keep: how many newest checkpoints to keep (with the older ones their deltas build on).

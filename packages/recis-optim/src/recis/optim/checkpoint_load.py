@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from recis.embedding import owner
+from recis.embedding import owner, without_tables
 
 from . import dense_state
 from .safetensors_stream import digest, read_header, read_tensor
@@ -311,7 +311,8 @@ class Loader:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise fail(cp, f"is not valid JSON ({e})", "extra.json") from None
         if "model" in self.state and model is not None:
-            have = model.state_dict()
+            with without_tables(model):  # the tables' rows are the checkpoint's own files
+                have = model.state_dict()
             saved = self.state["model"]
             if set(have) != set(saved):
                 raise fail(
@@ -355,7 +356,7 @@ class Loader:
                         self._insert(i, name, chunk)
         if "model" in self.state and self.saver.model is not None:
             model = self.saver.model
-            model.load_state_dict(dense_state.shard_model_state(model, self.state["model"]))
+            dense_state.load_model_state(model, self.state["model"])
         if self.optimizer:
             sparse = [o for o in self.saver.optimizers if isinstance(o, SparseOptimizer)]
             dense = [o for o in self.saver.optimizers if not isinstance(o, SparseOptimizer)]

@@ -14,6 +14,8 @@ from typing import Any, TypeGuard
 import torch
 from torch import Tensor, nn
 
+from recis.embedding import without_tables
+
 try:  # torch >= 2.5 built with torch.distributed; without it nothing can be sharded
     from torch.distributed.tensor import DTensor, distribute_tensor
 except ImportError:  # pragma: no cover
@@ -21,14 +23,23 @@ except ImportError:  # pragma: no cover
 
 
 def full_model_state(model: nn.Module) -> dict[str, Any]:
-    """`model.state_dict()` with sharded tensors gathered to full ones (every rank calls it)."""
-    return {k: v.full_tensor() if is_sharded(v) else v for k, v in model.state_dict().items()}
+    """`model.state_dict()` without table rows (the saver stores those), sharded tensors gathered
+    to full ones (every rank calls it)."""
+    with without_tables(model):
+        return {k: v.full_tensor() if is_sharded(v) else v for k, v in model.state_dict().items()}
 
 
 def shard_model_state(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
     """`state` (full tensors) with the entries the model shards cut to this rank's shards."""
-    have = model.state_dict()
+    with without_tables(model):
+        have = model.state_dict()
     return {k: _like(have.get(k), v) for k, v in state.items()}
+
+
+def load_model_state(model: nn.Module, state: dict[str, Any]) -> None:
+    """Loads `full_model_state`'s `state` (no table rows) into `model`, each rank its shards."""
+    with without_tables(model):
+        model.load_state_dict(shard_model_state(model, state))
 
 
 def full_optimizer_state(opt: torch.optim.Optimizer) -> dict[str, Any]:
