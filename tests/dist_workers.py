@@ -119,16 +119,17 @@ def rows_of(batch: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
 
 
 class Model(torch.nn.Module):
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, row_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         torch.manual_seed(0)
+        kw: dict[str, Any] = {"device": device, "dtype": row_dtype}
         self.emb = EmbeddingEngine(
             {
-                "a": EmbeddingSpec(4, combiner="mean", device=device),
-                "u": EmbeddingSpec(4, table="a", device=device),
-                "s": EmbeddingSpec(4, combiner=None, max_len=3, device=device),
-                "p": EmbeddingSpec(4, combiner="sqrtn", seed=1, device=device),
-                "q": EmbeddingSpec(4, combiner="mean", seed=1, device=device),
+                "a": EmbeddingSpec(4, combiner="mean", **kw),
+                "u": EmbeddingSpec(4, table="a", **kw),
+                "s": EmbeddingSpec(4, combiner=None, max_len=3, **kw),
+                "p": EmbeddingSpec(4, combiner="sqrtn", seed=1, **kw),
+                "q": EmbeddingSpec(4, combiner="mean", seed=1, **kw),
             }
         )
         self.dense = torch.nn.Linear(20, 1)
@@ -145,7 +146,7 @@ def table_rows(model: Model) -> dict[tuple[str, int, int], torch.Tensor]:
     for name, table in model.emb.tables().items():
         s = table.state_dict()
         for i, t, e in zip(s["ids"].tolist(), s["tags"].tolist(), s["embeddings"], strict=True):
-            rows[(name, i, t)] = e
+            rows[(name, i, t)] = e.float()
     return rows
 
 
@@ -162,14 +163,15 @@ def train(
     pool_on_owner: bool | None = None,
     wire_dtype: torch.dtype = torch.float32,
     device: str | None = None,
+    row_dtype: torch.dtype = torch.float32,
 ):
     """K steps on global batches of `rows`; rank r takes rows [split[r], split[r+1]). Each rank's
     loss is its rows' sum; DDP and the sparse exchange average over the 2 ranks, which equals one
     process minimizing sum / 2 over the global batch (what world == 1 runs). `micro`: gradients of
     that many micro-batches per step; `clip`: global gradient-norm limit; `pool_on_owner`: as in
     `EmbeddingEngine.shard` (on these short bags None picks the gathered route), as `wire_dtype`;
-    `device`: the tables' (`EmbeddingSpec.device`; None: host tables)."""
-    model = Model(device)
+    `device`: the tables' (`EmbeddingSpec.device`; None: host tables); `row_dtype`: their rows'."""
+    model = Model(device, row_dtype)
     if dist.is_initialized():
         model.emb.shard(pool_on_owner=pool_on_owner, wire_dtype=wire_dtype)
         dense = torch.nn.parallel.DistributedDataParallel(model.dense)

@@ -47,6 +47,19 @@ def test_two_ranks_equal_one_rank(tmp_path, opt, pool_on_owner):
     assert_same_rows(single_rows, rank0 | rank1)
 
 
+@pytest.mark.parametrize("pool_on_owner", [True, False])
+def test_bf16_rows_shard_as_one_rank(tmp_path, pool_on_owner):
+    """bfloat16 tables over 2 ranks against one process: the same updates, rounded to bf16 (rows
+    may differ by one bf16 step where the ranks' float32 gradient sums round differently)."""
+    kw = dict(opt="adam", steps=4, rows=12, row_dtype=torch.bfloat16)
+    ((single_losses, single_rows),) = ok(w.run_ranks(w.train, 1, tmp_path / "one", **kw))
+    two = ok(w.run_ranks(w.train, 2, tmp_path / "two", **kw, pool_on_owner=pool_on_owner))
+    torch.testing.assert_close(two[0][0], single_losses, rtol=1e-2, atol=1e-3)
+    rank0, rank1 = two[0][1], two[1][1]
+    assert rank0 and rank1 and not set(rank0) & set(rank1)
+    assert_same_rows(single_rows, rank0 | rank1, atol=1e-2)
+
+
 @pytest.mark.parametrize("pool_on_owner", [None, True])
 def test_device_tables_shard_as_host_tables(tmp_path, pool_on_owner):
     """Tables on a device ("cpu" here: the torch twin a GPU runs without kernels) sharded over 2

@@ -143,9 +143,18 @@ void init_table(nb::module_& m) {
       .def_rw("stddev", &Initializer::stddev);
 
   nb::class_<HashTable>(m, "HashTable", "Dynamic hash table: int64 ID (+ 16-bit tag) -> embedding row.")
-      .def(nb::init<int64_t, Initializer, int64_t, int64_t>(), nb::arg("dim"), nb::arg("init"),
-           nb::arg("admit_count") = 1, nb::arg("block_rows") = 8192)
+      .def(
+          "__init__",
+          [](HashTable* t, int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows,
+             const std::string& dtype) {
+            new (t) HashTable(dim, init, admit_count, block_rows, parse_row_type(dtype));
+          },
+          nb::arg("dim"), nb::arg("init"), nb::arg("admit_count") = 1, nb::arg("block_rows") = 8192,
+          nb::arg("dtype") = "float32", "dtype: how rows are stored: float32, bfloat16 or float16.")
       .def_prop_ro("dim", &HashTable::dim)
+      .def_prop_ro("dtype", [](const HashTable& t) { return std::string(row_type_name(t.row_type())); })
+      .def_prop_rw("stochastic_rounding", &HashTable::stochastic_rounding, &HashTable::set_stochastic_rounding,
+                   "bfloat16 rows: optimizer updates round stochastically (else to nearest even).")
       .def("__len__", &HashTable::size)
       .def("set_tag_seed", &HashTable::set_tag_seed, nb::arg("tag"), nb::arg("seed"))
       .def("add_slot", &HashTable::add_slot, nb::arg("name"), nb::arg("width"), nb::arg("init"),

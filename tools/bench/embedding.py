@@ -8,7 +8,9 @@
    and `torch.randn` rows).
 3. Forward pooled lookup on the Zipf workload of tools/bench/workloads.py (8 features, bags of
    10-30 IDs, batch 4096, 1M IDs per feature) vs 8 `nn.EmbeddingBag` forwards on static tables.
-Also prints memory per row against the raw embedding bytes.
+Also prints memory per row against the raw embedding bytes, and per row dtype: a `--rows` table
+of D=64 rows with a RowWiseAdagrad slot stored as float32, bfloat16 and float16 (`memory_bytes()`:
+rows, slot, metadata, ID map), with the hit lookup of a bfloat16 table beside the float32 one.
 """
 
 from __future__ import annotations
@@ -27,12 +29,33 @@ from recis.embedding import EmbeddingEngine, EmbeddingSpec, HashTable, Initializ
 D = 64
 
 
-def hit_lookup(rows: int, batch_keys: int, run: dict) -> list:
-    print(f"building a {rows:,}-row table ...", flush=True)
-    table = HashTable(D, Initializer.uniform(-0.05, 0.05), block_rows=65536)
-    keys = torch.randint(-(2**63), 2**63 - 1, (rows,))
+def filled(keys: torch.Tensor, dtype: torch.dtype = torch.float32) -> HashTable:
+    table = HashTable(D, Initializer.uniform(-0.05, 0.05), block_rows=65536, dtype=dtype)
     for chunk in keys.split(1 << 20):
         table.lookup(chunk, step=0)
+    return table
+
+
+def row_memory(keys: torch.Tensor) -> None:
+    """memory_bytes() per row of a RowWiseAdagrad table (D=64, one float of slot) per row dtype."""
+    per_row = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        table = filled(keys, dtype)
+        table.add_slot("rowwise_adagrad.sum", 1)
+        per_row[dtype] = table.memory_bytes() / len(table)
+        del table
+    base = per_row[torch.float32]
+    print(f"\nmemory per row, {len(keys):,} rows, D=64, RowWiseAdagrad (rows + slot + metadata + ID map):")
+    for dtype, b in per_row.items():
+        print(f"  {str(dtype).removeprefix('torch.'):9s} {b:6.1f} bytes  {b / base:.3f}x float32")
+
+
+def hit_lookup(rows: int, batch_keys: int, run: dict) -> list:
+    print(f"building a {rows:,}-row table ...", flush=True)
+    keys = torch.randint(-(2**63), 2**63 - 1, (rows,))
+    row_memory(keys)
+    table = filled(keys)
+    half = filled(keys, torch.bfloat16)
     dense = torch.empty(rows, D).uniform_(-0.05, 0.05)
     g = torch.Generator().manual_seed(0)
     queries = [keys[torch.randint(0, rows, (batch_keys,), generator=g)].unique() for _ in range(8)]
@@ -43,13 +66,16 @@ def hit_lookup(rows: int, batch_keys: int, run: dict) -> list:
         state["i"] = (state["i"] + 1) % 8
         table.lookup(queries[state["i"]], step=1)
 
+    def ours_bf16() -> None:
+        half.lookup(queries[state["i"]], step=1)
+
     def ceiling() -> None:
         dense.index_select(0, positions[state["i"]])
 
     results = compare(
         f"hit lookup+gather D=64, {rows // 10**6}M rows",
         ("index_select ceiling", ceiling),
-        [("recis lookup", ours)],
+        [("recis lookup", ours), ("recis lookup, bfloat16 rows", ours_bf16)],
         items=batch_keys,
         unit="keys",
         **run,

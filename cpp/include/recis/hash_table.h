@@ -1,5 +1,6 @@
 // HashTable: a key (int64 feature ID plus a 16-bit tag naming the logical table, for merged
-// tables) -> a row of float32 embeddings with optimizer slots and metadata beside it.
+// tables) -> a row of embeddings (float32, bfloat16 or float16: recis/row_type.h) with float32
+// optimizer slots and metadata beside it.
 //
 // The ID map is open addressing with linear probing over 16-byte slots that hold the key, so a
 // probe touches one cache line and never the rows. Rows live in fixed-size blocks that never move
@@ -25,6 +26,7 @@
 #include "recis/initializer.h"
 #include "recis/keys.h"
 #include "recis/pooling.h"
+#include "recis/row_type.h"
 
 namespace recis {
 
@@ -65,12 +67,17 @@ class HashTable {
   static constexpr int64_t kMaxWidth = int64_t{1} << 20;  // floats per row: dim, slot widths, block rows
 
   // dim: embedding width. admit_count: a key gets a row once seen this many times (1: at once);
-  // counting happens in a side map and allocates no row. block_rows: rows per block.
-  HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows);
+  // counting happens in a side map and allocates no row. block_rows: rows per block. type: how
+  // rows are stored (every read widens them to float32, every write rounds them to nearest).
+  HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows, RowType type = RowType::kF32);
 
-  int64_t dim() const { return dim_; }  // fixed at construction: no lock
-  int64_t size() const;                 // live rows
-  int64_t row_capacity() const;         // rows ever allocated: every live row is below it
+  int64_t dim() const { return dim_; }        // fixed at construction: no lock
+  RowType row_type() const { return type_; }  // fixed at construction: no lock
+  // bfloat16 rows only: optimizer updates round stochastically instead of to nearest.
+  void set_stochastic_rounding(bool on);
+  bool stochastic_rounding() const;
+  int64_t size() const;          // live rows
+  int64_t row_capacity() const;  // rows ever allocated: every live row is below it
 
   // Seed for the rows of logical table `tag` (merged tables: one tag per logical table).
   void set_tag_seed(int tag, uint64_t seed);
@@ -138,9 +145,12 @@ class HashTable {
   class RowAccess {
    public:
     int64_t dim() const { return t_->dim_; }
+    RowType row_type() const { return t_->type_; }
+    bool stochastic_rounding() const { return t_->stochastic_; }
     int num_slots() const { return static_cast<int>(t_->slots_.size()); }
     int64_t slot_width(int s) const { return t_->slots_[static_cast<size_t>(s)].width; }
-    float* embedding(int64_t r) const { return t_->row(r); }  // blocks never move: valid until evicted
+    // Row r's dim stored elements (of row_type()): blocks never move, valid until evicted.
+    void* embedding(int64_t r) const { return t_->row(r); }
     float* slot(int s, int64_t r) const { return t_->slot_row(s, r); }
     // Throws std::invalid_argument naming `op` unless every row is -1 or a live row.
     void check_rows(const int64_t* rows, int64_t n, const char* op) const { t_->check_rows(rows, n, op); }
@@ -177,13 +187,28 @@ class HashTable {
   };
 
   // Everything below runs with mutex_ held by the public method that called it.
-  static Block new_block(int64_t floats) {
-    return Block(static_cast<float*>(huge_alloc(static_cast<size_t>(floats) * 4)));
+  static Block new_block(int64_t bytes) {
+    return Block(static_cast<float*>(huge_alloc(static_cast<size_t>((bytes + 3) / 4) * 4)));
   }
   float* ptr(const std::vector<Block>& blocks, int64_t r, int64_t width) const {
     return blocks[static_cast<size_t>(r >> block_shift_)].get() + (r & block_mask_) * width;
   }
-  float* row(int64_t r) const { return ptr(emb_, r, dim_); }
+  // Row r's stored elements.
+  void* row(int64_t r) const {
+    auto* block = reinterpret_cast<unsigned char*>(emb_[static_cast<size_t>(r >> block_shift_)].get());
+    return block + (r & block_mask_) * row_bytes_;
+  }
+  // The blocks as arrays of T (the stored element type), for pooling straight from them.
+  template <typename T>
+  std::vector<const T*> typed_blocks() const {
+    std::vector<const T*> blocks;
+    blocks.reserve(emb_.size());
+    for (const Block& b : emb_) blocks.push_back(reinterpret_cast<const T*>(b.get()));
+    return blocks;
+  }
+  // Pools through pooled_forward_rows over the stored element type (the lock is held).
+  void pool_rows(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets, int64_t bags,
+                 const float* weights, const float* scales, float* out, const BagLayout& layout, const char* op) const;
   float* slot_row(int s, int64_t r) const {
     const Slot& sl = slots_[static_cast<size_t>(s)];
     return ptr(sl.blocks, r, sl.width);
@@ -224,6 +249,9 @@ class HashTable {
   void prune_pending(int64_t capacity, EvictPolicy policy);  // keeps at most `capacity` counts
 
   int64_t dim_;
+  RowType type_;
+  int64_t row_bytes_;  // dim_ stored elements
+  bool stochastic_ = false;
   Initializer init_;
   int64_t admit_count_;
   int block_shift_;

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "recis/row_type.h"
+
 namespace recis {
 
 enum class Combiner { kSum, kMean, kSqrtn };
@@ -60,23 +62,32 @@ void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int
                     const char* op = "pooled_forward");
 
 // Where unique row u lives in a table: rows[u] is a table row (-1: the zero row), found in
-// blocks[row >> shift] at (row & mask) * dim.
-struct TableRows {
-  const float* const* blocks;
+// blocks[row >> shift] at (row & mask) * dim. T: the stored element type (float, Bf16, F16).
+template <typename T>
+struct TableRowsOf {
+  const T* const* blocks;
   int shift;
   int64_t mask;
   int64_t dim;
   const int64_t* rows;
-  const float* zero;
-  const float* operator()(int64_t u) const {
+  const T* zero;
+  const T* operator()(int64_t u) const {
     const int64_t r = rows[u];
     return r < 0 ? zero : blocks[r >> shift] + (r & mask) * dim;
   }
   void prefetch_index(int64_t u) const { __builtin_prefetch(rows + u); }  // before operator()(u) reads it
 };
+using TableRows = TableRowsOf<float>;
 
-// Same as pooled_forward, reading the U unique rows straight from a table's blocks (no copy).
-void pooled_forward_rows(const TableRows& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+// Same as pooled_forward, reading the U unique rows straight from a table's blocks (no copy);
+// 16-bit rows are widened to float32 as they are summed.
+void pooled_forward_rows(const TableRowsOf<float>& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+                         const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout = {}, const char* op = "pooled_forward");
+void pooled_forward_rows(const TableRowsOf<Bf16>& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+                         const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout = {}, const char* op = "pooled_forward");
+void pooled_forward_rows(const TableRowsOf<F16>& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
                          const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
                          const BagLayout& layout = {}, const char* op = "pooled_forward");
 

@@ -25,8 +25,8 @@ size_t HashTable::KeyHash::operator()(const std::pair<int64_t, uint16_t>& k) con
   return static_cast<size_t>(mix64(static_cast<uint64_t>(k.first) ^ (static_cast<uint64_t>(k.second) << 48)));
 }
 
-HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows)
-    : dim_(dim), init_(init), admit_count_(admit_count) {
+HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows, RowType type)
+    : dim_(dim), type_(type), row_bytes_(dim * row_type_bytes(type)), init_(init), admit_count_(admit_count) {
   if (dim < 1 || dim > kMaxWidth) throw std::invalid_argument("HashTable: dim must be in [1, 2^20], got " + str(dim));
   if (admit_count < 1) throw std::invalid_argument("HashTable: admit_count must be >= 1, got " + str(admit_count));
   if (block_rows < 1 || block_rows > kMaxWidth || (block_rows & (block_rows - 1)))
@@ -38,6 +38,19 @@ HashTable::HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t
   zero_row_.assign(static_cast<size_t>(dim), 0.0f);
   map_.assign(1024, Entry{0, -1, 0, 0});
   map_mask_ = map_.size() - 1;
+}
+
+void HashTable::set_stochastic_rounding(bool on) {
+  if (on && type_ != RowType::kBf16)
+    throw std::invalid_argument(std::string("HashTable: stochastic rounding is for bfloat16 rows, this table stores ") +
+                                row_type_name(type_));
+  std::lock_guard<std::mutex> lock(mutex_);
+  stochastic_ = on;
+}
+
+bool HashTable::stochastic_rounding() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stochastic_;
 }
 
 int64_t HashTable::size() const {
@@ -82,7 +95,7 @@ int HashTable::add_slot(const std::string& name, int64_t width, float init) {
   Slot s{name, width, init, {}};
   const int64_t block_rows = block_mask_ + 1;
   for (size_t b = 0; b < emb_.size(); ++b) {
-    s.blocks.push_back(new_block(block_rows * width));
+    s.blocks.push_back(new_block(block_rows * width * 4));
     std::fill(s.blocks.back().get(), s.blocks.back().get() + block_rows * width, init);
   }
   slots_.push_back(std::move(s));
@@ -162,8 +175,8 @@ void HashTable::claim_from(size_t slot, const Entry& e) {
 
 void HashTable::add_block() {
   const int64_t block_rows = block_mask_ + 1;
-  emb_.push_back(new_block(block_rows * dim_));
-  for (Slot& s : slots_) s.blocks.push_back(new_block(block_rows * s.width));
+  emb_.push_back(new_block(block_rows * row_bytes_));
+  for (Slot& s : slots_) s.blocks.push_back(new_block(block_rows * s.width * 4));
   // Left uninitialized: no row at or past allocated_rows_ is ever read.
   meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_);
 }
@@ -187,11 +200,17 @@ int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
 
 void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
   parallel_for(static_cast<int64_t>(rows.size()), 256, [&](int64_t begin, int64_t end) {
+    std::vector<float> wide(type_ == RowType::kF32 ? 0 : static_cast<size_t>(dim_));  // 16-bit rows start here
     for (int64_t k = begin; k < end; ++k) {
       const int64_t r = rows[static_cast<size_t>(k)];
       const RowMeta& m = meta_[static_cast<size_t>(r)];
       const uint64_t seed = m.tag < tag_seeds_.size() ? tag_seeds_[m.tag] : 0;
-      init_row(init_, seed, m.id, row(r), dim_);
+      if (type_ == RowType::kF32) {
+        init_row(init_, seed, m.id, static_cast<float*>(row(r)), dim_);
+      } else {
+        init_row(init_, seed, m.id, wide.data(), dim_);
+        store_row(type_, wide.data(), row(r), dim_);
+      }
       for (size_t s = 0; s < slots_.size(); ++s) {
         float* p = slot_row(static_cast<int>(s), r);
         std::fill(p, p + slots_[s].width, slots_[s].init);
@@ -339,9 +358,6 @@ int64_t HashTable::probe_runs(const std::vector<KeyRun>& keys, const std::vector
 void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offsets, int64_t bags, const float* weights,
                           const float* scales, float* out, const BagLayout& layout) {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<const float*> blocks;
-  blocks.reserve(emb_.size());
-  for (const Block& b : emb_) blocks.push_back(b.get());
   const std::vector<int64_t> starts = run_starts(keys);
   // Pieces of 256 bags: probe a piece's keys, then pool it while its rows are still in cache.
   constexpr int64_t kBags = 256;
@@ -356,11 +372,10 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
       missing += probe_runs(keys, starts, v0, m, rows.data());
       for (int64_t k = static_cast<int64_t>(position.size()); k < m; ++k) position.push_back(k);
       for (int64_t k = 0; k <= nb; ++k) local[static_cast<size_t>(k)] = offsets[b0 + k] - v0;
-      const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows.data(), zero_row_.data()};
       BagLayout piece = layout;
       piece.first += b0;
-      pooled_forward_rows(source, m, dim_, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
-                          scales ? scales + b0 : nullptr, out, piece, nullptr);  // positions made here
+      pool_rows(rows.data(), m, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
+                scales ? scales + b0 : nullptr, out, piece, nullptr);  // positions made here
     }
     missed += missing;
   });
@@ -399,15 +414,30 @@ void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* index
     if (rows[u] < -1 || rows[u] >= allocated_rows_)
       throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) +
                                   " is not a row of this table");
-  std::vector<const float*> blocks;
-  blocks.reserve(emb_.size());
-  for (const Block& b : emb_) blocks.push_back(b.get());
-  const TableRows source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero_row_.data()};
-  pooled_forward_rows(source, num_rows, dim_, index, offsets, bags, weights, scales, out, layout, "HashTable.pool");
+  pool_rows(rows, num_rows, index, offsets, bags, weights, scales, out, layout, "HashTable.pool");
+}
+
+void HashTable::pool_rows(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets,
+                          int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout,
+                          const char* op) const {
+  auto pool_as = [&](auto element) {
+    using T = decltype(element);
+    const std::vector<const T*> blocks = typed_blocks<T>();
+    const TableRowsOf<T> source{
+        blocks.data(), block_shift_, block_mask_,
+        dim_,          rows,         reinterpret_cast<const T*>(zero_row_.data())};  // zero bits read 0 in every type
+    pooled_forward_rows(source, num_rows, dim_, index, offsets, bags, weights, scales, out, layout, op);
+  };
+  if (type_ == RowType::kF32)
+    pool_as(float{});
+  else if (type_ == RowType::kBf16)
+    pool_as(Bf16{});
+  else
+    pool_as(F16{});
 }
 
 void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out) {
-  const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
+  const auto bytes = static_cast<size_t>(row_bytes_);
   parallel_for(n, std::max<int64_t>(1, kMinChunk / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ahead = i + kPrefetchAhead < end ? rows[i + kPrefetchAhead] : -1;
@@ -420,9 +450,9 @@ void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, f
         RowMeta& m = meta_[static_cast<size_t>(r)];
         m.step = step;
         m.freq += m.freq != UINT32_MAX;
-        if (out) std::memcpy(out + i * dim_, row(r), bytes);
+        if (out) load_row(type_, row(r), out + i * dim_, dim_);
       } else if (out) {
-        std::memset(out + i * dim_, 0, bytes);
+        std::memset(out + i * dim_, 0, static_cast<size_t>(dim_) * sizeof(float));
       }
     }
   });
@@ -435,15 +465,15 @@ void HashTable::gather(const int64_t* rows, int64_t n, float* out, const char* o
 }
 
 void HashTable::gather_rows(const int64_t* rows, int64_t n, float* out) const {
-  const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
+  const auto bytes = static_cast<size_t>(row_bytes_);
   parallel_for(n, std::max<int64_t>(1, kMinChunk / dim_), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       if (i + kPrefetchAhead < end && rows[i + kPrefetchAhead] >= 0)
         prefetch_lines(row(rows[i + kPrefetchAhead]), bytes);
       if (rows[i] >= 0)
-        std::memcpy(out + i * dim_, row(rows[i]), bytes);
+        load_row(type_, row(rows[i]), out + i * dim_, dim_);
       else
-        std::memset(out + i * dim_, 0, bytes);
+        std::memset(out + i * dim_, 0, static_cast<size_t>(dim_) * sizeof(float));
     }
   });
 }
@@ -599,7 +629,7 @@ std::vector<int64_t> HashTable::assign(const int64_t* ids, const int32_t* tags, 
     RowMeta& m = meta_[static_cast<size_t>(r)];
     m.step = steps[i];
     m.freq = static_cast<uint32_t>(freqs[i]);
-    std::memcpy(row(r), embeddings + i * dim_, static_cast<size_t>(dim_) * sizeof(float));
+    store_row(type_, embeddings + i * dim_, row(r), dim_);
     for (size_t s = 0; s < slots_.size(); ++s) {
       const int64_t w = slots_[s].width;
       float* p = slot_row(static_cast<int>(s), r);
@@ -621,12 +651,10 @@ TableCounters HashTable::counters() const {
 int64_t HashTable::memory_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   const int64_t block_rows = block_mask_ + 1;
-  int64_t width = dim_;
-  for (const Slot& s : slots_) width += s.width;
+  int64_t bytes = row_bytes_ + static_cast<int64_t>(sizeof(RowMeta));
+  for (const Slot& s : slots_) bytes += s.width * static_cast<int64_t>(sizeof(float));
   const int64_t rows = static_cast<int64_t>(emb_.size()) * block_rows;
-  const int64_t meta = static_cast<int64_t>(sizeof(RowMeta));
-  return rows * (width * static_cast<int64_t>(sizeof(float)) + meta) +
-         static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
+  return rows * bytes + static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
          static_cast<int64_t>(pending_.size() * kPendingNodeBytes + pending_.bucket_count() * sizeof(void*) +
                               evicted_log_.capacity() * sizeof(evicted_log_[0]));
 }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "recis/buffer.h"
@@ -74,6 +75,8 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
   constexpr int64_t kAhead = 32;  // rows prefetched ahead, across bags
   const int64_t dim = kDim > 0 ? kDim : dim_rt;
   const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
+  using Stored = std::remove_cv_t<std::remove_pointer_t<decltype(row_of(int64_t{0}))>>;  // float, Bf16 or F16
+  const size_t stored_bytes = static_cast<size_t>(dim) * sizeof(Stored);
   const int64_t last = offsets[end];
   // Fixed widths sum into a local row (it stays in L1), written to out once per bag.
   float local[kDim > 0 ? kDim : 1];
@@ -82,14 +85,14 @@ RECIS_VECTOR_CLONES void pool_bags(RowOf row_of, int64_t dim_rt, const int64_t* 
     std::memset(o, 0, row_bytes);
     for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
       if (j + 2 * kAhead < last) row_of.prefetch_index(inverse[j + 2 * kAhead]);
-      if (j + kAhead < last) prefetch_lines(row_of(inverse[j + kAhead]), row_bytes);
-      const float* __restrict e = row_of(inverse[j]);
+      if (j + kAhead < last) prefetch_lines(row_of(inverse[j + kAhead]), stored_bytes);
+      const auto* __restrict e = row_of(inverse[j]);  // float, or 16-bit rows widened as summed
       if (!weights) {
-        for (int64_t d = 0; d < dim; ++d) o[d] += e[d];
+        for (int64_t d = 0; d < dim; ++d) o[d] += to_f32(e[d]);
         continue;
       }
       const float w = weights[j];
-      for (int64_t d = 0; d < dim; ++d) o[d] += w * e[d];
+      for (int64_t d = 0; d < dim; ++d) o[d] += w * to_f32(e[d]);
     }
     if (scales && scales[b] != 1.0f)
       for (int64_t d = 0; d < dim; ++d) o[d] *= scales[b];
@@ -179,7 +182,19 @@ void pooled_forward(const float* emb, int64_t num_unique, int64_t dim, const int
   pool_all(Dense{emb, dim}, num_unique, dim, inverse, offsets, bags, weights, scales, out, layout, op);
 }
 
-void pooled_forward_rows(const TableRows& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+void pooled_forward_rows(const TableRowsOf<float>& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+                         const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout, const char* op) {
+  pool_all(rows, num_unique, dim, inverse, offsets, bags, weights, scales, out, layout, op);
+}
+
+void pooled_forward_rows(const TableRowsOf<Bf16>& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
+                         const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
+                         const BagLayout& layout, const char* op) {
+  pool_all(rows, num_unique, dim, inverse, offsets, bags, weights, scales, out, layout, op);
+}
+
+void pooled_forward_rows(const TableRowsOf<F16>& rows, int64_t num_unique, int64_t dim, const int64_t* inverse,
                          const int64_t* offsets, int64_t bags, const float* weights, const float* scales, float* out,
                          const BagLayout& layout, const char* op) {
   pool_all(rows, num_unique, dim, inverse, offsets, bags, weights, scales, out, layout, op);

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "recis/huge_pages.h"
+#include "recis/keys.h"
 #include "recis/parallel.h"
 
 namespace recis {
@@ -75,7 +76,7 @@ RowUpdater::RowUpdater(const HashTable::RowAccess& rows, const OptConfig& c, con
 
 void RowUpdater::prefetch(int64_t r) const {
   const size_t bytes = static_cast<size_t>(dim_) * sizeof(float);
-  prefetch_lines(rows_.embedding(r), bytes, true);
+  prefetch_lines(rows_.embedding(r), static_cast<size_t>(dim_ * row_type_bytes(rows_.row_type())), true);
   if (s0_ >= 0) prefetch_lines(rows_.slot(s0_, r), static_cast<size_t>(rows_.slot_width(s0_)) * sizeof(float), true);
   if (s1_ >= 0) prefetch_lines(rows_.slot(s1_, r), bytes, true);
 }
@@ -176,8 +177,24 @@ RECIS_VECTOR_CLONES void update_row(const OptConfig& c_, float step_size, float 
 }  // namespace
 
 void RowUpdater::apply(int64_t r, const float* g) const {
-  update_row(c_, step_size_, sqrt_bias2_, decay_, dim_, rows_.embedding(r), s0_ >= 0 ? rows_.slot(s0_, r) : nullptr,
-             s1_ >= 0 ? rows_.slot(s1_, r) : nullptr, g);
+  float* s0 = s0_ >= 0 ? rows_.slot(s0_, r) : nullptr;
+  float* s1 = s1_ >= 0 ? rows_.slot(s1_, r) : nullptr;
+  const RowType type = rows_.row_type();
+  if (type == RowType::kF32) {
+    update_row(c_, step_size_, sqrt_bias2_, decay_, dim_, static_cast<float*>(rows_.embedding(r)), s0, s1, g);
+    return;
+  }
+  // 16-bit rows: widened, updated in float32, rounded back (stochastically: the bits drawn from
+  // the row and the step, so a run repeats exactly).
+  thread_local std::vector<float> wide;
+  wide.resize(static_cast<size_t>(dim_));
+  load_row(type, rows_.embedding(r), wide.data(), dim_);
+  update_row(c_, step_size_, sqrt_bias2_, decay_, dim_, wide.data(), s0, s1, g);
+  const uint64_t seed =
+      rows_.stochastic_rounding()
+          ? mix64(static_cast<uint64_t>(r) * 0x9E3779B97F4A7C15ULL ^ static_cast<uint64_t>(c_.step)) | 1
+          : 0;
+  store_row(type, wide.data(), rows_.embedding(r), dim_, seed);
 }
 
 void sparse_update(HashTable& t, const OptConfig& c, const std::vector<int>& slots, const int64_t* rows, int64_t n,

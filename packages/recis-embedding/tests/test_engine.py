@@ -151,7 +151,7 @@ def test_bad_batches(make, error, message):
         (EmbeddingSpec(0), "dim must be >= 1, got 0"),
         (EmbeddingSpec(4, combiner="tile"), "'tile' needs max_len"),
         (EmbeddingSpec(4, combiner="max"), "unknown combiner 'max'"),  # type: ignore[arg-type]
-        (EmbeddingSpec(4, dtype=torch.float16), "only float32"),
+        (EmbeddingSpec(4, dtype=torch.float64), "dtype must be float32, bfloat16 or float16"),
     ],
 )
 def test_bad_specs(spec, message):

@@ -45,7 +45,10 @@ class EmbeddingSpec:
         initializer: how new rows are filled.
         min_count: frequency admission: an ID gets a row after this many sightings.
         eviction: what `EmbeddingEngine.evict()` drops.
-        dtype: row storage type; float32 (bf16/fp16 storage is planned).
+        dtype: row storage type: torch.float32, or torch.bfloat16 / torch.float16 (host tables):
+            half the row bytes; lookups return float32 and updates are computed in float32.
+        rounding: how updated 16-bit rows are rounded: "nearest" (even), or "stochastic"
+            (bfloat16; keeps updates smaller than half a bf16 step on average).
         seed: base seed of the table's initializer.
         device: where the table lives. None (default): host memory, in the core's C++ `HashTable`.
             A torch device ("cuda", "cuda:1", ...): ID map, rows, slots and metadata stay there
@@ -66,6 +69,7 @@ class EmbeddingSpec:
     min_count: int = 1
     eviction: Eviction | None = None
     dtype: torch.dtype = torch.float32
+    rounding: Literal["nearest", "stochastic"] = "nearest"
     seed: int = 0
     device: str | None = None
 
@@ -74,7 +78,9 @@ class EmbeddingSpec:
 
     def table_settings(self) -> tuple:
         """What must match for two logical tables to share one physical table."""
-        return (self.dim, self.initializer, self.min_count, self.eviction, self.dtype, self.seed, self.device)
+        return (
+            self.dim, self.initializer, self.min_count, self.eviction, self.dtype, self.rounding, self.seed, self.device
+        )  # fmt: skip
 
     def merge_key(self, table: str) -> tuple:
         """Physical-table key: the settings, plus the table name when a capacity is set (a capacity
@@ -152,7 +158,11 @@ class EmbeddingEngine(nn.Module):
             group = by_settings.get(spec.merge_key(table))
             if group is None:
                 settings = (spec.dim, spec.initializer, spec.min_count, spec.eviction, spec.seed)
-                physical = HashTable(*settings) if spec.device is None else DeviceTable(*settings, device=spec.device)
+                physical = (
+                    HashTable(*settings, dtype=spec.dtype, rounding=spec.rounding)
+                    if spec.device is None
+                    else DeviceTable(*settings, device=spec.device)
+                )
                 group = by_settings[spec.merge_key(table)] = _Group(physical, [], [])
                 self.groups.append(group)
             group.features.append(name)
@@ -674,7 +684,14 @@ def _check_spec(name: str, spec: EmbeddingSpec) -> None:
         raise ValueError(f"EmbeddingSpec for {name!r}: combiner 'tile' needs max_len")
     if spec.max_len is not None and spec.max_len < 0:
         raise ValueError(f"EmbeddingSpec for {name!r}: max_len must be >= 0, got {spec.max_len}")
-    if spec.dtype != torch.float32:
-        raise ValueError(f"EmbeddingSpec for {name!r}: only float32 rows are supported so far, got {spec.dtype}")
+    if spec.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"EmbeddingSpec for {name!r}: dtype must be float32, bfloat16 or float16, got {spec.dtype}")
+    if spec.device is not None and spec.dtype != torch.float32:
+        raise ValueError(
+            f"EmbeddingSpec for {name!r}: tables on a device store float32 rows; {spec.dtype} is for host tables"
+        )
+    stochastic_ok = spec.rounding == "nearest" or (spec.rounding == "stochastic" and spec.dtype == torch.bfloat16)
+    if not stochastic_ok:
+        raise ValueError(f"EmbeddingSpec for {name!r}: rounding must be 'nearest', or 'stochastic' with bfloat16 rows")
     if spec.min_count < 1:
         raise ValueError(f"EmbeddingSpec for {name!r}: min_count must be >= 1, got {spec.min_count}")

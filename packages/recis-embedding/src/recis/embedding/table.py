@@ -138,8 +138,11 @@ def stable_seed(seed: int, name: str) -> int:
     return (seed * 0x9E3779B97F4A7C15 + zlib.crc32(name.encode())) % 2**64
 
 
+ROW_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
 class HashTable:
-    """A dynamic embedding table of `dim`-wide float32 rows keyed by int64 ID.
+    """A dynamic embedding table of `dim`-wide rows keyed by int64 ID.
 
     Args:
         dim: embedding width.
@@ -151,6 +154,12 @@ class HashTable:
         eviction: what `evict(step)` drops; None keeps every row.
         seed: base seed; logical table `name` uses `stable_seed(seed, name)`.
         block_rows: rows per memory block (a power of two).
+        dtype: how rows are stored: torch.float32, or torch.bfloat16 / torch.float16 for half the
+            bytes. Lookups and pooling return float32; optimizers update in float32 and round the
+            row back to nearest even, or with `rounding="stochastic"` (bfloat16 only) up or down
+            with the probability of the fraction cut off, so updates smaller than half a bf16 step
+            are not lost on average. Optimizer slots stay float32.
+        rounding: "nearest" or "stochastic" (see dtype).
 
     Example:
         >>> t = HashTable(dim=4, initializer=Initializer.uniform(-1, 1))
@@ -167,13 +176,21 @@ class HashTable:
         eviction: Eviction | None = None,
         seed: int = 0,
         block_rows: int = 8192,
+        dtype: torch.dtype = torch.float32,
+        rounding: str = "nearest",
     ):
         check_sizes("HashTable", dim, min_count, block_rows)
+        if dtype not in ROW_DTYPES:
+            raise ValueError(f"HashTable: dtype must be float32, bfloat16 or float16, got {dtype}")
+        if not (rounding == "nearest" or (rounding == "stochastic" and dtype == torch.bfloat16)):
+            raise ValueError(f"HashTable: rounding must be 'nearest', or 'stochastic' for bfloat16, got {rounding!r}")
         self.initializer = initializer
         self.eviction = eviction
         self.seed = seed
         self.min_count = min_count
-        self._c = kernels.embedding.HashTable(dim, initializer.native(), min_count, block_rows)
+        self.dtype, self.rounding = dtype, rounding
+        self._c = kernels.embedding.HashTable(dim, initializer.native(), min_count, block_rows, ROW_DTYPES[dtype])
+        self._c.stochastic_rounding = rounding == "stochastic"
         self._c.set_tag_seed(0, seed % 2**64)  # until logical tables are named
         self.tag_names: list[str] = []
         # Set by a fused sparse optimizer: takes the output gradient of a pooled lookup
@@ -332,7 +349,7 @@ class HashTable:
         as `state_dict()` does: savers walk `range(0, row_capacity, chunk)` to stream a big table
         without copying it whole, and `min_step` selects the rows touched since a save (deltas)."""
         e = self._c.export(begin, 2**63 - 1 if end is None else end, -(2**63) if min_step is None else min_step)
-        out = {k: e[k] for k in ("ids", "tags", "steps", "freqs", "embeddings")}
+        out = {k: e[k] for k in ("ids", "tags", "steps", "freqs")} | {"embeddings": e["embeddings"].to(self.dtype)}
         return out | {f"slot.{name}": t for name, t in e["slots"].items()}
 
     @property

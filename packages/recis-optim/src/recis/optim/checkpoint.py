@@ -339,7 +339,7 @@ class Saver:
             slots = dict(zip(t.table.slot_names(), checkpoint_load.slot_widths(t.table), strict=True))
             index["tables"][t.name] = {
                 "dim": t.table.dim,
-                "dtype": "float32",
+                "dtype": str(row_dtype(t.table)).removeprefix("torch."),
                 "initializer": vars(t.table.initializer) | {"seed": t.table.seed},
                 "logical_tables": t.logical,
                 "optimizer": None if opt is None else type(opt).__name__,
@@ -383,7 +383,7 @@ class Saver:
                 continue
             rows, at = min(self.chunk_rows, t.table.row_capacity - begin), begin + offsets.get(t.name, 0)
             planned += [(f"{t.name}/{at}/{k}", _META_DTYPES[k], (rows,)) for k in _META]
-            planned += [(f"{t.name}/{at}/embeddings", torch.float32, (rows, t.table.dim))]
+            planned += [(f"{t.name}/{at}/embeddings", row_dtype(t.table), (rows, t.table.dim))]
             planned += [(f"{t.name}/{at}/slot.{s}", torch.float32, (rows, w)) for s, w in info.items()]
         writer = ShardWriter(path, planned, {"format": "pt", "producer": f"recis.checkpoint v{FORMAT_VERSION}"})
         tensors: dict[str, Any] = {}
@@ -699,3 +699,8 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def row_dtype(table: Table) -> torch.dtype:
+    """How `table` stores its rows, as its checkpoint chunks hold them (device tables: float32)."""
+    return getattr(table, "dtype", torch.float32)

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 2
 _META = ("ids", "tags", "steps", "freqs", "embeddings")
-_DTYPES = {"ids": "int64", "tags": "int32", "steps": "int64", "freqs": "int64"}  # the rest: float32
+_DTYPES = {"ids": "int64", "tags": "int32", "steps": "int64", "freqs": "int64"}  # slots: float32
+_ROW_DTYPES = ("float32", "bfloat16", "float16")  # embeddings: as the index's table entry says
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "I64": "int64", "I32": "int32"}
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain name inside the checkpoint directory
 _STEP_NAME = re.compile(r"step-\d+")
 
@@ -202,11 +204,11 @@ class Loader:
                     table=name,
                 )
             target, new_tag = self.targets[want]
-            if entry["dim"] != target.table.dim or entry["dtype"] != "float32":
+            if entry["dim"] != target.table.dim or entry["dtype"] not in _ROW_DTYPES:
                 raise fail(
                     cp,
                     f"rows are {entry['dtype']} of dim {entry['dim']}, the model's table {target.name!r} "
-                    f"holds float32 of dim {target.table.dim}",
+                    f"holds rows of dim {target.table.dim} (float32, bfloat16 or float16: loads convert)",
                     table=name,
                 )
             if self.optimizer:
@@ -251,8 +253,9 @@ class Loader:
         if header is None:
             raise fail(cp, f"tensor {tensor!r} is in a file the index does not list", info["file"], table)
         entry = header.get(tensor)
-        dtype = {"F32": "float32", "I64": "int64", "I32": "int32"}.get(entry["dtype"]) if entry else None
-        want = _DTYPES.get(tensor.rsplit("/", 1)[1], "float32")
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"]) if entry else None
+        field = tensor.rsplit("/", 1)[1]
+        want = self.indexes[i]["tables"][table]["dtype"] if field == "embeddings" else _DTYPES.get(field, "float32")
         if entry is None or dtype != want or entry["shape"] != shape or info["dtype"] != want or info["shape"] != shape:
             raise fail(
                 cp,

@@ -20,7 +20,7 @@ import torch
 import xxhash
 from torch import Tensor
 
-DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32"}
+DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64", torch.int32: "I32"}
 _TORCH = {v: k for k, v in DTYPES.items()}
 _MAX_HEADER = 100 << 20  # the limit `safetensors` itself enforces
 

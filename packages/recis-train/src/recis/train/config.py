@@ -139,6 +139,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:  # type
     return data
 
 
+ROW_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def embedding_specs(sec: Section, device: str = "cpu") -> dict[str, EmbeddingSpec]:
     """The `[embeddings.<feature>]` tables; `device` (train.device) is where their tables live
     unless a table says `device = "host"` (the core's host table) or another device."""
@@ -160,6 +163,8 @@ def embedding_specs(sec: Section, device: str = "cpu") -> dict[str, EmbeddingSpe
                 initializer=Initializer.truncated_normal(0.0, float(init_std)),
                 min_count=s.get("min_count", int, 1),
                 eviction=Eviction(evict_age, capacity, policy) if evict_age or capacity is not None else None,
+                dtype=ROW_DTYPES[s.get("dtype", ("oneof", *ROW_DTYPES), "float32")],
+                rounding=s.get("rounding", ("oneof", "nearest", "stochastic"), "nearest"),
                 seed=s.get("seed", int, 0),
                 device=_table_device(s.get("device", str, "host" if device == "cpu" else device)),
             )

@@ -124,24 +124,33 @@ def generate(
 
 
 def config(
-    data_dir: str, run_dir: str, epochs: int = 1, batch_size: int = 512, device: str = "cpu", compile: bool = False
+    data_dir: str,
+    run_dir: str,
+    epochs: int = 1,
+    batch_size: int = 512,
+    device: str = "cpu",
+    compile: bool = False,
+    row_dtype: str = "float32",
 ) -> dict[str, Any]:
     """The demo's run config (what an equivalent TOML file would hold); `device` holds the model
-    and, off the CPU, the embedding tables too (`train.device`); `compile`: `train.compile`."""
-    seq = {"combiner": "none", "max_len": 30}
+    and, off the CPU, the embedding tables too (`train.device`); `compile`: `train.compile`;
+    `row_dtype`: how the tables store rows (`embeddings.<f>.dtype`)."""
+    seq: dict[str, Any] = {"combiner": "none", "max_len": 30}
+    tables: dict[str, dict[str, Any]] = {
+        "user_id": {},
+        "item_id": {"table": "item"},
+        "category_id": {"table": "category"},
+        "hist_item_ids": {"table": "item", **seq},
+        "hist_category_ids": {"table": "category", **seq},
+    }
+    rows = {"dtype": row_dtype} if row_dtype != "float32" else {}
     return {
         "output_dir": run_dir,
         "data": {
             "train": f"{data_dir}/train", "eval": f"{data_dir}/test", "batch_size": batch_size, "shuffle": True,
             "columns": ["user_id", "item_id", "category_id", "hist_item_ids", "hist_category_ids", "label"],
         },
-        "embeddings": {
-            "user_id": {"dim": 16},
-            "item_id": {"dim": 16, "table": "item"},
-            "category_id": {"dim": 16, "table": "category"},
-            "hist_item_ids": {"dim": 16, "table": "item", **seq},
-            "hist_category_ids": {"dim": 16, "table": "category", **seq},
-        },
+        "embeddings": {name: {"dim": 16, **extra, **rows} for name, extra in tables.items()},
         "model": {"type": "din", "sequences": {"hist_item_ids": "item_id", "hist_category_ids": "category_id"},
                   "hidden": [128, 64], "attention_hidden": [32]},
         "objectives": [{"label": "label"}],
@@ -160,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="regenerate the data and start the run over")
     parser.add_argument("--device", default="cpu", help="where the model and its tables train, e.g. cuda")
     parser.add_argument("--compile", action="store_true", help="torch.compile the dense part (train.compile)")
+    parser.add_argument("--row-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="how the embedding tables store rows")  # fmt: skip
     args = parser.parse_args(argv)
     from .cli import run_config
 
@@ -176,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     shutil.rmtree(run, ignore_errors=True)  # the demo always trains from scratch
-    result = run_config(config(str(data), str(run), args.epochs, device=args.device, compile=args.compile))["model"]
+    settings = {"device": args.device, "compile": args.compile, "row_dtype": args.row_dtype}
+    result = run_config(config(str(data), str(run), args.epochs, **settings))["model"]
     auc = result["eval"].get("label.auc", math.nan)
     gauc, oracle = result["eval"].get("label.gauc", math.nan), meta["oracle_auc"]
     print(f"\ntest AUC {auc:.4f} (GAUC {gauc:.4f}); the true click probabilities reach {oracle:.4f} "
