@@ -193,3 +193,26 @@ def test_metrics_file_is_strict_json_and_plots_leave_the_backend_alone(data_file
     train = [r for r in records if r["kind"] == "train"]
     assert train[0]["samples_per_s"] is None  # no rate at the first record yet: null, not NaN
     assert all(isinstance(r["loss"], float) for r in train)
+
+
+def test_resuming_a_finished_run_with_more_epochs_trains_on(data_file, tmp_path, caplog):
+    def fit(epochs):
+        model = make_din()
+        reader = ColumnReader(data_file, COLUMNS, batch_size=16, shuffle=True, shuffle_window=64, seed=3)
+        cfg = TrainerConfig(objectives=[Objective("click")], epochs=epochs, output_dir=str(tmp_path), log_every=1,
+                            progress=False, resume="latest")  # fmt: skip
+        return Trainer(model, reader, reader, *optimizers(model), cfg).fit()
+
+    def records(kind):
+        lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+    assert fit(1)["steps"] == 16 and len(records("eval")) == 1
+    with caplog.at_level("INFO", logger="recis.train"):
+        summary = fit(1)  # finished, and asked for nothing more
+    assert summary["steps"] == 16 and summary["stop_reason"] == "nothing to train"
+    assert "nothing to train: the run finished its stages at step 16" in caplog.text
+    assert len(records("eval")) == 1  # no second record of the same evaluation
+    summary = fit(3)  # two more epochs
+    assert summary["steps"] == 48 and summary["stop_reason"] == "done" and len(records("eval")) == 2
+    assert [r["step"] for r in records("train")] == list(range(1, 49))  # epochs 2 and 3 continued the count

@@ -29,11 +29,14 @@ class RunState:
     window: str | None = None  # online: the window being trained
     window_done: str | None = None  # online: the last window finished
     window_evaluated: bool = False  # online: `window` was scored before training on it
+    finished_epochs: int = 0  # the last finished stage's passes and steps (a resume with more
+    finished_steps: int = 0  # epochs or steps continues it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> RunState:
-        """The fields of a saved state (keys beyond them, e.g. the RNG state, are ignored)."""
-        return cls(**{f.name: state[f.name] for f in fields(cls)})
+        """The fields of a saved state (keys beyond them, e.g. the RNG state, are ignored; fields
+        it lacks keep their defaults)."""
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})

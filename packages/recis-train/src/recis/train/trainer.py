@@ -9,6 +9,7 @@ computes the same losses as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
@@ -33,6 +34,9 @@ from .run_state import RunState
 from .stages import OnlineData, Stage, StepTimer, TrainerConfig, batches_per_pass, make_schedule
 
 Batch = dict[str, Any]
+
+
+log = logging.getLogger("recis.train")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -211,10 +215,11 @@ class Trainer:
             NonFiniteLossError: the loss became NaN/inf; the message names the step and the last checkpoint.
         """
         cfg = self.config
-        if cfg.resume:
-            self.resume(cfg.resume)
-        elif cfg.seed is not None:
+        resumed = self.resume(cfg.resume) if cfg.resume else False
+        if not cfg.resume and cfg.seed is not None:
             torch.manual_seed(cfg.seed)
+        if resumed:
+            self._extend_finished_stage()
         self.timing = StepTimer()
         start_step, t0 = self.run.step, time.perf_counter()
         self._start_samples = self.run.samples
@@ -233,6 +238,7 @@ class Trainer:
                 if self.should_stop:
                     break
                 run = self.run
+                run.finished_epochs, run.finished_steps = run.epoch, run.stage_step
                 run.stage_index, run.stage_step, run.epoch, run.position = run.stage_index + 1, 0, 0, None
             if cfg.checkpoint_at_end and self.run.step > start_step:
                 self.save_checkpoint()
@@ -243,8 +249,33 @@ class Trainer:
                 self.checkpointer.close()  # the directory's writer lock goes with the run
         return self._finish(start_step, time.perf_counter() - t0)
 
+    def _extend_finished_stage(self) -> None:
+        """After resuming a finished run: reopens its last stage when it now asks for more epochs or
+        steps than it ran (the next pass starts at the data's beginning); otherwise says there is
+        nothing to train."""
+        run, last = self.run, self.stages[-1] if self.stages else None
+        if run.stage_index < len(self.stages) or last is None or isinstance(last.data or self.train_data, OnlineData):
+            return
+        more_steps = last.steps is not None and last.steps > run.finished_steps
+        more_epochs = last.steps is None and (last.epochs or 1) > run.finished_epochs
+        if more_steps or more_epochs:
+            run.stage_index, run.epoch, run.stage_step, run.position = (
+                len(self.stages) - 1,
+                run.finished_epochs,
+                run.finished_steps,
+                None,
+            )
+            log.info("resuming finished stage %r at epoch %d, step %d", last.name, run.epoch, run.step)
+            return
+        self.stop_reason = "nothing to train"
+        log.info(
+            "nothing to train: the run finished its stages at step %d (stage %r: %d epochs, %d steps); raise "
+            "train.epochs or train.max_steps to train on",
+            run.step, last.name, run.finished_epochs, run.finished_steps,
+        )  # fmt: skip
+
     def _finish(self, start_step: int, seconds: float) -> dict[str, Any]:
-        if self.eval_data is not None and not self.last_eval:
+        if self.eval_data is not None and not self.last_eval and self.stop_reason != "nothing to train":
             self.evaluate()
         trained = self.run.samples - self._start_samples
         if self.ranks.world > 1:  # samples and speed of all ranks together
