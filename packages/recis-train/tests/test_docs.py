@@ -22,6 +22,10 @@ MODULES = [
     "recis.train.models.deepfm",
     "recis.train.models.transformer",
     "recis.train.models.logistic",
+    "recis.train.models.dcn",
+    "recis.train.models.wide_deep",
+    "recis.train.models.mmoe",
+    "recis.train.models.sim",
 ]
 
 

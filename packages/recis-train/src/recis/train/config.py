@@ -24,7 +24,7 @@ from .pipeline import Needs, check_columns
 from .stages import OnlineData, Stage, make_schedule
 from .trainer import TrainerConfig
 
-MODELS = ("din", "deepfm", "transformer", "logistic")
+MODELS = ("din", "sim", "deepfm", "dcn", "wide_deep", "mmoe", "transformer", "logistic")
 
 
 class ConfigError(ValueError):
@@ -216,9 +216,14 @@ def head_widths(items: Any, objs: list[Objective]) -> dict[str, int]:
 def build_model(
     sec: Section, specs: dict[str, EmbeddingSpec], heads: dict[str, int], features: nn.Module | None
 ) -> nn.Module:
-    from .models import DIN, DeepFM, LogisticRegression, TransformerRanker
+    from .models import DIN, SIM, DCNv2, DeepFM, LogisticRegression, MMoE, TransformerRanker, WideDeep
 
-    kind = sec.get("type", ("oneof", *MODELS))
+    kind = sec.get("type", str, what=f"one of {', '.join(map(repr, MODELS))}, or 'package.module:Class'")
+    if kind not in MODELS and ":" not in kind:
+        raise ConfigError(
+            f"config key {sec.key('type')!r}: expected one of {', '.join(map(repr, MODELS))}, or "
+            f"'package.module:Class' (a model of your own), got {kind!r}"
+        )
     dense = sec.get("dense", ("list", str), [])
     common: dict[str, Any] = {
         "features": features,
@@ -237,6 +242,47 @@ def build_model(
                 dropout=float(sec.get("dropout", float, 0.0)),
                 **common,
             )
+        elif kind == "sim":
+            model = SIM(
+                EmbeddingEngine(specs),
+                sec.get("history", str),
+                sec.get("target", str),
+                search=sec.get("search", ("oneof", "category", "similarity"), "category"),
+                category=sec.get("category", ("list", str), None),
+                top_k=sec.get("top_k", int, 50),
+                hidden=sec.get("hidden", ints, [200, 80]),
+                attention_hidden=sec.get("attention_hidden", ints, [64, 32]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        elif kind == "dcn":
+            model = DCNv2(
+                EmbeddingEngine(specs),
+                cross_layers=sec.get("cross_layers", int, 3),
+                rank=sec.get("rank", int, None),
+                hidden=sec.get("hidden", ints, [256, 128]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        elif kind == "wide_deep":
+            model = WideDeep(
+                EmbeddingEngine(specs),
+                sec.get("wide", ("list", str)),
+                hidden=sec.get("hidden", ints, [256, 128]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        elif kind == "mmoe":
+            model = MMoE(
+                EmbeddingEngine(specs),
+                experts=sec.get("experts", int, 4),
+                expert_hidden=sec.get("expert_hidden", ints, [128, 64]),
+                tower=sec.get("tower", ints, [32]),
+                dropout=float(sec.get("dropout", float, 0.0)),
+                **common,
+            )
+        elif ":" in kind:
+            model = custom_model(sec, kind, EmbeddingEngine(specs), common)
         elif kind == "deepfm":
             model = DeepFM(
                 EmbeddingEngine(specs),
@@ -271,9 +317,27 @@ def build_model(
             model = LogisticRegression(EmbeddingEngine(lr_specs), **common)
     except ConfigError:
         raise
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"config key {sec.path!r} (type {kind!r}): {e}") from None
     sec.done()
+    return model
+
+
+def custom_model(sec: Section, kind: str, engine: EmbeddingEngine, common: dict[str, Any]) -> nn.Module:
+    """`model.type = "package.module:Class"`: `Class(engine, features=, dense=, heads=, dense_width=,
+    **the [model] table's other keys)`, which must be an `nn.Module` returning {head: logits}."""
+    import importlib
+
+    module_name, _, attr = kind.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"config key {sec.key('type')!r}: cannot load {kind!r} ({type(e).__name__}: {e})") from None
+    options = {k: v for k, v in sec.data.items() if k not in sec.used}
+    sec.used.update(options)
+    model = cls(engine, **common, **options)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"config key {sec.key('type')!r}: {kind} made a {type(model).__name__}, not an nn.Module")
     return model
 
 
