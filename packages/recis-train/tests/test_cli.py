@@ -231,3 +231,28 @@ def test_final_metrics_show_without_a_bar_and_quiet_shows_none(config_file, caps
     assert captured.out == "" and captured.err == ""
     assert cli.main([str(config_file), "--log-level", "warning", "--set", "train.epochs=3"]) == 0
     assert "click.auc" not in capsys.readouterr().err
+
+
+def test_embedding_name_patterns_and_defaults(tmp_path):
+    n = 64
+    columns = {f"C{i}": torch.randint(0, 50, (n,)).numpy() for i in range(1, 6)}
+    columns |= {"I1": torch.rand(n).numpy(), "label": torch.randint(0, 2, (n,)).numpy()}
+    pq.write_table(pa.table(columns), tmp_path / "train.parquet")
+
+    def specs_of(embeddings, **data):
+        cfg = {
+            "data": {"train": str(tmp_path / "train.parquet"), "batch_size": 16, **data},
+            "embeddings": embeddings,
+            "model": {"type": "dcn", "dense": ["I1"], "hidden": [8]},
+        }
+        return build(cfg).model.embedding.specs
+
+    specs = specs_of({"C*": {"dim": 4, "table": "cat"}, "C2": {"combiner": "mean"}})  # columns read from the file
+    assert list(specs) == ["C2", "C1", "C3", "C4", "C5"]  # label and the dense I1 are not matched
+    assert {s.table for s in specs.values()} == {"cat"} and specs["C2"].combiner == "mean"
+    specs = specs_of({"*": {"dim": 4}, "C[12]": {"dim": 8}}, columns=["C1", "C2", "C3", "I1", "label"])
+    assert {n: s.dim for n, s in specs.items()} == {"C1": 8, "C2": 8, "C3": 4}
+    with pytest.raises(ConfigError, match=r"'embeddings.X\*': the pattern matches none of the columns"):
+        specs_of({"C*": {"dim": 4}, "X*": {"dim": 4}})
+    with pytest.raises(ConfigError, match=r"unknown config keys in \"embeddings.C\* \(for 'C1'\)\": \['dimm'\]"):
+        specs_of({"C*": {"dim": 4, "dimm": 4}})

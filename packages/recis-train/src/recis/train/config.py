@@ -7,9 +7,10 @@ touched. See docs/training.md for the full reference.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,13 +143,45 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:  # type
 ROW_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def embedding_specs(sec: Section, device: str = "cpu") -> dict[str, EmbeddingSpec]:
-    """The `[embeddings.<feature>]` tables; `device` (train.device) is where their tables live
-    unless a table says `device = "host"` (the core's host table) or another device."""
+PATTERN = "*?["  # an [embeddings] key holding one of these is a name pattern (fnmatch)
+
+
+def expand_patterns(sec: Section, candidates: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
+    """`[embeddings]` with name patterns resolved: {feature: (its settings, the key naming them)}.
+
+    A key such as "C*" applies to every candidate (data column or feature) it matches; settings of
+    several matching patterns merge in file order, a feature's own table last. Explicit features
+    come first, in file order, then pattern matches in the candidates' order.
+    """
+    patterns = {k: v for k, v in sec.data.items() if any(c in k for c in PATTERN)}
+    out: dict[str, tuple[dict[str, Any], str]] = {}
+    for key, value in sec.data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {sec.key(key)!r}: expected a table, got {value!r}")
+        if key not in patterns:
+            merged = {k: v for p, t in patterns.items() if fnmatch.fnmatchcase(key, p) for k, v in t.items()}
+            out[key] = (merged | value, sec.key(key))
+    for pattern in patterns:
+        matched = [c for c in candidates if fnmatch.fnmatchcase(c, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"config key {sec.key(pattern)!r}: the pattern matches none of the columns and features {candidates}"
+            )
+        for name in matched:
+            if name not in out:
+                merged = {k: v for p, t in patterns.items() if fnmatch.fnmatchcase(name, p) for k, v in t.items()}
+                out[name] = (merged, f"{sec.key(pattern)} (for {name!r})")
+    sec.used.update(sec.data)
+    return out
+
+
+def embedding_specs(sec: Section, device: str = "cpu", candidates: Sequence[str] = ()) -> dict[str, EmbeddingSpec]:
+    """The `[embeddings.<feature>]` tables (name patterns matched against `candidates`, see
+    `expand_patterns`); `device` (train.device) is where their tables live unless a table says
+    `device = "host"` (the core's host table) or another device."""
     specs = {}
-    for name in list(sec.data):
-        s = sec.section(name)
-        assert s is not None
+    for name, (settings, key) in expand_patterns(sec, list(candidates)).items():
+        s = Section(settings, key)
         combiner = s.get("combiner", ("oneof", "sum", "mean", "sqrtn", "tile", "none"), "sum")
         init_std = s.get("init_std", float, 0.01)
         evict_age, capacity = s.get("max_age", int, None), s.get("capacity", int, None)
@@ -413,6 +446,36 @@ def _reader(paths: Any, data: Section, base: Path, shuffle: bool) -> Any:
         raise ConfigError(f"config key {data.path!r}: {e}") from None
 
 
+def pattern_candidates(
+    config: dict[str, Any], data: Section, features: Any, objs: list[Objective], model_key: str
+) -> list[str]:
+    """What `[embeddings]` name patterns may match: `data.columns` (else the first training file's
+    columns) and the feature engine's outputs, less labels and the model's dense columns."""
+    columns = data.data.get("columns")
+    if columns is None and any(any(c in k for c in PATTERN) for k in config.get("embeddings", {})):
+        train = data.data.get("train")
+        first = train if isinstance(train, str) else (train or [None])[0]
+        columns = _file_columns(first) if first else []
+    names = list(columns or []) + [f.name for f in (features.features if features is not None else [])]
+    model = config.get(model_key, {})
+    skip = {o.label for o in objs} | set(model.get("dense", []) if isinstance(model, dict) else [])
+    return [n for n in dict.fromkeys(names) if n not in skip]
+
+
+def _file_columns(path: str) -> list[str]:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    p = Path(path)
+    files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    if not files:
+        return []
+    try:
+        return list(pq.read_schema(files[0]).names)
+    except Exception as e:  # a damaged or missing file is reported by the reader with its own message
+        where = f"name patterns need the data's columns; reading {files[0]}: {e}"
+        raise ConfigError(f"config key 'embeddings': {where}") from None
+
+
 def data_needs(
     specs: dict[str, EmbeddingSpec], features: Any, model: nn.Module, objs: list[Objective], model_key: str
 ) -> Needs:
@@ -460,8 +523,8 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         torch.device(device)
     except RuntimeError:
         raise ConfigError(f"config key 'train.device': expected a torch device, e.g. 'cuda', got {device!r}") from None
-    specs = embedding_specs(emb, device)
     objs = objectives(root.get("objectives", list, [{"label": "label"}]))
+    specs = embedding_specs(emb, device, pattern_candidates(config, data, features, objs, model_key))
     heads = head_widths(root.data.get("objectives", [{}]), objs)
     seed = train.get("seed", int, 0)
     torch.manual_seed(seed)  # the dense layers start from the same weights in every run (and on every rank)
