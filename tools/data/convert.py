@@ -15,6 +15,7 @@ same second are not each other's history, so no row ever sees its own or a later
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as csv
 import pyarrow.orc as orc
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 
 def criteo(src: Path) -> pa.Table:
@@ -129,15 +131,23 @@ def taobao(src: Path, max_len: int = 50) -> pa.Table:
     return with_history(table, "user_id", "timestamp", hist, max_len)
 
 
-def write(table: pa.Table, out: Path, fmt: str, group_rows: int = 65536) -> None:
-    """Writes one Parquet or ORC file (row groups / stripes of about `group_rows` rows)."""
+def write(table: pa.Table, out: Path, fmt: str, group_rows: int = 65536, progress: bool = False) -> None:
+    """Writes one Parquet or ORC file (row groups / stripes of about `group_rows` rows); with
+    `progress`, a bar over the rows written."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=table.num_rows, desc=f"writing {out.name}", unit="row", unit_scale=True, disable=not progress)
     if fmt == "parquet":
-        pq.write_table(table, out, row_group_size=group_rows, write_page_checksum=True)
+        with pq.ParquetWriter(out, table.schema, write_page_checksum=True) as writer:
+            for start in range(0, table.num_rows, group_rows):
+                part = table.slice(start, group_rows)
+                writer.write_table(part, row_group_size=group_rows)
+                bar.update(part.num_rows)
     else:
         with orc.ORCWriter(out) as writer:
             for batch in table.to_batches(group_rows):
                 writer.write(pa.Table.from_batches([batch]))
+                bar.update(batch.num_rows)
+    bar.close()
 
 
 CONVERTERS: dict[str, Callable[..., pa.Table]] = {
@@ -157,11 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=["parquet", "orc"], default=None, help="default: from the extension")
     parser.add_argument("--max-history", type=int, default=50, help="movielens/taobao: events per history")
     parser.add_argument("--group-rows", type=int, default=65536, help="rows per row group / stripe")
+    parser.add_argument("--quiet", action="store_true", help="no progress output, only the summary line")
     args = parser.parse_args(argv)
     fmt = args.format or ("orc" if args.out.suffix == ".orc" else "parquet")
     convert = CONVERTERS[args.dataset]
+    start = time.perf_counter()
+    if not args.quiet:
+        print(f"reading {args.src} ({args.dataset}) ...", flush=True)
     table = convert(args.src, args.max_history) if args.dataset in ("movielens", "taobao") else convert(args.src)
-    write(table, args.out, fmt, args.group_rows)
+    if not args.quiet:
+        print(f"read {table.num_rows:,} rows in {time.perf_counter() - start:.1f} s", flush=True)
+    write(table, args.out, fmt, args.group_rows, progress=not args.quiet)
     print(f"{args.out}: {table.num_rows} rows, {fmt}: {', '.join(table.column_names)}")
 
 

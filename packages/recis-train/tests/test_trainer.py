@@ -1,6 +1,7 @@
 """Trainer behaviour: exact resume, NaN stop, multi-objective, stages, accumulation, online windows."""
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -216,3 +217,12 @@ def test_resuming_a_finished_run_with_more_epochs_trains_on(data_file, tmp_path,
     summary = fit(3)  # two more epochs
     assert summary["steps"] == 48 and summary["stop_reason"] == "done" and len(records("eval")) == 2
     assert [r["step"] for r in records("train")] == list(range(1, 49))  # epochs 2 and 3 continued the count
+
+
+def test_evaluation_shows_a_progress_bar_of_its_own(data_file, tmp_path, capsys):
+    model = make_din()
+    reader = ColumnReader(data_file, COLUMNS, batch_size=16)
+    cfg = TrainerConfig(objectives=[Objective("click")], max_steps=2, progress=True, eval_batches=5)
+    Trainer(model, reader, reader, *optimizers(model), cfg).fit()
+    err = capsys.readouterr().err
+    assert "train:" in err and re.search(r"eval: +\d+%\|.*\| \d/5 ", err), err

@@ -7,7 +7,7 @@ never grows the tables or moves their eviction clocks.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -41,9 +41,12 @@ def score(
     max_batches: int | None = None,
     ranks: Ranks | None = None,
     device: str | torch.device = "cpu",
+    on_batch: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """ "<objective>.<metric>" for each objective (AUC, GAUC with a group column, log loss and
     calibration for BCE; MSE; accuracy) and "loss" (the weighted total, per row). Leaves the model in eval mode.
+
+    `on_batch` is called after each batch (a progress bar).
 
     With several `ranks`, each scores its own shard of the data (all ranks step together until one
     runs out) and the metrics are merged over ranks, so every rank returns the same result.
@@ -78,6 +81,8 @@ def score(
             preds = obj.predictions(outputs[obj.head_name])
             for m in metrics[obj.key].values():
                 m.update(preds, batch[obj.label], groups)
+        if on_batch is not None:
+            on_batch()
     if ranks.world > 1:
         states = ranks.gather(([[m.state_dict() for m in ms.values()] for ms in metrics.values()], loss_sum, rows))
         for r, (theirs, their_loss, their_rows) in enumerate(states):

@@ -6,10 +6,12 @@ The JSONL file is appended to, never rewritten, so a resumed run extends its pre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +105,25 @@ class Reporter(Hook):
 
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=True)
         self._mark = (time.perf_counter(), 0)
+
+    @contextlib.contextmanager
+    def eval_bar(self, data: Any, limit: int | None) -> Iterator[Callable[[], None] | None]:
+        """A bar under the training bar while an evaluation runs (when progress is shown): yields
+        what to call after each batch, or None."""
+        if not self.progress:
+            yield None
+            return
+        from tqdm.auto import tqdm
+
+        from .stages import batches_per_pass
+
+        total = batches_per_pass(data)
+        total = min(total, limit) if total and limit else total or limit
+        bar = tqdm(total=total, desc="eval", unit="batch", dynamic_ncols=True, leave=False, position=1)
+        try:
+            yield lambda: bar.update(1)
+        finally:
+            bar.close()
 
     def close_bar(self) -> None:
         if self._bar is not None:

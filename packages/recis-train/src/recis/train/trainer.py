@@ -495,9 +495,10 @@ class Trainer:
             raise ValueError("Trainer.evaluate: no data given and the Trainer has no eval_data")
         cfg, was_training = self.config, self.model.training
         try:
-            with self.ranks.guard(f"evaluation at step {self.run.step}"):
+            limit = max_batches or cfg.eval_batches
+            with self.ranks.guard(f"evaluation at step {self.run.step}"), self.reporter.eval_bar(data, limit) as tick:
                 result = score(self.model, data, self.objectives, cfg.group_column, cfg.prefetch, cfg.bf16,
-                               max_batches or cfg.eval_batches, self.ranks, cfg.device)  # fmt: skip
+                               limit, self.ranks, cfg.device, tick)  # fmt: skip
         finally:
             if was_training:
                 self.prepare_stage(self.stages[min(self.run.stage_index, len(self.stages) - 1)])
