@@ -3,6 +3,7 @@ and data errors as one line (before training: exit 2; during it: exit 1, the tra
 
 import json
 import re
+import textwrap
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -256,3 +257,25 @@ def test_embedding_name_patterns_and_defaults(tmp_path):
         specs_of({"C*": {"dim": 4}, "X*": {"dim": 4}})
     with pytest.raises(ConfigError, match=r"unknown config keys in \"embeddings.C\* \(for 'C1'\)\": \['dimm'\]"):
         specs_of({"C*": {"dim": 4, "dimm": 4}})
+
+
+def test_baseline_has_its_own_schedule_and_stops_early(config_file, tmp_path):
+    text = config_file.read_text().replace('[baseline]\ntype = "logistic"\n', "")
+    text += textwrap.dedent("""
+        [baseline]
+        type = "logistic"
+        [baseline.train]
+        epochs = 40
+        eval_every_epoch = true
+        early_stopping = { patience = 1, min_delta = 0.5 }
+        [baseline.optim.sparse]
+        lr = 0.2
+    """)  # fmt: skip
+    config_file.write_text(text)
+    results = cli.run_config(load(str(config_file), []))
+    assert results["model"]["steps"] == 8  # the model's own single epoch
+    base = results["baseline"]
+    # AUC cannot gain 0.5 twice: the first evaluation sets the best, the second stops the run
+    assert base["steps"] == 16 and base["stop_reason"].startswith("early stop: click.auc")
+    evals = [json.loads(x) for x in (tmp_path / "run" / "baseline" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals if r["kind"] == "eval"] == [8, 16]

@@ -498,8 +498,42 @@ def data_needs(
     return needs
 
 
+def early_stopping(sec: Section | None, objs: list[Objective]) -> list[Any]:
+    """`train.early_stopping = {metric, patience, mode, min_delta}` as an `EarlyStopping` hook
+    (metric: default the first objective's AUC)."""
+    if sec is None:
+        return []
+    from .hooks import EarlyStopping
+
+    hook = EarlyStopping(
+        sec.get("metric", str, f"{objs[0].key}.auc"),
+        sec.get("patience", int, 2),
+        sec.get("mode", ("oneof", "max", "min"), "max"),
+        float(sec.get("min_delta", float, 0.0)),
+    )
+    sec.done()
+    return [hook]
+
+
+def for_baseline(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """`config` as the run of model table `key` sees it: that table's own `train` and `optim`
+    tables (if any) override the root's, key by key (optim: per `sparse` / `dense` table)."""
+    own = dict(config.get(key, {}))
+    train, optim = own.pop("train", None), own.pop("optim", None)
+    out = dict(config) | {key: own}
+    if train is not None:
+        out["train"] = {**config.get("train", {}), **train}
+    if optim is not None:
+        base = config.get("optim", {})
+        out["optim"] = {**base, **{k: {**base.get(k, {}), **v} for k, v in optim.items()}}
+    return out
+
+
 def build(config: dict[str, Any], model_key: str = "model") -> Run:
-    """Builds model, readers, optimizers and the TrainerConfig from a loaded config dict."""
+    """Builds model, readers, optimizers and the TrainerConfig from a loaded config dict (for
+    `model_key` "baseline": with the baseline table's own `train` / `optim` settings on top)."""
+    if model_key != "model":
+        config = for_baseline(config, model_key)
     root = Section(config, "")
     base = Path(".")  # relative paths are relative to the working directory
     data = root.section("data", required=True)
@@ -581,6 +615,8 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         compile=train.get("compile", bool, False),
         prefetch=train.get("prefetch", int, 4),
         eval_every=train.get("eval_every", int, None),
+        eval_every_epoch=train.get("eval_every_epoch", bool, False),
+        hooks=early_stopping(train.section("early_stopping"), objs),
         eval_batches=train.get("eval_batches", int, None),
         group_column=train.get("group_column", str, None),
         output_dir=out,

@@ -157,6 +157,8 @@ class TrainerConfig:
             compiles with dynamic batch sizes; the `EmbeddingEngine` runs eagerly (one graph break).
         prefetch: batches read and transformed ahead in a background thread (0: inline, no overlap).
         eval_every: evaluate every this many steps (always at the end of each stage).
+        eval_every_epoch: also evaluate after every pass over a stage's data (what an
+            `EarlyStopping` hook needs to stop a run between epochs).
         eval_batches: evaluate on at most this many batches.
         group_column: batch column naming the group (user) for GAUC.
         output_dir: metrics.jsonl, plots, summary and checkpoints/ go here (None: nothing written).
@@ -183,6 +185,7 @@ class TrainerConfig:
     compile: bool = False
     prefetch: int = 4
     eval_every: int | None = None
+    eval_every_epoch: bool = False
     eval_batches: int | None = None
     group_column: str | None = None
     output_dir: str | None = None

@@ -342,6 +342,9 @@ class Trainer:
             if not self.train_pass(stage, data, schedule, total):
                 break
             self.run.epoch, self.run.position = self.run.epoch + 1, None
+            more = self.run.epoch < epochs and not self.stage_done(stage)
+            if more and self.config.eval_every_epoch and self.eval_data is not None:
+                self.evaluate()  # an EarlyStopping hook may stop the stage here
         if not self.should_stop and self.eval_data is not None and self._eval_step != self.run.step:
             self.evaluate()
 
