@@ -226,3 +226,23 @@ def test_evaluation_shows_a_progress_bar_of_its_own(data_file, tmp_path, capsys)
     Trainer(model, reader, reader, *optimizers(model), cfg).fit()
     err = capsys.readouterr().err
     assert "train:" in err and re.search(r"eval: +\d+%\|.*\| \d/5 ", err), err
+
+
+def test_tensorboard_event_files_hold_the_runs_scalars(data_file, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = make_din()
+    reader = ColumnReader(data_file, COLUMNS, batch_size=16)
+    cfg = TrainerConfig(objectives=[Objective("click")], epochs=1, output_dir=str(tmp_path), log_every=4,
+                        progress=False, eval_every=8, tensorboard=True)  # fmt: skip
+    Trainer(model, reader, reader, *optimizers(model), cfg).fit()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    table = "tables/0.table0:user+item+hist"
+    want = {"train/loss", "train/click.loss", "train/samples_per_s", "eval/click.auc", "lr/sparse", "lr/dense"}
+    assert want | {f"{table}/rows", f"{table}/hit_rate", f"{table}/evicted"} <= tags, tags
+    assert [e.step for e in events.Scalars("train/loss")] == [4, 8, 12, 16]
+    assert [e.step for e in events.Scalars("eval/click.auc")] == [8, 16]
+    first_loss = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert events.Scalars("train/loss")[0].value == pytest.approx(first_loss, rel=1e-6)

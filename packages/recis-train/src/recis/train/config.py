@@ -625,6 +625,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         evict_every=train.get("evict_every", int, None),
         log_every=train.get("log_every", int, 50),
         progress=train.get("progress", bool, True),
+        tensorboard=train.get("tensorboard", bool, False),
         seed=seed,
         dense_sharding=train.get("dense_sharding", ("oneof", "ddp", "fsdp"), "ddp"),
         device=device,

@@ -78,6 +78,7 @@ class Reporter(Hook):
         running_auc_samples: int = 20000,
     ):
         self.dir = Path(output_dir) if output_dir is not None else None
+        self.sinks: list[Callable[[dict[str, Any]], None]] = []
         self.progress, self.log_every = progress, max(1, log_every)
         self.running_auc = AUC(max_samples=running_auc_samples)
         self.history: list[dict[str, Any]] = []
@@ -92,8 +93,11 @@ class Reporter(Hook):
         return self.dir / "metrics.jsonl" if self.dir is not None else None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Appends one record to metrics.jsonl (and keeps it in `history`)."""
+        """Appends one record to metrics.jsonl (and keeps it in `history`), and hands it to every
+        `sinks` entry (e.g. a TensorBoard writer)."""
         self.history.append(record)
+        for sink in self.sinks:
+            sink(record)
         if self.jsonl is not None:
             with self.jsonl.open("a") as f:  # strict JSON: a NaN or inf metric is written as null
                 f.write(json.dumps(_finite(record), allow_nan=False) + "\n")

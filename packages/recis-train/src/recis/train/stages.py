@@ -167,6 +167,9 @@ class TrainerConfig:
         resume: "latest" (newest checkpoint in output_dir, if any) or a checkpoint path.
         evict_every: run table eviction every this many steps (always after a window).
         log_every, progress: logging interval and the tqdm bar.
+        tensorboard: also write TensorBoard event files to `output_dir/tensorboard` (losses, eval
+            metrics, learning rates, samples/s, table rows, hit rate, inserts, evictions; needs
+            `pip install 'recis-train[tensorboard]'`).
         seed: torch seed at the start of a fresh run (None: leave the RNG alone).
         dense_sharding: how several ranks hold the dense layers: "ddp" (replicated, gradients
             all-reduced) or "fsdp" (each rank keeps a shard of every parameter and its optimizer
@@ -196,6 +199,7 @@ class TrainerConfig:
     evict_every: int | None = None
     log_every: int = 50
     progress: bool = True
+    tensorboard: bool = False
     seed: int | None = 0
     device: str = "cpu"
     dense_sharding: str = "ddp"

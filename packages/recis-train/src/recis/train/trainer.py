@@ -110,6 +110,12 @@ class Trainer:
         main = self.ranks.is_main
         self.reporter = Reporter(out if main else None, cfg.progress and main, cfg.log_every)
         self.hooks: list[Hook] = [self.reporter, *cfg.hooks]
+        if cfg.tensorboard and out is not None and main:
+            from .tensorboard import TensorBoardWriter
+
+            board = TensorBoardWriter(out / "tensorboard")
+            self.reporter.sinks.append(lambda record: board.record(self, record))
+            self.hooks.append(board)
         if self.checkpointer is not None:
             self.hooks.append(CheckpointEvery(cfg.checkpoint_every))
         self.hooks.append(EvictEvery(cfg.evict_every))
