@@ -51,6 +51,11 @@ HISTORY = {"hist": {"dim": 8, "table": "items", "combiner": "none", "max_len": 8
 # the searched history sees "category in history" whole, so SIM by category beats DIN (0.78 vs 0.71).
 MODELS = {
     "din": ({**POOLED, **HISTORY}, {"sequences": {"hist": "item"}, "hidden": [32]}, 0.68),
+    "din-ragged": (
+        {**POOLED, "hist": HISTORY["hist"] | {"ragged": True}},
+        {"sequences": {"hist": "item"}, "hidden": [32]},
+        0.68,
+    ),
     "sim-category": (
         {**POOLED, **HISTORY},
         {"type": "sim", "history": "hist", "target": "item", "category": ["hist_cat", "cat"], "top_k": 8},
@@ -153,3 +158,21 @@ def test_the_sim_example_config_trains_on_demo_data(tmp_path):
     cfg["data"] |= {"train": str(tmp_path / "data" / "train"), "eval": str(tmp_path / "data" / "test")}
     cfg["output_dir"] = str(tmp_path / "run")
     assert run_config(cfg)["model"]["eval"]["label.auc"] > 0.55
+
+
+def test_ragged_target_attention_equals_the_padded_one():
+    from recis.train.models import TargetAttention
+
+    torch.manual_seed(0)
+    att = TargetAttention(8, (16,))
+    lengths = [3, 0, 1, 7, 2]
+    keys = Ragged.from_lengths(torch.randn(sum(lengths), 8, requires_grad=True), lengths)
+    query = torch.randn(5, 8, requires_grad=True)
+    padded = keys.to_dense(0.0)
+    a, b = att(query, keys), att(query, padded.values, padded.mask)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.equal(a[1], torch.zeros(8))  # an empty history pools to zeros
+    ga = torch.autograd.grad(a.square().sum(), [query, keys.values, *att.parameters()])
+    gb = torch.autograd.grad(b.square().sum(), [query, keys.values, *att.parameters()])
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)

@@ -193,6 +193,7 @@ def embedding_specs(sec: Section, device: str = "cpu", candidates: Sequence[str]
                 combiner=None if combiner == "none" else combiner,
                 max_len=s.get("max_len", int, None),
                 side=s.get("side", ("oneof", "left", "right"), "left"),
+                ragged=s.get("ragged", bool, False),
                 initializer=Initializer.truncated_normal(0.0, float(init_std)),
                 min_count=s.get("min_count", int, 1),
                 eviction=Eviction(evict_age, capacity, policy) if evict_age or capacity is not None else None,

@@ -11,18 +11,25 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from recis.core import Ragged
 from recis.embedding import EmbeddingEngine
 
 from .base import MLP, Batch, RankingModel, pooled_width, sequence_of
 
 
 class TargetAttention(nn.Module):
-    """Attention pooling of a history (B, L, D) with a query (B, D): an MLP over [q, k, q - k, q * k]
-    scores each position; masked softmax; empty histories pool to zeros.
+    """Attention pooling of a history with a query (B, D): an MLP over [q, k, q - k, q * k] scores
+    each event; softmax over the row's events; empty histories pool to zeros.
+
+    The history is padded, keys (B, L, D) with a mask (B, L), or ragged: a `Ragged` of (N, D) rows,
+    row b's events at `offsets[b]:offsets[b + 1]`. The ragged form scores only the N real events
+    (no padding to the longest row) with a per-row softmax over segments; both give the same result.
 
     Example:
         >>> att = TargetAttention(4)
         >>> att(torch.zeros(2, 4), torch.zeros(2, 3, 4), torch.tensor([[True, True, False], [False] * 3])).shape
+        torch.Size([2, 4])
+        >>> att(torch.zeros(2, 4), Ragged.from_lengths(torch.zeros(2, 4), [2, 0])).shape
         torch.Size([2, 4])
     """
 
@@ -30,7 +37,10 @@ class TargetAttention(nn.Module):
         super().__init__()
         self.score = MLP(4 * dim, [*hidden, 1])
 
-    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, query: Tensor, keys: Tensor | Ragged, mask: Tensor | None = None) -> Tensor:
+        if isinstance(keys, Ragged):
+            return self._ragged(query, keys)
+        assert mask is not None, "TargetAttention: padded keys need their mask"
         q = query.unsqueeze(1).expand_as(keys)  # (B, L, D)
         scores = self.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)  # (B, L)
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -38,6 +48,20 @@ class TargetAttention(nn.Module):
         # (B, D), a tensor of its own rather than einsum's view: FSDP warns on units that return
         # views, since an in-place op on one would skip the unit's backward hooks.
         return torch.einsum("bl,bld->bd", weights, keys).clone()
+
+    def _ragged(self, query: Tensor, keys: Ragged) -> Tensor:
+        k = keys.values  # (N, D)
+        assert isinstance(k, Tensor)
+        rows = torch.repeat_interleave(torch.arange(len(query), device=k.device), keys.lengths(), output_size=len(k))
+        q = query.index_select(0, rows)  # (N, D)
+        scores = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1)  # (N,)
+        # softmax per row: subtract the row's max (a constant for the gradient), exp, normalize
+        top = torch.full((len(query),), float("-inf"), dtype=scores.dtype, device=k.device)
+        top = top.scatter_reduce(0, rows, scores.detach(), "amax")
+        e = (scores - top.index_select(0, rows)).exp()
+        total = torch.zeros(len(query), dtype=e.dtype, device=k.device).index_add(0, rows, e)
+        weights = e / total.index_select(0, rows)
+        return torch.zeros_like(query).index_add(0, rows, weights.unsqueeze(-1) * k)  # (B, D); empty rows 0
 
 
 class DIN(RankingModel):
@@ -93,6 +117,9 @@ class DIN(RankingModel):
         emb = self.embedding(batch)
         parts = [emb[n] for n in self.pooled]  # (B, D_i) each
         for hist, target in self.sequences.items():
+            if isinstance(emb[hist], Ragged):  # ragged=True: attend over the real events only
+                parts.append(self.attention[hist](emb[target], emb[hist]))
+                continue
             seq = sequence_of(emb[hist], hist)  # values (B, L, D), mask (B, L)
             parts.append(self.attention[hist](emb[target], seq.values, seq.mask))  # (B, D)
         dense = self.dense_input(batch)
