@@ -8,7 +8,7 @@ CORE_SOURCES := $(shell find cpp -path cpp/tests -prune -o -path cpp/benchmarks 
 	\( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.py' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -print)
 PACKAGE_METADATA := $(foreach p,$(PACKAGES),packages/recis-$(p)/pyproject.toml)
 
-.PHONY: install test fuzz lint cuda-check bench demo clean
+.PHONY: install test fuzz lint docs cuda-check bench demo clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.deps: requirements-dev.txt
@@ -37,6 +37,11 @@ test: install
 # The adversarial cases of tests/adversarial at full length (make test runs a quick form).
 fuzz: install
 	RECIS_FUZZ=long $(BIN)/python -m pytest tests/adversarial
+
+# The HTML API reference from the docstrings (mkdocs.yml), strict: a docstring naming a parameter
+# the signature lacks, or a broken reference, fails the build. Output: build/site.
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
 
 # Compiles the core with RECIS_WITH_CUDA=ON (every .cu, warnings as errors, and the CUDA bindings)
 # without installing it: nvcc is needed, a GPU is not.

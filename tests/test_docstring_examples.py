@@ -1,4 +1,4 @@
-"""The `Example:` blocks in public docstrings run and print what they claim.
+"""The `Examples:` blocks in public docstrings run and print what they claim.
 
 recis.io's and recis.train's examples run beside their packages (packages/*/tests/test_docs.py);
 this list holds the rest, each module once.

@@ -134,8 +134,8 @@ void init_features(nb::module_& m) {
         hash_id_columns(columns);
       },
       nb::arg("ids"), nb::arg("seeds"), nb::arg("buckets"), nb::arg("outs").noconvert(),
-      "Hashes many int64 ID columns in one call: k = len(buckets[c]) hashes per ID (seed + j, mod buckets[c][j] "
-      "when > 0) into outs[c][i * k + j].");
+      "Hashes many int64 ID columns in one call: `k = len(buckets[c])` hashes per ID (seed + j, mod `buckets[c][j]` "
+      "when > 0) into `outs[c][i * k + j]`.");
 
   m.def(
       "bucketize_columns",

@@ -1,4 +1,4 @@
-"""The `Example:` blocks of recis.train's docstrings run and print what they claim."""
+"""The `Examples:` blocks of recis.train's docstrings run and print what they claim."""
 
 import doctest
 import importlib

@@ -37,7 +37,7 @@ def version_line(dist: str) -> str:
     """What a command's `--version` prints: the version of the wheel `dist` that holds it, of
     recis-core and of torch.
 
-    Example:
+    Examples:
         >>> version_line("recis-core") == f"recis-core {__version__}, torch {torch.__version__}"
         True
     """

@@ -5,7 +5,7 @@ Each function, and each method of each class, first sizes the core's thread pool
 count (`torch.get_num_threads()` unless pinned by `recis.core.set_num_threads`), so no caller can
 forget it; the check costs about a microsecond a call. Type checkers see the `_C` stubs.
 
-Example:
+Examples:
     >>> import torch
     >>> from recis.core import kernels
     >>> unique, index = kernels.embedding.unique_rows(torch.tensor([5, 2, 5, -1]), 8)

@@ -56,7 +56,7 @@ class Ragged:
         weights: optional floating tensor with one weight per value.
         validate: check the invariants above (default); pass False only for offsets you built.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from recis.core import Ragged
         >>> r = Ragged(torch.tensor([1, 2, 3, 4]), torch.tensor([0, 3, 3, 4]))
@@ -83,7 +83,7 @@ class Ragged:
     def from_lengths(cls, values: Values, lengths: Tensor | Sequence[int], weights: Tensor | None = None) -> Ragged:
         """Builds a Ragged from per-row lengths (non-negative, summing to len(values)).
 
-        Example:
+        Examples:
             >>> Ragged.from_lengths(torch.arange(3), [2, 0, 1]).tolist()
             [[0, 1], [], [2]]
         """
@@ -114,7 +114,7 @@ class Ragged:
             dtype: values dtype; inferred by `torch.tensor` when None (int64 for empty input).
             weights: optional, same shape as `rows` (outer level only).
 
-        Example:
+        Examples:
             >>> Ragged.from_list([[1, 2], [3]]).lengths().tolist()
             [2, 1]
             >>> Ragged.from_list([[[1], [2, 3]], []]).values.tolist()
@@ -211,7 +211,7 @@ class Ragged:
     def select(self, rows: Tensor) -> Ragged:
         """Gathers rows by int64 index (negative from the end) or by a bool mask over rows.
 
-        Example:
+        Examples:
             >>> Ragged.from_list([[1], [2, 3], [4]]).select(torch.tensor([2, 0])).tolist()
             [[4], [1]]
         """
@@ -297,7 +297,7 @@ class Ragged:
     def cat(raggeds: Iterable[Ragged]) -> Ragged:
         """Stacks the rows of several Raggeds (same dtype, device and weightedness).
 
-        Example:
+        Examples:
             >>> Ragged.cat([Ragged.from_list([[1]]), Ragged.from_list([[2, 3]])]).tolist()
             [[1], [2, 3]]
         """

@@ -28,7 +28,7 @@ def set_num_threads(n: int | None) -> None:
     Args:
         n: threads including the caller (>= 1), or None to follow `torch.get_num_threads()`.
 
-    Example:
+    Examples:
         >>> import recis.core
         >>> recis.core.set_num_threads(2)
         >>> recis.core.num_threads()

@@ -41,10 +41,15 @@ _FREQ_MAX = 2**32 - 1  # frequencies saturate as the core's uint32 counters do
 class DeviceTable:
     """A dynamic embedding table of `dim`-wide float32 rows keyed by int64 ID, kept on `device`.
 
-    Args: as `HashTable` (`block_rows`: the initial row storage), plus `device`, and `use_kernels`:
-        False runs the tensor-op twin even where the core's CUDA kernels exist (tests compare the two).
+    Takes `HashTable`'s arguments (`block_rows`: the initial row storage; rows are float32), plus
+    the two below.
 
-    Example:
+    Args:
+        device: the torch device that holds the ID map, rows, slots and metadata.
+        use_kernels: False runs the tensor-op twin even where the core's CUDA kernels exist (tests
+            compare the two).
+
+    Examples:
         >>> t = DeviceTable(dim=4, initializer=Initializer.uniform(-1, 1), device="cpu")
         >>> hit = t.lookup(torch.tensor([7, -3, 7]), step=1)
         >>> hit.embeddings.shape, hit.inverse.tolist(), len(t)

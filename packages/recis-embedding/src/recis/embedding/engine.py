@@ -54,7 +54,7 @@ class EmbeddingSpec:
             A torch device ("cuda", "cuda:1", ...): ID map, rows, slots and metadata stay there
             (`DeviceTable`), and so do the lookups' results; "cpu" gives the same on the host.
 
-    Example:
+    Examples:
         >>> EmbeddingSpec(dim=16, combiner="mean")
         EmbeddingSpec(dim=16, table=None, combiner='mean', ...)
     """
@@ -115,7 +115,7 @@ class EmbeddingEngine(nn.Module):
     forwards without `sparse_grads()` (with a warning): a model whose sparse optimizer never steps
     would otherwise hold every batch's rows and graph.
 
-    Example:
+    Examples:
         >>> engine = EmbeddingEngine({"user": EmbeddingSpec(8), "clicks": EmbeddingSpec(8, combiner=None)})
         >>> batch = {"user": torch.tensor([3, 9]), "clicks": Ragged.from_list([[1, 2, 3], [4]]), "label": torch.ones(2)}
         >>> out = engine(batch)
@@ -594,7 +594,7 @@ def without_tables(model: nn.Module) -> Iterator[None]:
     """Within it, the `state_dict()` of every `EmbeddingEngine` in `model` holds no table rows and
     `load_state_dict` expects none: what checkpoint savers that store the tables themselves use.
 
-    Example:
+    Examples:
         >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
         >>> _ = engine({"item": torch.tensor([1, 2])})
         >>> sorted(engine.state_dict())
@@ -656,7 +656,7 @@ def concat(tensors: list[Tensor]) -> Tensor:
     engine computes them as one (B, F * D) tensor), so concatenating them costs nothing forward
     and backward. May then return that tensor itself rather than a new one.
 
-    Example:
+    Examples:
         >>> engine = EmbeddingEngine({"a": EmbeddingSpec(4), "b": EmbeddingSpec(4)})
         >>> out = engine({"a": torch.tensor([1, 2]), "b": torch.tensor([3, 4])})
         >>> x = concat([out["a"], out["b"]])  # (2, 8), shares memory with out["a"]

@@ -33,7 +33,7 @@ def quantize_rows(rows: Tensor, dtype: str) -> dict[str, Tensor]:
     """float32 rows (N, D) as stored for `dtype` ("fp32", "fp16", "bf16" or "int8"): {"rows": ...}
     plus, for int8, per-row "scale" and "bias" (float16 when every one fits it, else float32).
 
-    Example:
+    Examples:
         >>> q = quantize_rows(torch.tensor([[0.0, 1.0, 0.5]]), "int8")
         >>> q["rows"].tolist(), round(float(dequantize_rows(**q)[0, 2]), 3)
         ([[-128, 127, -1]], 0.498)
@@ -71,9 +71,10 @@ class FrozenTable:
         tag_offsets: (T + 1,) int64: the IDs of logical table t are `ids[tag_offsets[t]:tag_offsets[t + 1]]`.
         rows: (N, D) float32, float16, bfloat16 or int8.
         tag_names: the logical tables' names, in tag order.
-        scale, bias: (N,) float16 or float32 per-row dequantization of int8 rows.
+        scale: (N,) per-row scale of int8 rows (float16 or float32).
+        bias: (N,) per-row bias of int8 rows (float16 or float32).
 
-    Example:
+    Examples:
         >>> t = FrozenTable.from_rows(torch.tensor([5, 2]), torch.tensor([0, 0]), torch.eye(2), ["items"])
         >>> t.lookup(torch.tensor([2, 7]), insert=False).embeddings.tolist(), t.stats()["unknown"]
         ([[0.0, 1.0], [0.0, 0.0]], 1)

@@ -26,7 +26,7 @@ def key_hash(ids: Tensor, tags: Tensor) -> Tensor:
 class KeyMap:
     """Open addressing over (ID, tag) keys; `values[slot] < 0` marks an empty slot.
 
-    Example:
+    Examples:
         >>> m = KeyMap(torch.device("cpu"))
         >>> m.insert(torch.tensor([7, -3]), torch.tensor([0, 1]), torch.tensor([10, 11]))
         >>> m.find(torch.tensor([-3, 7, 7]), torch.tensor([1, 0, 1])).tolist()

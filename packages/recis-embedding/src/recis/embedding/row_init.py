@@ -28,7 +28,7 @@ def row_streams(seeds: Tensor, ids: Tensor) -> Tensor:
 def init_rows(init: Initializer, seeds: Tensor, ids: Tensor, dim: int) -> Tensor:
     """(n, dim) float32 rows for `ids` (int64) with per-row `seeds` (int64 bits), on their device.
 
-    Example:
+    Examples:
         >>> rows = init_rows(Initializer.uniform(-1, 1), torch.zeros(2, dtype=torch.int64), torch.tensor([7, 8]), 4)
         >>> rows.shape, bool((rows.abs() < 1).all())
         (torch.Size([2, 4]), True)

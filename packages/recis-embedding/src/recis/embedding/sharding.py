@@ -34,7 +34,7 @@ def owner(ids: Tensor, world_size: int) -> Tensor:
     Returns:
         int64 tensor of ranks, the shape of `ids`.
 
-    Example:
+    Examples:
         >>> owner(torch.tensor([0, 1, -1, 2**62, 12345]), 7).tolist()
         [0, 6, 0, 0, 6]
         >>> torch.bincount(owner(torch.arange(100_000), 4)).tolist()  # sequential IDs spread evenly

@@ -161,7 +161,7 @@ class HashTable:
             are not lost on average. Optimizer slots stay float32.
         rounding: "nearest" or "stochastic" (see dtype).
 
-    Example:
+    Examples:
         >>> t = HashTable(dim=4, initializer=Initializer.uniform(-1, 1))
         >>> hit = t.lookup(torch.tensor([7, -3, 7]), step=1)
         >>> hit.embeddings.shape, hit.inverse.tolist(), len(t)

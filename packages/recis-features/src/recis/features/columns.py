@@ -22,7 +22,7 @@ Column = Tensor | Ragged
 def encode_strings(strings: Sequence[str | bytes]) -> tuple[Tensor, Tensor]:
     """Python strings (UTF-8 encoded) or bytes to Arrow layout: (int64 offsets (n+1,), uint8 data).
 
-    Example:
+    Examples:
         >>> offsets, data = encode_strings(["ab", "", "c"])
         >>> offsets.tolist(), bytes(data.tolist())
         ([0, 2, 2, 3], b'abc')
@@ -41,7 +41,7 @@ def encode_strings(strings: Sequence[str | bytes]) -> tuple[Tensor, Tensor]:
 def string_column(strings: Sequence[Any]) -> Ragged:
     """Python strings (UTF-8) or bytes to a string column; a list of lists gives a list<string> column.
 
-    Example:
+    Examples:
         >>> col = string_column(["ab", "", "c"])
         >>> col.lengths().tolist(), col.values.dtype
         ([2, 0, 1], torch.uint8)

@@ -56,7 +56,7 @@ def engine_from_dict(d: dict[str, Any]) -> FeatureEngine:
 def to_json(engine: FeatureEngine) -> str:
     """The engine's config as JSON.
 
-    Example:
+    Examples:
         >>> from recis.features import Feature, FeatureEngine, Hash
         >>> text = to_json(FeatureEngine([Feature("C1", ops=[Hash(buckets=10)])]))
         >>> from_json(text).features == [Feature("C1", ops=[Hash(buckets=10)])]
@@ -72,7 +72,7 @@ def from_json(text: str) -> FeatureEngine:
 def to_toml(engine: FeatureEngine) -> str:
     """The engine's config as TOML (`[[features]]` tables with `[[features.ops]]`).
 
-    Example:
+    Examples:
         >>> from recis.features import Bucketize, Feature, FeatureEngine
         >>> print(to_toml(FeatureEngine([Feature("I1", ops=[Bucketize([0, 1.5])])])))
         version = 1
@@ -148,7 +148,7 @@ def _write_table(d: dict[str, Any], path: str, lines: list[str]) -> None:
 def dumps_toml(d: dict[str, Any]) -> str:
     """Writes a dict of scalars, lists of scalars and lists of dicts (arrays of tables) as TOML.
 
-    Example:
+    Examples:
         >>> print(dumps_toml({"a": 1, "t": [{"s": "x\\ty"}]}))
         a = 1
         <BLANKLINE>

@@ -27,7 +27,7 @@ def cross(columns: Sequence[Column], buckets: int = 0, seed: int = 0) -> Column:
         buckets: in [1, 2**63 - 1] takes the unsigned hash mod buckets; 0 keeps all 64 bits.
         seed: MurmurHash3 seed, 0 <= seed < 2**64.
 
-    Example:
+    Examples:
         >>> a = Ragged.from_list([[1, 2], [3]], weights=[[0.5, 1.0], [2.0]])
         >>> b = torch.tensor([10, 20])
         >>> out = cross([a, b], buckets=1000)

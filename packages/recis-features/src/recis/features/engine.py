@@ -38,7 +38,7 @@ class Feature:
             reads the crossed features instead and takes no source column.
         ops: the transforms, e.g. `[FillMissing(0.0), Bucketize([1, 10, 100])]`.
 
-    Example:
+    Examples:
         >>> from recis.features import Feature, Hash
         >>> Feature("C1", ops=[Hash(buckets=1000)]).source
         'C1'
@@ -93,7 +93,7 @@ class FeatureEngine(nn.Module):
         features: the definitions; names must be unique (an exact repeat is dropped).
         keep_sources: keep the consumed input columns in the output.
 
-    Example:
+    Examples:
         >>> from recis.features import Bucketize, Cross, Feature, FeatureEngine, FillMissing, Hash
         >>> engine = FeatureEngine([
         ...     Feature("C1", ops=[Hash(buckets=100)]),
@@ -246,7 +246,7 @@ class FeatureEngine(nn.Module):
         unfitted Standardize ops (once, usually); it is materialized as a list. A feature that no
         finite value reaches (an all-NaN column) raises ValueError naming it.
 
-        Example:
+        Examples:
             >>> from recis.features import Feature, FeatureEngine, Standardize
             >>> engine = FeatureEngine([Feature("x", ops=[Standardize()])])
             >>> fitted = engine.fit([{"x": torch.tensor([1.0, 3.0])}])

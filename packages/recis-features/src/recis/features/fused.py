@@ -29,7 +29,7 @@ def check_int(op: str, name: str, value: Any, low: int, high: int = INT64_MAX, o
     """`value` as an int when it is an integer (Python or numpy, not bool) in [low, high], else a
     ValueError naming the op, the setting, the allowed range and the value (`or_none`: None is allowed too).
 
-    Example:
+    Examples:
         >>> check_int("Mod", "n", 2**63, 1)
         Traceback (most recent call last):
         ValueError: Mod: n must be an int in [1, 2**63 - 1], got 9223372036854775808

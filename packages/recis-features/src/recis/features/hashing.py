@@ -36,7 +36,7 @@ def hash_strings(offsets: Tensor, data: Tensor, algo: Algo = "farm", buckets: in
             bucket IDs); 0 keeps all 64 bits as int64 (negative when the top bit is set).
         seed: murmur seed (0 <= seed < 2**64).
 
-    Example:
+    Examples:
         >>> hash_strings(*encode_strings(["Hello", "TensorFlow", "2.x"]), buckets=3).tolist()
         [0, 2, 2]
     """
@@ -66,7 +66,7 @@ def hash_ids(ids: Column, seed: int = 0, buckets: int = 0) -> Column:
     `seed`; `buckets` in [1, 2**63 - 1] gives the unsigned hash mod `buckets` (0 keeps all 64 bits).
     Same shape (or rows) as `ids`, int64.
 
-    Example:
+    Examples:
         >>> salted = hash_ids(torch.tensor([1, 1, 2]), seed=7, buckets=100)
         >>> bool(salted[0] == salted[1]), bool((salted >= 0).all() and (salted < 100).all())
         (True, True)
@@ -92,7 +92,7 @@ def multi_hash(ids: Column, buckets: int | Sequence[int], k: int | None = None, 
         k: number of hashes (>= 1).
         seed: the first hash's seed; hash j uses seed + j (mod 2**64).
 
-    Example:
+    Examples:
         >>> multi_hash(torch.tensor([5, 5, 6]), buckets=1000, k=2).shape
         torch.Size([3, 2])
     """

@@ -62,7 +62,7 @@ def fill_missing(x: Column, value: float | int | str) -> Column:
     `[value]`, weight 1); an empty string in a string column, an empty list in a list<string>
     column (give a `str` value for these). Integer tensors have no missing values and pass through.
 
-    Example:
+    Examples:
         >>> fill_missing(torch.tensor([1.0, float("nan")]), 0.0).tolist()
         [1.0, 0.0]
         >>> fill_missing(Ragged.from_list([[3], []]), -1).tolist()
@@ -96,7 +96,7 @@ def fill_missing(x: Column, value: float | int | str) -> Column:
 def log1p(x: Column) -> Column:
     """log(1 + x), float (integers become float32). Values below -1 give NaN: clip them first.
 
-    Example:
+    Examples:
         >>> log1p(torch.tensor([0, 9])).tolist()
         [0.0, 2.3025851249694824]
     """
@@ -107,7 +107,7 @@ def log1p(x: Column) -> Column:
 def clip(x: Column, min: float | None = None, max: float | None = None) -> Column:
     """Clamps values into [min, max] (either bound may be None); the dtype is kept.
 
-    Example:
+    Examples:
         >>> clip(torch.tensor([-5, 3, 50]), min=0, max=10).tolist()
         [0, 3, 10]
     """
@@ -122,7 +122,7 @@ def clip(x: Column, min: float | None = None, max: float | None = None) -> Colum
 def standardize(x: Column, mean: float, std: float) -> Column:
     """(x - mean) / std, float (integers become float32); `std` must be > 0.
 
-    Example:
+    Examples:
         >>> standardize(torch.tensor([1.0, 3.0]), mean=2.0, std=2.0).tolist()
         [-0.5, 0.5]
     """

@@ -154,7 +154,7 @@ class Bucketize(Op):
             whose boundaries are float32: a float32 value 0.7 lands in bucket 0 of `Bucketize([0.7])`
             but in bucket 1 of `Bucketize([0.7], semantics="tensorflow")`.
 
-    Example:
+    Examples:
         >>> Bucketize([0.7], semantics="tensorflow")(torch.tensor([0.7])).tolist()
         [1]
     """

@@ -84,7 +84,7 @@ def bucketize(x: Column, boundaries: Sequence[float] | Tensor, semantics: Semant
             float32: a float32 0.7 (0.699999988...) is below the float64 boundary 0.7 but equal to
             TensorFlow's float32 one.
 
-    Example:
+    Examples:
         >>> bucketize(torch.tensor([-1.0, 0.0, 0.5, 7.0]), [0.0, 1.0]).tolist()
         [0, 1, 1, 2]
         >>> x = torch.tensor([0.7])  # float32
@@ -98,7 +98,7 @@ def bucketize(x: Column, boundaries: Sequence[float] | Tensor, semantics: Semant
 def mod(x: Column, modulus: int) -> Column:
     """IDs mod `modulus` with Python's sign rule (`torch.remainder`): results in [0, modulus).
 
-    Example:
+    Examples:
         >>> mod(torch.tensor([-7, 7, 12]), 5).tolist()
         [3, 2, 2]
     """
@@ -116,7 +116,7 @@ def truncate(x: Column, max_len: int, side: str = "right") -> Ragged:
     recent events of a history stored oldest first). A string column (one string per row) is
     not a list and is refused.
 
-    Example:
+    Examples:
         >>> truncate(Ragged.from_list([[1, 2, 3], [4]]), 2, side="left").tolist()
         [[2, 3], [4]]
     """

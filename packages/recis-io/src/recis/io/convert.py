@@ -187,7 +187,7 @@ def to_torch(arr: pa.Array | pa.ChunkedArray, string_hash: StringHash | None = N
         A 1-D tensor for scalars; a `Ragged` for lists (nested for list<list>) and for strings
         (uint8 values, one row per string) unless `string_hash` turns them into int64 IDs.
 
-    Example:
+    Examples:
         >>> to_torch(pa.array([[1, 2], [], [3]])).tolist()
         [[1, 2], [], [3]]
         >>> to_torch(pa.array(["ab", "c"])).tolist()

@@ -44,8 +44,9 @@ class ColumnReader(IterableDataset[Batch]):
             of `shuffle_window` rows, all from (`seed`, epoch).
         shuffle_window: rows permuted together when shuffling (memory: one window of decoded rows).
         seed: the shuffle seed.
-        rank, world_size: this process's shard (default: torch.distributed's when initialized). Inside
+        rank: this process's shard (default: torch.distributed's rank when initialized). Inside
             a DataLoader worker, each worker further takes its own shard.
+        world_size: the number of shards (default: torch.distributed's world size).
         num_threads: decode threads.
         prefetch: ready batches kept ahead of the consumer.
         pin_memory: return batches in page-locked memory (needs CUDA).
@@ -60,7 +61,7 @@ class ColumnReader(IterableDataset[Batch]):
         format: "parquet" or "orc"; by default from the extension, else from the magic bytes.
         filesystem: a pyarrow or fsspec filesystem for the paths.
 
-    Example:
+    Examples:
         >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
         >>> path = tempfile.mkdtemp() + "/part-0.parquet"
         >>> pq.write_table(pa.table({"label": [1, 0, 1], "ids": [[7, 8], [], [9]], "tag": ["a", "bc", ""]}), path)
@@ -247,7 +248,7 @@ class ColumnReader(IterableDataset[Batch]):
     def state_dict(self) -> dict[str, Any]:
         """The exact position: epoch and rows of this shard's stream already handed out.
 
-        Example:
+        Examples:
             >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
             >>> path = tempfile.mkdtemp() + "/part-0.parquet"
             >>> pq.write_table(pa.table({"x": list(range(10))}), path)

@@ -45,7 +45,7 @@ class Windows:
         start_after: key of the last window already consumed (to resume); later keys only.
         filesystem: a pyarrow or fsspec filesystem for `root`.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile
         >>> root = pathlib.Path(tempfile.mkdtemp())
         >>> for hour in ("9", "10", "11"):

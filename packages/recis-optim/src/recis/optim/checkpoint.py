@@ -78,7 +78,7 @@ class Saver:
     `close()` or the end of the process: a second writer, in this process or another, gets a
     `RuntimeError` at once instead of overwriting or losing saves. Loading takes no lock.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from recis.embedding import EmbeddingSpec
         >>> from recis.optim import SparseAdam
@@ -494,9 +494,10 @@ class Saver:
             rename: checkpoint logical table name -> the model's name for it.
             optimizer: False skips slots and optimizer state (warm start from trained embeddings).
             dense: False skips the dense model (and, with it, dense optimizer state).
-            rank, world_size: keep only the rows `recis.embedding.owner` gives to `rank` (default:
+            rank: keep only the rows `recis.embedding.owner` gives to `rank` (default:
                 this process's place in a sharded model's group, else 0 of 1). With a sharded
                 model every rank loads together, and a failure on any rank fails all of them.
+            world_size: the number of ranks `owner` splits the rows over (see `rank`).
             verify: check the digest of every tensor and dense file before loading (reads the data
                 twice); without it the index's digest, the structure, shapes and dims are still checked.
             fallback: without `path`, skip damaged checkpoints (with a warning naming each and what

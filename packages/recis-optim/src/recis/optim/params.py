@@ -17,7 +17,7 @@ def split_parameters(model: nn.Module) -> tuple[list[EmbeddingEngine], list[nn.P
     """The model's embedding engines (for a sparse optimizer) and its trainable dense parameters
     (for any `torch.optim` optimizer).
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> model = nn.ModuleDict({"emb": EmbeddingEngine({"item": EmbeddingSpec(4)}), "mlp": nn.Linear(4, 1)})
         >>> engines, dense = split_parameters(model)

@@ -361,7 +361,7 @@ def _collect(params: Sources, who: str) -> tuple[list[EmbeddingEngine], dict[str
 class SparseSGD(SparseOptimizer):
     """w -= lr * (g + weight_decay * w) on touched rows.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
         >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
         >>> opt = SparseSGD(engine, lr=0.1)
@@ -440,7 +440,7 @@ class SparseRowWiseAdagrad(SparseOptimizer):
 class SparseAdam(SparseOptimizer):
     """`torch.optim.Adam` on touched rows (lazy): weight decay is L2 (added to g). Slots: adam.m, adam.v.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
         >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
         >>> opt = SparseAdam(engine, lr=1e-3)

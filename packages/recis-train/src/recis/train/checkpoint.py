@@ -26,7 +26,7 @@ class Checkpointer:
         keep: how many of the newest checkpoints to keep (with the bases their deltas need).
         fsync: flush to disk before publishing (power-loss safety).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
         >>> model = nn.ModuleDict({"emb": EmbeddingEngine({"item": EmbeddingSpec(4)}), "mlp": nn.Linear(4, 1)})

@@ -43,7 +43,7 @@ def generate(
     Columns: user_id, item_id, category_id (int64), hist_item_ids, hist_category_ids (list<int64>,
     oldest first, 0 to `max_history` events), label (int32), click_prob (float32, the truth).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> meta = generate(tempfile.mkdtemp(), rows=2000, test_rows=1000, users=100, items=300, files=1)
         >>> 0.7 < meta["oracle_auc"] < 1.0, meta["columns"][:3]

@@ -51,7 +51,7 @@ def score(
     With several `ranks`, each scores its own shard of the data (all ranks step together until one
     runs out) and the metrics are merged over ranks, so every rank returns the same result.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
         >>> from recis.train.models import LogisticRegression
         >>> model = LogisticRegression(EmbeddingEngine({"item": EmbeddingSpec(1)}))

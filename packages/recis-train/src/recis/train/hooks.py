@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class Hook:
     """Base class with no-op methods; override the ones you need.
 
-    Example:
+    Examples:
         >>> class PrintLoss(Hook):
         ...     def on_step_end(self, trainer, logs):
         ...         if logs["step"] % 100 == 0:
@@ -79,7 +79,7 @@ class EvictEvery(Hook):
 class EarlyStopping(Hook):
     """Stops when evaluation `metric` has not improved for `patience` evaluations.
 
-    Example:
+    Examples:
         >>> EarlyStopping("label.auc", patience=2, mode="max").metric
         'label.auc'
     """

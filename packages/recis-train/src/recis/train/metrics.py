@@ -73,7 +73,7 @@ def auc_score(preds: Tensor, labels: Tensor) -> float:
     """ROC AUC of `preds` against binary `labels` (> 0.5 is positive), ties counted half, as
     `sklearn.metrics.roc_auc_score`; NaN when only one class is present.
 
-    Example:
+    Examples:
         >>> auc_score(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
         0.75
     """
@@ -91,7 +91,7 @@ def auc_score(preds: Tensor, labels: Tensor) -> float:
 def gauc_score(preds: Tensor, labels: Tensor, groups: Tensor) -> float:
     """Impression-weighted mean of per-group AUC; groups with a single class are skipped (NaN if all are).
 
-    Example:
+    Examples:
         >>> preds, labels = torch.tensor([0.9, 0.1, 0.2, 0.7, 0.5]), torch.tensor([1, 0, 1, 0, 1])
         >>> gauc_score(preds, labels, groups=torch.tensor([1, 1, 2, 2, 3]))
         0.5
@@ -169,7 +169,7 @@ class LogLoss(_Sums):
     computed in the predictions' dtype and clipped to [eps, 1 - eps] with eps = `torch.finfo(dtype).eps`
     (2**-23 for the float32 predictions the Trainer evaluates, 2**-52 for float64), then logged in float64.
 
-    Example:
+    Examples:
         >>> m = LogLoss(); m.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])); round(m.compute(), 4)
         0.6931
         >>> m = LogLoss(); m.update(torch.tensor([1.0]), torch.tensor([0])); round(m.compute(), 4)  # -log(2**-23)
@@ -194,7 +194,7 @@ class LogLoss(_Sums):
 class Calibration(_Sums):
     """Mean prediction over mean label (predicted CTR / actual CTR); 1.0 is calibrated.
 
-    Example:
+    Examples:
         >>> m = Calibration(); m.update(torch.tensor([0.2, 0.4]), torch.tensor([0, 1])); round(m.compute(), 6)
         0.6
     """
@@ -253,7 +253,7 @@ class AUC(Metric):
     GAUC) that is 8 bytes per example for the float32 predictions the Trainer evaluates, 12 for
     float64 ones, plus 8 for GAUC's group.
 
-    Example:
+    Examples:
         >>> m = AUC()
         >>> m.update(torch.tensor([0.1, 0.4]), torch.tensor([0, 0]))
         >>> m.update(torch.tensor([0.35, 0.8]), torch.tensor([1, 1]))
@@ -308,7 +308,7 @@ class AUC(Metric):
 class GAUC(AUC):
     """Group AUC: impression-weighted mean of per-group (usually per-user) AUC, single-class groups skipped.
 
-    Example:
+    Examples:
         >>> m = GAUC()
         >>> m.update(torch.tensor([0.9, 0.1, 0.2, 0.7]), torch.tensor([1, 0, 1, 0]), groups=torch.tensor([1, 1, 2, 2]))
         >>> m.compute()

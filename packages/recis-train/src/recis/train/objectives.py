@@ -30,7 +30,7 @@ class Objective:
         weight: its share of the total loss.
         name: how logs and metrics call it (default: `label`).
 
-    Example:
+    Examples:
         >>> ctr = Objective("click", weight=1.0)
         >>> loss = ctr.loss_fn(torch.zeros(4), torch.tensor([1, 0, 1, 0]))
         >>> round(float(loss), 4)

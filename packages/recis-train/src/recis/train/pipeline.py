@@ -81,7 +81,7 @@ def _expected(t: Any, kind: str) -> str | None:
 def check_labels(objectives: Iterable[Objective], batch: Batch) -> None:
     """Raises TypeError naming the label column when it holds anything but one number per row.
 
-    Example:
+    Examples:
         >>> import torch
         >>> check_labels([Objective("click")], {"click": torch.tensor([1, 0])})  # one number per row: fine
         >>> check_labels([Objective("click")], {"click": Ragged(torch.tensor([1.0, 0.0]), torch.tensor([0, 1, 2]))})
@@ -132,7 +132,7 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     """The batch with its tensors and Raggeds on `device` (other values as they are); host data
     bound for CUDA goes through page-locked memory, so the copy runs asynchronously.
 
-    Example:
+    Examples:
         >>> to_device({"x": torch.ones(2), "name": "a"}, torch.device("cpu"))["x"].device.type
         'cpu'
     """
@@ -162,7 +162,7 @@ class InputPipeline:
 
     `wait_s` accumulates the time the consumer spent waiting for a batch.
 
-    Example:
+    Examples:
         >>> pipe = InputPipeline([{"x": 1}, {"x": 2}, {"x": 3}], lambda b: {"x": b["x"] * 10}, depth=2, skip=1)
         >>> [(b["x"], pos["consumed"]) for b, pos in pipe]
         [(20, 2), (30, 3)]

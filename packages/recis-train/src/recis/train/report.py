@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def format_table(rows: list[list[str]], header: list[str]) -> str:
     """A plain-text table with aligned columns.
 
-    Example:
+    Examples:
         >>> print(format_table([["auc", "0.75"]], ["metric", "value"]))
         metric  value
         ------  -----

@@ -14,7 +14,7 @@ from typing import Any
 class RunState:
     """The Trainer's progress (`Trainer.run`).
 
-    Example:
+    Examples:
         >>> state = RunState(step=10, samples=320)
         >>> RunState.from_dict(state.to_dict()) == state
         True

@@ -24,7 +24,7 @@ def make_schedule(spec: str | Schedule) -> Schedule:
     """A schedule from a name: "constant", "linear" (to 0), "cosine" (to 0), "warmup:<n>" (linear
     ramp over n steps, then constant), "warmup:<n>,cosine"; or a callable as it is.
 
-    Example:
+    Examples:
         >>> s = make_schedule("warmup:10,cosine")
         >>> round(s(4, 100), 2), round(s(55, 100), 2), s(0, None)
         (0.5, 0.5, 0.1)
@@ -83,7 +83,7 @@ class Stage:
         train: parameter-name prefixes that train in this stage (None: all). The embedding tables
             train when the prefix of their engine module (e.g. "embedding") is listed.
 
-    Example:
+    Examples:
         >>> Stage("finetune", steps=100, lr_schedule="cosine", train=["top", "heads"]).train
         ['top', 'heads']
     """
@@ -148,7 +148,8 @@ class TrainerConfig:
 
     Args:
         objectives: the labels, heads, losses and weights (empty: one BCE objective on "label").
-        epochs, max_steps: length of the default single stage (when `stages` is empty).
+        epochs: passes of the default single stage (when `stages` is empty).
+        max_steps: steps of the default single stage (None: the epochs decide).
         stages: run these in order instead.
         grad_accum: micro-batches per optimizer step.
         clip_grad_norm: global gradient-norm limit over dense and sparse gradients (None: off).
@@ -166,7 +167,8 @@ class TrainerConfig:
         keep_checkpoints: newest checkpoints kept.
         resume: "latest" (newest checkpoint in output_dir, if any) or a checkpoint path.
         evict_every: run table eviction every this many steps (always after a window).
-        log_every, progress: logging interval and the tqdm bar.
+        log_every: steps between log records (and bar updates).
+        progress: show a tqdm bar.
         tensorboard: also write TensorBoard event files to `output_dir/tensorboard` (losses, eval
             metrics, learning rates, samples/s, table rows, hit rate, inserts, evictions; needs
             `pip install 'recis-train[tensorboard]'`).

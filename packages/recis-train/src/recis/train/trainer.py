@@ -54,7 +54,7 @@ class Trainer:
         dense_optimizer: a `torch.optim` optimizer over the dense parameters (or None).
         config: a `TrainerConfig`.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> from recis.optim import SparseAdam
         >>> from recis.train.models import LogisticRegression

@@ -21,7 +21,7 @@ Batch = dict[str, Any]
 class MLP(nn.Sequential):
     """Linear layers with ReLU (and optional dropout) between them; no activation after the last.
 
-    Example:
+    Examples:
         >>> MLP(8, [16, 4])(torch.zeros(2, 8)).shape
         torch.Size([2, 4])
     """

@@ -21,7 +21,7 @@ from .base import MLP, Batch, RankingModel, pooled_width
 class CrossLayer(nn.Module):
     """x0 * (W x + b) + x, W full (d x d) or low rank (U V^T, rank r).
 
-    Example:
+    Examples:
         >>> CrossLayer(6, rank=2)(torch.ones(3, 6), torch.ones(3, 6)).shape
         torch.Size([3, 6])
     """
@@ -43,7 +43,7 @@ class DCNv2(RankingModel):
         cross_layers: how many `CrossLayer`s; rank: their W's rank (None: full).
         hidden: the deep MLP; dropout: in it. features, dense, heads, dense_width: as in `RankingModel`.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> model = DCNv2(EmbeddingEngine({"user": EmbeddingSpec(4), "item": EmbeddingSpec(4)}), hidden=(8,))
         >>> model({"user": torch.tensor([1, 2]), "item": torch.tensor([3, 4])})["label"].shape

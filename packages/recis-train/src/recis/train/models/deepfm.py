@@ -24,7 +24,7 @@ class DeepFM(RankingModel):
         dense_width: total width of the `dense` columns (0 without them); they become a field via `bottom`.
         hidden: the deep MLP; bottom: the dense columns' MLP (its last size is forced to D).
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> emb = EmbeddingEngine({f"C{i}": EmbeddingSpec(4, table="cat") for i in range(3)})
         >>> model = DeepFM(emb, dense=["I1"], dense_width=1, hidden=(8,))

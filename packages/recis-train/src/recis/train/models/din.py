@@ -25,7 +25,7 @@ class TargetAttention(nn.Module):
     row b's events at `offsets[b]:offsets[b + 1]`. The ragged form scores only the N real events
     (no padding to the longest row) with a per-row softmax over segments; both give the same result.
 
-    Example:
+    Examples:
         >>> att = TargetAttention(4)
         >>> att(torch.zeros(2, 4), torch.zeros(2, 3, 4), torch.tensor([[True, True, False], [False] * 3])).shape
         torch.Size([2, 4])
@@ -71,10 +71,12 @@ class DIN(RankingModel):
         embedding: must embed each history with combiner=None and its target as a pooled feature of
             the same dim (usually the same `table`, so they share rows).
         sequences: {history feature: target feature}, e.g. {"hist_items": "item_id"}.
-        features, dense, heads: as in `RankingModel`.
+        features: as in `RankingModel`.
+        dense: as in `RankingModel`.
+        heads: as in `RankingModel`.
         hidden: the top MLP; attention_hidden: the attention scorer; dropout: in the top MLP.
 
-    Example:
+    Examples:
         >>> from recis.core import Ragged
         >>> from recis.embedding import EmbeddingSpec
         >>> emb = EmbeddingEngine({"user": EmbeddingSpec(8), "item": EmbeddingSpec(8, table="items"),

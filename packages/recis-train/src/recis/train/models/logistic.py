@@ -19,7 +19,7 @@ from .base import Batch, RankingModel
 class LogisticRegression(RankingModel):
     """Logit = bias + sum of the features' 1-wide embeddings (+ a linear layer over dense columns).
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> model = LogisticRegression(EmbeddingEngine({"user": EmbeddingSpec(1), "item": EmbeddingSpec(1)}))
         >>> model({"user": torch.tensor([1, 2]), "item": torch.tensor([3, 4])})["label"].shape

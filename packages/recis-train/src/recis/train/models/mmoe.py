@@ -19,9 +19,13 @@ class MMoE(RankingModel):
 
     Args:
         experts: how many expert MLPs; expert_hidden: each one's sizes; tower: each head's MLP.
-        features, dense, heads, dense_width, dropout: as in `RankingModel` (dropout in the experts).
+        features: as in `RankingModel` (dropout in the experts).
+        dense: as in `RankingModel` (dropout in the experts).
+        heads: as in `RankingModel` (dropout in the experts).
+        dense_width: as in `RankingModel` (dropout in the experts).
+        dropout: as in `RankingModel` (dropout in the experts).
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> model = MMoE(EmbeddingEngine({"user": EmbeddingSpec(4), "item": EmbeddingSpec(4)}),
         ...              heads=["click", "like"], experts=3, expert_hidden=(8,), tower=(4,))

@@ -27,16 +27,22 @@ class SIM(RankingModel):
     Args:
         embedding: embeds `history` as a sequence (combiner=None, with the `max_len` to search)
             and `target` pooled with the same dim (usually the same table).
-        history, target: the history feature and the candidate feature.
+        history: the history feature.
+        target: the candidate feature.
         search: "category": keep events whose `category[0]` ID (a list column aligned with the
             history, not embedded) equals the row's `category[1]` ID; "similarity": keep the
             events with the largest dot product between their and the candidate's embeddings.
         category: (history category column, candidate category column) for search="category".
         top_k: events kept per row (the latest matches, or the best scores).
-        hidden, attention_hidden, dropout: the top MLP and the attention scorer.
-        features, dense, heads, dense_width: as in `RankingModel`.
+        hidden: the top MLP.
+        attention_hidden: the attention scorer's MLP.
+        dropout: in the top MLP.
+        features: as in `RankingModel`.
+        dense: as in `RankingModel`.
+        heads: as in `RankingModel`.
+        dense_width: as in `RankingModel`.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> emb = EmbeddingEngine({"item": EmbeddingSpec(4, table="items"),
         ...                        "hist": EmbeddingSpec(4, table="items", combiner=None, max_len=100)})

@@ -20,7 +20,7 @@ from .base import MLP, Batch, RankingModel, pooled_width, sequence_of
 class CausalBlock(nn.Module):
     """Pre-norm Transformer block: causal multi-head self-attention (with a key padding mask) and an MLP.
 
-    Example:
+    Examples:
         >>> CausalBlock(8, 2)(torch.zeros(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)).shape
         torch.Size([2, 5, 8])
     """
@@ -54,10 +54,12 @@ class TransformerRanker(RankingModel):
 
     Args:
         embedding: embeds `sequence` with combiner=None and `max_len` set, `target` pooled with the same dim.
-        sequence, target: the history feature and the candidate feature.
-        num_layers, num_heads: Transformer depth and heads.
+        sequence: the history feature.
+        target: the candidate feature.
+        num_layers: Transformer blocks.
+        num_heads: attention heads per block.
 
-    Example:
+    Examples:
         >>> from recis.core import Ragged
         >>> from recis.embedding import EmbeddingSpec
         >>> emb = EmbeddingEngine({"item": EmbeddingSpec(8, table="items"),

@@ -22,7 +22,7 @@ class WideDeep(RankingModel):
             feature is pooled and feeds the deep MLP.
         hidden: the deep MLP; dropout: in it. features, dense, heads, dense_width: as in `RankingModel`.
 
-    Example:
+    Examples:
         >>> from recis.embedding import EmbeddingSpec
         >>> emb = EmbeddingEngine({"user": EmbeddingSpec(4), "user_x_item": EmbeddingSpec(1)})
         >>> model = WideDeep(emb, wide=["user_x_item"], hidden=(8,))
