@@ -68,7 +68,7 @@ class HashTable {
 
   // dim: embedding width. admit_count: a key gets a row once seen this many times (1: at once);
   // counting happens in a side map and allocates no row. block_rows: rows per block. type: how
-  // rows are stored (every read widens them to float32, every write rounds them to nearest).
+  // rows are stored (every read widens them to float32, every write rounds them: recis/row_type.h).
   HashTable(int64_t dim, Initializer init, int64_t admit_count, int64_t block_rows, RowType type = RowType::kF32);
 
   int64_t dim() const { return dim_; }        // fixed at construction: no lock

@@ -77,7 +77,6 @@ struct TableRowsOf {
   }
   void prefetch_index(int64_t u) const { __builtin_prefetch(rows + u); }  // before operator()(u) reads it
 };
-using TableRows = TableRowsOf<float>;
 
 // Same as pooled_forward, reading the U unique rows straight from a table's blocks (no copy);
 // 16-bit rows are widened to float32 as they are summed.

@@ -311,3 +311,16 @@ def test_state_dict_round_trips_the_tables_through_torch_save(tmp_path):
     with without_tables(fresh):
         fresh.load_state_dict(dense)  # no rows expected, none loaded
     assert len(fresh["emb"].groups[0].table) == 0
+
+
+def test_state_dict_tables_refuse_other_layouts_and_sharded_engines():
+    a = EmbeddingEngine({"user": EmbeddingSpec(4), "item": EmbeddingSpec(4, combiner="mean")})
+    a({"user": torch.tensor([1]), "item": torch.tensor([2])})
+    b = EmbeddingEngine({"item": EmbeddingSpec(4, combiner="mean"), "user": EmbeddingSpec(4)})  # tags swapped
+    with pytest.raises(
+        RuntimeError, match=r"the state's physical tables hold the logical tables \[\['user', 'item'\]\]"
+    ):
+        b.load_state_dict(a.state_dict())
+    a.sharded = True  # as shard() leaves it (no process group needed to refuse)
+    with pytest.raises(RuntimeError, match="a sharded engine's rows are spread over the ranks"):
+        a.state_dict()

@@ -197,11 +197,11 @@ def test_metrics_file_is_strict_json_and_plots_leave_the_backend_alone(data_file
 
 
 def test_resuming_a_finished_run_with_more_epochs_trains_on(data_file, tmp_path, caplog):
-    def fit(epochs):
+    def fit(epochs, max_steps=None):
         model = make_din()
         reader = ColumnReader(data_file, COLUMNS, batch_size=16, shuffle=True, shuffle_window=64, seed=3)
         cfg = TrainerConfig(objectives=[Objective("click")], epochs=epochs, output_dir=str(tmp_path), log_every=1,
-                            progress=False, resume="latest")  # fmt: skip
+                            progress=False, resume="latest", max_steps=max_steps)  # fmt: skip
         return Trainer(model, reader, reader, *optimizers(model), cfg).fit()
 
     def records(kind):
@@ -214,6 +214,7 @@ def test_resuming_a_finished_run_with_more_epochs_trains_on(data_file, tmp_path,
     assert summary["steps"] == 16 and summary["stop_reason"] == "nothing to train"
     assert "nothing to train: the run finished its stages at step 16" in caplog.text
     assert len(records("eval")) == 1  # no second record of the same evaluation
+    assert fit(1, max_steps=40)["stop_reason"] == "nothing to train"  # more steps, but its one epoch is done
     summary = fit(3)  # two more epochs
     assert summary["steps"] == 48 and summary["stop_reason"] == "done" and len(records("eval")) == 2
     assert [r["step"] for r in records("train")] == list(range(1, 49))  # epochs 2 and 3 continued the count
@@ -246,3 +247,13 @@ def test_tensorboard_event_files_hold_the_runs_scalars(data_file, tmp_path):
     assert [e.step for e in events.Scalars("eval/click.auc")] == [8, 16]
     first_loss = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert events.Scalars("train/loss")[0].value == pytest.approx(first_loss, rel=1e-6)
+
+
+def test_each_step_is_evaluated_once_with_eval_every_and_every_epoch(data_file, tmp_path):
+    model = make_din()
+    reader = ColumnReader(data_file, COLUMNS, batch_size=16)
+    cfg = TrainerConfig(objectives=[Objective("click")], epochs=2, output_dir=str(tmp_path), progress=False,
+                        eval_every=16, eval_every_epoch=True, eval_batches=2)  # fmt: skip
+    Trainer(model, reader, reader, *optimizers(model), cfg).fit()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [r["step"] for r in map(json.loads, lines) if r["kind"] == "eval"] == [16, 32]  # epoch ends = eval_every

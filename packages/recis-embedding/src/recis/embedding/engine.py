@@ -12,7 +12,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -501,11 +501,12 @@ class EmbeddingEngine(nn.Module):
         ]
         return mine + owned
 
-    def get_extra_state(self) -> dict[str, int]:
-        """The step counter travels with `state_dict()`."""
-        return {"step": self.step}
+    def get_extra_state(self) -> dict[str, Any]:
+        """The step counter, and each physical table's logical tables (checked by a load), travel
+        with `state_dict()`."""
+        return {"step": self.step, "tables": [list(g.table.tag_names) for g in self.groups]}
 
-    def set_extra_state(self, state: dict[str, int]) -> None:
+    def set_extra_state(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
 
     # state_dict() holds every physical table's live rows as `tables.<i>.<field>` (ids, tags,
@@ -519,6 +520,11 @@ class EmbeddingEngine(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if not self._tables_in_state:
             return
+        if self.sharded:
+            raise RuntimeError(
+                "EmbeddingEngine.state_dict: a sharded engine's rows are spread over the ranks; save them with "
+                "recis.optim.Saver (or take the dense state alone inside recis.embedding.without_tables(model))"
+            )
         for i, g in enumerate(self.groups):
             rows = g.table.state_dict()
             for name in self._TABLE_FIELDS:
@@ -531,6 +537,17 @@ class EmbeddingEngine(nn.Module):
         rest = {k: v for k, v in state_dict.items() if not k.startswith(mine)}
         super()._load_from_state_dict(rest, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         if not self._tables_in_state:
+            return
+        if self.sharded:
+            error_msgs.append(f"{mine}*: a sharded engine loads its rows through recis.optim.Saver")
+            return
+        extra = state_dict.get(prefix + "_extra_state")
+        saved = extra.get("tables") if isinstance(extra, dict) else None
+        here = [list(g.table.tag_names) for g in self.groups]
+        if saved is not None and saved != here:
+            error_msgs.append(
+                f"{mine}*: the state's physical tables hold the logical tables {saved}, this engine's {here}"
+            )
             return
         known = {f"{mine}{i}.{name}" for i in range(len(self.groups)) for name in self._TABLE_FIELDS}
         unexpected_keys.extend(k for k in state_dict if k.startswith(mine) and k not in known)

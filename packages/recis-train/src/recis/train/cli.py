@@ -90,7 +90,6 @@ def configure_logging(level: str) -> None:
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
 
 
 class _Stderr(logging.StreamHandler):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from recis.embedding import EmbeddingEngine, EmbeddingSpec, Eviction, Initializer
+from recis.embedding.table import ROW_DTYPES as TABLE_ROW_DTYPES
 
 from .objectives import LOSSES, Objective
 from .pipeline import Needs, check_columns
@@ -140,7 +141,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:  # type
     return data
 
 
-ROW_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ROW_DTYPES = {name: dtype for dtype, name in TABLE_ROW_DTYPES.items()}  # "bfloat16" -> torch.bfloat16
 
 
 PATTERN = "*?["  # an [embeddings] key holding one of these is a name pattern (fnmatch)
@@ -518,7 +519,8 @@ def early_stopping(sec: Section | None, objs: list[Objective]) -> list[Any]:
 
 def for_baseline(config: dict[str, Any], key: str) -> dict[str, Any]:
     """`config` as the run of model table `key` sees it: that table's own `train` and `optim`
-    tables (if any) override the root's, key by key (optim: per `sparse` / `dense` table)."""
+    tables (if any) override the root's, key by key (optim: per `sparse` / `dense` table; one that
+    names another optimizer `type` replaces the root's table instead)."""
     own = dict(config.get(key, {}))
     train, optim = own.pop("train", None), own.pop("optim", None)
     out = dict(config) | {key: own}
@@ -526,7 +528,12 @@ def for_baseline(config: dict[str, Any], key: str) -> dict[str, Any]:
         out["train"] = {**config.get("train", {}), **train}
     if optim is not None:
         base = config.get("optim", {})
-        out["optim"] = {**base, **{k: {**base.get(k, {}), **v} for k, v in optim.items()}}
+        merged = {}
+        for k, v in optim.items():
+            root = base.get(k, {})
+            same = v.get("type", root.get("type", "adam")) == root.get("type", "adam")
+            merged[k] = {**root, **v} if same else dict(v)
+        out["optim"] = {**base, **merged}
     return out
 
 

@@ -29,8 +29,8 @@ class RunState:
     window: str | None = None  # online: the window being trained
     window_done: str | None = None  # online: the last window finished
     window_evaluated: bool = False  # online: `window` was scored before training on it
-    finished_epochs: int = 0  # the last finished stage's passes and steps (a resume with more
-    finished_steps: int = 0  # epochs or steps continues it)
+    finished_epochs: int | None = None  # the last finished stage's passes and steps (a resume with
+    finished_steps: int | None = None  # more epochs or steps continues it; None: not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

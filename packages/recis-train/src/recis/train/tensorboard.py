@@ -54,7 +54,4 @@ class TensorBoardWriter(Hook):
                     self.writer.add_scalar(f"{tag}/evicted", stats.get("evicted", 0), step)
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
+        self.writer.close()  # a later record reopens a file

@@ -262,9 +262,12 @@ class Trainer:
         run, last = self.run, self.stages[-1] if self.stages else None
         if run.stage_index < len(self.stages) or last is None or isinstance(last.data or self.train_data, OnlineData):
             return
-        more_steps = last.steps is not None and last.steps > run.finished_steps
-        more_epochs = last.steps is None and (last.epochs or 1) > run.finished_epochs
-        if more_steps or more_epochs:
+        if run.finished_epochs is None or run.finished_steps is None:  # a checkpoint from before these were kept
+            self.stop_reason = "nothing to train"
+            log.info("nothing to train: the run finished its stages at step %d", run.step)
+            return
+        epochs = last.epochs or (1 if last.steps is None else 10**9)
+        if epochs > run.finished_epochs and (last.steps is None or last.steps > run.finished_steps):
             run.stage_index, run.epoch, run.stage_step, run.position = (
                 len(self.stages) - 1,
                 run.finished_epochs,
@@ -276,7 +279,7 @@ class Trainer:
         self.stop_reason = "nothing to train"
         log.info(
             "nothing to train: the run finished its stages at step %d (stage %r: %d epochs, %d steps); raise "
-            "train.epochs or train.max_steps to train on",
+            "train.epochs (and train.max_steps, if set) to train on",
             run.step, last.name, run.finished_epochs, run.finished_steps,
         )  # fmt: skip
 
@@ -349,7 +352,12 @@ class Trainer:
                 break
             self.run.epoch, self.run.position = self.run.epoch + 1, None
             more = self.run.epoch < epochs and not self.stage_done(stage)
-            if more and self.config.eval_every_epoch and self.eval_data is not None:
+            if (
+                more
+                and self.config.eval_every_epoch
+                and self.eval_data is not None
+                and self._eval_step != self.run.step
+            ):
                 self.evaluate()  # an EarlyStopping hook may stop the stage here
         if not self.should_stop and self.eval_data is not None and self._eval_step != self.run.step:
             self.evaluate()

@@ -54,13 +54,13 @@ class TargetAttention(nn.Module):
         assert isinstance(k, Tensor)
         rows = torch.repeat_interleave(torch.arange(len(query), device=k.device), keys.lengths(), output_size=len(k))
         q = query.index_select(0, rows)  # (N, D)
-        scores = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1)  # (N,)
+        scores = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1).float()  # (N,), sums in float32
         # softmax per row: subtract the row's max (a constant for the gradient), exp, normalize
         top = torch.full((len(query),), float("-inf"), dtype=scores.dtype, device=k.device)
         top = top.scatter_reduce(0, rows, scores.detach(), "amax")
         e = (scores - top.index_select(0, rows)).exp()
         total = torch.zeros(len(query), dtype=e.dtype, device=k.device).index_add(0, rows, e)
-        weights = e / total.index_select(0, rows)
+        weights = (e / total.index_select(0, rows)).to(k.dtype)
         return torch.zeros_like(query).index_add(0, rows, weights.unsqueeze(-1) * k)  # (B, D); empty rows 0
 
 

@@ -18,12 +18,14 @@ class MMoE(RankingModel):
     """Experts over [pooled features, mean-pooled sequences, dense columns]; a gate and a tower per head.
 
     Args:
-        experts: how many expert MLPs; expert_hidden: each one's sizes; tower: each head's MLP.
-        features: as in `RankingModel` (dropout in the experts).
-        dense: as in `RankingModel` (dropout in the experts).
-        heads: as in `RankingModel` (dropout in the experts).
-        dense_width: as in `RankingModel` (dropout in the experts).
-        dropout: as in `RankingModel` (dropout in the experts).
+        experts: how many expert MLPs.
+        expert_hidden: each expert's sizes.
+        tower: each head's MLP (its last size is the head's width).
+        features: as in `RankingModel`.
+        dense: as in `RankingModel`.
+        heads: as in `RankingModel`.
+        dense_width: as in `RankingModel`.
+        dropout: in the experts.
 
     Examples:
         >>> from recis.embedding import EmbeddingSpec
