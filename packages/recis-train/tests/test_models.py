@@ -71,6 +71,11 @@ MODELS = {
     "wide_deep": ({**POOLED, "user_item": {"dim": 1}}, {"wide": ["user_item"], "hidden": [32]}, 0.67),
     "mmoe": ({**POOLED, **HISTORY}, {"experts": 3, "expert_hidden": [32], "tower": [8]}, 0.66),
     "transformer": ({**POOLED, **HISTORY}, {"sequence": "hist", "target": "item", "hidden": [32]}, 0.70),
+    "logistic": (
+        {n: {**v, "dim": 1} for n, v in POOLED.items()} | {"hist": {"dim": 1, "table": "items", "combiner": "mean"}},
+        {},
+        0.55,
+    ),
 }
 
 
