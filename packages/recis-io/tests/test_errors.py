@@ -8,6 +8,7 @@ import warnings
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from recis.io import ColumnReader
 
@@ -65,6 +66,19 @@ def test_nulls_filled_with_defaults_or_given_values(tmp_path):
     assert batch["l"].tolist() == [[1], [2], [0, 2], []]
     batch = next(iter(ColumnReader(path, nulls="fill", fill_values={"v": -1, "l": 7})))
     assert batch["v"].tolist() == [1, -1, 3, 4] and batch["l"].tolist() == [[1], [2], [7, 2], []]
+
+
+def test_missing_indicators_mark_the_nulls_before_the_fill(tmp_path):
+    path = nulls_file(tmp_path)
+    batch = next(iter(ColumnReader(path, nulls="fill", fill_values={"v": -1}, missing_indicators=["v"])))
+    assert list(batch) == ["v", "v_missing", "l"]
+    assert batch["v"].tolist() == [1, -1, 3, 4] and batch["v_missing"].tolist() == [0, 1, 0, 0]
+    assert batch["v_missing"].dtype == torch.int8
+    shuffled = ColumnReader(path, nulls="fill", missing_indicators=["v"], shuffle=True, shuffle_window=4, batch_size=4)
+    batch = next(iter(shuffled))  # the indicator moves with its row
+    assert [m for v, m in zip(batch["v"].tolist(), batch["v_missing"].tolist(), strict=True) if v == 0] == [1]
+    with pytest.raises(ValueError, match=r"missing_indicators: \['w'\] are not read columns"):
+        ColumnReader(path, missing_indicators=["w"])
 
 
 def test_empty_files(tmp_path):

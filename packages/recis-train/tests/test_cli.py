@@ -279,3 +279,22 @@ def test_baseline_has_its_own_schedule_and_stops_early(config_file, tmp_path):
     assert base["steps"] == 16 and base["stop_reason"].startswith("early stop: click.auc")
     evals = [json.loads(x) for x in (tmp_path / "run" / "baseline" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals if r["kind"] == "eval"] == [8, 16]
+
+
+def test_fill_values_and_missing_indicators_from_the_config(tmp_path):
+    n = 64
+    i1 = pa.array([None if k % 4 == 0 else float(k) for k in range(n)], pa.float64())
+    table = pa.table({"C1": torch.randint(0, 9, (n,)).numpy(), "I1": i1, "label": torch.randint(0, 2, (n,)).numpy()})
+    pq.write_table(table, tmp_path / "train.parquet")
+    cfg = {
+        "data": {"train": str(tmp_path / "train.parquet"), "batch_size": 64, "nulls": "fill",
+                 "fill_values": {"I1": -1.0}, "missing_indicators": ["I1"]},
+        "embeddings": {"C1": {"dim": 4}},
+        "model": {"type": "dcn", "dense": ["I1", "I1_missing"], "hidden": [8]},
+        "train": {"progress": False},
+    }  # fmt: skip
+    run = build(cfg)
+    batch = next(iter(run.train_data))
+    assert batch["I1_missing"].tolist() == [1 if k % 4 == 0 else 0 for k in range(n)]
+    assert batch["I1"][0].item() == -1.0
+    assert cli.run_config(cfg)["model"]["steps"] == 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.fs as pafs  # type: ignore[import-untyped]
 from torch import Tensor
 
@@ -39,6 +40,7 @@ class Job:
     sources: list[Source]
     types: dict[str, pa.DataType]  # the columns to read, in order, with their expected types
     fills: dict[str, Any] | None  # None: nulls are an error
+    indicators: frozenset[str]  # columns that get a `<name>_missing` int8 column
     string_hashes: dict[str, StringHash]
     slices: list[Slice]
     batch_size: int
@@ -86,6 +88,9 @@ def decode(job: Job, s: Slice) -> pa.Table | None:
         if not col.type.equals(expected_type):  # same logical type, other list field names
             col = col.cast(expected_type)
         nulls = count_nulls(col)
+        missing = None
+        if name in job.indicators:  # taken before any fill
+            missing = pc.cast(pc.is_null(col) if nulls else pa.repeat(pa.scalar(False), len(col)), pa.int8())
         if nulls and job.fills is None:
             job.fail(
                 ValueError(
@@ -98,6 +103,8 @@ def decode(job: Job, s: Slice) -> pa.Table | None:
             assert job.fills is not None
             col = pa.chunked_array([fill_nulls(c, job.fills[name]) for c in col.chunks], expected_type)
         columns[name] = col
+        if missing is not None:
+            columns[f"{name}_missing"] = missing
     return pa.table(columns)
 
 

@@ -53,6 +53,8 @@ class ColumnReader(IterableDataset[Batch]):
         nulls: "error" (default) raises on a null, naming column, file and row group; "fill" replaces
             it with `fill_values[column]`, else 0 / False / "" (a null list becomes []).
         fill_values: per-column fill for nulls (the value of the innermost type for lists).
+        missing_indicators: columns that also get a `<column>_missing` int8 column in each batch:
+            1 where the value was null (before any fill), else 0. Models see the gap as a feature.
         string_hash: `(offsets int64, bytes uint8) -> int64 IDs` applied to string columns at read
             time (e.g. `recis.features.hash_strings`), or {column: function} for some of them.
             It runs in the decode threads, so it must be thread-safe.
@@ -90,6 +92,7 @@ class ColumnReader(IterableDataset[Batch]):
         pin_memory: bool = False,
         nulls: Literal["error", "fill"] = "error",
         fill_values: Mapping[str, Any] | None = None,
+        missing_indicators: Sequence[str] = (),
         string_hash: StringHash | Mapping[str, StringHash] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         format: str | None = None,
@@ -115,6 +118,15 @@ class ColumnReader(IterableDataset[Batch]):
         self._fs, self.sources = self._find_sources(paths, format, filesystem)
         self.types = self._resolve_columns(columns)
         self._fills = None if nulls == "error" else _fills(self.types, fill_values or {})
+        self.missing_indicators = list(missing_indicators)
+        """Columns that get a `<column>_missing` indicator column in each batch."""
+        unknown = [c for c in self.missing_indicators if c not in self.types]
+        clash = [f"{c}_missing" for c in self.missing_indicators if f"{c}_missing" in self.types]
+        if unknown or clash:
+            raise ValueError(
+                f"[recis.io] missing_indicators: {unknown or clash} "
+                + ("are not read columns" if unknown else "would replace read columns")
+            )
         self._hashes = _string_hashes(self.types, string_hash)
         self.num_rows = sum(sum(s.piece_rows) for s in self.sources)
         """Rows in all files (all shards)."""
@@ -212,6 +224,7 @@ class ColumnReader(IterableDataset[Batch]):
             sources=self.sources,
             types=self.types,
             fills=self._fills,
+            indicators=frozenset(self.missing_indicators),
             string_hashes=self._hashes,
             slices=shard_slices(order, lo, hi, skip),
             batch_size=self.batch_size,

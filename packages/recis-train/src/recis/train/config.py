@@ -441,6 +441,8 @@ def _reader(paths: Any, data: Section, base: Path, shuffle: bool) -> Any:
             seed=data.get("seed", int, 0),
             num_threads=data.get("num_threads", int, 2),
             nulls=data.get("nulls", ("oneof", "error", "fill"), "error"),
+            fill_values=data.get("fill_values", dict, None),
+            missing_indicators=data.get("missing_indicators", ("list", str), []),
         )
     except ConfigError:
         raise

@@ -48,7 +48,10 @@ def check_columns(data: Any, needs: Needs, where: str) -> Any:
     from recis.io.convert import describe
 
     first = sources[0]  # the reader has checked that every file agrees with it
+    made = {f"{c}_missing" for c in getattr(data, "missing_indicators", [])}  # the reader adds these
     for column, (kind, who) in needs.items():
+        if column in made:
+            continue
         if column in types:
             expected = _expected(types[column], kind)
             if expected:
