@@ -198,17 +198,24 @@ class HashTable {
     auto* block = reinterpret_cast<unsigned char*>(emb_[static_cast<size_t>(r >> block_shift_)].get());
     return block + (r & block_mask_) * row_bytes_;
   }
-  // The blocks as arrays of T (the stored element type), for pooling straight from them.
-  template <typename T>
-  std::vector<const T*> typed_blocks() const {
-    std::vector<const T*> blocks;
-    blocks.reserve(emb_.size());
-    for (const Block& b : emb_) blocks.push_back(reinterpret_cast<const T*>(b.get()));
-    return blocks;
+  // Calls make_rows(blocks, zero) once with the row blocks as arrays of the stored element type
+  // (float, Bf16 or F16) and the zero row as one, for pooling straight from the blocks.
+  template <typename F>
+  void with_blocks(F&& make_rows) const {
+    auto typed = [&](auto element) {
+      using T = decltype(element);
+      std::vector<const T*> blocks;
+      blocks.reserve(emb_.size());
+      for (const Block& b : emb_) blocks.push_back(reinterpret_cast<const T*>(b.get()));
+      make_rows(blocks, reinterpret_cast<const T*>(zero_row_.data()));  // zero bits read 0 in every type
+    };
+    if (type_ == RowType::kF32)
+      typed(float{});
+    else if (type_ == RowType::kBf16)
+      typed(Bf16{});
+    else
+      typed(F16{});
   }
-  // Pools through pooled_forward_rows over the stored element type (the lock is held).
-  void pool_rows(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets, int64_t bags,
-                 const float* weights, const float* scales, float* out, const BagLayout& layout, const char* op) const;
   float* slot_row(int s, int64_t r) const {
     const Slot& sl = slots_[static_cast<size_t>(s)];
     return ptr(sl.blocks, r, sl.width);

@@ -7,11 +7,17 @@
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 #include "recis/parallel.h"
 
 namespace recis {
+
+namespace {
+template <typename P>
+using Stored = std::remove_cv_t<std::remove_pointer_t<P>>;  // a row pointer's element type
+}  // namespace
 namespace {
 
 constexpr int64_t kProbeGrain = 2048;  // keys a thread probes at least
@@ -362,22 +368,26 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
   // Pieces of 256 bags: probe a piece's keys, then pool it while its rows are still in cache.
   constexpr int64_t kBags = 256;
   std::atomic<int64_t> missed{0};
-  parallel_for((bags + kBags - 1) / kBags, 1, [&](int64_t pb, int64_t pe) {
-    std::vector<int64_t> rows, position, local(kBags + 1);
-    int64_t missing = 0;
-    for (int64_t p = pb; p < pe; ++p) {
-      const int64_t b0 = p * kBags, nb = std::min(kBags, bags - b0);
-      const int64_t v0 = offsets[b0], m = offsets[b0 + nb] - v0;
-      rows.resize(static_cast<size_t>(m));
-      missing += probe_runs(keys, starts, v0, m, rows.data());
-      for (int64_t k = static_cast<int64_t>(position.size()); k < m; ++k) position.push_back(k);
-      for (int64_t k = 0; k <= nb; ++k) local[static_cast<size_t>(k)] = offsets[b0 + k] - v0;
-      BagLayout piece = layout;
-      piece.first += b0;
-      pool_rows(rows.data(), m, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
-                scales ? scales + b0 : nullptr, out, piece, nullptr);  // positions made here
-    }
-    missed += missing;
+  with_blocks([&](const auto& blocks, const auto* zero) {
+    parallel_for((bags + kBags - 1) / kBags, 1, [&](int64_t pb, int64_t pe) {
+      std::vector<int64_t> rows, position, local(kBags + 1);
+      int64_t missing = 0;
+      for (int64_t p = pb; p < pe; ++p) {
+        const int64_t b0 = p * kBags, nb = std::min(kBags, bags - b0);
+        const int64_t v0 = offsets[b0], m = offsets[b0 + nb] - v0;
+        rows.resize(static_cast<size_t>(m));
+        missing += probe_runs(keys, starts, v0, m, rows.data());
+        for (int64_t k = static_cast<int64_t>(position.size()); k < m; ++k) position.push_back(k);
+        for (int64_t k = 0; k <= nb; ++k) local[static_cast<size_t>(k)] = offsets[b0 + k] - v0;
+        BagLayout piece = layout;
+        piece.first += b0;
+        const TableRowsOf<Stored<decltype(zero)>> source{blocks.data(), block_shift_, block_mask_,
+                                                         dim_,          rows.data(),  zero};
+        pooled_forward_rows(source, m, dim_, position.data(), local.data(), nb, weights ? weights + v0 : nullptr,
+                            scales ? scales + b0 : nullptr, out, piece, nullptr);  // positions made here
+      }
+      missed += missing;
+    });
   });
   counters_.lookups += offsets[bags];
   counters_.hits += offsets[bags] - missed.load();
@@ -414,26 +424,10 @@ void HashTable::pool(const int64_t* rows, int64_t num_rows, const int64_t* index
     if (rows[u] < -1 || rows[u] >= allocated_rows_)
       throw std::invalid_argument("HashTable.pool: rows[" + str(u) + "]=" + str(rows[u]) +
                                   " is not a row of this table");
-  pool_rows(rows, num_rows, index, offsets, bags, weights, scales, out, layout, "HashTable.pool");
-}
-
-void HashTable::pool_rows(const int64_t* rows, int64_t num_rows, const int64_t* index, const int64_t* offsets,
-                          int64_t bags, const float* weights, const float* scales, float* out, const BagLayout& layout,
-                          const char* op) const {
-  auto pool_as = [&](auto element) {
-    using T = decltype(element);
-    const std::vector<const T*> blocks = typed_blocks<T>();
-    const TableRowsOf<T> source{
-        blocks.data(), block_shift_, block_mask_,
-        dim_,          rows,         reinterpret_cast<const T*>(zero_row_.data())};  // zero bits read 0 in every type
-    pooled_forward_rows(source, num_rows, dim_, index, offsets, bags, weights, scales, out, layout, op);
-  };
-  if (type_ == RowType::kF32)
-    pool_as(float{});
-  else if (type_ == RowType::kBf16)
-    pool_as(Bf16{});
-  else
-    pool_as(F16{});
+  with_blocks([&](const auto& blocks, const auto* zero) {
+    const TableRowsOf<Stored<decltype(zero)>> source{blocks.data(), block_shift_, block_mask_, dim_, rows, zero};
+    pooled_forward_rows(source, num_rows, dim_, index, offsets, bags, weights, scales, out, layout, "HashTable.pool");
+  });
 }
 
 void HashTable::touch_and_gather(const int64_t* rows, int64_t n, int64_t step, float* out) {
