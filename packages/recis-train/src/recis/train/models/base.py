@@ -103,6 +103,17 @@ class RankingModel(nn.Module):
     def make_heads(self, in_dim: int) -> nn.ModuleDict:
         return nn.ModuleDict({name: nn.Linear(in_dim, width) for name, width in self.head_widths.items()})
 
+    def apply_heads(self, x: Tensor, offset: Tensor | None = None) -> dict[str, Tensor]:
+        """{head: logits} from `self.heads` (made by `make_heads`) over x (B, in_dim): (B,) for
+        1-wide heads, (B, width) otherwise; `offset` (B,) is added to every logit (an FM or wide term)."""
+        heads: nn.ModuleDict = self.heads  # type: ignore[assignment]  # set by the subclass
+        out = {}
+        for name, head in heads.items():
+            y = head(x)
+            y = y.squeeze(-1) if y.shape[-1] == 1 else y
+            out[name] = y if offset is None else y + (offset if y.dim() == 1 else offset.unsqueeze(-1))
+        return out
+
 
 def sequence_of(x: object, name: str) -> Padded:
     """A sequence feature's embedding output as `Padded` ((B, L, D) values, (B, L) mask)."""

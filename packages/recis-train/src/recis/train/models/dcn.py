@@ -83,4 +83,4 @@ class DCNv2(RankingModel):
         for layer in self.cross:
             x = layer(x0, x)
         h = torch.cat([x, self.deep(x0)], 1)
-        return {name: head(h).squeeze(-1) if head.out_features == 1 else head(h) for name, head in self.heads.items()}
+        return self.apply_heads(h)

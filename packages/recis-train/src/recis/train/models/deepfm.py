@@ -69,8 +69,4 @@ class DeepFM(RankingModel):
         v = torch.stack(fields, 1)  # (B, F, D)
         fm = 0.5 * (v.sum(1).square() - v.square().sum(1)).sum(1)  # (B,) pairwise interactions
         x = self.deep(v.flatten(1))  # (B, hidden[-1])
-        out = {}
-        for name, head in self.heads.items():
-            y = head(x)  # (B, width)
-            out[name] = y.squeeze(-1) + fm if y.shape[-1] == 1 else y + fm.unsqueeze(-1)
-        return out
+        return self.apply_heads(x, fm)

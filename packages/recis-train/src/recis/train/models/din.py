@@ -128,4 +128,4 @@ class DIN(RankingModel):
         if dense is not None:
             parts.append(dense)
         x = self.top(torch.cat(parts, 1))  # (B, hidden[-1])
-        return {name: head(x).squeeze(-1) if head.out_features == 1 else head(x) for name, head in self.heads.items()}
+        return self.apply_heads(x)

@@ -129,4 +129,4 @@ class SIM(RankingModel):
         if dense is not None:
             parts.append(dense)
         h = self.top(torch.cat(parts, 1))
-        return {name: head(h).squeeze(-1) if head.out_features == 1 else head(h) for name, head in self.heads.items()}
+        return self.apply_heads(h)

@@ -116,4 +116,4 @@ class TransformerRanker(RankingModel):
         if dense is not None:
             parts.append(dense)
         h = self.top(torch.cat(parts, 1))  # (B, hidden[-1])
-        return {name: head(h).squeeze(-1) if head.out_features == 1 else head(h) for name, head in self.heads.items()}
+        return self.apply_heads(h)

@@ -67,8 +67,4 @@ class WideDeep(RankingModel):
             if self.wide_dense is not None:
                 wide = wide + self.wide_dense(dense).squeeze(-1)
         h = self.deep(torch.cat(parts, 1))
-        out = {}
-        for name, head in self.heads.items():
-            y = head(h)
-            out[name] = y.squeeze(-1) + wide if y.shape[-1] == 1 else y + wide.unsqueeze(-1)
-        return out
+        return self.apply_heads(h, wide)
