@@ -16,13 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from recis.optim import Saver
 from recis.serve import BundleError, Predictor, RequestError
 from recis.serve.cli import make_server, predict_main
 from recis.train import config as cfgmod
 from recis.train import demo
 from recis.train.cli import run_config
-from recis.train.export import export_bundle, load_config
+from recis.train.export import eval_predictions, export_bundle, load_config, load_trained
 from recis.train.metrics import auc_score
 
 pytestmark = pytest.mark.slow  # trains two models and exports eight bundles
@@ -38,21 +37,6 @@ def train(config: dict) -> Path:
     run_config(config)
     (checkpoint,) = sorted((Path(config["output_dir"]) / "checkpoints").glob("step-*"))[-1:]
     return checkpoint
-
-
-def trainer_predictions(checkpoint: Path) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
-    """The eval data's raw batches, and the trained model's predictions and labels on them."""
-    config = load_config(checkpoint, None)
-    run = cfgmod.build(config)
-    Saver(checkpoint.parent, run.model, optimizers=[]).load(checkpoint, optimizer=False)
-    model = run.model.eval()
-    batches, preds, labels = [], [], []
-    with torch.no_grad():
-        for raw in run.eval_data:
-            batches.append(raw)
-            preds.append(torch.sigmoid(model(model.transform(raw))["label"]))
-            labels.append(raw["label"].float())
-    return batches, torch.cat(preds), torch.cat(labels)
 
 
 @pytest.fixture(scope="module", params=["demo", "movielens"])
@@ -73,7 +57,7 @@ def run(request, tmp_path_factory):
         config.pop("baseline")
         checkpoint = train(config)
     bundles = {dtype: export_bundle(checkpoint, root / f"bundle-{dtype}", dtype).parent for dtype in DTYPES}
-    return checkpoint, bundles, trainer_predictions(checkpoint)
+    return checkpoint, bundles, eval_predictions(load_trained(checkpoint))
 
 
 def test_bundles_score_as_the_trainer(run):

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-from recis.optim import Saver
 from recis.serve import Predictor
 from recis.train import config as cfgmod
 from recis.train import demo
 from recis.train.cli import run_config
-from recis.train.export import export_bundle, load_config
+from recis.train.export import eval_predictions, export_bundle, load_trained
 from recis.train.metrics import auc_score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,21 +38,8 @@ def train(config: dict) -> Path:
     return sorted((Path(config["output_dir"]) / "checkpoints").glob("step-*"))[-1]
 
 
-def trainer_predictions(checkpoint: Path) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
-    run = cfgmod.build(load_config(checkpoint, None))
-    Saver(checkpoint.parent, run.model, optimizers=[]).load(checkpoint, optimizer=False)
-    model = run.model.eval()
-    batches, preds, labels = [], [], []
-    with torch.no_grad():
-        for raw in run.eval_data:
-            batches.append(raw)
-            preds.append(torch.sigmoid(model(model.transform(raw))["label"]))
-            labels.append(raw["label"].float())
-    return batches, torch.cat(preds), torch.cat(labels)
-
-
 def report(name: str, checkpoint: Path, root: Path) -> None:
-    batches, want, labels = trainer_predictions(checkpoint)
+    batches, want, labels = eval_predictions(load_trained(checkpoint))
     print(f"\n{name}: {len(labels)} eval rows, trainer AUC {auc_score(want, labels):.4f}")
     print("| dtype | max abs diff | AUC | AUC - fp32 | bundle bytes | x fp32 | table bytes | x fp32 |")
     print("|---|---|---|---|---|---|---|---|")

@@ -28,12 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import environment
 
-from recis.optim import Saver
 from recis.serve import Predictor
-from recis.train import config as cfgmod
 from recis.train import demo
 from recis.train.cli import run_config
-from recis.train.export import export_bundle, load_config
+from recis.train.export import export_bundle, load_trained
 
 
 def rows_of(batch: dict[str, Any], n: int) -> dict[str, Any]:
@@ -60,9 +58,8 @@ def main() -> None:
         export_bundle(checkpoint, root / "fp32", "fp32", aot=True)
         print(f"exported with AOTInductor in {time.perf_counter() - start:.1f} s", flush=True)
         export_bundle(checkpoint, root / "int8", "int8")
-        run = cfgmod.build(load_config(checkpoint, None))
-        Saver(checkpoint.parent, run.model, optimizers=[]).load(checkpoint, optimizer=False)
-        model = run.model.eval()
+        run = load_trained(checkpoint)
+        model = run.model
         batch512 = next(iter(run.eval_data))
         predictors = {
             "Predictor fp32, AOTInductor": Predictor(root / "fp32"),

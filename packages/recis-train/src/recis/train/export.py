@@ -102,6 +102,32 @@ def load_config(checkpoint: Path, config: str | Path | Mapping[str, Any] | None)
     return json.loads(path.read_text()) if path.suffix == ".json" else cfgmod.load(str(path), [])
 
 
+def load_trained(checkpoint: str | Path, config: str | Path | Mapping[str, Any] | None = None) -> cfgmod.Run:
+    """The run of `checkpoint` (config as in `export_bundle`) built on the CPU with the
+    checkpoint's rows and weights loaded and the model in eval mode: what a bundle is made from
+    and checked against."""
+    checkpoint = Path(checkpoint)
+    data = load_config(checkpoint, config)
+    data["train"] = {**data.get("train", {}), "device": "cpu"}  # a bundle is exported (and served) on the CPU
+    run = cfgmod.build(data)
+    Saver(checkpoint.parent, run.model, optimizers=[]).load(checkpoint, optimizer=False)
+    run.model.eval()
+    return run
+
+
+def eval_predictions(run: cfgmod.Run, head: str = "label") -> tuple[list[dict[str, Any]], Tensor, Tensor]:
+    """The raw batches of `run`'s eval data, the model's probabilities for `head` (sigmoid of its
+    logits) and the labels: the reference a bundle's predictions are compared with."""
+    model: Any = run.model
+    batches, preds, labels = [], [], []
+    with torch.no_grad():
+        for raw in run.eval_data or []:
+            batches.append(raw)
+            preds.append(torch.sigmoid(model(model.transform(raw))[head]))
+            labels.append(raw[head].float())
+    return batches, torch.cat(preds), torch.cat(labels)
+
+
 def export_bundle(
     checkpoint: str | Path,
     out: str | Path,
@@ -121,11 +147,8 @@ def export_bundle(
         raise ValueError(f"recis-export: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     checkpoint, out = Path(checkpoint), Path(out)
     data = load_config(checkpoint, config)
-    data.setdefault("train", {})["device"] = "cpu"  # a bundle is exported (and served) on the CPU
-    run = cfgmod.build(data)
+    run = load_trained(checkpoint, data)
     model: Any = run.model  # a RankingModel: embedding, features, transform, dense_columns
-    Saver(checkpoint.parent, model, optimizers=[]).load(checkpoint, optimizer=False)
-    model.eval()
     engine = model.embedding
     if not isinstance(engine, EmbeddingEngine):
         raise TypeError(f"recis-export: the model.embedding must be an EmbeddingEngine, got {type(engine).__name__}")
