@@ -182,3 +182,18 @@ def test_ragged_target_attention_equals_the_padded_one():
     gb = torch.autograd.grad(b.square().sum(), [query, keys.values, *att.parameters()])
     for x, y in zip(ga, gb, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_models_name_what_does_not_fit():
+    from recis.train.models import DCNv2, WideDeep
+
+    seq = {"item": EmbeddingSpec(2, table="t"), "hist": EmbeddingSpec(2, table="t", combiner=None, max_len=5)}
+    with pytest.raises(ValueError, match=r"DCNv2: every feature must be pooled .*\['hist'\] are sequences"):
+        DCNv2(EmbeddingEngine(seq))
+    with pytest.raises(ValueError, match=r"WideDeep: needs at least one deep feature besides the wide ones \['w'\]"):
+        WideDeep(EmbeddingEngine({"w": EmbeddingSpec(1)}), wide=["w"])
+    model = SIM(EmbeddingEngine(seq), "hist", "item", category=("hist_cat", "cat"), top_k=2, hidden=(4,))
+    batch = {"item": torch.tensor([5, 6]), "cat": torch.tensor([1, 2]), "hist": Ragged.from_list([[5, 7], [8]]),
+             "hist_cat": Ragged.from_list([[1, 2], [1, 2]])}  # fmt: skip
+    with pytest.raises(ValueError, match=r"SIM: row 1 has 1 events in 'hist' but 2 categories in 'hist_cat'"):
+        model(batch)

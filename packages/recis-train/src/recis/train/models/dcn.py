@@ -65,7 +65,8 @@ class DCNv2(RankingModel):
         super().__init__(embedding, features, dense, heads)
         specs = self.pooled_specs()
         if len(specs) != len(embedding.specs):
-            raise ValueError("DCNv2: every feature must be pooled (sum/mean/sqrtn/tile)")
+            sequences = sorted(set(embedding.specs) - set(specs))
+            raise ValueError(f"DCNv2: every feature must be pooled (sum/mean/sqrtn/tile); {sequences} are sequences")
         self.fields = list(specs)
         width = sum(pooled_width(s) for s in specs.values()) + dense_width
         self.cross = nn.ModuleList(CrossLayer(width, rank) for _ in range(cross_layers))

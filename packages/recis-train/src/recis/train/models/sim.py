@@ -99,7 +99,17 @@ class SIM(RankingModel):
             assert self.category is not None
             cats = batch[self.category[0]]
             if not isinstance(cats, Ragged):
-                raise TypeError(f"SIM: category column {self.category[0]!r} must be a list column (a Ragged)")
+                got = type(cats).__name__
+                raise TypeError(
+                    f"SIM: category column {self.category[0]!r} must be a list column (a Ragged), got {got}"
+                )
+            history = batch.get(self.history)
+            if isinstance(history, Ragged) and not torch.equal(history.lengths(), cats.lengths()):
+                row = int((history.lengths() != cats.lengths()).nonzero()[0, 0])
+                raise ValueError(
+                    f"SIM: row {row} has {int(history.lengths()[row])} events in {self.history!r} but "
+                    f"{int(cats.lengths()[row])} categories in {self.category[0]!r}; the lists must align"
+                )
             # cut and padded as the engine cut the history, so position j is the same event in both
             padded = cats.truncate(self.max_len, side=self.side).to_dense(-1, self.max_len)
             wanted = torch.as_tensor(batch[self.category[1]]).reshape(-1, 1)

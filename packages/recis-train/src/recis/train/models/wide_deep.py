@@ -49,9 +49,12 @@ class WideDeep(RankingModel):
         if bad or not wide:
             raise ValueError(f"WideDeep: wide features {bad or '(none)'} need pooled EmbeddingSpecs of dim 1")
         self.wide = list(wide)
-        self.deep_fields = [n for n in self.pooled_specs(exclude=self.wide)]
-        if len(self.deep_fields) + len(self.wide) != len(specs) or not self.deep_fields:
-            raise ValueError("WideDeep: every deep feature must be pooled, and there must be at least one")
+        self.deep_fields = list(self.pooled_specs(exclude=self.wide))
+        sequences = sorted(set(specs) - set(self.wide) - set(self.deep_fields))
+        if sequences:
+            raise ValueError(f"WideDeep: deep features must be pooled; {sequences} are sequences")
+        if not self.deep_fields:
+            raise ValueError(f"WideDeep: needs at least one deep feature besides the wide ones {self.wide}")
         width = sum(pooled_width(specs[n]) for n in self.deep_fields) + dense_width
         self.deep = MLP(width, hidden, dropout, last_activation=True)
         self.heads = self.make_heads(hidden[-1])
