@@ -298,3 +298,14 @@ def test_fill_values_and_missing_indicators_from_the_config(tmp_path):
     assert batch["I1_missing"].tolist() == [1 if k % 4 == 0 else 0 for k in range(n)]
     assert batch["I1"][0].item() == -1.0
     assert cli.run_config(cfg)["model"]["steps"] == 1
+
+
+def test_embedding_patterns_read_orc_columns_too(tmp_path):
+    import pyarrow.orc as orc
+
+    (tmp_path / "train").mkdir()
+    table = pa.table({"C1": [1, 2], "C2": [3, 4], "label": [0, 1]})
+    orc.write_table(table, str(tmp_path / "train" / "part-0.orc"))
+    cfg = {"data": {"train": str(tmp_path / "train"), "batch_size": 2}, "embeddings": {"C*": {"dim": 4}},
+           "model": {"type": "dcn", "hidden": [4]}}  # fmt: skip
+    assert list(build(cfg).model.embedding.specs) == ["C1", "C2"]

@@ -467,16 +467,16 @@ def pattern_candidates(
 
 
 def _file_columns(path: str) -> list[str]:
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    """The columns of the first data file at `path` (a file, directory or URL; Parquet or ORC),
+    found as the reader finds its files."""
+    from recis.io.sources import filesystem_for, inspect, list_files
 
-    p = Path(path)
-    files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
-    if not files:
-        return []
     try:
-        return list(pq.read_schema(files[0]).names)
-    except Exception as e:  # a damaged or missing file is reported by the reader with its own message
-        where = f"name patterns need the data's columns; reading {files[0]}: {e}"
+        fs, inner = filesystem_for(path)
+        files = list_files(fs, inner)
+        return list(inspect(fs, files[0], None).schema.names) if files else []
+    except (OSError, ValueError, TypeError) as e:
+        where = f"name patterns need the data's columns; reading {path}: {e}"
         raise ConfigError(f"config key 'embeddings': {where}") from None
 
 
