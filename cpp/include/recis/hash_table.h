@@ -2,11 +2,12 @@
 // tables) -> a row of embeddings (float32, bfloat16 or float16: recis/row_type.h) with float32
 // optimizer slots and metadata beside it.
 //
-// The ID map is open addressing with linear probing over 16-byte slots that hold the key, so a
-// probe touches one cache line and never the rows. Rows live in fixed-size blocks that never move
-// when the table grows (only the map is rehashed); optimizer slots are parallel block arrays under
-// the same row index; per-row metadata (ID, tag, last step, frequency) sits in one flat array that
-// eviction scans without touching embeddings. Freed rows are reused.
+// The ID map is open addressing with linear probing at load <= 0.75 over 16-byte slots that hold
+// the key, so a probe touches one cache line and never the rows. Rows live in fixed-size blocks
+// that never move when the table grows (only the map is rehashed); optimizer slots are parallel
+// block arrays under the same row index; per-row metadata (last step, frequency and the map slot
+// that holds the row's key) sits in one flat array of 16-byte records that eviction scans without
+// touching embeddings, and a bitmap marks the live rows. Freed rows are reused.
 //
 // Locking: every public method takes the table's lock for the whole call (batch operations run
 // their heavy parts on the core's thread pool inside it). Kernels outside the table that update
@@ -117,7 +118,7 @@ class HashTable {
   // `capacity` admission counts, dropped by the same rule. Returns how many rows were dropped.
   int64_t evict_to_capacity(int64_t capacity, EvictPolicy policy);
 
-  // Grows the ID map once so `rows` live rows fit at load <= 0.5 (bulk loads skip step-wise
+  // Grows the ID map once so `rows` live rows fit at load <= 0.75 (bulk loads skip step-wise
   // rehashing). Throws std::length_error past kMaxRows.
   void reserve(int64_t rows);
 
@@ -171,13 +172,10 @@ class HashTable {
     float init;
     std::vector<Block> blocks;
   };
-  struct RowMeta {  // 24 bytes: one cache-line touch per row for lookups and eviction scans
-    int64_t id;
+  struct RowMeta {  // 16 bytes, 4 to a cache line: one line per row for lookups and eviction scans
     int64_t step;
     uint32_t freq;
-    uint16_t tag;
-    uint8_t live;
-    uint8_t pad;
+    uint32_t slot;  // the map slot holding the row's key (ID and tag): set by claim_from
   };
   struct Entry {  // one map slot; row < 0 marks it empty
     int64_t id;
@@ -237,7 +235,8 @@ class HashTable {
   int64_t probe_runs(const std::vector<KeyRun>& keys, const std::vector<int64_t>& starts, int64_t v0, int64_t m,
                      int64_t* rows) const;
   int64_t insert_new(int64_t id, uint16_t tag);  // allocates and maps a row (not initialized)
-  // Put e in the first free slot from its home (or from `slot`); safe from several threads at once.
+  // Puts e in the first free slot from its home (or from `slot`) and points its row's metadata at
+  // it; safe from several threads at once (distinct rows).
   void claim(const Entry& e);
   void claim_from(size_t slot, const Entry& e);
   template <typename EntryAt>  // claims entry_at(k) for k in [begin, end), skipping rows < 0
@@ -248,12 +247,19 @@ class HashTable {
   void pipeline(int64_t begin, int64_t end, SlotOf slot_of, Visit visit) const;
   static constexpr size_t kSkip = ~size_t{0};
   static constexpr int64_t kMapAhead = 32;  // a power of two
-  void init_new_rows(const std::vector<int64_t>& rows);
+  // Initializes rows[k] (skipping -1), the new row of key (ids[k], tags[k] or 0), and its slots.
+  void init_new_rows(const int64_t* ids, const uint16_t* tags, const int64_t* rows, int64_t n);
   void remove(int64_t r);
-  void reserve_map(int64_t rows);  // rehashes once so min(rows, kMaxRows) live rows keep load <= 0.5
+  void reserve_map(int64_t rows);  // rehashes once so min(rows, kMaxRows) live rows keep load <= 0.75
   void add_block();
   size_t home(int64_t id, uint16_t tag) const { return static_cast<size_t>(key_hash(id, tag)) & map_mask_; }
   void prune_pending(int64_t capacity, EvictPolicy policy);  // keeps at most `capacity` counts
+  // Row r's key, through its metadata's map slot (r must be live).
+  const Entry& key_of(int64_t r) const { return map_[meta_[static_cast<size_t>(r)].slot]; }
+  bool alive(int64_t r) const { return (alive_[static_cast<size_t>(r) >> 6] >> (r & 63)) & 1; }
+  void mark_alive(int64_t r) {  // atomic: parallel inserts share words
+    __atomic_fetch_or(&alive_[static_cast<size_t>(r) >> 6], uint64_t{1} << (r & 63), __ATOMIC_RELAXED);
+  }
 
   int64_t dim_;
   RowType type_;
@@ -275,6 +281,7 @@ class HashTable {
   int64_t allocated_rows_ = 0;  // rows backed by blocks that were ever handed out
   std::vector<int64_t> free_rows_;
   std::vector<RowMeta, HugePageAllocator<RowMeta>> meta_;
+  std::vector<uint64_t> alive_;  // bit r: row r is live
 
   struct KeyHash {
     size_t operator()(const std::pair<int64_t, uint16_t>& k) const;

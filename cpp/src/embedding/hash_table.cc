@@ -121,7 +121,7 @@ int64_t HashTable::probe_from(size_t i, int64_t id, uint16_t tag) const {
 void HashTable::reserve_map(int64_t rows) {
   rows = std::min(rows, kMaxRows);  // past it inserts fail anyway; the doubling below must end
   size_t cap = map_.size();
-  while (static_cast<size_t>(rows) * 2 > cap) cap *= 2;
+  while (static_cast<size_t>(rows) * 4 > cap * 3) cap *= 2;
   if (cap == map_.size()) return;
   std::vector<Entry, HugePageAllocator<Entry>> old(cap);  // fresh pages: filled (faulted in) in parallel
   parallel_for(static_cast<int64_t>(cap), kMinParallel, [&](int64_t begin, int64_t end) {
@@ -174,6 +174,7 @@ void HashTable::claim_from(size_t slot, const Entry& e) {
         __atomic_compare_exchange_n(&map_[i].row, &empty, e.row, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
       map_[i].id = e.id;
       map_[i].tag = e.tag;
+      meta_[static_cast<size_t>(e.row)].slot = static_cast<uint32_t>(i);
       return;
     }
   }
@@ -185,6 +186,7 @@ void HashTable::add_block() {
   for (Slot& s : slots_) s.blocks.push_back(new_block(block_rows * s.width * 4));
   // Left uninitialized: no row at or past allocated_rows_ is ever read.
   meta_.resize(static_cast<size_t>(emb_.size()) << block_shift_);
+  alive_.resize((meta_.size() + 63) / 64, 0);
 }
 
 int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
@@ -199,22 +201,25 @@ int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
     r = allocated_rows_++;
   }
   claim(Entry{id, static_cast<int32_t>(r), tag, 0});
-  meta_[static_cast<size_t>(r)] = RowMeta{id, 0, 0, tag, 1, 0};
+  meta_[static_cast<size_t>(r)].step = 0;
+  meta_[static_cast<size_t>(r)].freq = 0;
+  mark_alive(r);
   ++live_;
   return r;
 }
 
-void HashTable::init_new_rows(const std::vector<int64_t>& rows) {
-  parallel_for(static_cast<int64_t>(rows.size()), 256, [&](int64_t begin, int64_t end) {
+void HashTable::init_new_rows(const int64_t* ids, const uint16_t* tags, const int64_t* rows, int64_t n) {
+  parallel_for(n, 256, [&](int64_t begin, int64_t end) {
     std::vector<float> wide(type_ == RowType::kF32 ? 0 : static_cast<size_t>(dim_));  // 16-bit rows start here
     for (int64_t k = begin; k < end; ++k) {
-      const int64_t r = rows[static_cast<size_t>(k)];
-      const RowMeta& m = meta_[static_cast<size_t>(r)];
-      const uint64_t seed = m.tag < tag_seeds_.size() ? tag_seeds_[m.tag] : 0;
+      const int64_t r = rows[k];
+      if (r < 0) continue;
+      const uint16_t tag = tags ? tags[k] : 0;
+      const uint64_t seed = tag < tag_seeds_.size() ? tag_seeds_[tag] : 0;
       if (type_ == RowType::kF32) {
-        init_row(init_, seed, m.id, static_cast<float*>(row(r)), dim_);
+        init_row(init_, seed, ids[k], static_cast<float*>(row(r)), dim_);
       } else {
-        init_row(init_, seed, m.id, wide.data(), dim_);
+        init_row(init_, seed, ids[k], wide.data(), dim_);
         store_row(type_, wide.data(), row(r), dim_);
       }
       for (size_t s = 0; s < slots_.size(); ++s) {
@@ -251,7 +256,9 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
       claim_range(begin, end, entry);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r = created[static_cast<size_t>(i)];
-        meta_[static_cast<size_t>(r)] = RowMeta{ids[i], 0, 0, tags ? tags[i] : uint16_t{0}, 1, 0};
+        meta_[static_cast<size_t>(r)].step = 0;
+        meta_[static_cast<size_t>(r)].freq = 0;
+        mark_alive(r);
         rows[i] = r;
       }
     });
@@ -276,7 +283,7 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
       created.push_back(rows[i]);
     }
   }
-  init_new_rows(created);
+  init_new_rows(ids, tags, rows, n);
   counters_.lookups += n;
   counters_.inserts += static_cast<int64_t>(created.size());
   counters_.rejected += rejected;
@@ -395,9 +402,7 @@ void HashTable::pool_keys(const std::vector<KeyRun>& keys, const int64_t* offset
 }
 
 void HashTable::check_rows(const int64_t* rows, int64_t n, const char* op) const {
-  auto bad = [&](int64_t r) {
-    return r != -1 && (r < -1 || r >= allocated_rows_ || !meta_[static_cast<size_t>(r)].live);
-  };
+  auto bad = [&](int64_t r) { return r != -1 && (r < -1 || r >= allocated_rows_ || !alive(r)); };
   std::atomic<bool> any{false};  // parallel check; the first offender is searched only on failure
   // A row below allocated_rows_ is dead only while it waits in free_rows_: with none waiting
   // (always, without eviction), a range check does, and no row's metadata is read.
@@ -474,9 +479,8 @@ void HashTable::gather_rows(const int64_t* rows, int64_t n, float* out) const {
 
 void HashTable::remove(int64_t r) {
   // Backward-shift deletion keeps linear-probing chains intact without tombstones.
-  RowMeta& m = meta_[static_cast<size_t>(r)];
-  size_t i = home(m.id, m.tag);
-  while (map_[i].row != r) i = (i + 1) & map_mask_;
+  size_t i = meta_[static_cast<size_t>(r)].slot;
+  if (log_evictions_) evicted_log_.emplace_back(map_[i].id, map_[i].tag);
   for (size_t j = (i + 1) & map_mask_;; j = (j + 1) & map_mask_) {
     if (map_[j].row < 0) break;
     const size_t h = home(map_[j].id, map_[j].tag);
@@ -484,12 +488,12 @@ void HashTable::remove(int64_t r) {
     const bool stays = (i <= j) ? (i < h && h <= j) : (i < h || h <= j);
     if (!stays) {
       map_[i] = map_[j];
+      meta_[static_cast<size_t>(map_[i].row)].slot = static_cast<uint32_t>(i);
       i = j;
     }
   }
   map_[i].row = -1;
-  m.live = 0;
-  if (log_evictions_) evicted_log_.emplace_back(m.id, m.tag);
+  alive_[static_cast<size_t>(r) >> 6] &= ~(uint64_t{1} << (r & 63));
   free_rows_.push_back(r);
   --live_;
   ++counters_.evicted;
@@ -501,8 +505,7 @@ int64_t HashTable::evict_older_than(int64_t min_step) {
     it = it->second.last_step < min_step ? pending_.erase(it) : std::next(it);
   int64_t n = 0;
   for (int64_t r = 0; r < allocated_rows_; ++r) {
-    const RowMeta& m = meta_[static_cast<size_t>(r)];
-    if (m.live && m.step < min_step) {
+    if (alive(r) && meta_[static_cast<size_t>(r)].step < min_step) {
       remove(r);
       ++n;
     }
@@ -519,13 +522,14 @@ int64_t HashTable::evict_to_capacity(int64_t capacity, EvictPolicy policy) {
   std::vector<int64_t> rows;
   rows.reserve(static_cast<size_t>(live_));
   for (int64_t r = 0; r < allocated_rows_; ++r)
-    if (meta_[static_cast<size_t>(r)].live) rows.push_back(r);
+    if (alive(r)) rows.push_back(r);
   auto older = [&](int64_t a, int64_t b) {  // ties go by key, so every implementation drops the same rows
     const RowMeta &ma = meta_[static_cast<size_t>(a)], &mb = meta_[static_cast<size_t>(b)];
     if (policy == EvictPolicy::kLfu && ma.freq != mb.freq) return ma.freq < mb.freq;
     if (ma.step != mb.step) return ma.step < mb.step;
-    if (ma.id != mb.id) return ma.id < mb.id;
-    return ma.tag < mb.tag;
+    const Entry &ka = key_of(a), &kb = key_of(b);
+    if (ka.id != kb.id) return ka.id < kb.id;
+    return ka.tag < kb.tag;
   };
   std::nth_element(rows.begin(), rows.begin() + (excess - 1), rows.end(), older);
   for (int64_t k = 0; k < excess; ++k) remove(rows[static_cast<size_t>(k)]);
@@ -552,8 +556,7 @@ RowExport HashTable::export_rows(int64_t begin, int64_t end, int64_t min_step) c
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<int64_t> rows;
   for (int64_t r = std::max<int64_t>(begin, 0), stop = std::min(end, allocated_rows_); r < stop; ++r) {
-    const RowMeta& m = meta_[static_cast<size_t>(r)];
-    if (m.live && m.step >= min_step) rows.push_back(r);
+    if (alive(r) && meta_[static_cast<size_t>(r)].step >= min_step) rows.push_back(r);
   }
   const size_t n = rows.size();
   RowExport out;
@@ -563,8 +566,9 @@ RowExport HashTable::export_rows(int64_t begin, int64_t end, int64_t min_step) c
   out.tags.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const RowMeta& m = meta_[static_cast<size_t>(rows[i])];
-    out.ids[i] = m.id;
-    out.tags[i] = m.tag;
+    const Entry& key = key_of(rows[i]);
+    out.ids[i] = key.id;
+    out.tags[i] = key.tag;
     out.steps[i] = m.step;
     out.freqs[i] = m.freq;
   }
@@ -648,7 +652,8 @@ int64_t HashTable::memory_bytes() const {
   int64_t bytes = row_bytes_ + static_cast<int64_t>(sizeof(RowMeta));
   for (const Slot& s : slots_) bytes += s.width * static_cast<int64_t>(sizeof(float));
   const int64_t rows = static_cast<int64_t>(emb_.size()) * block_rows;
-  return rows * bytes + static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
+  return rows * bytes + static_cast<int64_t>(alive_.size() * sizeof(uint64_t)) +
+         static_cast<int64_t>(map_.size() * sizeof(Entry) + free_rows_.capacity() * sizeof(int64_t)) +
          static_cast<int64_t>(pending_.size() * kPendingNodeBytes + pending_.bucket_count() * sizeof(void*) +
                               evicted_log_.capacity() * sizeof(evicted_log_[0]));
 }
