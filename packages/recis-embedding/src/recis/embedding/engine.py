@@ -511,7 +511,8 @@ class EmbeddingEngine(nn.Module):
 
     # state_dict() holds every physical table's live rows as `tables.<i>.<field>` (ids, tags,
     # steps, freqs, embeddings; table i as in `tables()`), so `torch.save(model.state_dict())` and
-    # `load_state_dict` round-trip the embeddings; optimizer slots stay with the optimizer.
+    # `load_state_dict` round-trip the embeddings; optimizer slots travel in the sparse optimizer's
+    # `state_dict()`.
     # Checkpoint savers, which store tables themselves, leave them out (`without_tables`).
     _TABLE_FIELDS = ("ids", "tags", "steps", "freqs", "embeddings")
     _tables_in_state = True

@@ -292,7 +292,7 @@ class Saver:
     def _dense_state(self) -> tuple[dict[str, Any] | None, dict[str, list[Any]]]:
         """The model's state dict and the optimizers' (sparse, dense), sharded dense tensors gathered."""
         model = dense_state.full_model_state(self.model) if self.model is not None else None
-        sparse = [o.state_dict() for o in self.optimizers if isinstance(o, SparseOptimizer)]
+        sparse = [o.state_dict(slots=False) for o in self.optimizers if isinstance(o, SparseOptimizer)]
         dense = [dense_state.full_optimizer_state(o) for o in self.optimizers if not isinstance(o, SparseOptimizer)]
         return model, {"sparse": sparse, "dense": dense}
 

@@ -126,12 +126,38 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._grads, self._merged, self._grad_scale = [], None, 1.0
         self._fused_done.clear()
 
-    def state_dict(self) -> dict[str, Any]:
-        """Hyper-parameters per table and the step count; the slots themselves live in the tables."""
-        return super().state_dict() | {"sparse_step": self._step}
+    def state_dict(self, slots: bool = True) -> dict[str, Any]:
+        """Hyper-parameters per table, the step count and (`slots=True`) every table's optimizer
+        slots under "sparse_slots": per table, the live rows' `ids`, `tags` and `slot.<name>`.
+
+        With the engines' `state_dict()` (which holds the rows) this makes `torch.save` of model
+        and optimizer a complete copy of a small model. The `Saver` stores slots with the rows
+        and asks for `slots=False`. A sharded engine's rows are spread over the ranks: save them
+        with the `Saver`.
+
+        Examples:
+            >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
+            >>> engine = EmbeddingEngine({"item": EmbeddingSpec(4)})
+            >>> opt = SparseAdagrad(engine, lr=0.1)
+            >>> engine({"item": torch.tensor([3, 5])})["item"].sum().backward()
+            >>> opt.step()
+            >>> sorted(opt.state_dict()["sparse_slots"][0])
+            ['ids', 'slot.adagrad.sum', 'tags']
+        """
+        out = super().state_dict() | {"sparse_step": self._step}
+        if slots:
+            if any(e.sharded for e in self.engines):
+                raise RuntimeError(
+                    f"{type(self).__name__}.state_dict: a sharded engine's rows are spread over the ranks; save "
+                    "them with recis.optim.Saver (or take state_dict(slots=False))"
+                )
+            out["sparse_slots"] = [_slot_state(t) for t in self.tables]
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores hyper-parameters and the step count; tables must match by name and order."""
+        """Restores hyper-parameters, the step count and, when the state holds them, the slots of its
+        rows; tables must match by name and order. Load the model's state (its tables' rows) first:
+        a row the optimizer state has and its table lacks is an error, and nothing changes."""
         who = f"{type(self).__name__}.load_state_dict"
         if "sparse_step" not in state_dict:
             raise ValueError(f"{who}: not a sparse optimizer state (no 'sparse_step')")
@@ -141,8 +167,17 @@ class SparseOptimizer(torch.optim.Optimizer):
             raise ValueError(f"{who}: the state is for tables {names}, this optimizer has {mine}")
         state = dict(state_dict)
         step = int(state.pop("sparse_step"))
+        saved = state.pop("sparse_slots", None)
+        merged = []
+        if saved is not None:
+            if len(saved) != len(self.tables):
+                raise ValueError(f"{who}: the state holds slots of {len(saved)} tables, this has {len(self.tables)}")
+            merged = [_with_slots(t, n, s, who) for t, n, s in zip(self.tables, mine, saved, strict=True)]
         super().load_state_dict(state)
         self._step = step
+        for table, rows in zip(self.tables, merged, strict=False):
+            if rows is not None:
+                table.load_state_dict(rows)
 
     # -- gradients -------------------------------------------------------------------------------
 
@@ -297,6 +332,58 @@ class SparseOptimizer(torch.optim.Optimizer):
             else:
                 out.append(table.add_slot(name, width, init if accumulator else 0.0))
         return out
+
+
+def _slot_state(table: Table) -> dict[str, Tensor]:
+    """The live rows' keys and optimizer slots (nothing for a table without slots)."""
+    if not table.slot_names():
+        return {}
+    return {k: v for k, v in table.state_dict().items() if k in ("ids", "tags") or k.startswith("slot.")}
+
+
+def _with_slots(table: Table, name: str, saved: dict[str, Tensor], who: str) -> dict[str, Tensor] | None:
+    """The table's rows with the slots of `saved` (from `_slot_state`) written over theirs, ready
+    for `table.load_state_dict`; None when `saved` holds nothing. Raises before anything changes."""
+    if not saved:
+        return None
+    mine = {f"slot.{n}" for n in table.slot_names()}
+    theirs = {k for k in saved if k.startswith("slot.")}
+    if theirs != mine:
+        raise ValueError(f"{who}: table '{name}' has slots {sorted(mine)}, the state {sorted(theirs)}")
+    rows = table.state_dict()
+    ids, tags = saved["ids"].to(torch.int64), saved["tags"].to(torch.int64)
+    if ids.shape != tags.shape or ids.dim() != 1:
+        raise ValueError(f"{who}: table '{name}' ids and tags must be 1-D of one length")
+    at = _positions(rows["ids"], rows["tags"].to(torch.int64), ids, tags)
+    missing = int((at < 0).sum())
+    if missing:
+        raise ValueError(
+            f"{who}: {missing} of the {len(ids)} rows with slots in the state are not in table '{name}' "
+            f"({len(rows['ids'])} rows); load the model's state_dict (its tables) before the optimizer's"
+        )
+    for k in sorted(theirs):
+        values = saved[k].to(torch.float32)
+        want = (len(ids), rows[k].shape[1])
+        if tuple(values.shape) != want:
+            raise ValueError(f"{who}: table '{name}' {k} must be {want[0]} x {want[1]}, got {tuple(values.shape)}")
+        rows[k] = rows[k].clone()
+        rows[k][at] = values
+    return rows
+
+
+def _positions(have_ids: Tensor, have_tags: Tensor, ids: Tensor, tags: Tensor) -> Tensor:
+    """Index of each key (ids[i], tags[i]) among the keys (have_ids, have_tags), -1 if absent."""
+    out = torch.full_like(ids, -1)
+    for tag in torch.unique(tags).tolist():
+        have = (have_tags == tag).nonzero().flatten()
+        want = (tags == tag).nonzero().flatten()
+        if not len(have):
+            continue
+        sorted_ids, order = have_ids[have].sort()
+        at = torch.searchsorted(sorted_ids, ids[want]).clamp(max=len(have) - 1)
+        hit = sorted_ids[at] == ids[want]
+        out[want[hit]] = have[order[at[hit]]]
+    return out
 
 
 class _FusedHook:
