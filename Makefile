@@ -16,6 +16,7 @@ $(VENV)/.deps: requirements-dev.txt
 		{ echo "RecIS needs Python >= 3.11; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps torchrec==1.8.0
 	touch $@
 
 # The compiled core is a regular install (its build tree in build/cpp makes rebuilds incremental);

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "optim.md", ROOT / "docs" / "checkpoints.md", ROOT / "docs" / "gpu.md"]
+DOCS = [ROOT / "README.md"] + [ROOT / "docs" / f for f in ("optim.md", "checkpoints.md", "gpu.md", "from-torchrec.md")]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)

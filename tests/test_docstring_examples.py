@@ -18,6 +18,7 @@ MODULES = [
     "recis.core.ragged",
     "recis.core.threads",
     "recis.embedding.engine",
+    "recis.embedding.interop",
     "recis.embedding.sharding",
     "recis.embedding.table",
     "recis.features.columns",

@@ -20,7 +20,9 @@ PYPROJECTS = {"recis-core": ROOT / "cpp" / "pyproject.toml"} | {
 
 
 def declared(dist: str) -> set[str]:
-    deps = tomllib.loads(PYPROJECTS[dist].read_text())["project"]["dependencies"]
+    project = tomllib.loads(PYPROJECTS[dist].read_text())["project"]
+    extras = project.get("optional-dependencies", {})  # imported only where the extra is used
+    deps = project["dependencies"] + [d for group in extras.values() for d in group]
     return {d.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower() for d in deps}
 
 
