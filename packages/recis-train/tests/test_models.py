@@ -197,3 +197,35 @@ def test_models_name_what_does_not_fit():
              "hist_cat": Ragged.from_list([[1, 2], [1, 2]])}  # fmt: skip
     with pytest.raises(ValueError, match=r"SIM: row 1 has 1 events in 'hist' but 2 categories in 'hist_cat'"):
         model(batch)
+
+
+def test_deepfm_first_order_weights_enter_the_logit_once_and_linearly():
+    """Each ID's first-order weight is the last coordinate of its row: raising every weight by 0.5
+    raises a logit by 0.5 per ID in its (sum-pooled) bags and leaves the FM and the deep part
+    alone; the dense columns' linear term moves it too. Without first_order the coordinate is a
+    factor."""
+    from recis.train.models import DeepFM
+
+    specs = DeepFM.first_order_specs({f: EmbeddingSpec(4, table="t") for f in ("a", "b", "c")})
+    assert {s.dim for s in specs.values()} == {5}
+    torch.manual_seed(0)
+    model = DeepFM(EmbeddingEngine(specs), dense=["x"], dense_width=1, hidden=(8,))
+    batch = {"a": torch.tensor([1, 2]), "b": torch.tensor([3, 4]), "c": Ragged.from_list([[5, 6], []])}
+    model.train()
+    model({**batch, "x": torch.zeros(2)})  # inserts the rows
+    model.eval()
+    (table,) = model.embedding.tables().values()
+    before = model({**batch, "x": torch.zeros(2)})["label"]
+    rows = table.state_dict()
+    rows["embeddings"][:, -1] += 0.5
+    table.load_state_dict(rows)
+    after = model({**batch, "x": torch.zeros(2)})["label"]
+    # row 0 holds 4 IDs (c has two), row 1 holds 2 (c's bag is empty)
+    torch.testing.assert_close(after - before, torch.tensor([2.0, 1.0]))
+    shifted = model({**batch, "x": torch.ones(2)})["label"]
+    assert model.linear is not None and not torch.equal(shifted, after)
+
+    plain = DeepFM(EmbeddingEngine(specs), first_order=False, hidden=(8,))
+    assert plain.dim == 5 and plain.linear is None
+    with pytest.raises(ValueError, match="dim >= 2"):
+        DeepFM(EmbeddingEngine({"a": EmbeddingSpec(1)}))

@@ -319,11 +319,13 @@ def build_model(
         elif ":" in kind:
             model = custom_model(sec, kind, EmbeddingEngine(specs), common)
         elif kind == "deepfm":
+            first_order = sec.get("first_order", bool, True)  # one more coordinate per row: the weight
             model = DeepFM(
-                EmbeddingEngine(specs),
+                EmbeddingEngine(DeepFM.first_order_specs(specs) if first_order else specs),
                 hidden=sec.get("hidden", ints, [256, 128]),
                 bottom=sec.get("bottom", ints, [64]),
                 dropout=float(sec.get("dropout", float, 0.0)),
+                first_order=first_order,
                 **common,
             )
         elif kind == "transformer":
