@@ -258,7 +258,15 @@ def checkpoint_hop(rank: int, world: int, directory: str, source: str | None, ta
         Saver(source, model, optimizers=[sparse, dense]).load()
     Saver(target, model, optimizers=[sparse, dense], shards=2).save(3)
     states = {name: t.state_dict() for name, t in model.emb.tables().items()}
-    return states, {k: v.clone() for k, v in model.dense.state_dict().items()}, sparse.state_dict()["sparse_step"]
+    opt_state = sparse.state_dict()  # sharded: hyper-parameters and step, the slots stay with the Saver
+    assert ("sparse_slots" in opt_state) == (not model.emb.sharded)
+    if model.emb.sharded:
+        try:
+            sparse.state_dict(slots=True)
+            raise AssertionError("state_dict(slots=True) of a sharded engine's optimizer must refuse")
+        except RuntimeError as e:
+            assert "spread over the ranks" in str(e)
+    return states, {k: v.clone() for k, v in model.dense.state_dict().items()}, opt_state["sparse_step"]
 
 
 def trainer_run(

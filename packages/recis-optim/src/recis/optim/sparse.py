@@ -126,14 +126,15 @@ class SparseOptimizer(torch.optim.Optimizer):
         self._grads, self._merged, self._grad_scale = [], None, 1.0
         self._fused_done.clear()
 
-    def state_dict(self, slots: bool = True) -> dict[str, Any]:
-        """Hyper-parameters per table, the step count and (`slots=True`) every table's optimizer
-        slots under "sparse_slots": per table, the live rows' `ids`, `tags` and `slot.<name>`.
+    def state_dict(self, slots: bool | None = None) -> dict[str, Any]:
+        """Hyper-parameters per table, the step count and every table's optimizer slots under
+        "sparse_slots": per table, the live rows' `ids`, `tags` and `slot.<name>`.
 
         With the engines' `state_dict()` (which holds the rows) this makes `torch.save` of model
-        and optimizer a complete copy of a small model. The `Saver` stores slots with the rows
-        and asks for `slots=False`. A sharded engine's rows are spread over the ranks: save them
-        with the `Saver`.
+        and optimizer a complete copy of a small model. `slots`: None (default) includes them
+        unless an engine is sharded (its rows are spread over the ranks, and the engine's own
+        `state_dict()` refuses them: the `Saver` stores both); True insists (and raises on a
+        sharded engine); False leaves them out, as the `Saver` asks.
 
         Examples:
             >>> from recis.embedding import EmbeddingEngine, EmbeddingSpec
@@ -145,8 +146,9 @@ class SparseOptimizer(torch.optim.Optimizer):
             ['ids', 'slot.adagrad.sum', 'tags']
         """
         out = super().state_dict() | {"sparse_step": self._step}
-        if slots:
-            if any(e.sharded for e in self.engines):
+        sharded = any(e.sharded for e in self.engines)
+        if slots or (slots is None and not sharded):
+            if sharded:
                 raise RuntimeError(
                     f"{type(self).__name__}.state_dict: a sharded engine's rows are spread over the ranks; save "
                     "them with recis.optim.Saver (or take state_dict(slots=False))"
