@@ -368,8 +368,7 @@ def _with_slots(table: Table, name: str, saved: dict[str, Tensor], who: str) -> 
         want = (len(ids), rows[k].shape[1])
         if tuple(values.shape) != want:
             raise ValueError(f"{who}: table '{name}' {k} must be {want[0]} x {want[1]}, got {tuple(values.shape)}")
-        rows[k] = rows[k].clone()
-        rows[k][at] = values
+        rows[k][at] = values  # state_dict() tensors are the table's copies: written in place
     return rows
 
 
