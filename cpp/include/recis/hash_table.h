@@ -257,7 +257,11 @@ class HashTable {
   // Row r's key, through its metadata's map slot (r must be live).
   const Entry& key_of(int64_t r) const { return map_[meta_[static_cast<size_t>(r)].slot]; }
   bool alive(int64_t r) const { return (alive_[static_cast<size_t>(r) >> 6] >> (r & 63)) & 1; }
-  void mark_alive(int64_t r) {  // atomic: parallel inserts share words
+  // A new row (already claimed: its slot is set) becomes live, never seen yet. Atomic on the
+  // bitmap: parallel inserts share its words.
+  void start_row(int64_t r) {
+    meta_[static_cast<size_t>(r)].step = 0;
+    meta_[static_cast<size_t>(r)].freq = 0;
     __atomic_fetch_or(&alive_[static_cast<size_t>(r) >> 6], uint64_t{1} << (r & 63), __ATOMIC_RELAXED);
   }
 

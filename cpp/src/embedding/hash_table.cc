@@ -201,9 +201,7 @@ int64_t HashTable::insert_new(int64_t id, uint16_t tag) {
     r = allocated_rows_++;
   }
   claim(Entry{id, static_cast<int32_t>(r), tag, 0});
-  meta_[static_cast<size_t>(r)].step = 0;
-  meta_[static_cast<size_t>(r)].freq = 0;
-  mark_alive(r);
+  start_row(r);
   ++live_;
   return r;
 }
@@ -232,37 +230,29 @@ void HashTable::init_new_rows(const int64_t* ids, const uint16_t* tags, const in
 
 int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int64_t n, int64_t step, bool insert,
                                   int64_t* rows) {
-  std::vector<int64_t> created;
-  int64_t rejected = 0;
+  int64_t created = 0, rejected = 0;
   if (insert) reserve_map(live_ + n);  // one rehash at most
   if (insert && admit_count_ == 1) {
     // Every key gets a row: rows are assigned here in key order (freed ones first), so a key's row
     // never depends on thread timing; then the map slots are claimed in parallel.
     if (live_ + n > kMaxRows) throw std::length_error("HashTable: more than 2^31 - 1 rows in one table");
-    created.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       if (!free_rows_.empty()) {
-        created[static_cast<size_t>(i)] = free_rows_.back();
+        rows[i] = free_rows_.back();
         free_rows_.pop_back();
       } else {
         if (allocated_rows_ == static_cast<int64_t>(emb_.size()) << block_shift_) add_block();
-        created[static_cast<size_t>(i)] = allocated_rows_++;
+        rows[i] = allocated_rows_++;
       }
     }
     parallel_for(n, kProbeGrain, [&](int64_t begin, int64_t end) {
-      auto entry = [&](int64_t i) {
-        return Entry{ids[i], static_cast<int32_t>(created[static_cast<size_t>(i)]), tags ? tags[i] : uint16_t{0}, 0};
-      };
-      claim_range(begin, end, entry);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t r = created[static_cast<size_t>(i)];
-        meta_[static_cast<size_t>(r)].step = 0;
-        meta_[static_cast<size_t>(r)].freq = 0;
-        mark_alive(r);
-        rows[i] = r;
-      }
+      claim_range(begin, end, [&](int64_t i) {
+        return Entry{ids[i], static_cast<int32_t>(rows[i]), tags ? tags[i] : uint16_t{0}, 0};
+      });
+      for (int64_t i = begin; i < end; ++i) start_row(rows[i]);
     });
     live_ += n;
+    created = n;
   } else {  // serial: admission counts, or a read-only lookup
     for (int64_t i = 0; i < n; ++i) {
       rows[i] = -1;
@@ -280,14 +270,14 @@ int64_t HashTable::insert_missing(const int64_t* ids, const uint16_t* tags, int6
       pending_.erase(it);
       ++counters_.admitted;
       rows[i] = insert_new(ids[i], tag);
-      created.push_back(rows[i]);
+      ++created;
     }
   }
   init_new_rows(ids, tags, rows, n);
   counters_.lookups += n;
-  counters_.inserts += static_cast<int64_t>(created.size());
+  counters_.inserts += created;
   counters_.rejected += rejected;
-  return static_cast<int64_t>(created.size());
+  return created;
 }
 
 Found HashTable::lookup(const std::vector<KeyRun>& keys, int64_t step, bool insert, bool gather) {
