@@ -62,11 +62,7 @@ def test_a_kjt_built_by_torchrec_feeds_the_engine_as_the_dict_does():
     batch = from_kjt(kjt)
     assert batch["items"].values.dtype == torch.int64 and batch["items"].offsets.tolist() == [0, 2, 3, 3]
     specs = {"user": EmbeddingSpec(4, table="ids"), "items": EmbeddingSpec(4, table="ids")}
-    torch.manual_seed(0)
-    a = EmbeddingEngine(specs).eval()
-    torch.manual_seed(0)
-    b = EmbeddingEngine(specs).eval()
-    a.train(), b.train()
+    a, b = EmbeddingEngine(specs), EmbeddingEngine(specs)  # rows start from the ID and seed alone
     out_a = a(batch)
     user = Ragged.from_lengths(torch.tensor([5, -9]), [1, 1, 0])
     out_b = b({"user": user, "items": Ragged.from_lengths(torch.tensor([2**62, 3, 3]), [2, 1, 0])})
@@ -82,6 +78,9 @@ def test_bad_input_is_named():
         to_kjt(batch, keys=["missing"])
     with pytest.raises(TypeError, match=r"'score' holds torch\.float32 values"):
         to_kjt({"score": Ragged.from_lengths(torch.tensor([0.5]), [1])})
+    nested = Ragged(Ragged.from_list([[1], [2, 3]]), torch.tensor([0, 2]))  # list<list<int>>
+    with pytest.raises(TypeError, match=r"'s' must be a Ragged of IDs .*, got a Ragged with a Ragged of lists"):
+        to_kjt({"s": nested})
     with pytest.raises(ValueError, match="no ID features"):
         to_kjt({"label": torch.rand(3)})
     with pytest.raises(TypeError, match="expected a KeyedJaggedTensor, got dict"):

@@ -86,7 +86,8 @@ def to_kjt(batch: Mapping[str, Any], keys: Sequence[str] | None = None) -> Any:
         if isinstance(v, Tensor) and _is_id_column(v):
             v = Ragged(v.to(torch.int64), torch.arange(len(v) + 1, device=v.device), validate=False)
         if not isinstance(v, Ragged) or isinstance(v.values, Ragged) or v.values.dim() != 1:
-            raise TypeError(f"to_kjt: feature '{k}' must be a Ragged of IDs or a 1-D integer tensor")
+            got = _describe(v)
+            raise TypeError(f"to_kjt: feature '{k}' must be a Ragged of IDs or a 1-D integer tensor, got {got}")
         ids = v.values
         if ids.is_floating_point():
             raise TypeError(f"to_kjt: feature '{k}' holds {ids.dtype} values, not IDs")
@@ -103,6 +104,15 @@ def to_kjt(batch: Mapping[str, Any], keys: Sequence[str] | None = None) -> Any:
             [o if r.weights is None else r.weights.float() for (_, r), o in zip(parts, ones, strict=True)]
         )
     return kjt_class(keys=list(keys), values=values, weights=weights, lengths=lengths)
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, Ragged):
+        inner = "a Ragged of lists" if isinstance(v.values, Ragged) else f"{v.values.dim()}-D values"
+        return f"a Ragged with {inner}"
+    if isinstance(v, Tensor):
+        return f"a {v.dim()}-D {v.dtype} tensor"
+    return type(v).__name__
 
 
 def _is_id_column(v: Any) -> bool:

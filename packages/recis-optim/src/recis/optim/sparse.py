@@ -355,7 +355,10 @@ def _with_slots(table: Table, name: str, saved: dict[str, Tensor], who: str) -> 
     rows = table.state_dict()
     ids, tags = saved["ids"].to(torch.int64), saved["tags"].to(torch.int64)
     if ids.shape != tags.shape or ids.dim() != 1:
-        raise ValueError(f"{who}: table '{name}' ids and tags must be 1-D of one length")
+        raise ValueError(
+            f"{who}: table '{name}' ids and tags must be 1-D of one length, "
+            f"got {tuple(ids.shape)} and {tuple(tags.shape)}"
+        )
     at = _positions(rows["ids"], rows["tags"].to(torch.int64), ids, tags)
     missing = int((at < 0).sum())
     if missing:

@@ -66,7 +66,9 @@ class DeepFM(RankingModel):
         self.first_order = first_order
         self.dim = dims.pop() - first_order  # the factors' width D
         if self.dim < 1:
-            raise ValueError("DeepFM: with first_order the embeddings need dim >= 2 (D factors + the weight)")
+            raise ValueError(
+                f"DeepFM: with first_order the embeddings need dim >= 2 (D factors + the weight), got {self.dim + 1}"
+            )
         if self.dense_columns and dense_width < 1:
             raise ValueError("DeepFM: dense columns given, so dense_width must be their total width (>= 1)")
         self.bottom = MLP(dense_width, [*bottom[:-1], self.dim], last_activation=True) if dense_width else None
