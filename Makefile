@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python tools/bench/embedding.py --json build/bench/embedding.json
 	$(BIN)/python tools/bench/sparse_step.py --json build/bench/sparse_step.json
 	$(BIN)/python tools/bench/sparse_step_dist.py --json build/bench/sparse_step_dist.json
+	$(BIN)/python tools/bench/train_e2e.py --json build/bench/train_e2e.json
 
 demo: install
 	$(BIN)/python -m recis.train.demo --out build/demo
