@@ -1,13 +1,14 @@
 """Full sparse training step (pooled forward + backward + optimizer) vs TorchRec and plain PyTorch.
 
-    python tools/bench/sparse_step.py [--iters 20] [--rounds 2] [--torchrec-venv /tmp/torchrec-venv] [--json PATH]
+    python tools/bench/sparse_step.py [--iters 20] [--rounds 2] [--torchrec-venv VENV] [--json PATH]
 
 The workload of tools/bench/workloads.py: 8 features, IDs Zipf(1.05) over 1M per feature, bags of
 10-30, batch 4096, dim 64, 4 batches cycled, loss = sum(pooled * w). Ours runs on the dynamic hash
 table (rows created on first sight, during warm-up). The baselines run
-tools/bench/torchrec/sparse_step.py: plain PyTorch in this interpreter, TorchRec in the venv of
-tools/bench/torchrec/install.sh; without that venv the TorchRec configuration is skipped with a
-note on how to create it. Every configuration runs in its own process (so peak RSS is its own),
+tools/bench/torchrec/sparse_step.py: plain PyTorch in this interpreter, TorchRec in this one too
+when it has torchrec (`make install` puts it in .venv), else in the venv of
+tools/bench/torchrec/install.sh; without either the TorchRec configuration is skipped with a note
+on how to get one. Every configuration runs in its own process (so peak RSS is its own),
 `--rounds` times, interleaved; the figure per configuration is the median step time over all its
 timed steps.
 """
@@ -15,6 +16,7 @@ timed steps.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -151,7 +153,7 @@ def run_config(how: str, opt_name: str, args: argparse.Namespace) -> dict | None
         del env["OMP_WAIT_POLICY"]
     if how.startswith(("torch:", "torchrec:")):
         side, mode = how.split(":")
-        python = Path(args.torchrec_venv) / "bin" / "python" if side == "torchrec" else Path(sys.executable)
+        python = torchrec_python(args.torchrec_venv) if side == "torchrec" else Path(sys.executable)
         if not python.exists():
             return None
         cmd = [str(python), str(BASELINE), mode, opt_name, "--iters", str(args.iters), "--warmup", str(args.warmup)]
@@ -165,12 +167,21 @@ def run_config(how: str, opt_name: str, args: argparse.Namespace) -> dict | None
     raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
-def missing_venv(venv: str) -> str:
-    """What to do when the TorchRec venv is absent (shared with sparse_step_dist.py)."""
+def torchrec_python(venv: str | None) -> Path:
+    """The TorchRec side's interpreter (shared with sparse_step_dist.py): VENV's when given, else this
+    one when it imports torchrec (`make install` puts torchrec in .venv), else /tmp/torchrec-venv's."""
+    if venv:
+        return Path(venv) / "bin" / "python"
+    if importlib.util.find_spec("torchrec") is not None:
+        return Path(sys.executable)
+    return Path("/tmp/torchrec-venv/bin/python")
+
+
+def missing_venv(venv: str | None) -> str:
+    """What to do when there is no TorchRec to run (shared with sparse_step_dist.py)."""
     return (
-        f"no TorchRec venv at {venv} (no {venv}/bin/python); create it with "
-        f"`tools/bench/torchrec/install.sh {venv}` (downloads TorchRec and FBGEMM from PyPI) "
-        "or point --torchrec-venv / RECIS_TORCHREC_VENV at one"
+        f"no TorchRec at {torchrec_python(venv)}; run `make install` (torchrec in .venv), create a venv with "
+        "`tools/bench/torchrec/install.sh VENV` or point --torchrec-venv / RECIS_TORCHREC_VENV at one"
     )
 
 
@@ -183,8 +194,8 @@ def main() -> None:
     p.add_argument("--omp-default", action="store_true", help="leave OMP_WAIT_POLICY unset in every process")
     p.add_argument(
         "--torchrec-venv",
-        default=os.environ.get("RECIS_TORCHREC_VENV", "/tmp/torchrec-venv"),
-        help="venv made by tools/bench/torchrec/install.sh (default: $RECIS_TORCHREC_VENV or /tmp/torchrec-venv)",
+        default=os.environ.get("RECIS_TORCHREC_VENV"),
+        help="a venv with TorchRec (default: $RECIS_TORCHREC_VENV, else this interpreter when it has torchrec)",
     )
     p.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
     p.add_argument("--json", help="write the results here")

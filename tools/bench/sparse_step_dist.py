@@ -1,15 +1,15 @@
 """The sparse training step sharded over ranks: ours as 2 processes x 1 thread vs ours as 1 process x
 2 threads vs TorchRec DistributedModelParallel with 2 processes, same run.
 
-    python tools/bench/sparse_step_dist.py [--iters 20] [--rounds 2] [--torchrec-venv /tmp/torchrec-venv] [--json PATH]
+    python tools/bench/sparse_step_dist.py [--iters 20] [--rounds 2] [--torchrec-venv VENV] [--json PATH]
 
 Workload of tools/bench/workloads.py (8 features, Zipf(1.05) over 1M IDs each, bags of 10-30, global
 batch 4096, dim 64); with 2 ranks each takes half of every batch. Ours shards every hash table
 row-wise (recis.embedding.distributed, gloo): the 8 features share one physical table, which pools
 on the owners (its route as the engine picks it); the owners sum gradients per row inside the
-optimizer's update, after backward. TorchRec runs tools/bench/torchrec/sparse_step_dmp.py in the
-venv of tools/bench/torchrec/install.sh (table-wise sharding by its planner, fused RowWiseAdagrad);
-without that venv it is skipped with a note on how to create it. Besides times, each of our runs
+optimizer's update, after backward. TorchRec runs tools/bench/torchrec/sparse_step_dmp.py where
+sparse_step.py finds TorchRec (table-wise sharding by its planner, fused RowWiseAdagrad); without
+one it is skipped with a note on how to get one. Besides times, each of our runs
 reports the bytes one step moves between ranks on either route, for docs/scaling.md. The bf16
 configuration sends partial sums and gradients as bfloat16 (`shard(wire_dtype=torch.bfloat16)`).
 """
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparse_step import missing_venv
+from sparse_step import missing_venv, torchrec_python
 
 HERE = Path(__file__).resolve().parent
 BASELINE_DMP = HERE / "torchrec" / "sparse_step_dmp.py"
@@ -128,8 +128,8 @@ def run_ours(world: int, opt_name: str, args: argparse.Namespace, wire: str = "f
 
 
 def run_torchrec(opt_name: str, args: argparse.Namespace) -> dict | None:
-    """TorchRec DMP on 2 ranks in the TorchRec venv, or None when that venv is missing."""
-    python = Path(args.torchrec_venv) / "bin" / "python"
+    """TorchRec DMP on 2 ranks, or None when there is no TorchRec to run."""
+    python = torchrec_python(args.torchrec_venv)
     if not python.exists():
         return None
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
@@ -150,8 +150,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="threads of the 1-process configuration")
     p.add_argument(
         "--torchrec-venv",
-        default=os.environ.get("RECIS_TORCHREC_VENV", "/tmp/torchrec-venv"),
-        help="venv made by tools/bench/torchrec/install.sh (default: $RECIS_TORCHREC_VENV or /tmp/torchrec-venv)",
+        default=os.environ.get("RECIS_TORCHREC_VENV"),
+        help="a venv with TorchRec (default: $RECIS_TORCHREC_VENV, else this interpreter when it has torchrec)",
     )
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()

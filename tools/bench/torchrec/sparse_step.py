@@ -6,7 +6,7 @@ sum(pooled * w), optimizer) on the Zipf workload of tools/bench/workloads.py, ti
 MODE `torch_sparse`: 8 x `nn.EmbeddingBag(sparse=True)` and a torch optimizer (OPT adam, adagrad or
 sgd); runs wherever torch does. MODE `trec_fused_ebc`: TorchRec's `FusedEmbeddingBagCollection`,
 the optimizer fused into backward (OPT rowwise_adagrad, adagrad or sgd; FBGEMM has no Adam on CPU);
-needs the venv of tools/bench/torchrec/install.sh. Prints one `RESULT {json}` line (median_ms,
+needs TorchRec (.venv after `make install`, or the venv of install.sh). Prints one `RESULT {json}` line (median_ms,
 times_ms, samples_per_s, lookups_per_s, peak_rss_gb), as our side in tools/bench/sparse_step.py does.
 """
 
@@ -65,7 +65,7 @@ def trec_fused_ebc(args: argparse.Namespace, loss: Callable[[torch.Tensor], torc
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
     except ImportError as e:
         raise SystemExit(
-            f"trec_fused_ebc needs TorchRec ({e}): run in the venv of tools/bench/torchrec/install.sh"
+            f"trec_fused_ebc needs TorchRec ({e}): run `make install` or use the venv of tools/bench/torchrec/install.sh"
         ) from e
 
     make = {"rowwise_adagrad": torchrec.optim.RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}

@@ -6,7 +6,7 @@ tools/bench/torchrec/sparse_step.py under `DistributedModelParallel`, 2 processe
 The planner picks the sharding (table-wise on this workload: each rank owns whole tables); the
 optimizer (OPT rowwise_adagrad or sgd) is fused into backward. Each rank draws its own batches of
 global_batch / world rows from the Zipf workload (its own seed, the same ID permutation on every
-rank). Needs the venv of tools/bench/torchrec/install.sh. Rank 0 prints one `RESULT {json}` line
+rank). Needs TorchRec (.venv or the venv of install.sh). Rank 0 prints one `RESULT {json}` line
 (ms_per_iter over the slowest rank, times_ms_rank0, samples_per_s, lookups_per_s, plan).
 """
 
@@ -122,7 +122,7 @@ def main() -> None:
     try:
         import torchrec.distributed  # noqa: F401 (fail here, not in every rank)
     except ImportError as e:
-        raise SystemExit(f"needs TorchRec ({e}): run in the venv of tools/bench/torchrec/install.sh") from e
+        raise SystemExit(f"needs TorchRec ({e}): run `make install` or use the venv of tools/bench/torchrec/install.sh") from e
     mp.spawn(rank_main, args=(args, free_port()), nprocs=args.world, join=True)
 
 
