@@ -65,7 +65,7 @@ def trec_fused_ebc(args: argparse.Namespace, loss: Callable[[torch.Tensor], torc
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
     except ImportError as e:
         raise SystemExit(
-            f"trec_fused_ebc needs TorchRec ({e}): run `make install` or use the venv of tools/bench/torchrec/install.sh"
+            f"trec_fused_ebc needs TorchRec ({e}): run `make install` or use the venv of install.sh"
         ) from e
 
     make = {"rowwise_adagrad": torchrec.optim.RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}

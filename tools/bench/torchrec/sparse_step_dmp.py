@@ -122,7 +122,7 @@ def main() -> None:
     try:
         import torchrec.distributed  # noqa: F401 (fail here, not in every rank)
     except ImportError as e:
-        raise SystemExit(f"needs TorchRec ({e}): run `make install` or use the venv of tools/bench/torchrec/install.sh") from e
+        raise SystemExit(f"needs TorchRec ({e}): run `make install` or use the venv of install.sh") from e
     mp.spawn(rank_main, args=(args, free_port()), nprocs=args.world, join=True)
 
 
