@@ -8,7 +8,7 @@ CORE_SOURCES := $(shell find cpp -path cpp/tests -prune -o -path cpp/benchmarks 
 	\( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.py' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -print)
 PACKAGE_METADATA := $(foreach p,$(PACKAGES),packages/recis-$(p)/pyproject.toml)
 
-.PHONY: install test fuzz lint docs cuda-check bench demo clean
+.PHONY: install test fuzz lint docs cuda-check bench demo wheels clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.deps: requirements-dev.txt
@@ -65,8 +65,12 @@ bench: install
 	$(BIN)/python tools/bench/sparse_step_dist.py --json build/bench/sparse_step_dist.json
 	$(BIN)/python tools/bench/train_e2e.py --json build/bench/train_e2e.json
 
+# The seven wheels in dist/, recis-core's repaired to a manylinux tag.
+wheels: install
+	bash tools/ci/wheels.sh dist
+
 demo: install
 	$(BIN)/python -m recis.train.demo --out build/demo
 
 clean:
-	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf build dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
