@@ -407,8 +407,25 @@ void init_embedding(nb::module_& m) {
       "is far above len(rows).");
 
   m.def(
+      "frozen_index",
+      [](const I64Array& ids, const I64Array& tag_offsets) {
+        const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
+        if (num_tags < 0 || tag_offsets.data()[num_tags] != static_cast<int64_t>(ids.shape(0)))
+          throw std::invalid_argument("frozen_index: tag_offsets must end at the number of IDs");
+        std::vector<int64_t> slots;
+        {
+          nb::gil_scoped_release release;
+          slots = frozen_index(ids.data(), tag_offsets.data(), num_tags);
+        }
+        return vector_tensor(std::move(slots));
+      },
+      nb::arg("ids"), nb::arg("tag_offsets"),
+      "The open-addressing index frozen_lookup probes: (slots,) positions in ids or -1, a power of two at least "
+      "twice len(ids).");
+
+  m.def(
       "frozen_lookup",
-      [](const I64Array& ids, const I64Array& tag_offsets, const std::vector<I64Array>& parts,
+      [](const I64Array& ids, const I64Array& tag_offsets, const I64Array& slots, const std::vector<I64Array>& parts,
          const std::vector<int>& tags) {
         const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
         if (num_tags < 0 || tag_offsets.data()[num_tags] != static_cast<int64_t>(ids.shape(0)))
@@ -420,14 +437,16 @@ void init_embedding(nb::module_& m) {
         int64_t absent = 0;
         {
           nb::gil_scoped_release release;
-          absent = frozen_find(ids.data(), tag_offsets.data(), num_tags, runs, index.as<int64_t>());
+          absent = frozen_find(ids.data(), tag_offsets.data(), num_tags, slots.data(),
+                               static_cast<int64_t>(slots.shape(0)), runs, index.as<int64_t>());
           unique_rows(index.as<int64_t>(), n, static_cast<int64_t>(ids.shape(0)), unique, index.as<int64_t>());
         }
         return nb::make_tuple(vector_tensor(std::move(unique)), i64_tensor(std::move(index), static_cast<size_t>(n)),
                               absent);
       },
-      nb::arg("ids"), nb::arg("tag_offsets"), nb::arg("parts"), nb::arg("tags"),
-      "Keys (parts[k] of logical table tags[k]) found in a frozen table's sorted IDs: (distinct positions, -1 for "
+      nb::arg("ids"), nb::arg("tag_offsets"), nb::arg("slots"), nb::arg("parts"), nb::arg("tags"),
+      "Keys (parts[k] of logical table tags[k]) found through a frozen table's index (frozen_index): (distinct "
+      "positions, -1 for "
       "absent keys; each key's index among them; how many keys were absent).");
 
   m.def(

@@ -101,3 +101,51 @@ def test_bad_tables_and_uses_fail_clearly():
     engine = EmbeddingEngine({"item": EmbeddingSpec(4, table="items")}).use_frozen([t])
     with pytest.raises(ValueError, match="read-only"):
         engine.train()({"item": torch.tensor([1, 2])})
+
+
+def positions_reference(table: FrozenTable, parts: list, tags: list) -> torch.Tensor:
+    """Each key's position in the table's IDs, or -1: a binary search per logical table in torch."""
+    out = []
+    for ids, tag in zip(parts, tags, strict=True):
+        lo, hi = int(table.tag_offsets[tag]), int(table.tag_offsets[tag + 1])
+        mine = table.ids[lo:hi]
+        at = torch.searchsorted(mine, ids).clamp(max=max(len(mine) - 1, 0))
+        hit = (mine[at] == ids) if len(mine) else torch.zeros(len(ids), dtype=torch.bool)
+        out.append(torch.where(hit, at + lo, -1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_find_matches_a_binary_search_reference(seed):
+    """The hash index finds what a binary search finds: per-tag equal IDs told apart, negative and
+    64-bit IDs, unknown keys, empty tags, empty and one-key runs, crowded tables."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [0, 1, int(torch.randint(1, 3000, (1,), generator=g)), int(torch.randint(1, 300, (1,), generator=g))]
+    pool = torch.cat([torch.randint(-(2**62), 2**62, (2000,), generator=g), torch.arange(-50, 50)])
+    tables = [pool[torch.randperm(len(pool), generator=g)[:n]].unique() for n in sizes]  # ascending, distinct
+    ids = torch.cat(tables)
+    offsets = torch.tensor([0, *torch.tensor([len(t) for t in tables]).cumsum(0).tolist()])
+    table = FrozenTable(ids, offsets, torch.randn(len(ids), 4, generator=g), tag_names=list("abcd"))
+    parts, tags = [], []
+    for k in range(7):
+        tag = k % 4
+        n = [0, 1, 500][k % 3]
+        known = table.ids[int(offsets[tag]) : int(offsets[tag + 1])]
+        pick = known[torch.randint(0, max(len(known), 1), (n,), generator=g)] if len(known) else torch.zeros(0)
+        keys = torch.where(
+            torch.rand(n, generator=g) < 0.7, pick.to(torch.int64), pool[torch.randint(0, len(pool), (n,), generator=g)]
+        )
+        parts.append(keys)
+        tags.append(tag)
+    unique, inverse = table.find(parts, tags)
+    want = positions_reference(table, parts, tags)
+    assert torch.equal(unique[inverse], want)
+    assert len(unique) == len(set(want.tolist()))
+    assert table.stats()["unknown"] == int((want < 0).sum())
+
+
+def test_an_empty_table_reads_zeros_for_every_key():
+    table = FrozenTable(torch.zeros(0, dtype=torch.int64), torch.tensor([0, 0]), torch.zeros(0, 4), tag_names=["a"])
+    unique, inverse = table.find([torch.tensor([3, -(2**63)]), torch.zeros(0, dtype=torch.int64)], [0, 0])
+    assert unique.tolist() == [-1] and inverse.tolist() == [0, 0]
+    assert torch.equal(table.gather(unique), torch.zeros(1, 4)) and table.stats() == {"lookups": 2, "unknown": 2}

@@ -107,7 +107,7 @@ class FrozenTable:
         self.rows, self.scale, self.bias = rows, scale, bias
         self.tag_names = list(tag_names)
         self.counters = {"lookups": 0, "unknown": 0}
-        self._bounds = self.tag_offsets.tolist()
+        self.index = kernels.embedding.frozen_index(self.ids, self.tag_offsets)  # hash slots -> positions
 
     @classmethod
     def from_rows(
@@ -153,24 +153,28 @@ class FrozenTable:
         return self.tag_names.index(name)
 
     def find(self, ids: Sequence[Tensor], tags: Sequence[int]) -> tuple[Tensor, Tensor]:
-        """The keys (`ids[k]` of logical table `tags[k]`) found by binary search, in one C++ call:
+        """The keys (`ids[k]` of logical table `tags[k]`) found through the table's hash index, in one C++ call:
         (distinct rows, -1 for unknown keys; each key's index among them)."""
         parts = [_as_ids(t, "FrozenTable") for t in ids]
         for tag in tags:
             if not 0 <= tag < len(self.tag_names):
                 raise ValueError(f"FrozenTable: tag {tag} is not one of the {len(self.tag_names)} logical tables")
-        unique, inverse, unknown = kernels.embedding.frozen_lookup(self.ids, self.tag_offsets, parts, list(tags))
+        found = kernels.embedding.frozen_lookup(self.ids, self.tag_offsets, self.index, parts, list(tags))
+        unique, inverse, unknown = found
         self.counters["lookups"] += len(inverse)
         self.counters["unknown"] += unknown
         return unique, inverse
 
     def gather(self, rows: Tensor) -> Tensor:
         """float32 rows (n, D); row -1 reads zeros."""
+        if len(self.rows) == 0:  # every key is unknown
+            return torch.zeros(len(rows), self.dim)
         at = rows.clamp(min=0)
-        scale = None if self.scale is None else self.scale[at]
-        bias = None if self.bias is None else self.bias[at]
-        out = dequantize_rows(self.rows[at], scale, bias)
-        return out.masked_fill_((rows < 0)[:, None], 0.0)
+        scale = None if self.scale is None else self.scale.index_select(0, at)
+        bias = None if self.bias is None else self.bias.index_select(0, at)
+        out = dequantize_rows(self.rows.index_select(0, at), scale, bias)
+        missing = rows < 0
+        return out.masked_fill_(missing[:, None], 0.0) if bool(missing.any()) else out
 
     def lookup(
         self,
