@@ -464,7 +464,12 @@ class EmbeddingEngine(nn.Module):
 
     def _embed(self, spec: EmbeddingSpec, emb: Tensor, ids: Ragged, inverse: Tensor) -> Tensor | Padded | Ragged:
         if spec.combiner in ("sum", "mean", "sqrtn"):
-            return ops.pooled_embedding(emb, inverse, ids.offsets, ids.weights, spec.combiner)  # (B, D)
+            weights = ids.weights
+            needs_grad = torch.is_grad_enabled() and (
+                emb.requires_grad or (weights is not None and weights.requires_grad)
+            )
+            pool = ops.pooled_embedding if needs_grad else ops.pooled_embedding_eager
+            return pool(emb, inverse, ids.offsets, ids.weights, spec.combiner)  # (B, D)
         rows = Ragged(emb.index_select(0, inverse), ids.offsets, ids.weights, validate=False)  # (N, D) per position
         if spec.combiner == "tile":
             assert spec.max_len is not None

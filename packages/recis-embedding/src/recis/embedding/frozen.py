@@ -13,7 +13,7 @@ without inserts, `pool_keys`), so serving runs the training code's pooling and p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -107,7 +107,7 @@ class FrozenTable:
         self.rows, self.scale, self.bias = rows, scale, bias
         self.tag_names = list(tag_names)
         self.counters = {"lookups": 0, "unknown": 0}
-        self.index = kernels.embedding.frozen_index(self.ids, self.tag_offsets)  # hash slots -> positions
+        self.index = cast(Tensor, kernels.embedding.frozen_index(self.ids, self.tag_offsets))  # slots -> positions
 
     @classmethod
     def from_rows(

@@ -140,6 +140,14 @@ def _on_cpu(*tensors: Tensor | None) -> bool:
 @torch.library.custom_op("recis::pooled_embedding", mutates_args=())
 def pooled_embedding(emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str) -> Tensor:
     """out[b] = scale_b * sum_{j in bag b} w_j * emb[inverse[j]]  (B, D); empty bags give zeros."""
+    return pooled_embedding_eager(emb, inverse, offsets, weights, combiner)
+
+
+def pooled_embedding_eager(
+    emb: Tensor, inverse: Tensor, offsets: Tensor, weights: Tensor | None, combiner: str
+) -> Tensor:
+    """`pooled_embedding` without the custom op around it (no autograd, no tracing): for lookups
+    that need no gradient, where the op's dispatch would cost more than the kernel at small batches."""
     _check(emb, inverse, offsets, combiner)
     if not _on_cpu(emb, inverse, offsets, weights) or emb.dtype != torch.float32:
         return pooled_embedding_reference(emb, inverse, offsets, weights, combiner)
