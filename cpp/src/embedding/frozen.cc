@@ -21,6 +21,9 @@ size_t slot_count(int64_t n) {
 }  // namespace
 
 std::vector<int64_t> frozen_index(const int64_t* ids, const int64_t* tag_offsets, int64_t num_tags) {
+  for (int64_t t = 0; t < num_tags; ++t)
+    if (tag_offsets[0] != 0 || tag_offsets[t + 1] < tag_offsets[t])
+      throw std::invalid_argument("frozen_index: tag_offsets must start at 0 and never decrease");
   const int64_t n = tag_offsets[num_tags];
   std::vector<int64_t> slots(slot_count(n), -1);
   const size_t mask = slots.size() - 1;
@@ -47,8 +50,10 @@ int64_t frozen_find(const int64_t* ids, const int64_t* tag_offsets, int64_t num_
     throw std::invalid_argument("frozen_find: the index must have a power-of-two number of slots, got " +
                                 std::to_string(num_slots));
   const auto mask = static_cast<size_t>(num_slots - 1);
+  const auto n = static_cast<uint64_t>(tag_offsets[num_tags]);
   const std::vector<int64_t> starts = run_starts(keys);
   std::atomic<int64_t> absent{0};
+  std::atomic<bool> corrupt{false};  // slots not made by frozen_index: a position past the IDs, or no empty slot
   for (size_t k = 0; k < keys.size(); ++k) {
     const KeyRun& run = keys[k];
     const int64_t lo = tag_offsets[run.tag], hi = tag_offsets[run.tag + 1];
@@ -58,8 +63,13 @@ int64_t frozen_find(const int64_t* ids, const int64_t* tag_offsets, int64_t num_
       for (int64_t i = begin; i < end; ++i) {
         const int64_t id = run.ids[i];
         int64_t found = -1;
-        for (size_t s = static_cast<size_t>(key_hash(id, run.tag)) & mask; slots[s] >= 0; s = (s + 1) & mask) {
+        size_t s = static_cast<size_t>(key_hash(id, run.tag)) & mask;
+        for (int64_t probes = 0; slots[s] >= 0; s = (s + 1) & mask) {
           const int64_t r = slots[s];
+          if (static_cast<uint64_t>(r) >= n || ++probes > num_slots) {
+            corrupt = true;
+            break;
+          }
           if (ids[r] == id && r >= lo && r < hi) {
             found = r;
             break;
@@ -71,6 +81,9 @@ int64_t frozen_find(const int64_t* ids, const int64_t* tag_offsets, int64_t num_
       absent += missing;
     });
   }
+  if (corrupt)
+    throw std::invalid_argument("frozen_find: the slots are not an index of these " + std::to_string(n) +
+                                " IDs (build them with frozen_index)");
   return absent.load();
 }
 

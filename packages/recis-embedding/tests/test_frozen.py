@@ -149,3 +149,19 @@ def test_an_empty_table_reads_zeros_for_every_key():
     unique, inverse = table.find([torch.tensor([3, -(2**63)]), torch.zeros(0, dtype=torch.int64)], [0, 0])
     assert unique.tolist() == [-1] and inverse.tolist() == [0, 0]
     assert torch.equal(table.gather(unique), torch.zeros(1, 4)) and table.stats() == {"lookups": 2, "unknown": 2}
+
+
+def test_index_kernels_refuse_bad_input():
+    from recis.core import kernels
+
+    ids, offsets = torch.tensor([1, 5, 9]), torch.tensor([0, 3])
+    with pytest.raises(ValueError, match="repeats in logical table 0"):
+        kernels.embedding.frozen_index(torch.tensor([4, 4]), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="start at 0 and never decrease"):
+        kernels.embedding.frozen_index(ids, torch.tensor([0, 2, 1, 3]))
+    keys = [torch.tensor([5, 6])]
+    for slots in (torch.full((8,), 7), torch.zeros(8, dtype=torch.int64)):  # a position past the IDs; no empty slot
+        with pytest.raises(ValueError, match="not an index of these 3 IDs"):
+            kernels.embedding.frozen_lookup(ids, offsets, slots, keys, [0])
+    with pytest.raises(ValueError, match="power-of-two"):
+        kernels.embedding.frozen_lookup(ids, offsets, torch.full((6,), -1), keys, [0])
