@@ -13,9 +13,10 @@ and category histories, MLP 128-64, one logit) with the same batch size, the sam
   dynamic hash tables, its own prefetching thread).
 - `torchrec`: `EmbeddingBagCollection` (users) and `EmbeddingCollection` (items and categories,
   each table shared by the candidate and its history) under `DistributedModelParallel` (one
-  process, gloo), RowWiseAdagrad fused into backward, `KeyedJaggedTensor` batches from a
-  `DataLoader` (one worker process) that reads the Parquet files with pyarrow. Static tables of
-  `--hash-rows` rows take `id % hash_rows`, as usual with TorchRec.
+  process, gloo; the dense part left unwrapped, as one process needs no DDP), RowWiseAdagrad fused
+  into backward, `KeyedJaggedTensor` batches from a `DataLoader` (one worker process) that reads
+  the Parquet files with pyarrow. Static tables of `--hash-rows` rows take `id % hash_rows`, as
+  usual with TorchRec.
 - `torch`: `nn.EmbeddingBag`/`nn.Embedding(sparse=True)` with `torch.optim.Adagrad` (torch has no
   row-wise Adagrad), histories padded to 30, the same `DataLoader`.
 
@@ -178,7 +179,7 @@ def baseline(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     if mode == "torchrec":
         import torch.distributed as dist
         import torchrec.optim
-        from torchrec.distributed.model_parallel import DistributedModelParallel
+        from torchrec.distributed.model_parallel import DataParallelWrapper, DistributedModelParallel
         from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
         from torchrec.distributed.sharding_plan import get_default_sharders
         from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -192,7 +193,14 @@ def baseline(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         sharders = get_default_sharders()
         topology = Topology(world_size=1, compute_device="cpu", local_world_size=1)
         plan = EmbeddingShardingPlanner(topology=topology).collective_plan(net, sharders, dist.GroupMember.WORLD)
-        model = DistributedModelParallel(net, device=torch.device("cpu"), plan=plan, sharders=sharders)
+
+        class Unwrapped(DataParallelWrapper):  # one process: the dense part needs no DDP
+            def wrap(self, dmp: Any, env: Any, device: torch.device) -> None:
+                pass
+
+        model = DistributedModelParallel(
+            net, device=torch.device("cpu"), plan=plan, sharders=sharders, data_parallel_wrapper=Unwrapped()
+        )
         dense = torch.optim.Adam(net.dense.parameters(), lr=args.dense_lr)
         sparse = None
 
