@@ -64,6 +64,8 @@ bench: install
 	$(BIN)/python tools/bench/sparse_step.py --json build/bench/sparse_step.json
 	$(BIN)/python tools/bench/sparse_step_dist.py --json build/bench/sparse_step_dist.json
 	$(BIN)/python tools/bench/train_e2e.py --json build/bench/train_e2e.json
+	$(BIN)/python tools/bench/long_sequence.py --json build/bench/long_sequence.json
+	$(BIN)/python tools/bench/serving.py --json build/bench/serving.json
 
 # The seven wheels in dist/, recis-core's repaired to a manylinux tag.
 wheels: install
