@@ -41,7 +41,12 @@ from typing import Any
 
 import torch
 
-DIM, MAX_LEN, HIDDEN, ATTENTION = 16, 30, (128, 64), (32,)
+from recis.train.demo import config as demo_config
+
+# The network's sizes, from the demo's config (what the recis side trains), so the sides cannot drift.
+_DEMO = demo_config("", "")
+DIM, MAX_LEN = _DEMO["embeddings"]["hist_item_ids"]["dim"], _DEMO["embeddings"]["hist_item_ids"]["max_len"]
+HIDDEN, ATTENTION = tuple(_DEMO["model"]["hidden"]), tuple(_DEMO["model"]["attention_hidden"])
 MODES = ("recis", "torchrec", "torch")
 
 
@@ -80,12 +85,13 @@ class ParquetBatches(torch.utils.data.IterableDataset):
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
         rng = np.random.default_rng(self.seed)
-        groups = [(f, g) for f in self.files for g in range(pq.ParquetFile(f).num_row_groups)]
+        opened = [pq.ParquetFile(f) for f in self.files]  # each file's footer read once
+        groups = [(f, g) for f in opened for g in range(f.num_row_groups)]
         if self.shuffle:
             groups = [groups[i] for i in rng.permutation(len(groups))]
         columns = ["user_id", "item_id", "category_id", "hist_item_ids", "hist_category_ids", "label"]
         for f, g in groups:
-            table = pq.ParquetFile(f).read_row_group(g, columns=columns)
+            table = f.read_row_group(g, columns=columns)
             if self.shuffle:
                 table = table.take(rng.permutation(len(table)))
             for lo in range(0, len(table), self.batch_size):
@@ -245,9 +251,8 @@ def baseline(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 def recis(args: argparse.Namespace) -> dict[str, Any]:
     from recis.train import Trainer
     from recis.train.config import build
-    from recis.train.demo import config
 
-    cfg = config(args.data, "", batch_size=args.batch_size)
+    cfg = demo_config(args.data, "", batch_size=args.batch_size)
     cfg.pop("output_dir")
     cfg["optim"]["sparse"] = {"type": "rowwise_adagrad", "lr": args.sparse_lr}
     cfg["optim"]["dense"] = {"type": "adam", "lr": args.dense_lr}

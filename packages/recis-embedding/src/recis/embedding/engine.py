@@ -469,7 +469,7 @@ class EmbeddingEngine(nn.Module):
                 emb.requires_grad or (weights is not None and weights.requires_grad)
             )
             pool = ops.pooled_embedding if needs_grad else ops.pooled_embedding_eager
-            return pool(emb, inverse, ids.offsets, ids.weights, spec.combiner)  # (B, D)
+            return pool(emb, inverse, ids.offsets, weights, spec.combiner)  # (B, D)
         rows = Ragged(emb.index_select(0, inverse), ids.offsets, ids.weights, validate=False)  # (N, D) per position
         if spec.combiner == "tile":
             assert spec.max_len is not None
