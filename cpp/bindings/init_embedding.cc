@@ -61,6 +61,39 @@ const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char
   return w->data();
 }
 
+// A frozen table's stored rows (n x D: float32, bfloat16, float16, or int8 with per-row float16 or
+// float32 scale and bias) as frozen_embed reads them.
+FrozenRows frozen_rows(const AnyArray& rows, const std::optional<AnyArray>& scale, const std::optional<AnyArray>& bias,
+                       int64_t n) {
+  const nb::dlpack::dtype t = rows.dtype();
+  if (rows.ndim() != 2 || static_cast<int64_t>(rows.shape(0)) != n)
+    throw std::invalid_argument("frozen_embed: rows must be (" + std::to_string(n) + ", D)");
+  FrozenRows out{FrozenType::kF32, rows.data(), static_cast<int64_t>(rows.shape(1))};
+  if (t == nb::dtype<float>()) return out;
+  if (t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && t.bits == 16) {
+    out.type = FrozenType::kBf16;
+    return out;
+  }
+  if (t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && t.bits == 16) {
+    out.type = FrozenType::kF16;
+    return out;
+  }
+  if (t != nb::dtype<int8_t>())
+    throw std::invalid_argument("frozen_embed: rows must be float32, bfloat16, float16 or int8");
+  out.type = FrozenType::kI8;
+  if (!scale || !bias || scale->dtype() != bias->dtype() || scale->ndim() != 1 || bias->ndim() != 1 ||
+      static_cast<int64_t>(scale->shape(0)) != n || static_cast<int64_t>(bias->shape(0)) != n)
+    throw std::invalid_argument("frozen_embed: int8 rows need a scale and a bias of " + std::to_string(n) +
+                                " entries of one dtype");
+  out.scale_f16 =
+      scale->dtype().code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && scale->dtype().bits == 16;
+  if (!out.scale_f16 && scale->dtype() != nb::dtype<float>())
+    throw std::invalid_argument("frozen_embed: int8 scale and bias must be float16 or float32");
+  out.scale = scale->data();
+  out.bias = bias->data();
+  return out;
+}
+
 // The ID arrays as runs of one tag each (one tag per array, each in [0, 65535]).
 std::vector<KeyRun> key_runs(const std::vector<I64Array>& ids, const std::vector<int>& tags, const char* op) {
   if (ids.size() != tags.size())
@@ -448,6 +481,96 @@ void init_embedding(nb::module_& m) {
       "Keys (parts[k] of logical table tags[k]) found through a frozen table's index (frozen_index): (distinct "
       "positions, -1 for "
       "absent keys; each key's index among them; how many keys were absent).");
+
+  m.def(
+      "frozen_embed",
+      [](const I64Array& ids, const I64Array& tag_offsets, const I64Array& slots, const AnyArray& rows,
+         const std::optional<AnyArray>& scale, const std::optional<AnyArray>& bias, const std::vector<I64Array>& values,
+         const std::vector<std::optional<I64Array>>& offsets, const std::vector<int64_t>& bags,
+         const std::vector<std::optional<F32Array1>>& weights, const std::vector<int>& tags,
+         const std::vector<std::string>& combiners, const std::vector<int64_t>& max_lens,
+         const std::vector<bool>& keep_last) {
+        const char* op = "frozen_embed";
+        const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
+        const auto n = static_cast<int64_t>(ids.shape(0));
+        if (num_tags < 0 || tag_offsets.data()[num_tags] != n)
+          throw std::invalid_argument("frozen_embed: tag_offsets must end at the number of IDs");
+        FrozenRows table = frozen_rows(rows, scale, bias, n);
+        const size_t k = values.size();
+        if (offsets.size() != k || bags.size() != k || weights.size() != k || tags.size() != k ||
+            combiners.size() != k || max_lens.size() != k || keep_last.size() != k)
+          throw std::invalid_argument(
+              "frozen_embed: values, offsets, bags, weights, tags, combiners, max_lens and "
+              "keep_last must have one entry per feature");
+        const std::vector<KeyRun> runs = key_runs(values, tags, op);
+        std::vector<FrozenBags> features(k);
+        std::vector<Buffer> outs(k), masks(k), dense_weights(k);
+        const auto dim = static_cast<size_t>(table.dim);
+        for (size_t i = 0; i < k; ++i) {
+          FrozenBags& f = features[i];
+          f.keys = runs[i];
+          f.bags = bags[i];
+          f.weights = weights_of(weights[i], f.keys.n, op);
+          f.dense = combiners[i] == "dense";
+          f.combiner = f.dense ? Combiner::kSum : parse_combiner(combiners[i], op);
+          f.max_len = max_lens[i] < 0 ? -1 : max_lens[i];
+          f.keep_last = keep_last[i];
+          if (offsets[i]) {
+            f.offsets = offsets[i]->data();
+            f.bags = static_cast<int64_t>(offsets[i]->shape(0)) - 1;
+            validate_offsets(Offsets{f.offsets, f.bags, f.keys.n}, op);
+          } else if (f.bags < 0 || (f.bags ? f.keys.n % f.bags : f.keys.n) != 0) {
+            throw std::invalid_argument("frozen_embed: " + std::to_string(f.keys.n) + " IDs do not split into " +
+                                        std::to_string(f.bags) + " bags of equal length");
+          } else {
+            f.stride = f.bags ? f.keys.n / f.bags : 0;
+          }
+          if (f.dense) {
+            f.width = f.max_len;
+            if (f.width < 0) {
+              f.width = f.offsets ? 0 : f.stride;
+              for (int64_t b = 0; f.offsets && b < f.bags; ++b)
+                f.width = std::max(f.width, f.offsets[b + 1] - f.offsets[b]);
+            }
+            masks[i] = Buffer(static_cast<size_t>(f.bags * f.width));
+            f.mask = masks[i].as<bool>();
+            if (weights[i]) {  // (an empty batch's weights may have no data pointer)
+              dense_weights[i] = Buffer(static_cast<size_t>(f.bags * f.width) * sizeof(float));
+              f.dense_weights = dense_weights[i].as<float>();
+            }
+          }
+          outs[i] = Buffer(static_cast<size_t>(f.bags * (f.dense ? f.width : 1)) * dim * sizeof(float));
+          f.out = outs[i].as<float>();
+        }
+        FrozenCounts counts{};
+        {
+          nb::gil_scoped_release release;
+          counts = frozen_embed(ids.data(), tag_offsets.data(), num_tags, slots.data(),
+                                static_cast<int64_t>(slots.shape(0)), table, features);
+        }
+        nb::list result;
+        for (size_t i = 0; i < k; ++i) {
+          const auto b = static_cast<size_t>(features[i].bags), w = static_cast<size_t>(features[i].width);
+          if (!features[i].dense) {
+            result.append(
+                nb::make_tuple(to_tensor(std::move(outs[i]), {b, dim}, nb::dtype<float>()), nb::none(), nb::none()));
+            continue;
+          }
+          nb::object dw = features[i].dense_weights ? to_tensor(std::move(dense_weights[i]), {b, w}, nb::dtype<float>())
+                                                    : nb::none();
+          result.append(nb::make_tuple(to_tensor(std::move(outs[i]), {b, w, dim}, nb::dtype<float>()),
+                                       to_tensor(std::move(masks[i]), {b, w}, nb::dtype<bool>()), dw));
+        }
+        return nb::make_tuple(result, counts.keys, counts.unknown);
+      },
+      nb::arg("ids"), nb::arg("tag_offsets"), nb::arg("slots"), nb::arg("rows"), nb::arg("scale").none(),
+      nb::arg("bias").none(), nb::arg("values"), nb::arg("offsets"), nb::arg("bags"), nb::arg("weights"),
+      nb::arg("tags"), nb::arg("combiners"), nb::arg("max_lens"), nb::arg("keep_last"),
+      "Serving's lookup of a frozen table, one pass per feature: values[i] (logical table tags[i]) in bags by "
+      "offsets[i] (None: bags[i] bags of equal length), each bag cut to its last (keep_last) or first max_lens[i] "
+      "IDs (-1: all), pooled by combiners[i] (sum, mean or sqrtn) or, with 'dense', padded to max_lens[i] (else the "
+      "longest bag). Unknown IDs read zeros. Returns ([(out, mask or None, padded weights or None) per feature], "
+      "IDs looked up, of which unknown).");
 
   m.def(
       "pooled_forward",

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "recis/keys.h"
+#include "recis/pooling.h"
 
 namespace recis {
 
@@ -19,5 +20,50 @@ std::vector<int64_t> frozen_index(const int64_t* ids, const int64_t* tag_offsets
 // [0, num_tags) throws std::invalid_argument.
 int64_t frozen_find(const int64_t* ids, const int64_t* tag_offsets, int64_t num_tags, const int64_t* slots,
                     int64_t num_slots, const std::vector<KeyRun>& keys, int64_t* rows);
+
+// A frozen table's rows (n x dim) as stored: float32, bfloat16, float16, or int8 read as
+// q * scale[row] + bias[row] with float16 or float32 scale and bias.
+enum class FrozenType : uint8_t { kF32, kBf16, kF16, kI8 };
+struct FrozenRows {
+  FrozenType type;
+  const void* data;
+  int64_t dim;
+  const void* scale = nullptr;  // int8 only
+  const void* bias = nullptr;
+  bool scale_f16 = false;
+};
+
+// One feature's bags for frozen_embed: keys.n IDs of logical table keys.tag, bag b holding
+// [offsets[b], offsets[b + 1]) (or, with null offsets, `stride` IDs each). Each bag keeps at most
+// max_len IDs (>= 0; the last ones when keep_last), then pools into out (bags x dim) with
+// `combiner`, or, when `dense`, is laid out left-aligned in out (bags x width x dim, zeros past
+// its end) with mask (bags x width) and, for weighted bags, their weights padded with 0.
+struct FrozenBags {
+  KeyRun keys;
+  const int64_t* offsets = nullptr;
+  int64_t stride = 0;
+  int64_t bags = 0;
+  const float* weights = nullptr;  // keys.n or null
+  Combiner combiner = Combiner::kSum;
+  bool dense = false;
+  int64_t max_len = -1;  // -1: no limit
+  bool keep_last = false;
+  int64_t width = 0;  // dense: at least every kept bag's length
+  float* out = nullptr;
+  bool* mask = nullptr;            // dense only
+  float* dense_weights = nullptr;  // dense and weighted only
+};
+
+struct FrozenCounts {
+  int64_t keys;     // IDs looked up (those cut by max_len are not)
+  int64_t unknown;  // of which absent from the table
+};
+
+// Serving's whole lookup of a frozen table in one pass per feature: each kept ID found through the
+// index (frozen_index; unknown IDs read zeros), its row widened to float32 and pooled or laid out
+// as `features` say. Throws std::invalid_argument for a tag outside [0, num_tags) or slots that
+// are not an index of these IDs.
+FrozenCounts frozen_embed(const int64_t* ids, const int64_t* tag_offsets, int64_t num_tags, const int64_t* slots,
+                          int64_t num_slots, const FrozenRows& rows, const std::vector<FrozenBags>& features);
 
 }  // namespace recis

@@ -4,9 +4,9 @@ an eval-mode EmbeddingEngine exactly as it reads the training tables."""
 import pytest
 import torch
 
-from recis.core import Ragged
+from recis.core import Ragged, reference
 from recis.embedding import EmbeddingEngine, EmbeddingSpec, FrozenTable, Initializer
-from recis.embedding.frozen import dequantize_rows, quantize_rows
+from recis.embedding.frozen import FrozenBags, dequantize_rows, frozen_embed_reference, quantize_rows
 
 SPECS = {
     "user": EmbeddingSpec(8, initializer=Initializer.uniform(-1, 1)),
@@ -165,3 +165,111 @@ def test_index_kernels_refuse_bad_input():
             kernels.embedding.frozen_lookup(ids, offsets, slots, keys, [0])
     with pytest.raises(ValueError, match="power-of-two"):
         kernels.embedding.frozen_lookup(ids, offsets, torch.full((6,), -1), keys, [0])
+    embed = lambda slots, rows=None: kernels.embedding.frozen_embed(
+        ids, offsets, slots, torch.ones(3, 2) if rows is None else rows, None, None, keys, [None], [2], [None], [0],
+        ["sum"], [-1], [False],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="not an index of these 3 IDs"):
+        embed(torch.zeros(8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="int8 rows need a scale and a bias of 3"):
+        embed(kernels.embedding.frozen_index(ids, offsets), torch.ones(3, 2, dtype=torch.int8))
+    with pytest.raises(ValueError, match="rows must be float32, bfloat16, float16 or int8"):
+        embed(kernels.embedding.frozen_index(ids, offsets), torch.ones(3, 2, dtype=torch.float64))
+
+
+def random_bags(g: torch.Generator, table: FrozenTable, pool: torch.Tensor, bags: int, spec: tuple) -> FrozenBags:
+    """One feature's bags for `FrozenTable.embed`: 70% known keys, the rest drawn from `pool`."""
+    tag, combiner, max_len, keep_last, weighted, fixed = spec
+    if fixed:  # a (B, k) tensor: no offsets
+        k = int(torch.randint(0, 4, (1,), generator=g))
+        lengths = torch.full((bags,), k)
+    else:
+        lengths = torch.randint(0, 9, (bags,), generator=g)
+    n = int(lengths.sum())
+    known = table.ids[int(table.tag_offsets[tag]) : int(table.tag_offsets[tag + 1])]
+    pick = known[torch.randint(0, len(known), (n,), generator=g)] if len(known) else torch.zeros(n, dtype=torch.int64)
+    keys = torch.where(
+        (torch.rand(n, generator=g) < 0.7) & (len(known) > 0),
+        pick,
+        pool[torch.randint(0, len(pool), (n,), generator=g)],
+    )
+    offsets = None if fixed else torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    weights = torch.rand(n, generator=g) * 2 - 0.5 if weighted else None
+    return FrozenBags(keys, offsets, bags, weights, tag, combiner, max_len, keep_last)
+
+
+def kept_ids(b: FrozenBags) -> torch.Tensor:
+    if b.max_len < 0:
+        return b.values
+    offsets = b.offsets if b.offsets is not None else torch.arange(b.bags + 1) * (len(b.values) // max(b.bags, 1))
+    return reference.ragged_truncate(offsets, b.values, None, b.max_len, b.keep_last)[1]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16", "int8"])
+@pytest.mark.parametrize("seed", range(3))
+def test_embed_kernel_matches_its_torch_twin(dtype, seed):
+    """frozen_embed (find + widen + pool or pad in one pass) against frozen_embed_reference: every
+    combiner, dense with and without max_len from either side, weights, fixed-length bags without
+    offsets, empty and one-row batches, empty bags, negative, 64-bit and unknown IDs."""
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.cat([torch.randint(-(2**62), 2**62, (3000,), generator=g), torch.arange(-20, 20)])
+    tables = [pool[torch.randperm(len(pool), generator=g)[:n]].unique() for n in (1500, 0, 40)]
+    ids = torch.cat(tables)
+    offsets = torch.tensor([0, *torch.tensor([len(t) for t in tables]).cumsum(0).tolist()])
+    rows = torch.randn(len(ids), 8, generator=g)
+    table = FrozenTable(ids, offsets, **quantize_rows(rows, dtype), tag_names=["a", "b", "c"])
+    specs = [
+        (0, "sum", -1, False, False, False),
+        (0, "mean", 3, True, True, False),
+        (2, "sqrtn", -1, False, True, True),
+        (1, "sum", -1, False, False, False),  # a logical table without rows: zeros
+        (0, "dense", -1, False, False, False),
+        (2, "dense", 4, True, True, False),
+        (0, "dense", 2, False, False, True),
+        (0, "mean", -1, False, False, True),
+    ]
+    for batch in (0, 1, 37):
+        wanted = [random_bags(g, table, pool, batch, spec) for spec in specs]
+        before = table.stats()
+        got = table.embed(wanted)
+        want = frozen_embed_reference(table, wanted)
+        for spec, (out, mask, w), (ref_out, ref_mask, ref_w) in zip(specs, got, want, strict=True):
+            torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5, msg=str(spec))
+            assert (mask is None) == (ref_mask is None) and (w is None) == (ref_w is None)
+            if mask is not None:
+                assert torch.equal(mask, ref_mask)
+            if w is not None:
+                assert torch.equal(w, ref_w)
+        kept = [kept_ids(b) for b in wanted]  # IDs cut by max_len are not looked up
+        known = [table.ids[int(table.tag_offsets[b.tag]) : int(table.tag_offsets[b.tag + 1])] for b in wanted]
+        after = table.stats()
+        assert after["lookups"] - before["lookups"] == sum(len(k) for k in kept)
+        unknown = sum(int((~torch.isin(k, t)).sum()) for k, t in zip(kept, known, strict=True))
+        assert after["unknown"] - before["unknown"] == unknown
+
+
+def test_serving_path_takes_any_id_dtype_and_refuses_bad_bags():
+    """The engine's one-call path serves int64 IDs; other inputs take the general path, same result;
+    the kernel refuses bags that do not fit its IDs."""
+    engine = trained()
+    serving = frozen(engine, "fp32")
+    x = batch(3)
+    table = next(iter(serving.tables().values()))
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FrozenTable, "lookup", None)  # int64 IDs never take the general path
+        assert_same(serving(x), engine(x))
+    with torch.no_grad():
+        narrow = {k: v.to(torch.int32) if isinstance(v, torch.Tensor) else v for k, v in x.items()}
+        assert_same(serving(narrow), serving(x))
+    assert isinstance(table, FrozenTable)
+    ids = torch.tensor([1, 2, 3])
+    with pytest.raises(ValueError, match="do not split into 2 bags"):
+        table.embed([FrozenBags(ids, None, 2, None, 0, "sum")])
+    with pytest.raises(ValueError, match="frozen_embed"):
+        table.embed([FrozenBags(ids, torch.tensor([0, 2, 1, 3]), 3, None, 0, "sum")])
+    with pytest.raises(ValueError, match="weights must have 3 entries"):
+        table.embed([FrozenBags(ids, None, 3, torch.ones(2), 0, "sum")])
+    with pytest.raises(ValueError, match="tag 9 is not one of"):
+        table.embed([FrozenBags(ids, None, 3, None, 9, "sum")])
+    with pytest.raises(ValueError, match="unknown combiner 'max'"):
+        table.embed([FrozenBags(ids, None, 3, None, 0, "max")])

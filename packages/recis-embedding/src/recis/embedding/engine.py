@@ -22,7 +22,7 @@ from recis.core import Padded, Ragged
 
 from . import distributed, ops
 from .device_table import DeviceTable, Table
-from .frozen import FrozenTable
+from .frozen import FrozenBags, FrozenTable
 from .ops import PooledGrad, SparseGrad
 from .table import Eviction, HashTable, Initializer
 
@@ -220,6 +220,8 @@ class EmbeddingEngine(nn.Module):
             return out
         insert, record = self.training, self._recording()
         for group in self.groups:
+            if not self.training and isinstance(group.table, FrozenTable) and self._serve_frozen(group, batch, out):
+                continue
             present, inputs = self._inputs(group, batch)
             device = inputs[0].device if inputs else torch.device("cpu")
             # All-pooled groups pool straight from the table's blocks; others gather (U, D) rows.
@@ -244,6 +246,50 @@ class EmbeddingEngine(nn.Module):
         if self.training:
             self.step += 1
         return out
+
+    def _serve_frozen(self, group: _Group, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> bool:
+        """A frozen table's features in one kernel call (`FrozenTable.embed`): IDs found, rows
+        pooled or padded, no intermediate rows. False, leaving `out` as it was, when a feature needs
+        the general path: a Ragged output, a missing column, or inputs other than int64 IDs (and
+        float32 weights) on the CPU, whose errors or conversions that path gives."""
+        table = group.table
+        assert isinstance(table, FrozenTable)
+        wanted: list[FrozenBags] = []
+        for name, tag in zip(group.features, group.tags, strict=True):
+            spec, x = self.specs[name], batch.get(name)
+            if spec.ragged:
+                return False
+            max_len = -1 if spec.max_len is None else spec.max_len
+            combiner = "dense" if spec.combiner in (None, "tile") else str(spec.combiner)
+            if isinstance(x, Tensor) and x.dim() in (1, 2) and x.dtype == torch.int64 and x.device.type == "cpu":
+                wanted.append(
+                    FrozenBags(x.reshape(-1), None, len(x), None, tag, combiner, max_len, spec.side == "left")
+                )
+            elif (
+                isinstance(x, Ragged)
+                and isinstance(x.values, Tensor)
+                and x.values.dtype == torch.int64
+                and x.values.device.type == "cpu"
+                and (x.weights is None or (x.weights.dtype == torch.float32 and x.weights.shape == x.values.shape))
+            ):
+                wanted.append(
+                    FrozenBags(x.values, x.offsets, x.num_rows, x.weights, tag, combiner, max_len, spec.side == "left")
+                )
+            else:
+                return False
+        try:
+            found = table.embed(wanted)
+        except ValueError as e:
+            raise ValueError(f"EmbeddingEngine: features {group.features}: {e}") from e
+        for name, (values, mask, weights) in zip(group.features, found, strict=True):
+            spec = self.specs[name]
+            if spec.combiner == "tile":
+                out[name] = values.reshape(len(values), -1)
+            elif mask is None:
+                out[name] = values
+            else:
+                out[name] = Padded(values, mask, weights)
+        return True
 
     def _inputs(self, group: _Group, batch: dict[str, Tensor | Ragged]) -> tuple[list[tuple[str, int]], list[Ragged]]:
         present = [(f, t) for f, t in zip(group.features, group.tags, strict=True) if f in batch]

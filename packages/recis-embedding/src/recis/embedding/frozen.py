@@ -13,7 +13,7 @@ without inserts, `pool_keys`), so serving runs the training code's pooling and p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -27,6 +27,25 @@ if TYPE_CHECKING:
     from .device_table import Table
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
+
+
+class FrozenBags(NamedTuple):
+    """One feature's IDs as `FrozenTable.embed` reads them.
+
+    `values` (int64) of logical table `tag` in bags by `offsets` (None: `bags` bags of equal
+    length); each bag keeps at most `max_len` IDs (-1: all), its last ones when `keep_last`, then
+    pools with `combiner` ("sum", "mean", "sqrtn", `weights` per ID when given) or, with "dense",
+    is padded to `max_len` (-1: the longest bag).
+    """
+
+    values: Tensor
+    offsets: Tensor | None
+    bags: int
+    weights: Tensor | None
+    tag: int
+    combiner: str
+    max_len: int = -1
+    keep_last: bool = False
 
 
 def quantize_rows(rows: Tensor, dtype: str) -> dict[str, Tensor]:
@@ -210,5 +229,70 @@ class FrozenTable:
         kernels.embedding.pooled_forward(found.embeddings, found.inverse, offsets.contiguous(), w, combiners, runs, out)
         return ops.batch_major(out, runs) if batch_major else out
 
+    def embed(self, bags: Sequence[FrozenBags]) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
+        """Serving's whole lookup of this table in one C++ call (`kernels.embedding.frozen_embed`):
+        each feature's IDs found, their rows widened to float32 and pooled, or padded, with no
+        de-duplication and no intermediate (U, D) rows. Per feature: (out, None, None) pooled, or
+        (values (B, L, D), mask (B, L), weights (B, L) or None) dense; `frozen_embed_reference` is
+        its pure-torch twin."""
+        found = kernels.embedding.frozen_embed(
+            self.ids,
+            self.tag_offsets,
+            self.index,
+            self.rows,
+            self.scale,
+            self.bias,
+            [b.values for b in bags],
+            [b.offsets for b in bags],
+            [b.bags for b in bags],
+            [b.weights for b in bags],
+            [b.tag for b in bags],
+            [b.combiner for b in bags],
+            [b.max_len for b in bags],
+            [b.keep_last for b in bags],
+        )
+        outs, looked_up, unknown = cast(tuple[list[tuple[Tensor, Tensor | None, Tensor | None]], int, int], found)
+        self.counters["lookups"] += looked_up
+        self.counters["unknown"] += unknown
+        return outs
+
     def __repr__(self) -> str:
         return f"FrozenTable(rows={len(self)}, dim={self.dim}, dtype={self.dtype}, logical={self.tag_names})"
+
+
+def frozen_embed_reference(
+    table: FrozenTable, bags: Sequence[FrozenBags]
+) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
+    """`FrozenTable.embed` in torch ops (keys found by binary search over each logical table's
+    sorted IDs): the kernel's test oracle. Does not count lookups."""
+    from recis.core import reference
+
+    rows = dequantize_rows(table.rows, table.scale, table.bias)
+    out: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
+    for b in bags:
+        if not 0 <= b.tag < len(table.tag_names):
+            raise ValueError(f"frozen_embed_reference: tag {b.tag} is not one of the table's logical tables")
+        lo, hi = int(table.tag_offsets[b.tag]), int(table.tag_offsets[b.tag + 1])
+        keys = table.ids[lo:hi]
+        at = torch.searchsorted(keys, b.values).clamp(max=max(len(keys) - 1, 0))
+        hit = keys[at] == b.values if len(keys) else torch.zeros(len(b.values), dtype=torch.bool)
+        emb = torch.where(hit[:, None], rows[lo:hi][at] if len(keys) else 0.0, torch.zeros(1, table.dim))
+        offsets = b.offsets
+        if offsets is None:
+            step = len(b.values) // b.bags if b.bags else 0
+            offsets = torch.arange(b.bags + 1) * step
+        weights = b.weights
+        if b.max_len >= 0:
+            offsets, cut, weights = reference.ragged_truncate(
+                offsets, torch.arange(len(b.values)), weights, b.max_len, b.keep_last
+            )
+            emb = emb[cut]
+        if b.combiner != "dense":
+            pooled = ops.pooled_embedding_reference(emb, torch.arange(len(emb)), offsets, weights, b.combiner)
+            out.append((pooled, None, None))
+            continue
+        values, mask, dense_w = reference.ragged_to_dense(
+            offsets, emb, weights, torch.zeros(table.dim), b.max_len, False
+        )
+        out.append((values, mask, dense_w))
+    return out
