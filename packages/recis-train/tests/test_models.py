@@ -184,6 +184,22 @@ def test_ragged_target_attention_equals_the_padded_one():
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
 
 
+def test_target_attention_scores_as_the_mlp_over_the_concatenation():
+    """The factored first layer computes exactly the scorer MLP over [q, k, q - k, q * k]."""
+    from recis.train.models import TargetAttention
+
+    torch.manual_seed(1)
+    att = TargetAttention(8, (16, 4))
+    query, keys = torch.randn(3, 8), torch.randn(3, 5, 8)
+    q = query.unsqueeze(1).expand_as(keys)
+    want = att.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
+    torch.testing.assert_close(att._scores(query, keys), want, rtol=1e-5, atol=1e-6)
+    rows = torch.tensor([2, 0, 0, 1])
+    flat = torch.randn(4, 8)
+    want = att.score(torch.cat([query[rows], flat, query[rows] - flat, query[rows] * flat], -1)).squeeze(-1)
+    torch.testing.assert_close(att._scores(query, flat, rows), want, rtol=1e-5, atol=1e-6)
+
+
 def test_models_name_what_does_not_fit():
     from recis.train.models import DCNv2, WideDeep
 

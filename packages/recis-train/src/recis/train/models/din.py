@@ -37,12 +37,28 @@ class TargetAttention(nn.Module):
         super().__init__()
         self.score = MLP(4 * dim, [*hidden, 1])
 
+    def _scores(self, query: Tensor, keys: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The scorer over [q, k, q - k, q * k] per event, without building that input: keys (B, L, D)
+        padded, or (N, D) with `rows` (N,) the query row of each event. The first layer's weight
+        [Wq, Wk, Wd, Wp] splits into (Wq + Wd) q, once per query row, plus [Wk - Wd, Wp] [k, q * k]
+        per event: half the first layer's work per event, the same parameters (checkpoints load
+        either way)."""
+        first = self.score[0]
+        assert isinstance(first, nn.Linear)
+        wq, wk, wd, wp = first.weight.split(query.shape[-1], dim=1)
+        per_row = nn.functional.linear(query, wq + wd, first.bias)  # (B, H)
+        q = query.unsqueeze(1) if rows is None else query.index_select(0, rows)
+        hidden = nn.functional.linear(torch.cat([keys, q * keys], -1), torch.cat([wk - wd, wp], 1))
+        hidden = hidden + (per_row.unsqueeze(1) if rows is None else per_row.index_select(0, rows))
+        for layer in list(self.score)[1:]:
+            hidden = layer(hidden)
+        return hidden.squeeze(-1)
+
     def forward(self, query: Tensor, keys: Tensor | Ragged, mask: Tensor | None = None) -> Tensor:
         if isinstance(keys, Ragged):
             return self._ragged(query, keys)
         assert mask is not None, "TargetAttention: padded keys need their mask"
-        q = query.unsqueeze(1).expand_as(keys)  # (B, L, D)
-        scores = self.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)  # (B, L)
+        scores = self._scores(query, keys)  # (B, L)
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, -1).nan_to_num(0.0)  # all-masked rows: NaN -> 0
         # (B, D), a tensor of its own rather than einsum's view: FSDP warns on units that return
@@ -53,8 +69,7 @@ class TargetAttention(nn.Module):
         k = keys.values  # (N, D)
         assert isinstance(k, Tensor)
         rows = torch.repeat_interleave(torch.arange(len(query), device=k.device), keys.lengths(), output_size=len(k))
-        q = query.index_select(0, rows)  # (N, D)
-        scores = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1).float()  # (N,), sums in float32
+        scores = self._scores(query, k, rows).float()  # (N,), sums in float32
         # softmax per row: subtract the row's max (a constant for the gradient), exp, normalize
         top = torch.full((len(query),), float("-inf"), dtype=scores.dtype, device=k.device)
         top = top.scatter_reduce(0, rows, scores.detach(), "amax")
