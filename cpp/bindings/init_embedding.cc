@@ -504,15 +504,17 @@ void init_embedding(nb::module_& m) {
               "keep_last must have one entry per feature");
         const std::vector<KeyRun> runs = key_runs(values, tags, op);
         std::vector<FrozenBags> features(k);
-        std::vector<Buffer> outs(k), masks(k), dense_weights(k);
+        std::vector<Buffer> outs(k), structure(k), out_weights(k);  // structure: dense masks or rows' offsets
         const auto dim = static_cast<size_t>(table.dim);
         for (size_t i = 0; i < k; ++i) {
           FrozenBags& f = features[i];
           f.keys = runs[i];
           f.bags = bags[i];
           f.weights = weights_of(weights[i], f.keys.n, op);
-          f.dense = combiners[i] == "dense";
-          f.combiner = f.dense ? Combiner::kSum : parse_combiner(combiners[i], op);
+          f.output = combiners[i] == "dense"  ? FrozenOut::kDense
+                     : combiners[i] == "rows" ? FrozenOut::kRows
+                                              : FrozenOut::kPooled;
+          if (f.output == FrozenOut::kPooled) f.combiner = parse_combiner(combiners[i], op);
           f.max_len = max_lens[i] < 0 ? -1 : max_lens[i];
           f.keep_last = keep_last[i];
           if (offsets[i]) {
@@ -525,21 +527,31 @@ void init_embedding(nb::module_& m) {
           } else {
             f.stride = f.bags ? f.keys.n / f.bags : 0;
           }
-          if (f.dense) {
+          auto kept = [&](int64_t b) {  // bag b's length after max_len
+            const int64_t len = f.offsets ? f.offsets[b + 1] - f.offsets[b] : f.stride;
+            return f.max_len < 0 ? len : std::min(len, f.max_len);
+          };
+          size_t values = static_cast<size_t>(f.bags);  // rows of dim floats in out
+          if (f.output == FrozenOut::kDense) {
             f.width = f.max_len;
-            if (f.width < 0) {
-              f.width = f.offsets ? 0 : f.stride;
-              for (int64_t b = 0; f.offsets && b < f.bags; ++b)
-                f.width = std::max(f.width, f.offsets[b + 1] - f.offsets[b]);
-            }
-            masks[i] = Buffer(static_cast<size_t>(f.bags * f.width));
-            f.mask = masks[i].as<bool>();
-            if (weights[i]) {  // (an empty batch's weights may have no data pointer)
-              dense_weights[i] = Buffer(static_cast<size_t>(f.bags * f.width) * sizeof(float));
-              f.dense_weights = dense_weights[i].as<float>();
-            }
+            for (int64_t b = 0; f.max_len < 0 && b < f.bags; ++b) f.width = std::max(f.width, kept(b));
+            f.width = std::max<int64_t>(f.width, 0);
+            values = static_cast<size_t>(f.bags * f.width);
+            structure[i] = Buffer(values);
+            f.mask = structure[i].as<bool>();
+          } else if (f.output == FrozenOut::kRows) {
+            structure[i] = Buffer(static_cast<size_t>(f.bags + 1) * sizeof(int64_t));
+            auto* at = structure[i].as<int64_t>();
+            at[0] = 0;
+            for (int64_t b = 0; b < f.bags; ++b) at[b + 1] = at[b] + kept(b);
+            f.out_offsets = at;
+            values = static_cast<size_t>(at[f.bags]);
           }
-          outs[i] = Buffer(static_cast<size_t>(f.bags * (f.dense ? f.width : 1)) * dim * sizeof(float));
+          if (f.output != FrozenOut::kPooled && weights[i]) {  // (an empty batch's weights may have no data)
+            out_weights[i] = Buffer(values * sizeof(float));
+            f.out_weights = out_weights[i].as<float>();
+          }
+          outs[i] = Buffer(values * dim * sizeof(float));
           f.out = outs[i].as<float>();
         }
         FrozenCounts counts{};
@@ -550,16 +562,23 @@ void init_embedding(nb::module_& m) {
         }
         nb::list result;
         for (size_t i = 0; i < k; ++i) {
-          const auto b = static_cast<size_t>(features[i].bags), w = static_cast<size_t>(features[i].width);
-          if (!features[i].dense) {
+          const FrozenBags& f = features[i];
+          const auto b = static_cast<size_t>(f.bags), w = static_cast<size_t>(f.width);
+          if (f.output == FrozenOut::kPooled) {
             result.append(
                 nb::make_tuple(to_tensor(std::move(outs[i]), {b, dim}, nb::dtype<float>()), nb::none(), nb::none()));
             continue;
           }
-          nb::object dw = features[i].dense_weights ? to_tensor(std::move(dense_weights[i]), {b, w}, nb::dtype<float>())
-                                                    : nb::none();
-          result.append(nb::make_tuple(to_tensor(std::move(outs[i]), {b, w, dim}, nb::dtype<float>()),
-                                       to_tensor(std::move(masks[i]), {b, w}, nb::dtype<bool>()), dw));
+          const bool dense = f.output == FrozenOut::kDense;
+          const size_t n = dense ? b * w : static_cast<size_t>(f.out_offsets[f.bags]);
+          const std::vector<size_t> per_value = dense ? std::vector<size_t>{b, w} : std::vector<size_t>{n};
+          std::vector<size_t> shape = per_value;
+          shape.push_back(dim);
+          nb::object ws =
+              f.out_weights ? to_tensor(std::move(out_weights[i]), per_value, nb::dtype<float>()) : nb::none();
+          nb::object st = dense ? to_tensor(std::move(structure[i]), {b, w}, nb::dtype<bool>())
+                                : to_tensor(std::move(structure[i]), {b + 1}, nb::dtype<int64_t>());
+          result.append(nb::make_tuple(to_tensor(std::move(outs[i]), shape, nb::dtype<float>()), st, ws));
         }
         return nb::make_tuple(result, counts.keys, counts.unknown);
       },
@@ -568,9 +587,10 @@ void init_embedding(nb::module_& m) {
       nb::arg("tags"), nb::arg("combiners"), nb::arg("max_lens"), nb::arg("keep_last"),
       "Serving's lookup of a frozen table, one pass per feature: values[i] (logical table tags[i]) in bags by "
       "offsets[i] (None: bags[i] bags of equal length), each bag cut to its last (keep_last) or first max_lens[i] "
-      "IDs (-1: all), pooled by combiners[i] (sum, mean or sqrtn) or, with 'dense', padded to max_lens[i] (else the "
-      "longest bag). Unknown IDs read zeros. Returns ([(out, mask or None, padded weights or None) per feature], "
-      "IDs looked up, of which unknown).");
+      "IDs (-1: all), pooled by combiners[i] (sum, mean or sqrtn), or its rows padded to max_lens[i] (else the "
+      "longest bag) with 'dense' or packed with 'rows'. Unknown IDs read zeros. Returns ([per feature: (pooled, "
+      "None, None), (padded, mask, padded weights or None) or (rows, offsets, weights or None)], IDs looked up, of "
+      "which unknown).");
 
   m.def(
       "pooled_forward",

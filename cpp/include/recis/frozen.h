@@ -33,11 +33,16 @@ struct FrozenRows {
   bool scale_f16 = false;
 };
 
+// What frozen_embed makes of a feature's bags: pooled rows (bags x dim), the rows padded to
+// (bags x width x dim) with a (bags x width) mask, or the rows packed (kept keys x dim).
+enum class FrozenOut : uint8_t { kPooled, kDense, kRows };
+
 // One feature's bags for frozen_embed: keys.n IDs of logical table keys.tag, bag b holding
 // [offsets[b], offsets[b + 1]) (or, with null offsets, `stride` IDs each). Each bag keeps at most
-// max_len IDs (>= 0; the last ones when keep_last), then pools into out (bags x dim) with
-// `combiner`, or, when `dense`, is laid out left-aligned in out (bags x width x dim, zeros past
-// its end) with mask (bags x width) and, for weighted bags, their weights padded with 0.
+// max_len IDs (>= 0; the last ones when keep_last), then pools into out with `combiner`, or its
+// rows are laid out left-aligned in out (dense: zeros past the bag's end, mask, and for weighted
+// bags their weights padded with 0 in out_weights) or packed from out_offsets[b] (rows: the
+// prefix sums of the kept lengths; weights likewise).
 struct FrozenBags {
   KeyRun keys;
   const int64_t* offsets = nullptr;
@@ -45,13 +50,14 @@ struct FrozenBags {
   int64_t bags = 0;
   const float* weights = nullptr;  // keys.n or null
   Combiner combiner = Combiner::kSum;
-  bool dense = false;
+  FrozenOut output = FrozenOut::kPooled;
   int64_t max_len = -1;  // -1: no limit
   bool keep_last = false;
-  int64_t width = 0;  // dense: at least every kept bag's length
+  int64_t width = 0;                     // dense: at least every kept bag's length
+  const int64_t* out_offsets = nullptr;  // rows: bags + 1
   float* out = nullptr;
-  bool* mask = nullptr;            // dense only
-  float* dense_weights = nullptr;  // dense and weighted only
+  bool* mask = nullptr;          // dense only
+  float* out_weights = nullptr;  // dense or rows, weighted bags only
 };
 
 struct FrozenCounts {

@@ -150,11 +150,10 @@ int64_t pool_bag(const FrozenRows& rows, const Finder& find, const FrozenBags& f
   return missing;
 }
 
-// One bag laid out left-aligned in its (width, dim) block of out, zeros past its end.
-int64_t lay_out_bag(const FrozenRows& rows, const Finder& find, const FrozenBags& f, int64_t lo, int64_t hi, int64_t b,
-                    int64_t s, int64_t e, bool& corrupt) {
-  const int64_t dim = rows.dim, width = f.width, len = e - s;
-  float* out = f.out + b * width * dim;
+// The rows of keys [s, e) written one after another from out (zeros for unknown keys).
+int64_t copy_rows(const FrozenRows& rows, const Finder& find, const FrozenBags& f, int64_t lo, int64_t hi, int64_t s,
+                  int64_t e, float* out, bool& corrupt) {
+  const int64_t dim = rows.dim;
   int64_t missing = 0;
   for (int64_t j = s; j < e; ++j, out += dim) {
     std::fill(out, out + dim, 0.0f);
@@ -164,12 +163,26 @@ int64_t lay_out_bag(const FrozenRows& rows, const Finder& find, const FrozenBags
     else
       add_row<false>(rows, r, 1.0f, out);
   }
-  std::fill(out, f.out + (b + 1) * width * dim, 0.0f);
+  return missing;
+}
+
+// One bag's rows: left-aligned in its (width, dim) block of out with zeros past its end (dense),
+// or from its place in the packed (kept keys, dim) out (rows); its weights alike.
+int64_t lay_out_bag(const FrozenRows& rows, const Finder& find, const FrozenBags& f, int64_t lo, int64_t hi, int64_t b,
+                    int64_t s, int64_t e, bool& corrupt) {
+  const int64_t dim = rows.dim, len = e - s;
+  if (f.output == FrozenOut::kRows) {
+    if (f.out_weights && len) std::copy(f.weights + s, f.weights + e, f.out_weights + f.out_offsets[b]);
+    return copy_rows(rows, find, f, lo, hi, s, e, f.out + f.out_offsets[b] * dim, corrupt);
+  }
+  const int64_t width = f.width;
+  const int64_t missing = copy_rows(rows, find, f, lo, hi, s, e, f.out + b * width * dim, corrupt);
+  std::fill(f.out + (b * width + len) * dim, f.out + (b + 1) * width * dim, 0.0f);
   bool* mask = f.mask + b * width;
   std::fill(mask, mask + len, true);
   std::fill(mask + len, mask + width, false);
-  if (f.dense_weights) {
-    float* w = f.dense_weights + b * width;
+  if (f.out_weights) {
+    float* w = f.out_weights + b * width;
     if (len) std::copy(f.weights + s, f.weights + e, w);
     std::fill(w + len, w + width, 0.0f);
   }
@@ -235,8 +248,8 @@ FrozenCounts frozen_embed(const int64_t* ids, const int64_t* tag_offsets, int64_
             e = s + f.max_len;
         }
         kept += e - s;
-        missing += f.dense ? lay_out_bag(rows, find, f, lo, hi, b, s, e, bad)
-                           : pool_bag(rows, find, f, lo, hi, s, e, f.out + b * rows.dim, bad);
+        missing += f.output == FrozenOut::kPooled ? pool_bag(rows, find, f, lo, hi, s, e, f.out + b * rows.dim, bad)
+                                                  : lay_out_bag(rows, find, f, lo, hi, b, s, e, bad);
       }
       looked_up += kept;
       absent += missing;

@@ -14,6 +14,9 @@ SPECS = {
     "tags": EmbeddingSpec(8, combiner="sqrtn", initializer=Initializer.uniform(-1, 1), seed=1),  # all pooled: pool_keys
     "hist": EmbeddingSpec(8, table="items", combiner=None, max_len=4, initializer=Initializer.uniform(-1, 1)),
     "tile": EmbeddingSpec(8, table="items", combiner="tile", max_len=2, initializer=Initializer.uniform(-1, 1)),
+    "recent": EmbeddingSpec(
+        8, table="items", combiner=None, max_len=3, ragged=True, initializer=Initializer.uniform(-1, 1)
+    ),
 }
 
 
@@ -28,6 +31,7 @@ def batch(seed: int, rows: int = 16) -> dict:
         "tags": Ragged.from_lengths(ids(n, 10), lengths, torch.rand(n, generator=g) + 0.1),
         "hist": Ragged.from_lengths(ids(n, 40), lengths),
         "tile": Ragged.from_lengths(ids(n, 40), lengths),
+        "recent": Ragged.from_lengths(ids(n, 40), lengths, torch.rand(n, generator=g)),
     }
 
 
@@ -45,7 +49,11 @@ def frozen(engine: EmbeddingEngine, dtype: str) -> EmbeddingEngine:
 def assert_same(got: dict, want: dict, atol: float = 0.0) -> None:
     for name in SPECS:
         a, b = got[name], want[name]
-        a, b = (a.values, b.values) if hasattr(a, "mask") else (a, b)
+        if isinstance(a, Ragged):
+            assert torch.equal(a.offsets, b.offsets) and torch.equal(a.weights, b.weights), name
+        if hasattr(a, "mask"):
+            assert torch.equal(a.mask, b.mask), name
+        a, b = (a.values, b.values) if isinstance(a, (Ragged, tuple)) else (a, b)
         torch.testing.assert_close(a, b, atol=atol, rtol=0.0, msg=name)
 
 
@@ -227,6 +235,9 @@ def test_embed_kernel_matches_its_torch_twin(dtype, seed):
         (2, "dense", 4, True, True, False),
         (0, "dense", 2, False, False, True),
         (0, "mean", -1, False, False, True),
+        (0, "rows", -1, False, False, False),
+        (2, "rows", 2, True, True, False),
+        (0, "rows", 1, False, True, True),
     ]
     for batch in (0, 1, 37):
         wanted = [random_bags(g, table, pool, batch, spec) for spec in specs]
@@ -235,7 +246,7 @@ def test_embed_kernel_matches_its_torch_twin(dtype, seed):
         want = frozen_embed_reference(table, wanted)
         for spec, (out, mask, w), (ref_out, ref_mask, ref_w) in zip(specs, got, want, strict=True):
             torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5, msg=str(spec))
-            assert (mask is None) == (ref_mask is None) and (w is None) == (ref_w is None)
+            assert (mask is None) == (ref_mask is None) and (w is None) == (ref_w is None), spec
             if mask is not None:
                 assert torch.equal(mask, ref_mask)
             if w is not None:

@@ -249,18 +249,17 @@ class EmbeddingEngine(nn.Module):
 
     def _serve_frozen(self, group: _Group, batch: dict[str, Tensor | Ragged], out: dict[str, object]) -> bool:
         """A frozen table's features in one kernel call (`FrozenTable.embed`): IDs found, rows
-        pooled or padded, no intermediate rows. False, leaving `out` as it was, when a feature needs
-        the general path: a Ragged output, a missing column, or inputs other than int64 IDs (and
+        pooled, padded or packed, no intermediate rows. False, leaving `out` as it was, when a
+        feature needs the general path: a missing column, or inputs other than int64 IDs (and
         float32 weights) on the CPU, whose errors or conversions that path gives."""
         table = group.table
         assert isinstance(table, FrozenTable)
         wanted: list[FrozenBags] = []
         for name, tag in zip(group.features, group.tags, strict=True):
             spec, x = self.specs[name], batch.get(name)
-            if spec.ragged:
-                return False
             max_len = -1 if spec.max_len is None else spec.max_len
-            combiner = "dense" if spec.combiner in (None, "tile") else str(spec.combiner)
+            combiner = str(spec.combiner) if spec.combiner in ("sum", "mean", "sqrtn") else "dense"
+            combiner = "rows" if spec.ragged and spec.combiner is None else combiner
             if isinstance(x, Tensor) and x.dim() in (1, 2) and x.dtype == torch.int64 and x.device.type == "cpu":
                 wanted.append(
                     FrozenBags(x.reshape(-1), None, len(x), None, tag, combiner, max_len, spec.side == "left")
@@ -281,14 +280,16 @@ class EmbeddingEngine(nn.Module):
             found = table.embed(wanted)
         except ValueError as e:
             raise ValueError(f"EmbeddingEngine: features {group.features}: {e}") from e
-        for name, (values, mask, weights) in zip(group.features, found, strict=True):
+        for name, (values, structure, weights) in zip(group.features, found, strict=True):
             spec = self.specs[name]
             if spec.combiner == "tile":
                 out[name] = values.reshape(len(values), -1)
-            elif mask is None:
+            elif structure is None:
                 out[name] = values
+            elif spec.ragged:
+                out[name] = Ragged(values, structure, weights, validate=False)
             else:
-                out[name] = Padded(values, mask, weights)
+                out[name] = Padded(values, structure, weights)
         return True
 
     def _inputs(self, group: _Group, batch: dict[str, Tensor | Ragged]) -> tuple[list[tuple[str, int]], list[Ragged]]:

@@ -2,12 +2,15 @@
 row-wise int8.
 
 Keys are kept sorted per logical table (`tag_offsets[t]:tag_offsets[t + 1]` of `ids` are tag t's
-IDs, ascending) and found by binary search; unknown IDs read zeros and are counted (`stats()`). int8
-rows hold `q` in [-128, 127] with a `scale` and `bias` per row: `row = q * scale + bias`, the
-row's minimum and maximum mapped to -128 and 127 (an error of about scale / 2 per value); scale and
-bias are float16, or float32 for rows whose values exceed float16's range.
-An `EmbeddingEngine` in eval mode reads a `FrozenTable` as it reads a `HashTable` (`lookup`
-without inserts, `pool_keys`), so serving runs the training code's pooling and padding.
+IDs, ascending) and found through a hash index built at load; unknown IDs read zeros and are
+counted (`stats()`). int8 rows hold `q` in [-128, 127] with a `scale` and `bias` per row:
+`row = q * scale + bias`, the row's minimum and maximum mapped to -128 and 127 (an error of about
+scale / 2 per value); scale and bias are float16, or float32 for rows whose values exceed
+float16's range.
+
+An `EmbeddingEngine` in eval mode serves a `FrozenTable`'s features in one C++ call (`embed`:
+find, widen, pool or pad in one pass); inputs that call does not take (IDs other than int64) read
+the table as a `HashTable` is read (`lookup` without inserts, `pool_keys`), with the same result.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ class FrozenBags(NamedTuple):
 
     `values` (int64) of logical table `tag` in bags by `offsets` (None: `bags` bags of equal
     length); each bag keeps at most `max_len` IDs (-1: all), its last ones when `keep_last`, then
-    pools with `combiner` ("sum", "mean", "sqrtn", `weights` per ID when given) or, with "dense",
-    is padded to `max_len` (-1: the longest bag).
+    pools with `combiner` ("sum", "mean", "sqrtn", `weights` per ID when given), or its rows are
+    padded to `max_len` (-1: the longest bag) with "dense", or packed with "rows".
     """
 
     values: Tensor
@@ -232,9 +235,9 @@ class FrozenTable:
     def embed(self, bags: Sequence[FrozenBags]) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
         """Serving's whole lookup of this table in one C++ call (`kernels.embedding.frozen_embed`):
         each feature's IDs found, their rows widened to float32 and pooled, or padded, with no
-        de-duplication and no intermediate (U, D) rows. Per feature: (out, None, None) pooled, or
-        (values (B, L, D), mask (B, L), weights (B, L) or None) dense; `frozen_embed_reference` is
-        its pure-torch twin."""
+        de-duplication and no intermediate (U, D) rows. Per feature: (out, None, None) pooled,
+        (values (B, L, D), mask (B, L), weights (B, L) or None) dense, or (rows (N, D), offsets
+        (B + 1,), weights (N,) or None) packed; `frozen_embed_reference` is its pure-torch twin."""
         found = kernels.embedding.frozen_embed(
             self.ids,
             self.tag_offsets,
@@ -287,6 +290,9 @@ def frozen_embed_reference(
                 offsets, torch.arange(len(b.values)), weights, b.max_len, b.keep_last
             )
             emb = emb[cut]
+        if b.combiner == "rows":
+            out.append((emb, offsets, weights))
+            continue
         if b.combiner != "dense":
             pooled = ops.pooled_embedding_reference(emb, torch.arange(len(emb)), offsets, weights, b.combiner)
             out.append((pooled, None, None))

@@ -94,14 +94,17 @@ class Predictor:
             x = self.features(dict(batch)) if self.features is not None else dict(batch)
             out = self.embedding(x)
             pooled = {n: out[n].contiguous() for n in self.pooled}
-            seqs: list[Padded] = [out[n] for n in self.sequences]
+            seqs: list[Padded | Ragged] = [out[n] for n in self.sequences]
             dense = {n: x[n] for n in self.dense}
         except (TypeError, ValueError, KeyError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise RequestError(str(message)) from e
         values = {n: s.values for n, s in zip(self.sequences, seqs, strict=True)}
-        masks = {n: s.mask for n, s in zip(self.sequences, seqs, strict=True)}
-        outputs = self.program(pooled, values, masks, dense)
+        # Padded sequences travel with their masks, ragged ones (ragged=True) with their offsets.
+        structure = {
+            n: s.offsets if isinstance(s, Ragged) else s.mask for n, s in zip(self.sequences, seqs, strict=True)
+        }
+        outputs = self.program(pooled, values, structure, dense)
         return {head: _link(loss, outputs[head]) for head, loss in self.heads.items()}
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:

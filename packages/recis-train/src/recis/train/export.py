@@ -20,7 +20,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,18 +54,29 @@ class _Given(nn.Module):
 
 class DenseProgram(nn.Module):
     """A model's dense part as a function of tensors: (pooled outputs, sequence values, sequence
-    masks, dense columns) -> {head: output}. Built around the model itself, its engine replaced."""
+    structure, dense columns) -> {head: output}. A padded sequence is values (B, L, D) with its mask
+    (B, L); a ragged one (those in `ragged`) values (N, D) with its offsets (B + 1,). Built around
+    the model itself, its engine replaced."""
 
-    def __init__(self, model: nn.Module, sequences: list[str]):
+    def __init__(self, model: nn.Module, sequences: list[str], ragged: Sequence[str] = ()):
         super().__init__()
         self.model = model
         self.sequences = sequences
+        self.ragged = set(ragged)
 
     def forward(
-        self, pooled: dict[str, Tensor], values: dict[str, Tensor], masks: dict[str, Tensor], dense: dict[str, Tensor]
+        self,
+        pooled: dict[str, Tensor],
+        values: dict[str, Tensor],
+        structure: dict[str, Tensor],
+        dense: dict[str, Tensor],
     ) -> dict[str, Tensor]:
         batch: dict[str, Any] = {**dense, **pooled}
-        batch |= {name: Padded(values[name], masks[name], None) for name in self.sequences}
+        for name in self.sequences:
+            if name in self.ragged:
+                batch[name] = Ragged(values[name], structure[name], validate=False)
+            else:
+                batch[name] = Padded(values[name], structure[name], None)
         return self.model(batch)
 
 
@@ -140,6 +151,8 @@ def export_bundle(
 
     `aot`: also compile the dense part ahead of time with AOTInductor (needs a C++ compiler here;
     the Predictor uses it where torch's version matches, the portable program elsewhere).
+    Sequences reach the dense program as trained: padded (values and mask) or, with `ragged=True`,
+    as their real events ((N, D) rows and offsets).
 
     Example: `export_bundle("runs/demo/checkpoints/step-0000000500", "bundles/demo", dtype="int8")`.
     """
@@ -158,10 +171,8 @@ def export_bundle(
         want = model(sample)
         outputs = engine(sample)
     pooled = [n for n in engine.specs if isinstance(outputs[n], Tensor)]
-    sequences = [n for n in engine.specs if isinstance(outputs[n], Padded)]
-    ragged = [n for n in engine.specs if isinstance(outputs[n], Ragged)]
-    if ragged:
-        raise ValueError(f"recis-export: features {ragged} come out as Ragged (ragged=True); export needs padded ones")
+    sequences = [n for n in engine.specs if isinstance(outputs[n], (Padded, Ragged))]
+    ragged = [n for n in sequences if isinstance(outputs[n], Ragged)]  # trained so
     dense = list(getattr(model, "dense_columns", []))
 
     tmp = out.with_name(out.name + ".tmp")
@@ -175,19 +186,20 @@ def export_bundle(
         tables.append({"file": file, "logical_tables": frozen.tag_names, "dim": frozen.dim, "rows": len(frozen)})
 
     model._modules["embedding"] = _Given(engine)  # the dense part alone, from here on
-    program = DenseProgram(model, sequences).eval()
+    program = DenseProgram(model, sequences, ragged).eval()
     args = (
         {n: outputs[n].contiguous() for n in pooled},
         {n: outputs[n].values for n in sequences},
-        {n: outputs[n].mask for n in sequences},
+        {n: outputs[n].offsets if n in ragged else outputs[n].mask for n in sequences},
         {n: sample[n] for n in dense},
     )
     batch_dim = torch.export.Dim("batch", min=1)
     lengths = {n: torch.export.Dim(f"{n}_length", min=1) for n in sequences if engine.specs[n].max_len is None}
+    padded = {n: {0: batch_dim, **({1: lengths[n]} if n in lengths else {})} for n in sequences if n not in ragged}
     shapes = (
         {n: {0: batch_dim} for n in pooled},
-        {n: {0: batch_dim, **({1: lengths[n]} if n in lengths else {})} for n in sequences},
-        {n: {0: batch_dim, **({1: lengths[n]} if n in lengths else {})} for n in sequences},
+        padded | {n: {0: torch.export.Dim(f"{n}_events", min=0)} for n in ragged},  # (N, D) rows
+        padded | {n: {0: batch_dim + 1} for n in ragged},  # their offsets
         {n: {0: batch_dim} for n in dense},
     )
     exported = torch.export.export(program, args, dynamic_shapes=shapes)
@@ -224,6 +236,7 @@ def export_bundle(
             "compiled": compiled,
             "pooled": pooled,
             "sequences": sequences,
+            "ragged": ragged,
             "dense": dense,
         },
         "heads": {o.head_name: o.loss for o in objectives},

@@ -68,13 +68,15 @@ class TargetAttention(nn.Module):
     def _ragged(self, query: Tensor, keys: Ragged) -> Tensor:
         k = keys.values  # (N, D)
         assert isinstance(k, Tensor)
-        rows = torch.repeat_interleave(torch.arange(len(query), device=k.device), keys.lengths(), output_size=len(k))
+        # Sizes as shape[0], not len(): torch.export keeps N and B dynamic then.
+        n, b = k.shape[0], query.shape[0]
+        rows = torch.repeat_interleave(torch.arange(b, device=k.device), keys.lengths(), output_size=n)
         scores = self._scores(query, k, rows).float()  # (N,), sums in float32
         # softmax per row: subtract the row's max (a constant for the gradient), exp, normalize
-        top = torch.full((len(query),), float("-inf"), dtype=scores.dtype, device=k.device)
+        top = torch.full((b,), float("-inf"), dtype=scores.dtype, device=k.device)
         top = top.scatter_reduce(0, rows, scores.detach(), "amax")
         e = (scores - top.index_select(0, rows)).exp()
-        total = torch.zeros(len(query), dtype=e.dtype, device=k.device).index_add(0, rows, e)
+        total = torch.zeros(b, dtype=e.dtype, device=k.device).index_add(0, rows, e)
         weights = (e / total.index_select(0, rows)).to(k.dtype)
         return torch.zeros_like(query).index_add(0, rows, weights.unsqueeze(-1) * k)  # (B, D); empty rows 0
 
