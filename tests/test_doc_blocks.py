@@ -14,6 +14,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT
 # Blocks that start processes or a process group run in an interpreter of their own: forking the
 # test process (its threads, its open files) or leaving a process group behind would not be alone.
 OWN_PROCESS = ("num_workers=", "init_process_group")
+EXIT_RACE = "terminate called without an active exception"  # torch's, at interpreter exit
 
 
 def blocks() -> list:
@@ -37,6 +38,10 @@ def test_block_runs_alone(page, code, tmp_path, monkeypatch):
     if any(marker in code for marker in OWN_PROCESS):
         (tmp_path / "block.py").write_text(code)
         done = subprocess.run([sys.executable, "block.py"], capture_output=True, text=True, timeout=300)
+        if done.returncode == -6 and done.stderr.strip().endswith(EXIT_RACE):
+            # torch's gloo/store threads can abort the interpreter's exit after the script has
+            # finished (seen once in ~100 runs); one more run tells that race from a real failure.
+            done = subprocess.run([sys.executable, "block.py"], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{page.name}: the block fails alone:\n{code}\n{done.stderr[-3000:]}"
         return
     environ = dict(os.environ)
