@@ -39,6 +39,10 @@ struct BagLayout {
 std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float* weights,
                               const std::vector<BagRun>& runs, const char* op);
 
+// One bag's scale under `combiner`: 1 (sum), 1 / sum_j w_j (mean) or 1 / sqrt(sum_j w_j^2) (sqrtn)
+// over values [begin, end), summed in double; 0 for an empty bag (w_j = 1 when weights is null).
+float bag_scale(Combiner combiner, const float* weights, int64_t begin, int64_t end);
+
 // Whether v[begin, end) all lie in [lo, hi): a branch-free min/max, so callers search for the
 // offender only on failure.
 inline bool all_in_range(const int64_t* v, int64_t begin, int64_t end, int64_t lo, int64_t hi) {

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -129,10 +128,8 @@ int64_t pool_bag(const FrozenRows& rows, const Finder& find, const FrozenBags& f
   const int64_t dim = rows.dim;
   std::fill(out, out + dim, 0.0f);
   int64_t missing = 0;
-  double norm = 0.0;  // sum of weights (mean) or of their squares (sqrtn), as bag_scales sums them
   for (int64_t j = s; j < e; ++j) {
     const float w = f.weights ? f.weights[j] : 1.0f;
-    norm += f.combiner == Combiner::kMean ? double{w} : double{w} * w;
     const int64_t r = find(f.keys.ids[j], f.keys.tag, lo, hi, corrupt);
     if (r < 0)
       ++missing;
@@ -141,12 +138,9 @@ int64_t pool_bag(const FrozenRows& rows, const Finder& find, const FrozenBags& f
     else
       add_row<false>(rows, r, 1.0f, out);
   }
-  if (f.combiner != Combiner::kSum) {
-    const float scale =
-        norm == 0.0 ? 0.0f : static_cast<float>(f.combiner == Combiner::kMean ? 1.0 / norm : 1.0 / std::sqrt(norm));
-    if (scale != 1.0f)
-      for (int64_t d = 0; d < dim; ++d) out[d] *= scale;
-  }
+  const float scale = bag_scale(f.combiner, f.weights, s, e);  // as the training pooling scales
+  if (scale != 1.0f)
+    for (int64_t d = 0; d < dim; ++d) out[d] *= scale;
   return missing;
 }
 

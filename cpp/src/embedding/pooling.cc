@@ -37,21 +37,21 @@ std::vector<float> bag_scales(const int64_t* offsets, int64_t bags, const float*
   int64_t b = 0;
   for (const BagRun& r : runs) {
     for (const int64_t end = b + r.bags; b < end; ++b) {
-      if (r.combiner == Combiner::kSum) {
-        scales[static_cast<size_t>(b)] = 1.0f;
-        continue;
-      }
-      double acc = 0.0;
-      for (int64_t j = offsets[b]; j < offsets[b + 1]; ++j) {
-        const double w = weights ? weights[j] : 1.0;
-        acc += r.combiner == Combiner::kMean ? w : w * w;
-      }
-      // empty bag (or all-zero weights): zeros, never a division by zero
-      scales[static_cast<size_t>(b)] =
-          acc == 0.0 ? 0.0f : static_cast<float>(r.combiner == Combiner::kMean ? 1.0 / acc : 1.0 / std::sqrt(acc));
+      scales[static_cast<size_t>(b)] = bag_scale(r.combiner, weights, offsets[b], offsets[b + 1]);
     }
   }
   return scales;
+}
+
+float bag_scale(Combiner combiner, const float* weights, int64_t begin, int64_t end) {
+  if (combiner == Combiner::kSum) return 1.0f;
+  double acc = 0.0;
+  for (int64_t j = begin; j < end; ++j) {
+    const double w = weights ? weights[j] : 1.0;
+    acc += combiner == Combiner::kMean ? w : w * w;
+  }
+  // empty bag (or all-zero weights): zeros, never a division by zero
+  return acc == 0.0 ? 0.0f : static_cast<float>(combiner == Combiner::kMean ? 1.0 / acc : 1.0 / std::sqrt(acc));
 }
 
 namespace {

@@ -31,14 +31,14 @@ _to_dlpack = torch._C._to_dlpack
 
 
 def _capsule(arg: Any) -> Any:
-    """A contiguous CPU tensor (or a list of them) as a DLPack capsule: nanobind reads a capsule
+    """A contiguous CPU tensor (or a list of them, Nones among them) as a DLPack capsule: nanobind reads a capsule
     directly, where a tensor costs a call of the Python-level `Tensor.__dlpack__` (about 2 us, as
     much as a small kernel). Anything else passes as it is."""
     if type(arg) is torch.Tensor:
         if arg.device.type == "cpu" and not arg.requires_grad and arg.is_contiguous():
             return _to_dlpack(arg)
         return arg
-    if type(arg) is list and arg and type(arg[0]) is torch.Tensor:
+    if type(arg) is list and any(type(a) is torch.Tensor for a in arg):  # (None entries pass as they are)
         return [_capsule(a) for a in arg]
     return arg
 
