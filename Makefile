@@ -67,7 +67,7 @@ bench: install
 	$(BIN)/python tools/bench/long_sequence.py --json build/bench/long_sequence.json
 	$(BIN)/python tools/bench/serving.py --json build/bench/serving.json
 
-# The seven wheels in dist/, recis-core's repaired to a manylinux tag.
+# The packages' wheels in dist/ (recis-core for CPython 3.11 and cp312-abi3), repaired to manylinux.
 wheels: install
 	bash tools/ci/wheels.sh dist
 

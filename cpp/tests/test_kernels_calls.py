@@ -7,12 +7,15 @@ import torch
 from recis.core import kernels
 
 
-def test_capsules_and_converted_tensors_give_the_same_result():
+def test_capsules_and_converted_tensors_give_the_same_result(monkeypatch):
+    made = []
+    monkeypatch.setattr(kernels, "_to_dlpack", lambda t: made.append(t) or torch.utils.dlpack.to_dlpack(t))
     rows = torch.tensor([5, 2, 5, -1, 7])
     unique, index = kernels.embedding.unique_rows(rows, 8)  # contiguous int64: passed as a capsule
+    assert len(made) == 1 and made[0] is rows
     assert unique.tolist() == [2, 5, 7, -1] and index.tolist() == [1, 0, 1, 3, 2]
     for other in (rows.to(torch.int32), torch.stack([rows, rows], 1)[:, 0]):  # converted: int32; a strided view
-        got = kernels.embedding.unique_rows(other, 8)
+        got = kernels.embedding.unique_rows(other, 8)  # int32: capsule refused, then the tensor converted
         assert got[0].tolist() == unique.tolist() and got[1].tolist() == index.tolist()
 
 

@@ -27,12 +27,17 @@ for v in 3.12 3.13; do
   done
 done
 if [ ${#newer[@]} -gt 0 ]; then
+  mapfile -t tools < <(grep -E '^(scikit-build-core|nanobind|cmake|ninja)==' requirements-dev.txt)
+  if [ ${#tools[@]} -ne 4 ]; then
+    echo "wheels: expected scikit-build-core, nanobind, cmake and ninja pinned in requirements-dev.txt, got: ${tools[*]}" >&2
+    exit 1
+  fi
   env=$(mktemp -d)
+  trap 'rm -rf "$env"' EXIT
   "${newer[0]}" -m venv "$env"
-  "$env/bin/pip" install -q --disable-pip-version-check $(grep -E '^(scikit-build-core|nanobind|cmake|ninja)==' requirements-dev.txt)
+  "$env/bin/pip" install -q --disable-pip-version-check "${tools[@]}"
   "$env/bin/pip" wheel -q --no-deps --no-build-isolation --disable-pip-version-check -Cbuild-dir=build/cpp-abi3 \
     -w "$out/raw/abi3" ./cpp
-  rm -rf "$env"
   mv "$out"/raw/abi3/recis_core-*.whl "$out/raw/"
 else
   echo "wheels: no Python 3.12 or 3.13 here: the cp312-abi3 core wheel is not built"
@@ -40,7 +45,7 @@ fi
 "$bin/auditwheel" repair -w "$out" "$out"/raw/recis_core-*.whl
 find "$out/raw" -name '*.whl' ! -name 'recis_core-*' -exec mv {} "$out" \;
 rm -rf "$out/raw"
-"$bin/python" - "$out" <<'PY'
+"$bin/python" - "$out" "${#newer[@]}" <<'PY'
 import sys
 import zipfile
 from pathlib import Path
@@ -50,6 +55,10 @@ names = {w.name.split("-")[0] for w in wheels}
 want = {"recis_core", "recis_io", "recis_features", "recis_embedding", "recis_optim", "recis_serve", "recis_train"}
 if names != want:
     sys.exit(f"wheels: expected {sorted(want)}, got {sorted(names)}")
+cores = sorted(w.name for w in wheels if w.name.startswith("recis_core-"))
+abi3 = int(sys.argv[2]) > 0  # a Python 3.12+ was found: the cp312-abi3 core must be among them
+if len(cores) != 1 + abi3 or abi3 != any("-cp312-abi3-" in c for c in cores):
+    sys.exit(f"wheels: expected the cp311 core wheel{' and a cp312-abi3 one' if abi3 else ''}, got {cores}")
 for w in wheels:
     files = zipfile.ZipFile(w).namelist()
     if not any(f.endswith(".dist-info/licenses/LICENSE") for f in files):

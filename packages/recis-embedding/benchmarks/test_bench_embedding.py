@@ -97,6 +97,6 @@ def test_frozen_serving_lookup(benchmark, serving, impl):
     benchmark.group = "serving lookup, frozen 200k x 16 table, batch 512: 3 pooled, 2 histories of <= 30"
     benchmark.extra_info["role"] = impl
     outs = benchmark(*((frozen_embed_reference, table) if impl == "baseline" else (table.embed,)), bags)
-    want = frozen_embed_reference(table, bags)
-    for (got, *_), (ref, *_) in zip(outs, want, strict=True):
-        torch.testing.assert_close(got, ref)
+    if impl == "ours":
+        for (got, *_), (ref, *_) in zip(outs, frozen_embed_reference(table, bags), strict=True):
+            torch.testing.assert_close(got, ref)

@@ -139,7 +139,11 @@ def test_find_matches_a_binary_search_reference(seed):
         tag = k % 4
         n = [0, 1, 500][k % 3]
         known = table.ids[int(offsets[tag]) : int(offsets[tag + 1])]
-        pick = known[torch.randint(0, max(len(known), 1), (n,), generator=g)] if len(known) else torch.zeros(0)
+        pick = (
+            known[torch.randint(0, max(len(known), 1), (n,), generator=g)]
+            if len(known)
+            else torch.zeros(n, dtype=torch.int64)
+        )
         keys = torch.where(
             torch.rand(n, generator=g) < 0.7, pick.to(torch.int64), pool[torch.randint(0, len(pool), (n,), generator=g)]
         )

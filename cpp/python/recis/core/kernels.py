@@ -47,11 +47,18 @@ def _with_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         apply_thread_count()
+        packed = [_capsule(a) for a in args]
+        packed_kw = {k: _capsule(v) for k, v in kwargs.items()}
         try:
-            return fn(*[_capsule(a) for a in args], **{k: _capsule(v) for k, v in kwargs.items()})
+            return fn(*packed, **packed_kw)
         except TypeError:
-            # A capsule cannot be converted (dtype, layout) the way nanobind converts a tensor;
-            # the arguments were refused before the kernel ran, so call again with the tensors.
+            # A capsule cannot be converted (dtype, layout) the way nanobind converts a tensor. The
+            # kernels raise TypeError only from nanobind's argument conversion, before they run
+            # (kernel authors: keep it so), so a call that sent capsules is made again with tensors.
+            if all(p is a for p, a in zip(packed, args, strict=True)) and all(
+                packed_kw[k] is v for k, v in kwargs.items()
+            ):
+                raise
             return fn(*args, **kwargs)
 
     return call
