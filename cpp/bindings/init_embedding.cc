@@ -61,6 +61,17 @@ const float* weights_of(const std::optional<F32Array1>& w, int64_t n, const char
   return w->data();
 }
 
+// The logical tables of a frozen table: tag_offsets (T + 1) must end at the number of IDs.
+int64_t frozen_tags(const I64Array& ids, const I64Array& tag_offsets, const char* op) {
+  const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
+  const auto n = static_cast<int64_t>(ids.shape(0));
+  if (num_tags < 0 || tag_offsets.data()[num_tags] != n)
+    throw std::invalid_argument(std::string(op) + ": tag_offsets must end at the number of IDs (" + std::to_string(n) +
+                                "), got " +
+                                (num_tags < 0 ? "an empty tag_offsets" : std::to_string(tag_offsets.data()[num_tags])));
+  return num_tags;
+}
+
 // A frozen table's stored rows (n x D: float32, bfloat16, float16, or int8 with per-row float16 or
 // float32 scale and bias) as frozen_embed reads them.
 FrozenRows frozen_rows(const AnyArray& rows, const std::optional<AnyArray>& scale, const std::optional<AnyArray>& bias,
@@ -442,9 +453,7 @@ void init_embedding(nb::module_& m) {
   m.def(
       "frozen_index",
       [](const I64Array& ids, const I64Array& tag_offsets) {
-        const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
-        if (num_tags < 0 || tag_offsets.data()[num_tags] != static_cast<int64_t>(ids.shape(0)))
-          throw std::invalid_argument("frozen_index: tag_offsets must end at the number of IDs");
+        const int64_t num_tags = frozen_tags(ids, tag_offsets, "frozen_index");
         std::vector<int64_t> slots;
         {
           nb::gil_scoped_release release;
@@ -460,9 +469,7 @@ void init_embedding(nb::module_& m) {
       "frozen_lookup",
       [](const I64Array& ids, const I64Array& tag_offsets, const I64Array& slots, const std::vector<I64Array>& parts,
          const std::vector<int>& tags) {
-        const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
-        if (num_tags < 0 || tag_offsets.data()[num_tags] != static_cast<int64_t>(ids.shape(0)))
-          throw std::invalid_argument("frozen_lookup: tag_offsets must end at the number of IDs");
+        const int64_t num_tags = frozen_tags(ids, tag_offsets, "frozen_lookup");
         const std::vector<KeyRun> runs = key_runs(parts, tags, "frozen_lookup");
         const int64_t n = run_starts(runs).back();
         Buffer index(static_cast<size_t>(n) * sizeof(int64_t));
@@ -491,17 +498,16 @@ void init_embedding(nb::module_& m) {
          const std::vector<std::string>& combiners, const std::vector<int64_t>& max_lens,
          const std::vector<bool>& keep_last) {
         const char* op = "frozen_embed";
-        const auto num_tags = static_cast<int64_t>(tag_offsets.shape(0)) - 1;
+        const int64_t num_tags = frozen_tags(ids, tag_offsets, op);
         const auto n = static_cast<int64_t>(ids.shape(0));
-        if (num_tags < 0 || tag_offsets.data()[num_tags] != n)
-          throw std::invalid_argument("frozen_embed: tag_offsets must end at the number of IDs");
         FrozenRows table = frozen_rows(rows, scale, bias, n);
         const size_t k = values.size();
         if (offsets.size() != k || bags.size() != k || weights.size() != k || tags.size() != k ||
             combiners.size() != k || max_lens.size() != k || keep_last.size() != k)
           throw std::invalid_argument(
-              "frozen_embed: values, offsets, bags, weights, tags, combiners, max_lens and "
-              "keep_last must have one entry per feature");
+              "frozen_embed: values, offsets, bags, weights, tags, combiners, max_lens and keep_last must have one "
+              "entry per feature (" +
+              std::to_string(k) + " value arrays)");
         const std::vector<KeyRun> runs = key_runs(values, tags, op);
         std::vector<FrozenBags> features(k);
         std::vector<Buffer> outs(k), structure(k), out_weights(k);  // structure: dense masks or rows' offsets
@@ -520,10 +526,13 @@ void init_embedding(nb::module_& m) {
           if (offsets[i]) {
             f.offsets = offsets[i]->data();
             f.bags = static_cast<int64_t>(offsets[i]->shape(0)) - 1;
+            if (f.bags != bags[i])
+              throw std::invalid_argument("frozen_embed: feature " + std::to_string(i) + " has offsets for " +
+                                          std::to_string(f.bags) + " bags but bags says " + std::to_string(bags[i]));
             validate_offsets(Offsets{f.offsets, f.bags, f.keys.n}, op);
           } else if (f.bags < 0 || (f.bags ? f.keys.n % f.bags : f.keys.n) != 0) {
-            throw std::invalid_argument("frozen_embed: " + std::to_string(f.keys.n) + " IDs do not split into " +
-                                        std::to_string(f.bags) + " bags of equal length");
+            throw std::invalid_argument("frozen_embed: feature " + std::to_string(i) + ": " + std::to_string(f.keys.n) +
+                                        " IDs do not split into " + std::to_string(f.bags) + " bags of equal length");
           } else {
             f.stride = f.bags ? f.keys.n / f.bags : 0;
           }
@@ -531,13 +540,13 @@ void init_embedding(nb::module_& m) {
             const int64_t len = f.offsets ? f.offsets[b + 1] - f.offsets[b] : f.stride;
             return f.max_len < 0 ? len : std::min(len, f.max_len);
           };
-          size_t values = static_cast<size_t>(f.bags);  // rows of dim floats in out
+          size_t out_rows = static_cast<size_t>(f.bags);  // rows of dim floats in out
           if (f.output == FrozenOut::kDense) {
             f.width = f.max_len;
             for (int64_t b = 0; f.max_len < 0 && b < f.bags; ++b) f.width = std::max(f.width, kept(b));
             f.width = std::max<int64_t>(f.width, 0);
-            values = static_cast<size_t>(f.bags * f.width);
-            structure[i] = Buffer(values);
+            out_rows = static_cast<size_t>(f.bags * f.width);
+            structure[i] = Buffer(out_rows);
             f.mask = structure[i].as<bool>();
           } else if (f.output == FrozenOut::kRows) {
             structure[i] = Buffer(static_cast<size_t>(f.bags + 1) * sizeof(int64_t));
@@ -545,13 +554,13 @@ void init_embedding(nb::module_& m) {
             at[0] = 0;
             for (int64_t b = 0; b < f.bags; ++b) at[b + 1] = at[b] + kept(b);
             f.out_offsets = at;
-            values = static_cast<size_t>(at[f.bags]);
+            out_rows = static_cast<size_t>(at[f.bags]);
           }
           if (f.output != FrozenOut::kPooled && weights[i]) {  // (an empty batch's weights may have no data)
-            out_weights[i] = Buffer(values * sizeof(float));
+            out_weights[i] = Buffer(out_rows * sizeof(float));
             f.out_weights = out_weights[i].as<float>();
           }
-          outs[i] = Buffer(values * dim * sizeof(float));
+          outs[i] = Buffer(out_rows * dim * sizeof(float));
           f.out = outs[i].as<float>();
         }
         FrozenCounts counts{};
@@ -570,8 +579,8 @@ void init_embedding(nb::module_& m) {
             continue;
           }
           const bool dense = f.output == FrozenOut::kDense;
-          const size_t n = dense ? b * w : static_cast<size_t>(f.out_offsets[f.bags]);
-          const std::vector<size_t> per_value = dense ? std::vector<size_t>{b, w} : std::vector<size_t>{n};
+          const std::vector<size_t> per_value =
+              dense ? std::vector<size_t>{b, w} : std::vector<size_t>{static_cast<size_t>(f.out_offsets[f.bags])};
           std::vector<size_t> shape = per_value;
           shape.push_back(dim);
           nb::object ws =

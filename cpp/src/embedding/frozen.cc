@@ -25,9 +25,10 @@ size_t slot_count(int64_t n) {
 }  // namespace
 
 std::vector<int64_t> frozen_index(const int64_t* ids, const int64_t* tag_offsets, int64_t num_tags) {
-  for (int64_t t = 0; t < num_tags; ++t)
-    if (tag_offsets[0] != 0 || tag_offsets[t + 1] < tag_offsets[t])
-      throw std::invalid_argument("frozen_index: tag_offsets must start at 0 and never decrease");
+  for (int64_t t = 0; t <= num_tags; ++t)
+    if (tag_offsets[0] != 0 || (t > 0 && tag_offsets[t] < tag_offsets[t - 1]))
+      throw std::invalid_argument("frozen_index: tag_offsets must start at 0 and never decrease, got " +
+                                  std::to_string(tag_offsets[t]) + " at position " + std::to_string(t));
   const int64_t n = tag_offsets[num_tags];
   std::vector<int64_t> slots(slot_count(n), -1);
   const size_t mask = slots.size() - 1;
@@ -230,25 +231,27 @@ FrozenCounts frozen_embed(const int64_t* ids, const int64_t* tag_offsets, int64_
   for (const FrozenBags& f : features) {
     const int64_t lo = tag_offsets[f.keys.tag], hi = tag_offsets[f.keys.tag + 1];
     const int64_t per_bag = f.bags ? f.keys.n / f.bags + 1 : 1;
-    parallel_for(f.bags, std::max<int64_t>(1, 16384 / (per_bag * rows.dim)), [&](int64_t begin, int64_t end) {
-      int64_t missing = 0, kept = 0;
-      bool bad = false;
-      for (int64_t b = begin; b < end; ++b) {
-        int64_t s = f.offsets ? f.offsets[b] : b * f.stride, e = f.offsets ? f.offsets[b + 1] : (b + 1) * f.stride;
-        if (f.max_len >= 0 && e - s > f.max_len) {
-          if (f.keep_last)
-            s = e - f.max_len;
-          else
-            e = s + f.max_len;
-        }
-        kept += e - s;
-        missing += f.output == FrozenOut::kPooled ? pool_bag(rows, find, f, lo, hi, s, e, f.out + b * rows.dim, bad)
-                                                  : lay_out_bag(rows, find, f, lo, hi, b, s, e, bad);
-      }
-      looked_up += kept;
-      absent += missing;
-      if (bad) corrupt = true;
-    });
+    parallel_for(
+        f.bags, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, per_bag * rows.dim)),
+        [&](int64_t begin, int64_t end) {
+          int64_t missing = 0, kept = 0;
+          bool bad = false;
+          for (int64_t b = begin; b < end; ++b) {
+            int64_t s = f.offsets ? f.offsets[b] : b * f.stride, e = f.offsets ? f.offsets[b + 1] : (b + 1) * f.stride;
+            if (f.max_len >= 0 && e - s > f.max_len) {
+              if (f.keep_last)
+                s = e - f.max_len;
+              else
+                e = s + f.max_len;
+            }
+            kept += e - s;
+            missing += f.output == FrozenOut::kPooled ? pool_bag(rows, find, f, lo, hi, s, e, f.out + b * rows.dim, bad)
+                                                      : lay_out_bag(rows, find, f, lo, hi, b, s, e, bad);
+          }
+          looked_up += kept;
+          absent += missing;
+          if (bad) corrupt = true;
+        });
   }
   if (corrupt) throw_corrupt(find.n, "frozen_embed");
   return {looked_up.load(), absent.load()};

@@ -274,7 +274,10 @@ def test_serving_path_takes_any_id_dtype_and_refuses_bad_bags():
         mp.setattr(FrozenTable, "lookup", None)  # int64 IDs never take the general path
         assert_same(serving(x), engine(x))
     with torch.no_grad():
-        narrow = {k: v.to(torch.int32) if isinstance(v, torch.Tensor) else v for k, v in x.items()}
+        narrow = {  # int32 IDs everywhere: every layout (pooled, dense, tile, ragged) through the general path
+            k: v.to(torch.int32) if isinstance(v, torch.Tensor) else Ragged(v.values.int(), v.offsets, v.weights)
+            for k, v in x.items()
+        }
         assert_same(serving(narrow), serving(x))
     assert isinstance(table, FrozenTable)
     ids = torch.tensor([1, 2, 3])
