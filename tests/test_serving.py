@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from torch._inductor import aoti_load_package
 
-from recis.serve import BundleError, Predictor, RequestError
+from recis.serve import BundleError, Predictor, RequestError, bundle
 from recis.serve.cli import make_server, predict_main
 from recis.train import config as cfgmod
 from recis.train import demo
@@ -85,6 +86,13 @@ def test_aot_compiled_dense_part_scores_as_the_portable_one(run, tmp_path):
     assert not isinstance(compiled.program, torch.nn.Module) and isinstance(portable.program, torch.nn.Module)
     got = torch.cat([compiled.predict(b)["label"] for b in batches])
     assert float((got - want).abs().max()) <= 1e-5
+    # The Predictor calls the build with its specs parsed once, not through the build's own call;
+    # names that disagree with the build's input spec keep the build's own call.
+    entry = json.loads((path / "manifest.json").read_text())["program"]
+    own = aoti_load_package(str(path / entry["compiled"]))
+    assert not isinstance(compiled.program, type(own))
+    for swapped in ({**entry, "pooled": entry["pooled"][::-1]}, {**entry, "dense": ["price"]}):
+        assert bundle._spec_once(own, swapped) is own
 
 
 def test_narrow_rows_shrink_the_tables(run):
