@@ -21,10 +21,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import environment, run_worker
 
 HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "torchrec" / "sparse_step.py"
@@ -160,11 +161,7 @@ def run_config(how: str, opt_name: str, args: argparse.Namespace) -> dict | None
     else:
         cmd = [sys.executable, __file__, "--worker", how, opt_name, "--iters", str(args.iters)]
         cmd += ["--warmup", str(args.warmup)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return run_worker(cmd, env)
 
 
 def torchrec_python(venv: str | None) -> Path:
@@ -237,7 +234,9 @@ def main() -> None:
             print(f"{ours} vs {base}: baseline not run")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"summary": summary, "runs": info}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"environment": environment(), "summary": summary, "runs": info}, indent=1)
+        )
 
 
 if __name__ == "__main__":

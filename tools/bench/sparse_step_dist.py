@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import environment, run_worker
 from sparse_step import missing_venv, torchrec_python
 
 HERE = Path(__file__).resolve().parent
@@ -108,11 +109,7 @@ def run_ours(world: int, opt_name: str, args: argparse.Namespace, wire: str = "f
     if world == 1:
         cmd = [sys.executable, str(HERE / "sparse_step.py"), "--worker", "recis", opt_name]  # fused: our fastest
         cmd += ["--iters", str(args.iters), "--warmup", str(args.warmup)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                return {"times_ms": json.loads(line[7:])["times_ms"]}
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        return {"times_ms": run_worker(cmd, env)["times_ms"]}
     with tempfile.TemporaryDirectory() as tmp:
         code = (
             f"import sys; sys.path.insert(0, {str(HERE)!r}); import torch.multiprocessing as mp; "
@@ -134,12 +131,8 @@ def run_torchrec(opt_name: str, args: argparse.Namespace) -> dict | None:
         return None
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     cmd = [str(python), str(BASELINE_DMP), opt_name, "--iters", str(args.iters), "--warmup", str(args.warmup)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            res = json.loads(line[7:])
-            return {"times_ms": res["times_ms_rank0"], "torchrec": res}
-    raise RuntimeError(f"TorchRec DMP failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    res = run_worker(cmd, env)
+    return {"times_ms": res["times_ms_rank0"], "torchrec": res}
 
 
 def main() -> None:
@@ -206,7 +199,11 @@ def main() -> None:
                 print(f"  {route} route sends per step {parts} = {sum(mb.values()):.2f} MB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"summary": summary, "round_medians_ms": rounds, "runs": info}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"environment": environment(), "summary": summary, "round_medians_ms": rounds, "runs": info}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

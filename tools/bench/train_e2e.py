@@ -23,12 +23,14 @@ and category histories, MLP 128-64, one logit) with the same batch size, the sam
 Each side reports samples/s from the first batch read to the last step, its peak memory (PSS of the
 process and its children, sampled every 50 ms from outside) and the test AUC after the epoch. The
 last line is the median over rounds of recis samples/s / TorchRec samples/s, each ratio taken
-within one round.
+within one round. Without TorchRec in this interpreter the TorchRec side is skipped with a note
+(an error when `--modes` names it); the JSON (`--json`) holds every round and the environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness import environment, worker_result
 
 from recis.train.demo import config as demo_config
 
@@ -304,10 +307,7 @@ def run_worker(mode: str, args: argparse.Namespace, port: int) -> dict[str, Any]
     out, _ = proc.communicate()
     done.set()
     sampler.join()
-    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"train_e2e: the {mode} worker failed (exit {proc.returncode}); its output:\n{out}")
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = worker_result(cmd, out)
     return result | {"mode": mode, "samples_per_s": result["samples"] / result["seconds"], "peak_gb": peak / 2**30}
 
 
@@ -332,6 +332,16 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
+    modes = args.modes.split(",")
+    if unknown := set(modes) - set(MODES):
+        raise SystemExit(f"train_e2e: unknown modes {sorted(unknown)}; choose from {MODES}")
+    if "torchrec" in modes and importlib.util.find_spec("torchrec") is None:
+        note = f"no TorchRec in {sys.executable} (`make install` puts it in .venv)"
+        if args.modes != ",".join(MODES):  # asked for by name
+            raise SystemExit(f"train_e2e: {note}")
+        print(f"TorchRec side skipped: {note}", flush=True)
+        modes.remove("torchrec")
+
     from recis.train.demo import generate
 
     meta = args.data / "meta.json"
@@ -341,9 +351,6 @@ def main() -> None:
     ]:
         print(f"writing {args.rows} + {args.test_rows} demo rows to {args.data}", flush=True)
         generate(args.data, rows=args.rows, test_rows=args.test_rows)
-    modes = args.modes.split(",")
-    if unknown := set(modes) - set(MODES):
-        raise SystemExit(f"train_e2e: unknown modes {sorted(unknown)}; choose from {MODES}")
     rounds: list[dict[str, dict[str, Any]]] = []
     for r in range(args.rounds):
         order = modes[r % len(modes) :] + modes[: r % len(modes)]  # rotate who goes first
@@ -357,7 +364,12 @@ def main() -> None:
         auc = statistics.median(x[m]["auc"] for x in rounds)
         spread = f"{statistics.median(rates):.0f} ({min(rates):.0f}-{max(rates):.0f})"
         print(f"{m:<10} {spread:>30} {peak:>8.2f}GB {auc:>9.4f}")
-    summary: dict[str, Any] = {"rounds": rounds, "threads": torch.get_num_threads(), "rows": args.rows}
+    summary: dict[str, Any] = {
+        "environment": environment(),
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "rows": args.rows,
+    }
     for base in ("torchrec", "torch"):
         if "recis" in modes and base in modes:
             ratio = statistics.median(x["recis"]["samples_per_s"] / x[base]["samples_per_s"] for x in rounds)
@@ -369,6 +381,8 @@ def main() -> None:
         print(f"recis vs plain PyTorch end to end: {summary['recis_vs_torch']:.2f}x samples/s")
     if "recis_vs_torchrec" in summary:
         print(f"recis vs TorchRec end to end: {summary['recis_vs_torchrec']:.2f}x samples/s")
+    elif "torchrec" in args.modes.split(","):
+        print("recis vs TorchRec end to end: skipped (no TorchRec)")
 
 
 if __name__ == "__main__":

