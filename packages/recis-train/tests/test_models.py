@@ -190,10 +190,22 @@ def test_target_attention_scores_as_the_mlp_over_the_concatenation():
 
     torch.manual_seed(1)
     att = TargetAttention(8, (16, 4))
-    query, keys = torch.randn(3, 8), torch.randn(3, 5, 8)
+    query, keys = torch.randn(3, 8, requires_grad=True), torch.randn(3, 5, 8, requires_grad=True)
     q = query.unsqueeze(1).expand_as(keys)
     want = att.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
-    torch.testing.assert_close(att._scores(query, keys), want, rtol=1e-5, atol=1e-6)
+    got = att._scores(query, keys)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # and the same gradients, into the inputs and every parameter
+    upstream = torch.randn(3, 5)
+    inputs = [query, keys, *att.parameters()]
+    for a, b in zip(
+        torch.autograd.grad(got, inputs, upstream), torch.autograd.grad(want, inputs, upstream), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # one row, and no events at all
+        one = att._scores(query[:1], keys[:1])
+        torch.testing.assert_close(one, want[:1], rtol=1e-5, atol=1e-6)
+        assert att._scores(query, keys[:, :0]).shape == (3, 0)
     rows = torch.tensor([2, 0, 0, 1])
     flat = torch.randn(4, 8)
     want = att.score(torch.cat([query[rows], flat, query[rows] - flat, query[rows] * flat], -1)).squeeze(-1)

@@ -40,16 +40,23 @@ class TargetAttention(nn.Module):
     def _scores(self, query: Tensor, keys: Tensor, rows: Tensor | None = None) -> Tensor:
         """The scorer over [q, k, q - k, q * k] per event, without building that input: keys (B, L, D)
         padded, or (N, D) with `rows` (N,) the query row of each event. The first layer's weight
-        [Wq, Wk, Wd, Wp] splits into (Wq + Wd) q, once per query row, plus [Wk - Wd, Wp] [k, q * k]
-        per event: half the first layer's work per event, the same parameters (checkpoints load
-        either way)."""
+        [Wq, Wk, Wd, Wp] splits into (Wq + Wd) q, once per query row, plus (Wk - Wd) k + Wp (q * k)
+        per event. Padded keys fold the second part into one (H, D) matrix per row,
+        Wk - Wd + Wp diag(q), applied by one batched matmul: a quarter of the first layer's work per
+        event (1.7x faster forward and backward than the concatenation at B=512, L=30, D=16,
+        H=32). Ragged keys would need that matrix per event, so they take [k, q * k] instead. The
+        same parameters either way (checkpoints load)."""
         first = self.score[0]
         assert isinstance(first, nn.Linear)
         wq, wk, wd, wp = first.weight.split(query.shape[-1], dim=1)
         per_row = nn.functional.linear(query, wq + wd, first.bias)  # (B, H)
-        q = query.unsqueeze(1) if rows is None else query.index_select(0, rows)
-        hidden = nn.functional.linear(torch.cat([keys, q * keys], -1), torch.cat([wk - wd, wp], 1))
-        hidden = hidden + (per_row.unsqueeze(1) if rows is None else per_row.index_select(0, rows))
+        if rows is None:
+            per_query = (wk - wd).t() + query.unsqueeze(2) * wp.t()  # (B, D, H)
+            hidden = torch.baddbmm(per_row.unsqueeze(1), keys, per_query)  # (B, L, H)
+        else:
+            q = query.index_select(0, rows)
+            hidden = nn.functional.linear(torch.cat([keys, q * keys], -1), torch.cat([wk - wd, wp], 1))
+            hidden = hidden + per_row.index_select(0, rows)
         for layer in list(self.score)[1:]:
             hidden = layer(hidden)
         return hidden.squeeze(-1)
@@ -61,9 +68,9 @@ class TargetAttention(nn.Module):
         scores = self._scores(query, keys)  # (B, L)
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, -1).nan_to_num(0.0)  # all-masked rows: NaN -> 0
-        # (B, D), a tensor of its own rather than einsum's view: FSDP warns on units that return
-        # views, since an in-place op on one would skip the unit's backward hooks.
-        return torch.einsum("bl,bld->bd", weights, keys).clone()
+        # (B, D) as a product and a sum, not a (B, 1, L) x (B, L, D) matmul: torch's CPU bmm runs
+        # those one row at a time (about 3 ms for each of its two backward products at B=512, L=30).
+        return (weights.unsqueeze(-1) * keys).sum(1)
 
     def _ragged(self, query: Tensor, keys: Ragged) -> Tensor:
         k = keys.values  # (N, D)
