@@ -21,3 +21,20 @@ def test_generator_plants_a_signal(tmp_path):
     test = pq.read_table(tmp_path / "test")
     prob, label = torch.tensor(test["click_prob"].to_numpy()), torch.tensor(test["label"].to_numpy())
     assert 0.7 < meta["oracle_auc"] == auc_score(prob, label) < 0.95
+
+
+def test_the_seed_sets_the_runs_randomness(tmp_path):
+    from recis.train.config import build
+    from recis.train.demo import config
+
+    generate(tmp_path / "data", rows=500, test_rows=100, users=50, items=100, files=1)
+
+    def weights(seed: int) -> torch.Tensor:
+        run = build(config(str(tmp_path / "data"), str(tmp_path / "run"), seed=seed))
+        return torch.cat([p.detach().flatten() for p in run.model.parameters()])
+
+    torch.testing.assert_close(weights(1), weights(1), rtol=0, atol=0)
+    assert not torch.equal(weights(0), weights(1))
+    seeded = config("d", "r", seed=3)
+    assert seeded["train"]["seed"] == seeded["data"]["seed"] == seeded["embeddings"]["user_id"]["seed"] == 3
+    assert "seed" not in config("d", "r")["embeddings"]["user_id"]  # seed 0: every default as it was

@@ -131,10 +131,13 @@ def config(
     device: str = "cpu",
     compile: bool = False,
     row_dtype: str = "float32",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The demo's run config (what an equivalent TOML file would hold); `device` holds the model
     and, off the CPU, the embedding tables too (`train.device`); `compile`: `train.compile`;
-    `row_dtype`: how the tables store rows (`embeddings.<f>.dtype`)."""
+    `row_dtype`: how the tables store rows (`embeddings.<f>.dtype`); `seed`: the run's
+    randomness (`train.seed`, `data.seed` and each table's `seed`: initial weights and rows, the
+    shuffle); the data stays the same."""
     seq: dict[str, Any] = {"combiner": "none", "max_len": 30}
     tables: dict[str, dict[str, Any]] = {
         "user_id": {},
@@ -143,11 +146,12 @@ def config(
         "hist_item_ids": {"table": "item", **seq},
         "hist_category_ids": {"table": "category", **seq},
     }
-    rows = {"dtype": row_dtype} if row_dtype != "float32" else {}
+    rows = ({"dtype": row_dtype} if row_dtype != "float32" else {}) | ({"seed": seed} if seed else {})
     return {
         "output_dir": run_dir,
         "data": {
-            "train": f"{data_dir}/train", "eval": f"{data_dir}/test", "batch_size": batch_size, "shuffle": True,
+            "train": f"{data_dir}/train", "eval": f"{data_dir}/test", "batch_size": batch_size,
+            "shuffle": True, "seed": seed,
             "columns": ["user_id", "item_id", "category_id", "hist_item_ids", "hist_category_ids", "label"],
         },
         "embeddings": {name: {"dim": 16, **extra, **rows} for name, extra in tables.items()},
@@ -156,7 +160,7 @@ def config(
         "objectives": [{"label": "label"}],
         "optim": {"sparse": {"type": "adam", "lr": 0.005}, "dense": {"type": "adam", "lr": 0.002}},
         "train": {"epochs": epochs, "device": device, "group_column": "user_id", "checkpoint_every": 500,
-                  "log_every": 20, "eval_every": 200, "compile": compile},
+                  "log_every": 20, "eval_every": 200, "compile": compile, "seed": seed},
     }  # fmt: skip
 
 
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the dense part (train.compile)")
     parser.add_argument("--row-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="how the embedding tables store rows")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (weights, rows, shuffle); same data")
     args = parser.parse_args(argv)
     from .cli import run_config
 
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     shutil.rmtree(run, ignore_errors=True)  # the demo always trains from scratch
-    settings = {"device": args.device, "compile": args.compile, "row_dtype": args.row_dtype}
+    settings = {"device": args.device, "compile": args.compile, "row_dtype": args.row_dtype, "seed": args.seed}
     result = run_config(config(str(data), str(run), args.epochs, **settings))["model"]
     auc = result["eval"].get("label.auc", math.nan)
     gauc, oracle = result["eval"].get("label.gauc", math.nan), meta["oracle_auc"]
