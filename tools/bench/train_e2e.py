@@ -210,14 +210,14 @@ def baseline(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         model = DistributedModelParallel(
             net, device=torch.device("cpu"), plan=plan, sharders=sharders, data_parallel_wrapper=Unwrapped()
         )
-        dense = torch.optim.Adam(net.dense.parameters(), lr=args.dense_lr)
+        dense = torch.optim.Adam(net.dense.parameters(), lr=args.dense_lr, fused=True)  # as recis.train builds it
         sparse = None
 
         def forward(b: dict[str, Any]) -> torch.Tensor:
             return model(b["users"], b["sequences"])
     else:
         model = TorchDIN(args.hash_rows)
-        dense = torch.optim.Adam(model.dense.parameters(), lr=args.dense_lr)
+        dense = torch.optim.Adam(model.dense.parameters(), lr=args.dense_lr, fused=True)
         tables = [*model.user.parameters(), *model.item.parameters(), *model.category.parameters()]
         sparse = torch.optim.Adagrad(tables, lr=args.sparse_lr)
         forward = model

@@ -38,3 +38,23 @@ def test_the_seed_sets_the_runs_randomness(tmp_path):
     seeded = config("d", "r", seed=3)
     assert seeded["train"]["seed"] == seeded["data"]["seed"] == seeded["embeddings"]["user_id"]["seed"] == 3
     assert "seed" not in config("d", "r")["embeddings"]["user_id"]  # seed 0: every default as it was
+
+
+def test_dense_adam_is_fused_unless_told_otherwise(tmp_path):
+    """The config's dense Adam/AdamW take torch's fused kernel by default; `fused` or `foreach`
+    given in the config wins, and other optimizers keep torch's default."""
+    from recis.train.config import build
+    from recis.train.demo import config
+
+    generate(tmp_path / "data", rows=200, test_rows=100, users=20, items=50, files=1)
+
+    def dense(**options) -> torch.optim.Optimizer:
+        cfg = config(str(tmp_path / "data"), str(tmp_path / "run"))
+        cfg["optim"]["dense"] |= options
+        return build(cfg).dense_optimizer
+
+    assert dense().defaults["fused"] is True
+    assert dense(type="adamw").defaults["fused"] is True
+    assert not dense(fused=False).defaults["fused"] and dense(foreach=True).defaults["foreach"] is True
+    assert not dense(foreach=True).defaults["fused"]
+    assert not dense(type="sgd", lr=0.1).defaults.get("fused")
