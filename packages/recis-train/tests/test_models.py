@@ -207,9 +207,15 @@ def test_target_attention_scores_as_the_mlp_over_the_concatenation():
         torch.testing.assert_close(one, want[:1], rtol=1e-5, atol=1e-6)
         assert att._scores(query, keys[:, :0]).shape == (3, 0)
     rows = torch.tensor([2, 0, 0, 1])
-    flat = torch.randn(4, 8)
+    flat = torch.randn(4, 8, requires_grad=True)
     want = att.score(torch.cat([query[rows], flat, query[rows] - flat, query[rows] * flat], -1)).squeeze(-1)
-    torch.testing.assert_close(att._scores(query, flat, rows), want, rtol=1e-5, atol=1e-6)
+    got = att._scores(query, flat, rows)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    upstream, inputs = torch.randn(4), [query, flat, *att.parameters()]
+    for a, b in zip(
+        torch.autograd.grad(got, inputs, upstream), torch.autograd.grad(want, inputs, upstream), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_models_name_what_does_not_fit():

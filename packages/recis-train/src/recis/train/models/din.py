@@ -44,7 +44,8 @@ class TargetAttention(nn.Module):
         per event. Padded keys fold the second part into one (H, D) matrix per row,
         Wk - Wd + Wp diag(q), applied by one batched matmul: a quarter of the first layer's work per
         event (that layer 1.7x faster forward and backward than on the concatenation at B=512,
-        L=30, D=16, H=32). Ragged keys would need that matrix per event, so they take [k, q * k] instead. The
+        L=30, D=16, H=32). Ragged keys would need that matrix per event, so they take the two products
+        as two matmuls (1.15-1.2x the concatenation's attention forward and backward at N = 5.5k). The
         same parameters either way (checkpoints load)."""
         first = self.score[0]
         assert isinstance(first, nn.Linear)
@@ -53,10 +54,9 @@ class TargetAttention(nn.Module):
         if rows is None:
             per_query = (wk - wd).t() + query.unsqueeze(2) * wp.t()  # (B, D, H)
             hidden = torch.baddbmm(per_row.unsqueeze(1), keys, per_query)  # (B, L, H)
-        else:
-            q = query.index_select(0, rows)
-            hidden = nn.functional.linear(torch.cat([keys, q * keys], -1), torch.cat([wk - wd, wp], 1))
-            hidden = hidden + per_row.index_select(0, rows)
+        else:  # two products accumulated onto each event's row part, no (N, 2D) input built
+            hidden = torch.addmm(per_row.index_select(0, rows), keys, (wk - wd).t())
+            hidden = torch.addmm(hidden, query.index_select(0, rows) * keys, wp.t())
         for layer in list(self.score)[1:]:
             hidden = layer(hidden)
         return hidden.squeeze(-1)
