@@ -101,19 +101,21 @@ def environment() -> dict[str, Any]:
     }
 
 
-def worker_result(cmd: list[str], stdout: str, stderr: str = "") -> dict[str, Any]:
-    """The JSON of the last `RESULT {...}` line a benchmark worker printed, or an error with the
-    tail of its output when it printed none."""
+def worker_result(cmd: list[str], stdout: str, stderr: str = "", returncode: int | None = None) -> dict[str, Any]:
+    """The JSON of the last `RESULT {...}` line a benchmark worker printed, or an error naming the
+    command, its exit code and the tail of its output when it printed none."""
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stdout[-2000:]}\n{stderr[-4000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} printed no RESULT line (exit {returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}"
+        )
     return json.loads(lines[-1][len("RESULT ") :])
 
 
 def run_worker(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs a benchmark worker to the end and returns its `RESULT` (see `worker_result`)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    return worker_result(cmd, proc.stdout, proc.stderr)
+    return worker_result(cmd, proc.stdout, proc.stderr, proc.returncode)
 
 
 def write_json(path: str | Path, results: list[Result], extra: dict[str, Any] | None = None) -> None:

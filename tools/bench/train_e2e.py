@@ -307,7 +307,7 @@ def run_worker(mode: str, args: argparse.Namespace, port: int) -> dict[str, Any]
     out, _ = proc.communicate()
     done.set()
     sampler.join()
-    result = worker_result(cmd, out)
+    result = worker_result(cmd, out, returncode=proc.returncode)
     return result | {"mode": mode, "samples_per_s": result["samples"] / result["seconds"], "peak_gb": peak / 2**30}
 
 
@@ -316,7 +316,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=300_000, help="training rows of the demo data")
     p.add_argument("--test-rows", type=int, default=50_000, help="test rows of the demo data (the AUC's)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--modes", default=",".join(MODES), help=f"which sides, comma-separated ({','.join(MODES)})")
+    p.add_argument("--modes", help=f"which sides, comma-separated (default: {','.join(MODES)})")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--sparse-lr", type=float, default=0.2)
     p.add_argument("--dense-lr", type=float, default=0.002)
@@ -332,12 +332,13 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    modes = args.modes.split(",")
+    modes = args.modes.split(",") if args.modes else list(MODES)
     if unknown := set(modes) - set(MODES):
         raise SystemExit(f"train_e2e: unknown modes {sorted(unknown)}; choose from {MODES}")
-    if "torchrec" in modes and importlib.util.find_spec("torchrec") is None:
+    skipped = "torchrec" in modes and importlib.util.find_spec("torchrec") is None
+    if skipped:
         note = f"no TorchRec in {sys.executable} (`make install` puts it in .venv)"
-        if args.modes != ",".join(MODES):  # asked for by name
+        if args.modes:  # asked for by name
             raise SystemExit(f"train_e2e: {note}")
         print(f"TorchRec side skipped: {note}", flush=True)
         modes.remove("torchrec")
@@ -381,7 +382,7 @@ def main() -> None:
         print(f"recis vs plain PyTorch end to end: {summary['recis_vs_torch']:.2f}x samples/s")
     if "recis_vs_torchrec" in summary:
         print(f"recis vs TorchRec end to end: {summary['recis_vs_torchrec']:.2f}x samples/s")
-    elif "torchrec" in args.modes.split(","):
+    elif skipped:
         print("recis vs TorchRec end to end: skipped (no TorchRec)")
 
 

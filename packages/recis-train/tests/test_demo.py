@@ -5,7 +5,8 @@ import json
 import pyarrow.parquet as pq
 import torch
 
-from recis.train.demo import generate
+from recis.train.config import build
+from recis.train.demo import config, generate
 from recis.train.metrics import auc_score
 
 
@@ -24,9 +25,6 @@ def test_generator_plants_a_signal(tmp_path):
 
 
 def test_the_seed_sets_the_runs_randomness(tmp_path):
-    from recis.train.config import build
-    from recis.train.demo import config
-
     generate(tmp_path / "data", rows=500, test_rows=100, users=50, items=100, files=1)
 
     def weights(seed: int) -> torch.Tensor:
@@ -43,12 +41,9 @@ def test_the_seed_sets_the_runs_randomness(tmp_path):
 def test_dense_adam_is_fused_unless_told_otherwise(tmp_path):
     """The config's dense Adam/AdamW take torch's fused kernel by default; `fused` or `foreach`
     given in the config wins, and other optimizers keep torch's default."""
-    from recis.train.config import build
-    from recis.train.demo import config
-
     generate(tmp_path / "data", rows=200, test_rows=100, users=20, items=50, files=1)
 
-    def dense(**options) -> torch.optim.Optimizer:
+    def dense(**options: object) -> torch.optim.Optimizer:
         cfg = config(str(tmp_path / "data"), str(tmp_path / "run"))
         cfg["optim"]["dense"] |= options
         return build(cfg).dense_optimizer
