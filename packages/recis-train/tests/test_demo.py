@@ -53,3 +53,19 @@ def test_dense_adam_is_fused_unless_told_otherwise(tmp_path):
     assert not dense(fused=False).defaults["fused"] and dense(foreach=True).defaults["foreach"] is True
     assert not dense(foreach=True).defaults["fused"]
     assert not dense(type="sgd", lr=0.1).defaults.get("fused")
+
+
+def test_dense_adam_falls_back_when_fused_is_refused(tmp_path, monkeypatch, caplog):
+    generate(tmp_path / "data", rows=200, test_rows=100, users=20, items=50, files=1)
+
+    class Picky(torch.optim.Adam):  # as torch answers parameters its fused kernel cannot take
+        def __init__(self, params, fused: bool | None = None, **kwargs: object) -> None:
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors")
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", Picky)
+    with caplog.at_level("INFO", logger="recis.train"):
+        opt = build(config(str(tmp_path / "data"), str(tmp_path / "run"))).dense_optimizer
+    assert isinstance(opt, Picky) and not opt.defaults["fused"]
+    assert "optim.dense: torch's default adam, not the fused one (`fused=True` requires" in caplog.text

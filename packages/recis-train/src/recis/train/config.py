@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import logging
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -415,8 +416,8 @@ def optimizer(sec: Section | None, which: str, model: nn.Module) -> torch.optim.
         # take), the constructor's default remains.
         try:
             return cls(params, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            pass
+        except (RuntimeError, TypeError, ValueError) as e:
+            logging.getLogger("recis.train").info("%s: torch's default %s, not the fused one (%s)", sec.path, kind, e)
     try:
         return cls(params, **kwargs)
     except (TypeError, ValueError) as e:
