@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -105,6 +106,25 @@ def test_narrow_rows_shrink_the_tables(run):
     # per row: 4-byte IDs (they fit in int32 here) plus the row; int8 adds a float32 scale and bias
     assert table_bytes["fp16"] / table_bytes["fp32"] <= (4 + 2 * dim) / (4 + 4 * dim) + 0.01
     assert table_bytes["int8"] / table_bytes["fp32"] <= (4 + dim + 8) / (4 + 4 * dim) + 0.01
+
+
+def test_narrow_bundles_round_and_deflate_the_dense_program(run):
+    _, bundles, _ = run
+    weights = {}
+    for dtype, path in bundles.items():
+        with zipfile.ZipFile(path / "dense.pt2") as archive:
+            assert {e.compress_type for e in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+        weights[dtype] = torch.export.load(str(path / "dense.pt2")).state_dict
+    narrow = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16}
+    for dtype, kept in narrow.items():
+        for name, w in weights[dtype].items():
+            assert w.dtype == torch.float32 and torch.equal(w, w.to(kept).float()), (dtype, name)
+    assert any(not torch.equal(w, w.half().float()) for w in weights["fp32"].values())  # fp32 keeps its own
+    files = {d: json.loads((p / "manifest.json").read_text())["files"] for d, p in bundles.items()}
+    size = {d: sum(f["bytes"] for f in fs.values()) for d, fs in files.items()}
+    assert files["fp16"]["dense.pt2"]["bytes"] < 0.8 * files["fp32"]["dense.pt2"]["bytes"]
+    if "genres" in json.loads((bundles["fp32"] / "manifest.json").read_text())["inputs"]:  # MovieLens
+        assert size["fp16"] <= 0.55 * size["fp32"], size  # 7.4k rows of D = 16 beside the program
 
 
 def first_rows(checkpoint: Path, columns: list[str], n: int) -> list[dict]:

@@ -8,7 +8,9 @@
                              "tag_offsets" (int64), "rows" (float32, float16, bfloat16 or int8),
                              and for int8 "scale" and "bias" (per row; float16, or
                              float32 when a table's values exceed float16's range)
-    dense.pt2                the dense part as a `torch.export` program (batch dimension dynamic)
+    dense.pt2                the dense part as a `torch.export` program (batch dimension dynamic;
+                             the archive deflated, the weights rounded to float16 or bfloat16 in
+                             narrow bundles)
     dense.aoti.pt2           optional: the same compiled by AOTInductor (this platform, this torch)
 
 `write_manifest` records the files' digests; `read` checks the format and every digest before

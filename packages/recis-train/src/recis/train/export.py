@@ -7,7 +7,8 @@ The run's config comes from `config.json` in the run directory (recis-train writ
 The model is rebuilt from it and the checkpoint loaded; every physical table is frozen as `--dtype`
 (fp32, fp16, bf16, or int8 with a scale and bias per row); the dense part (everything after the
 embedding lookups) is exported with `torch.export` on a sample batch of the run's data, its batch
-dimension (and the length of sequences without `max_len`) dynamic. The bundle's predictions on that
+dimension (and the length of sequences without `max_len`) dynamic, its weights rounded to float16
+(bfloat16 for bf16) in narrow bundles. The bundle's predictions on that
 sample are checked against the model's before the manifest is written.
 """
 
@@ -16,10 +17,12 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import io
 import json
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +41,8 @@ from recis.serve import Predictor, bundle
 from . import config as cfgmod
 
 CONFIG_FILE = "config.json"  # what recis-train writes into output_dir
+# the precision the dense weights keep in a bundle of each row dtype (int8 rows: float16 weights)
+DENSE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16}
 
 
 class _Given(nn.Module):
@@ -202,9 +207,10 @@ def export_bundle(
         padded | {n: {0: batch_dim + 1} for n in ragged},  # their offsets
         {n: {0: batch_dim} for n in dense},
     )
+    _round_weights(model, DENSE_DTYPES[dtype])
     exported = torch.export.export(program, args, dynamic_shapes=shapes)
     sample_inputs, exported.example_inputs = exported.example_inputs, None
-    torch.export.save(exported, str(tmp / "dense.pt2"))  # without the sample batch (most of its bytes)
+    _save_deflated(exported, tmp / "dense.pt2")  # without the sample batch (most of its bytes)
     exported.example_inputs = sample_inputs  # AOTInductor needs it
     compiled = None
     if aot:  # AOTInductor: the dense part as compiled C++ for this platform and torch version
@@ -254,6 +260,30 @@ def export_bundle(
     return out / bundle.MANIFEST
 
 
+def _round_weights(model: nn.Module, dtype: torch.dtype) -> None:
+    """Rounds the dense part's float32 weights to `dtype`'s precision in place. They stay float32
+    tensors and the program computes in float32, but the deflated archive stores a float16-rounded
+    weight in about 2.5 bytes instead of 4. The feature transforms (`model.features`, run before the
+    program) keep theirs."""
+    if dtype == torch.float32:
+        return
+    keep = {id(t) for t in (*model.features.parameters(), *model.features.buffers())} if model.features else set()
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            if t.dtype == torch.float32 and id(t) not in keep:
+                t.copy_(t.to(dtype))
+
+
+def _save_deflated(exported: torch.export.ExportedProgram, path: Path) -> None:
+    """`torch.export.save`, its archive then rewritten with deflate (torch.export.load reads both):
+    the program's JSON graph shrinks about tenfold, a D = 16 MovieLens DIN's program from 97 to 41 KB."""
+    raw = io.BytesIO()
+    torch.export.save(exported, raw)
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry))
+
+
 def _column_types(run: cfgmod.Run, columns: list[str]) -> dict[str, Any]:
     """The Arrow types of the columns the model reads, as the run's reader declares them."""
     reader = run.eval_data if run.eval_data is not None else run.train_data
@@ -277,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", action="version", version="%(prog)s: " + version_line("recis-train"))
     p.add_argument("checkpoint", help="a checkpoint directory (output_dir/checkpoints/step-N)")
     p.add_argument("out", help="the bundle directory to write (replaced if it exists)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="how table rows are stored")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="table rows (narrow: dense weights rounded)")
     p.add_argument("--config", help="the run's TOML or JSON config (default: config.json of the run directory)")
     p.add_argument("--sample-rows", type=int, default=64, help="rows of the sample batch the dense part is exported on")
     p.add_argument("--aot", action="store_true", help="also compile the dense part with AOTInductor (a C++ compiler)")
