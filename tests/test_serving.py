@@ -23,7 +23,7 @@ from recis.serve.cli import make_server, predict_main
 from recis.train import config as cfgmod
 from recis.train import demo
 from recis.train.cli import run_config
-from recis.train.export import eval_predictions, export_bundle, load_config, load_trained
+from recis.train.export import _round_weights, eval_predictions, export_bundle, load_config, load_trained
 from recis.train.metrics import auc_score
 
 pytestmark = pytest.mark.slow  # trains two models and exports eight bundles
@@ -125,6 +125,18 @@ def test_narrow_bundles_round_and_deflate_the_dense_program(run):
     assert files["fp16"]["dense.pt2"]["bytes"] < 0.8 * files["fp32"]["dense.pt2"]["bytes"]
     if "genres" in json.loads((bundles["fp32"] / "manifest.json").read_text())["inputs"]:  # MovieLens
         assert size["fp16"] <= 0.55 * size["fp32"], size  # 7.4k rows of D = 16 beside the program
+
+
+def test_rounding_leaves_the_feature_transforms_alone():
+    model = torch.nn.Module()
+    model.features, model.top = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    model.top.register_buffer("scale", torch.rand(3))
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    _round_weights(model, torch.bfloat16)
+    for name, t in model.state_dict().items():
+        want = before[name] if name.startswith("features.") else before[name].bfloat16().float()
+        assert torch.equal(t, want) and t.dtype == torch.float32, name
+    assert not torch.equal(model.top.weight, before["top.weight"])
 
 
 def first_rows(checkpoint: Path, columns: list[str], n: int) -> list[dict]:

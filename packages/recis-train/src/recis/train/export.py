@@ -267,7 +267,8 @@ def _round_weights(model: nn.Module, dtype: torch.dtype) -> None:
     program) keep theirs."""
     if dtype == torch.float32:
         return
-    keep = {id(t) for t in (*model.features.parameters(), *model.features.buffers())} if model.features else set()
+    features = getattr(model, "features", None)
+    keep = {id(t) for t in (*features.parameters(), *features.buffers())} if isinstance(features, nn.Module) else set()
     with torch.no_grad():
         for t in (*model.parameters(), *model.buffers()):
             if t.dtype == torch.float32 and id(t) not in keep:
