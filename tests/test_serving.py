@@ -224,6 +224,11 @@ def test_damaged_bundles_fail_naming_the_file(run, tmp_path):
     table.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=f"{table.name} is damaged"):
         Predictor(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["program"]["ragged"] = manifest["program"]["sequences"][:1]  # trained padded
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"the program takes ragged sequences .* the embeddings make"):
+        Predictor(copy)
     (copy / "manifest.json").unlink()
     with pytest.raises(BundleError, match="not a serving bundle"):
         Predictor(copy)

@@ -98,6 +98,12 @@ def read(directory: str | Path, verify: bool = True) -> dict[str, Any]:
     for key in ("inputs", "schema", "embeddings", "tables", "program", "heads", "files"):
         if key not in manifest:
             raise BundleError(f"{path}: the manifest has no {key!r}")
+    program, specs = manifest["program"], manifest["embeddings"]
+    ragged = [n for n in program.get("sequences", []) if specs.get(n, {}).get("ragged")]
+    if sorted(ragged) != sorted(program.get("ragged", [])):  # the engine's outputs must fit the program
+        raise BundleError(
+            f"{path}: the program takes ragged sequences {program.get('ragged')}, the embeddings make {ragged}"
+        )
     for name, entry in manifest["files"].items():
         file = directory / name
         if not file.resolve().is_relative_to(directory.resolve()):
