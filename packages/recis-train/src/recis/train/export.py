@@ -8,8 +8,8 @@ The model is rebuilt from it and the checkpoint loaded; every physical table is 
 (fp32, fp16, bf16, or int8 with a scale and bias per row); the dense part (everything after the
 embedding lookups) is exported with `torch.export` on a sample batch of the run's data, its batch
 dimension (and the length of sequences without `max_len`) dynamic, its weights rounded to float16
-(bfloat16 for bf16) in narrow bundles. The bundle's predictions on that
-sample are checked against the model's before the manifest is written.
+(bfloat16 for bf16) in narrow bundles. The bundle's predictions on that sample are checked against
+the model's before the manifest is written.
 """
 
 from __future__ import annotations
@@ -264,15 +264,18 @@ def _round_weights(model: nn.Module, dtype: torch.dtype) -> None:
     """Rounds the dense part's float32 weights to `dtype`'s precision in place. They stay float32
     tensors and the program computes in float32, but the deflated archive stores a float16-rounded
     weight in about 2.5 bytes instead of 4. The feature transforms (`model.features`, run before the
-    program) keep theirs."""
+    program) keep theirs, and so does a tensor with values beyond `dtype`'s range."""
     if dtype == torch.float32:
         return
     features = getattr(model, "features", None)
     keep = {id(t) for t in (*features.parameters(), *features.buffers())} if isinstance(features, nn.Module) else set()
     with torch.no_grad():
         for t in (*model.parameters(), *model.buffers()):
-            if t.dtype == torch.float32 and id(t) not in keep:
-                t.copy_(t.to(dtype))
+            if t.dtype != torch.float32 or id(t) in keep:
+                continue
+            rounded = t.to(dtype)
+            if torch.equal(rounded.isfinite(), t.isfinite()):
+                t.copy_(rounded)
 
 
 def _save_deflated(exported: torch.export.ExportedProgram, path: Path) -> None:
