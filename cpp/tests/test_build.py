@@ -17,8 +17,9 @@ from recis.core._C import common
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ldd") is None, reason="needs ldd")
 def test_extension_links_no_libtorch():
     out = subprocess.run(["ldd", _C.__file__], capture_output=True, text=True, check=True).stdout
-    assert "libstdc++" in out  # ldd really listed the dependencies
-    assert not [line for line in out.splitlines() if "torch" in line or "c10" in line], out
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]  # not the load addresses
+    assert any(n.startswith("libstdc++") for n in names), out  # ldd really listed the dependencies
+    assert not [n for n in names if "torch" in n or n.startswith("libc10")], out
 
 
 def test_stubs_are_generated_and_installed():
