@@ -115,7 +115,7 @@ def test_narrow_bundles_round_and_deflate_the_dense_program(run):
         with zipfile.ZipFile(path / "dense.pt2") as archive:
             assert {e.compress_type for e in archive.infolist()} == {zipfile.ZIP_DEFLATED}
         weights[dtype] = torch.export.load(str(path / "dense.pt2")).state_dict
-    narrow = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16}
+    narrow = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.bfloat16}
     for dtype, kept in narrow.items():
         for name, w in weights[dtype].items():
             assert w.dtype == torch.float32 and torch.equal(w, w.to(kept).float()), (dtype, name)

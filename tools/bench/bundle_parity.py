@@ -1,12 +1,13 @@
 """Serving bundles against the trainer: prediction parity and size per row dtype.
 
-    python tools/bench/bundle_parity.py [--demo-rows 60000] [--movielens ../shared/data/ml-latest-small]
+    python tools/bench/bundle_parity.py [--demo-rows 60000] [--movielens ../shared/data/ml-latest-small] [--dim D]
 
 Trains the demo's DIN on `--demo-rows` synthetic rows and, when the MovieLens directory exists, DIN
 on MovieLens (examples/movielens.toml, split by time); exports each as fp32, fp16, bf16 and int8
 bundles and scores the eval set with `recis.serve.Predictor`. Prints, per workload and dtype: the
 largest |bundle - trainer| prediction difference, test AUC and its change from fp32, and the
-bundle's and its tables' bytes relative to fp32.
+bundle's and its tables' bytes relative to fp32. `--dim` sets every embedding's dimension (default:
+each config's own, 16).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DTYPES = ("fp32", "fp16", "bf16", "int8")
 
 
-def train(config: dict) -> Path:
+def train(config: dict, dim: int | None) -> Path:
     config["train"] |= {"progress": False, "checkpoint_every": 10**9}
+    for spec in config["embeddings"].values():
+        spec["dim"] = dim or spec["dim"]
     config["train"].pop("eval_every", None)
     run_config(config)
     return sorted((Path(config["output_dir"]) / "checkpoints").glob("step-*"))[-1]
@@ -60,11 +63,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--demo-rows", type=int, default=60_000)
     p.add_argument("--movielens", default=str(ROOT.parent / "shared" / "data" / "ml-latest-small"))
+    p.add_argument("--dim", type=int, help="every embedding's dimension (default: the configs' own)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         demo.generate(root / "demo-data", rows=args.demo_rows)
-        report("demo", train(demo.config(str(root / "demo-data"), str(root / "demo-run"))), root)
+        report("demo", train(demo.config(str(root / "demo-data"), str(root / "demo-run")), args.dim), root)
         ml = Path(args.movielens)
         if not ml.is_dir():
             print(f"\nno MovieLens data at {ml}: skipped")
@@ -76,7 +80,7 @@ def main() -> None:
         config["data"] |= {"train": str(root / "train.parquet"), "eval": str(root / "test.parquet")}
         config["output_dir"] = str(root / "ml-run")
         config.pop("baseline", None)
-        report("movielens", train(config), root)
+        report("movielens", train(config, args.dim), root)
 
 
 if __name__ == "__main__":

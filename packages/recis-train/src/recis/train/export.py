@@ -8,7 +8,7 @@ The model is rebuilt from it and the checkpoint loaded; every physical table is 
 (fp32, fp16, bf16, or int8 with a scale and bias per row); the dense part (everything after the
 embedding lookups) is exported with `torch.export` on a sample batch of the run's data, its batch
 dimension (and the length of sequences without `max_len`) dynamic, its weights rounded to float16
-(bfloat16 for bf16) in narrow bundles. The bundle's predictions on that sample are checked against
+(bfloat16 for bf16 and int8) in narrow bundles. The bundle's predictions on that sample are checked against
 the model's before the manifest is written.
 """
 
@@ -41,8 +41,8 @@ from recis.serve import Predictor, bundle
 from . import config as cfgmod
 
 CONFIG_FILE = "config.json"  # what recis-train writes into output_dir
-# the precision the dense weights keep in a bundle of each row dtype (int8 rows: float16 weights)
-DENSE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16}
+# the precision the dense weights keep in a bundle of each row dtype (int8, the smallest: bfloat16)
+DENSE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.bfloat16}
 
 
 class _Given(nn.Module):
