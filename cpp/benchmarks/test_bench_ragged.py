@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recis.core import Ragged, reference
+from recis.core import Ragged, reference, softmax_pool
 
 
 def _batch(rows: int, min_len: int, max_len: int, seed: int) -> Ragged:
@@ -49,3 +49,36 @@ def test_select(benchmark, impl):
     else:
         out = benchmark(MULTI.select, PERM).values
     assert len(out) == MULTI.num_values
+
+
+def _attention_batch(rows: int, max_len: int, seed: int) -> tuple[Ragged, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, max_len + 1, (rows,), generator=g)
+    n = int(lengths.sum())
+    values = torch.randn(n, 16, generator=g).requires_grad_()
+    return Ragged.from_lengths(values, lengths), torch.randn(n, generator=g).requires_grad_()
+
+
+ATTENTION = {
+    "B=512, 0-21 events/row": _attention_batch(512, 21, 3),
+    "B=16, 0-2000 events/row": _attention_batch(16, 2000, 4),
+}
+
+
+@pytest.mark.parametrize("shape", list(ATTENTION))
+@pytest.mark.parametrize("impl", ["baseline", "ours"])
+def test_softmax_pool(benchmark, impl, shape):
+    benchmark.group = f"softmax_pool forward + backward, D=16, {shape}"
+    benchmark.extra_info["role"] = impl
+    values, scores = ATTENTION[shape]
+    inputs = (scores, values.values)
+
+    def step() -> tuple[torch.Tensor, ...]:
+        if impl == "baseline":
+            out = reference.segment_softmax_pool(values.offsets, scores, values.values)[0]
+        else:
+            out = softmax_pool(values, scores)
+        return torch.autograd.grad(out.sum(), inputs)
+
+    grad_scores, grad_values = benchmark(step)
+    assert grad_values.shape == values.values.shape and grad_scores.shape == scores.shape

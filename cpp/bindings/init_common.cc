@@ -16,6 +16,7 @@
 #include "recis/buffer.h"
 #include "recis/parallel.h"
 #include "recis/ragged.h"
+#include "recis/segment.h"
 #include "tensor.h"
 
 namespace recis::bind {
@@ -47,6 +48,18 @@ Inputs inputs_of(const I64Array& offsets, const AnyArray& values, const std::opt
 }
 
 // Returns (offsets, values, weights or None) as torch tensors.
+using F32Array = nb::ndarray<nb::pytorch, const float, nb::c_contig, nb::device::cpu>;
+
+// The D of (N,) scores or weights beside (N, D) values.
+int64_t pool_dim(const F32Array& per_event, const F32Array& values, const char* op) {
+  if (per_event.ndim() != 1 || values.ndim() != 2 || per_event.shape(0) != values.shape(0))
+    throw std::invalid_argument(std::string(op) + ": expected (N,) scores or weights and (N, D) values, got " +
+                                std::to_string(per_event.ndim()) + "-D and " + std::to_string(values.ndim()) +
+                                "-D arrays of " + std::to_string(per_event.ndim() ? per_event.shape(0) : 0) + " and " +
+                                std::to_string(values.ndim() ? values.shape(0) : 0) + " rows");
+  return static_cast<int64_t>(values.shape(1));
+}
+
 nb::tuple ragged_out(RaggedResult&& r, const AnyArray& values, const std::optional<AnyArray>& weights) {
   auto shape = shape_of(values);
   shape[0] = static_cast<size_t>(r.num_values);
@@ -174,6 +187,48 @@ void init_common(nb::module_& m) {
       },
       nb::arg("offsets"), nb::arg("values"), nb::arg("weights").none(), nb::arg("pad"), nb::arg("max_len"),
       nb::arg("keep_last"), "Pads rows to a [rows, max_len, ...] array; returns (dense, mask, dense weights).");
+  m.def(
+      "segment_softmax_pool",
+      [](const I64Array& offsets, const F32Array& scores, const F32Array& values) {
+        const char* op = "segment_softmax_pool";
+        const int64_t dim = pool_dim(scores, values, op);
+        const Offsets o = offsets_of(offsets, static_cast<int64_t>(scores.shape(0)), op);
+        Buffer weights(static_cast<size_t>(o.num_values) * sizeof(float));
+        Buffer out(static_cast<size_t>(o.num_rows * dim) * sizeof(float));
+        {
+          nb::gil_scoped_release release;
+          segment_softmax_pool(scores.data(), values.data(), o, dim, weights.as<float>(), out.as<float>());
+        }
+        return nb::make_tuple(
+            to_tensor(std::move(out), {static_cast<size_t>(o.num_rows), static_cast<size_t>(dim)}, nb::dtype<float>()),
+            to_tensor(std::move(weights), {static_cast<size_t>(o.num_values)}, nb::dtype<float>()));
+      },
+      nb::arg("offsets"), nb::arg("scores"), nb::arg("values"),
+      "Softmax of each row's scores, then the weighted sum of its values; returns (out (rows, D), weights (N,)).");
+  m.def(
+      "segment_softmax_pool_backward",
+      [](const I64Array& offsets, const F32Array& grad_out, const F32Array& weights, const F32Array& values) {
+        const char* op = "segment_softmax_pool_backward";
+        const int64_t dim = pool_dim(weights, values, op);
+        const Offsets o = offsets_of(offsets, static_cast<int64_t>(weights.shape(0)), op);
+        if (grad_out.ndim() != 2 || static_cast<int64_t>(grad_out.shape(0)) != o.num_rows ||
+            static_cast<int64_t>(grad_out.shape(1)) != dim)
+          throw std::invalid_argument(std::string(op) + ": grad_out must be (rows, D) = (" +
+                                      std::to_string(o.num_rows) + ", " + std::to_string(dim) + ")");
+        Buffer grad_scores(static_cast<size_t>(o.num_values) * sizeof(float));
+        Buffer grad_values(static_cast<size_t>(o.num_values * dim) * sizeof(float));
+        {
+          nb::gil_scoped_release release;
+          segment_softmax_pool_backward(grad_out.data(), weights.data(), values.data(), o, dim, grad_scores.as<float>(),
+                                        grad_values.as<float>());
+        }
+        return nb::make_tuple(
+            to_tensor(std::move(grad_scores), {static_cast<size_t>(o.num_values)}, nb::dtype<float>()),
+            to_tensor(std::move(grad_values), {static_cast<size_t>(o.num_values), static_cast<size_t>(dim)},
+                      nb::dtype<float>()));
+      },
+      nb::arg("offsets"), nb::arg("grad_out"), nb::arg("weights"), nb::arg("values"),
+      "Gradients of segment_softmax_pool; returns (grad_scores (N,), grad_values (N, D)).");
 }
 
 }  // namespace recis::bind

@@ -29,7 +29,7 @@ if _dist_version != __version__:
     )
 
 from . import kernels
-from .ragged import Padded, Ragged
+from .ragged import Padded, Ragged, softmax_pool
 from .threads import num_threads, set_num_threads
 
 
@@ -49,4 +49,13 @@ def version_line(dist: str) -> str:
     return f"{dist} {own}{core}, torch {torch.__version__}"
 
 
-__all__ = ["Padded", "Ragged", "__version__", "kernels", "num_threads", "set_num_threads", "version_line"]
+__all__ = [
+    "Padded",
+    "Ragged",
+    "__version__",
+    "kernels",
+    "num_threads",
+    "set_num_threads",
+    "softmax_pool",
+    "version_line",
+]

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Union
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 
 from . import kernels, reference
 
@@ -35,6 +36,54 @@ def _use_kernel(*tensors: Tensor | None) -> bool:
         return False
     grad = torch.is_grad_enabled()
     return all(t is None or (t.device.type == "cpu" and not (grad and t.requires_grad)) for t in tensors)
+
+
+class _SoftmaxPool(torch.autograd.Function):
+    """The C++ segment_softmax_pool and its backward kernel (float32 CPU tensors)."""
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
+        out, weights = kernels.common.segment_softmax_pool(offsets, scores, values)
+        ctx.save_for_backward(offsets, weights, values)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, None]:
+        offsets, weights, values = ctx.saved_tensors
+        grad_scores, grad_values = kernels.common.segment_softmax_pool_backward(
+            offsets, grad_out.contiguous(), weights, values
+        )
+        return grad_scores, grad_values, None
+
+
+def softmax_pool(values: Ragged, scores: Tensor) -> Tensor:
+    """Attention pooling of each row's values: the softmax of the row's `scores` (N,), one per value,
+    weights the sum of its values (N, D). Returns (rows, D); rows without values give zeros.
+
+    Differentiable in `scores` and `values`. Float32 CPU tensors take one C++ pass per row forward
+    and backward (no per-value index arrays); other dtypes and devices, torch.compile and
+    torch.export take the pure-torch twin (`reference.segment_softmax_pool`).
+
+    Examples:
+        >>> r = Ragged.from_lengths(torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]), [2, 0, 1])
+        >>> softmax_pool(r, torch.tensor([0.0, 0.0, 3.0])).tolist()
+        [[0.5, 0.5], [0.0, 0.0], [5.0, 5.0]]
+    """
+    v = values.values
+    if not isinstance(v, Tensor) or v.dim() != 2 or scores.shape != v.shape[:1]:
+        got = f"{_describe(v)} and {_describe(scores)}"
+        raise ValueError(f"softmax_pool: expected (N, D) values and (N,) scores, got {got}")
+    if values.weights is not None:
+        raise ValueError("softmax_pool: the values carry weights; the scores are the weights here")
+    tensors = (v, scores, values.offsets)
+    if (
+        v.dtype == scores.dtype == torch.float32
+        and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+        and all(t.device.type == "cpu" and not is_fake(t) for t in tensors)
+    ):
+        return _SoftmaxPool.apply(scores.contiguous(), v.contiguous(), values.offsets.contiguous())
+    return reference.segment_softmax_pool(values.offsets, scores, v)[0]
 
 
 def _side_keeps_last(side: str, op: str) -> bool:

@@ -90,3 +90,19 @@ def ragged_to_dense(
 
     zero = torch.zeros((), device=offsets.device)
     return dense(values, pad.reshape(values.shape[1:])), mask, _maybe(weights, lambda w: dense(w, zero))
+
+
+def segment_softmax_pool(offsets: Tensor, scores: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax of each row's scores (N,), then the weighted sum of its values (N, D): (out (B, D),
+    weights (N,)); rows without events pool to zeros. The max of each row is subtracted first (a
+    constant for the gradient). Differentiable; the weights are in the scores' dtype, the sums in
+    the values'."""
+    n, b = values.shape[0], offsets.shape[0] - 1  # shape[0], not len(): torch.export keeps them dynamic
+    rows = torch.repeat_interleave(torch.arange(b, device=values.device), offsets.diff(), output_size=n)
+    top = torch.full((b,), float("-inf"), dtype=scores.dtype, device=values.device)
+    top = top.scatter_reduce(0, rows, scores.detach(), "amax")
+    e = (scores - top.index_select(0, rows)).exp()
+    total = torch.zeros(b, dtype=e.dtype, device=values.device).index_add(0, rows, e)
+    weights = e / total.index_select(0, rows)
+    pooled = weights.to(values.dtype).unsqueeze(-1) * values
+    return values.new_zeros((b, *values.shape[1:])).index_add(0, rows, pooled), weights

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from recis.core import Ragged
+from recis.core import Ragged, softmax_pool
 from recis.embedding import EmbeddingEngine
 
 from .base import MLP, Batch, RankingModel, pooled_width, sequence_of
@@ -78,14 +78,10 @@ class TargetAttention(nn.Module):
         # Sizes as shape[0], not len(): torch.export keeps N and B dynamic then.
         n, b = k.shape[0], query.shape[0]
         rows = torch.repeat_interleave(torch.arange(b, device=k.device), keys.lengths(), output_size=n)
-        scores = self._scores(query, k, rows).float()  # (N,), sums in float32
-        # softmax per row: subtract the row's max (a constant for the gradient), exp, normalize
-        top = torch.full((b,), float("-inf"), dtype=scores.dtype, device=k.device)
-        top = top.scatter_reduce(0, rows, scores.detach(), "amax")
-        e = (scores - top.index_select(0, rows)).exp()
-        total = torch.zeros(b, dtype=e.dtype, device=k.device).index_add(0, rows, e)
-        weights = (e / total.index_select(0, rows)).to(k.dtype)
-        return torch.zeros_like(query).index_add(0, rows, weights.unsqueeze(-1) * k)  # (B, D); empty rows 0
+        scores = self._scores(query, k, rows).float()  # (N,), the softmax in float32
+        # per-row softmax and weighted sum in one C++ pass per row (3-6x the torch ops forward and
+        # backward; torch.compile and torch.export take their torch twin)
+        return softmax_pool(Ragged(k, keys.offsets, validate=False), scores)  # (B, D); empty rows 0
 
 
 class DIN(RankingModel):

@@ -1,0 +1,74 @@
+// Segment softmax pooling: each row's events are contiguous, so a row is one independent task
+// (max, exponentials and their sum, weighted sum of values), and rows run in parallel.
+#include "recis/segment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "recis/parallel.h"
+
+namespace recis {
+namespace {
+
+// Rows per task: about 16k floats of values each, so the pool's wake-up cost stays small.
+int64_t grain_of(const Offsets& o, int64_t dim) {
+  const int64_t per_row = std::max<int64_t>(1, o.num_values * dim / std::max<int64_t>(1, o.num_rows));
+  return std::max<int64_t>(1, 16384 / per_row);
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+  for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+}  // namespace
+
+void segment_softmax_pool(const float* scores, const float* values, const Offsets& o, int64_t dim, float* weights,
+                          float* out) {
+  validate_offsets(o, "segment_softmax_pool");
+  parallel_for(o.num_rows, grain_of(o, dim), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t first = o.data[b], last = o.data[b + 1];
+      float* y = out + b * dim;
+      std::fill(y, y + dim, 0.f);
+      if (first == last) continue;
+      float top = -std::numeric_limits<float>::infinity();
+      for (int64_t i = first; i < last; ++i) top = std::max(top, scores[i]);
+      float total = 0.f;
+      for (int64_t i = first; i < last; ++i) total += weights[i] = std::exp(scores[i] - top);
+      for (int64_t i = first; i < last; ++i) {
+        const float w = weights[i] /= total;
+        const float* v = values + i * dim;
+        for (int64_t d = 0; d < dim; ++d) y[d] += w * v[d];
+      }
+    }
+  });
+}
+
+void segment_softmax_pool_backward(const float* grad_out, const float* weights, const float* values, const Offsets& o,
+                                   int64_t dim, float* grad_scores, float* grad_values) {
+  validate_offsets(o, "segment_softmax_pool_backward");
+  parallel_for(o.num_rows, grain_of(o, dim), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float* g = grad_out + b * dim;
+      const int64_t first = o.data[b], last = o.data[b + 1];
+      // sum_j w_j g_j from the same g_i the scores' gradients use, so those sum to zero per row
+      // (as they do exactly: the softmax is shift-invariant) up to one rounding
+      double pooled = 0.0;
+      for (int64_t i = first; i < last; ++i) {
+        grad_scores[i] = dot(g, values + i * dim, dim);
+        pooled += static_cast<double>(weights[i]) * grad_scores[i];
+      }
+      for (int64_t i = first; i < last; ++i) {
+        const float w = weights[i];
+        grad_scores[i] = static_cast<float>(w * (grad_scores[i] - pooled));
+        float* gv = grad_values + i * dim;
+        for (int64_t d = 0; d < dim; ++d) gv[d] = w * g[d];
+      }
+    }
+  });
+}
+
+}  // namespace recis
