@@ -47,7 +47,6 @@ Inputs inputs_of(const I64Array& offsets, const AnyArray& values, const std::opt
   return in;
 }
 
-// Returns (offsets, values, weights or None) as torch tensors.
 using F32Array = nb::ndarray<nb::pytorch, const float, nb::c_contig, nb::device::cpu>;
 
 // The D of (N,) scores or weights beside (N, D) values.
@@ -60,6 +59,7 @@ int64_t pool_dim(const F32Array& per_event, const F32Array& values, const char* 
   return static_cast<int64_t>(values.shape(1));
 }
 
+// Returns (offsets, values, weights or None) as torch tensors.
 nb::tuple ragged_out(RaggedResult&& r, const AnyArray& values, const std::optional<AnyArray>& weights) {
   auto shape = shape_of(values);
   shape[0] = static_cast<size_t>(r.num_values);
