@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recis.core import Ragged, reference, softmax_pool
+from recis.core import Ragged, broadcast_rows, reference, softmax_pool
 
 
 def _batch(rows: int, min_len: int, max_len: int, seed: int) -> Ragged:
@@ -82,3 +82,24 @@ def test_softmax_pool(benchmark, impl, shape):
 
     grad_scores, grad_values = benchmark(step)
     assert grad_values.shape == values.values.shape and grad_scores.shape == scores.shape
+
+
+@pytest.mark.parametrize("shape", list(ATTENTION))
+@pytest.mark.parametrize("impl", ["baseline", "ours"])
+def test_broadcast_rows(benchmark, impl, shape):
+    benchmark.group = f"broadcast_rows forward + backward, (B, 32) rows onto events, {shape}"
+    benchmark.extra_info["role"] = impl
+    events, _ = ATTENTION[shape]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(events.num_rows, 32, generator=g).requires_grad_()
+    upstream = torch.randn(events.num_values, 32, generator=g)  # as a scorer's first layer hands back
+
+    def step() -> torch.Tensor:
+        if impl == "baseline":
+            out = reference.segment_expand(events.offsets, x, events.num_values)
+        else:
+            out = broadcast_rows(x, events)
+        (grad,) = torch.autograd.grad(out, x, upstream)
+        return grad
+
+    assert benchmark(step).shape == x.shape

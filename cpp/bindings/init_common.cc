@@ -229,6 +229,42 @@ void init_common(nb::module_& m) {
       },
       nb::arg("offsets"), nb::arg("grad_out"), nb::arg("weights"), nb::arg("values"),
       "Gradients of segment_softmax_pool; returns (grad_scores (N,), grad_values (N, D)).");
+  m.def(
+      "segment_expand",
+      [](const I64Array& offsets, const AnyArray& x, int64_t num_values) {
+        const char* op = "segment_expand";
+        const Column c = column_of(x, op, "x");
+        const Offsets o = offsets_of(offsets, num_values, op);
+        if (static_cast<int64_t>(x.shape(0)) != o.num_rows)
+          throw std::invalid_argument(std::string(op) + ": x has " + std::to_string(x.shape(0)) + " rows, offsets " +
+                                      std::to_string(o.num_rows));
+        Buffer out(static_cast<size_t>(num_values * c.value_bytes));
+        {
+          nb::gil_scoped_release release;
+          segment_expand(c.data, c.value_bytes, o, out.as<uint8_t>());
+        }
+        auto shape = shape_of(x);
+        shape[0] = static_cast<size_t>(num_values);
+        return to_tensor(std::move(out), shape, x.dtype());
+      },
+      nb::arg("offsets"), nb::arg("x"), nb::arg("num_values"),
+      "Row b of x repeated over its events: (rows, ...) -> (num_values, ...).");
+  m.def(
+      "segment_sum",
+      [](const I64Array& offsets, const F32Array& values) {
+        const char* op = "segment_sum";
+        if (values.ndim() != 2) throw std::invalid_argument(std::string(op) + ": values must be (N, D)");
+        const int64_t dim = static_cast<int64_t>(values.shape(1));
+        const Offsets o = offsets_of(offsets, static_cast<int64_t>(values.shape(0)), op);
+        Buffer out(static_cast<size_t>(o.num_rows * dim) * sizeof(float));
+        {
+          nb::gil_scoped_release release;
+          segment_sum(values.data(), o, dim, out.as<float>());
+        }
+        return to_tensor(std::move(out), {static_cast<size_t>(o.num_rows), static_cast<size_t>(dim)},
+                         nb::dtype<float>());
+      },
+      nb::arg("offsets"), nb::arg("values"), "Each row's values summed (in double): (N, D) -> (rows, D).");
 }
 
 }  // namespace recis::bind

@@ -1,6 +1,7 @@
-// Attention pooling over CSR segments: row b's events are [offsets[b], offsets[b+1]) of a
-// scores (N) and values (N x dim) pair. One pass per row, no per-event index arrays: what target
-// attention over ragged histories needs after its scorer.
+// Per-row kernels over CSR segments: row b's events are [offsets[b], offsets[b+1]). Attention
+// pooling of a scores (N) and values (N x dim) pair, and broadcasting a per-row value onto the
+// events with its gradient (a per-row sum). One pass per row, no per-event index arrays: what
+// target attention over ragged histories needs around its scorer.
 #pragma once
 
 #include <cstdint>
@@ -19,5 +20,13 @@ void segment_softmax_pool(const float* scores, const float* values, const Offset
 // grad_values[i] = w_i grad_out[b].
 void segment_softmax_pool_backward(const float* grad_out, const float* weights, const float* values,
                                    const Offsets& offsets, int64_t dim, float* grad_scores, float* grad_values);
+
+// out[i] = x[b] for every event i of row b: each row's value (value_bytes bytes) repeated over its
+// events (rows x value_bytes in, num_values x value_bytes out). Validates offsets.
+void segment_expand(const uint8_t* x, int64_t value_bytes, const Offsets& offsets, uint8_t* out);
+
+// out[b] = sum of values[i] over row b's events (rows x dim out; empty rows 0), summed in double.
+// The gradient of segment_expand. Validates offsets.
+void segment_sum(const float* values, const Offsets& offsets, int64_t dim, float* out);
 
 }  // namespace recis

@@ -1,10 +1,13 @@
-// Segment softmax pooling: each row's events are contiguous, so a row is one independent task
-// (max, exponentials and their sum, weighted sum of values), and rows run in parallel.
+// Per-row kernels: each row's events are contiguous, so a row is one independent task (for the
+// softmax pooling: max, exponentials and their sum, weighted sum of values), and rows run in
+// parallel.
 #include "recis/segment.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "recis/parallel.h"
 
@@ -67,6 +70,32 @@ void segment_softmax_pool_backward(const float* grad_out, const float* weights, 
         float* gv = grad_values + i * dim;
         for (int64_t d = 0; d < dim; ++d) gv[d] = w * g[d];
       }
+    }
+  });
+}
+
+void segment_expand(const uint8_t* x, int64_t value_bytes, const Offsets& o, uint8_t* out) {
+  validate_offsets(o, "segment_expand");
+  parallel_for(o.num_rows, grain_of(o, value_bytes / 4 + 1), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const uint8_t* src = x + b * value_bytes;
+      for (int64_t i = o.data[b]; i < o.data[b + 1]; ++i)
+        std::memcpy(out + i * value_bytes, src, static_cast<size_t>(value_bytes));
+    }
+  });
+}
+
+void segment_sum(const float* values, const Offsets& o, int64_t dim, float* out) {
+  validate_offsets(o, "segment_sum");
+  parallel_for(o.num_rows, grain_of(o, dim), [&](int64_t begin, int64_t end) {
+    std::vector<double> acc(static_cast<size_t>(dim));
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t i = o.data[b]; i < o.data[b + 1]; ++i) {
+        const float* v = values + i * dim;
+        for (int64_t d = 0; d < dim; ++d) acc[d] += v[d];
+      }
+      for (int64_t d = 0; d < dim; ++d) out[b * dim + d] = static_cast<float>(acc[d]);
     }
   });
 }

@@ -206,10 +206,10 @@ def test_target_attention_scores_as_the_mlp_over_the_concatenation():
         one = att._scores(query[:1], keys[:1])
         torch.testing.assert_close(one, want[:1], rtol=1e-5, atol=1e-6)
         assert att._scores(query, keys[:, :0]).shape == (3, 0)
-    rows = torch.tensor([2, 0, 0, 1])
+    rows = torch.tensor([0, 0, 2, 2])  # ragged: two events each for rows 0 and 2, none for row 1
     flat = torch.randn(4, 8, requires_grad=True)
     want = att.score(torch.cat([query[rows], flat, query[rows] - flat, query[rows] * flat], -1)).squeeze(-1)
-    got = att._scores(query, flat, rows)
+    got = att._scores(query, Ragged.from_lengths(flat, [2, 0, 2]))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     upstream, inputs = torch.randn(4), [query, flat, *att.parameters()]
     for a, b in zip(

@@ -29,7 +29,7 @@ if _dist_version != __version__:
     )
 
 from . import kernels
-from .ragged import Padded, Ragged, softmax_pool
+from .ragged import Padded, Ragged, broadcast_rows, softmax_pool
 from .threads import num_threads, set_num_threads
 
 
@@ -53,6 +53,7 @@ __all__ = [
     "Padded",
     "Ragged",
     "__version__",
+    "broadcast_rows",
     "kernels",
     "num_threads",
     "set_num_threads",

@@ -86,6 +86,47 @@ def softmax_pool(values: Ragged, scores: Tensor) -> Tensor:
     return reference.segment_softmax_pool(values.offsets, scores, v)[0]
 
 
+class _BroadcastRows(torch.autograd.Function):
+    """The C++ segment_expand, with segment_sum (each row's gradients summed) as its backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, offsets: Tensor, num_values: int) -> Tensor:
+        ctx.save_for_backward(offsets)
+        return kernels.common.segment_expand(offsets, x, num_values)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (offsets,) = ctx.saved_tensors
+        return kernels.common.segment_sum(offsets, grad.contiguous()), None, None
+
+
+def broadcast_rows(x: Tensor, like: Ragged) -> Tensor:
+    """Row b of `x` (rows, D) repeated for each value of row b of `like`: (N, D), aligned with
+    `like.values`, e.g. a per-user vector next to each of the user's events.
+
+    Differentiable; the gradient sums each row's events. Float32 CPU tensors take C++ copies forward
+    and a per-row sum backward (no `index_add`); other dtypes and devices, torch.compile and
+    torch.export take `reference.segment_expand` (an `index_select`).
+
+    Examples:
+        >>> events = Ragged.from_lengths(torch.zeros(3), [2, 0, 1])
+        >>> broadcast_rows(torch.tensor([[1.0], [2.0], [3.0]]), events).tolist()
+        [[1.0], [1.0], [3.0]]
+    """
+    # shape[0], not len(): torch.export keeps the number of events dynamic then
+    n = like.values.shape[0] if isinstance(like.values, Tensor) else like.num_values
+    if x.dim() != 2 or x.shape[0] != like.offsets.shape[0] - 1:
+        raise ValueError(f"broadcast_rows: expected ({like.offsets.shape[0] - 1}, D) rows, got {_describe(x)}")
+    if (
+        x.dtype == torch.float32
+        and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+        and all(t.device.type == "cpu" and not is_fake(t) for t in (x, like.offsets))
+    ):
+        return _BroadcastRows.apply(x.contiguous(), like.offsets.contiguous(), n)
+    return reference.segment_expand(like.offsets, x, n)
+
+
 def _side_keeps_last(side: str, op: str) -> bool:
     if side not in ("left", "right"):
         raise ValueError(f"Ragged.{op}: side must be 'left' or 'right', got {side!r}")

@@ -106,3 +106,9 @@ def segment_softmax_pool(offsets: Tensor, scores: Tensor, values: Tensor) -> tup
     weights = e / total.index_select(0, rows)
     pooled = weights.to(values.dtype).unsqueeze(-1) * values
     return values.new_zeros((b, *values.shape[1:])).index_add(0, rows, pooled), weights
+
+
+def segment_expand(offsets: Tensor, x: Tensor, num_values: int) -> Tensor:
+    """Row b of `x` (rows, ...) repeated over row b's `num_values`-long run of events: (N, ...)."""
+    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), offsets.diff(), output_size=num_values)
+    return x.index_select(0, rows)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from recis.core import Ragged, softmax_pool
+from recis.core import Ragged, broadcast_rows, softmax_pool
 from recis.embedding import EmbeddingEngine
 
 from .base import MLP, Batch, RankingModel, pooled_width, sequence_of
@@ -37,9 +37,9 @@ class TargetAttention(nn.Module):
         super().__init__()
         self.score = MLP(4 * dim, [*hidden, 1])
 
-    def _scores(self, query: Tensor, keys: Tensor, rows: Tensor | None = None) -> Tensor:
+    def _scores(self, query: Tensor, keys: Tensor | Ragged) -> Tensor:
         """The scorer over [q, k, q - k, q * k] per event, without building that input: keys (B, L, D)
-        padded, or (N, D) with `rows` (N,) the query row of each event. The first layer's weight
+        padded, or a `Ragged` of (N, D) events. The first layer's weight
         [Wq, Wk, Wd, Wp] splits into (Wq + Wd) q, once per query row, plus (Wk - Wd) k + Wp (q * k)
         per event. Padded keys fold the second part into one (H, D) matrix per row,
         Wk - Wd + Wp diag(q), applied by one batched matmul: a quarter of the first layer's work per
@@ -51,12 +51,14 @@ class TargetAttention(nn.Module):
         assert isinstance(first, nn.Linear)
         wq, wk, wd, wp = first.weight.split(query.shape[-1], dim=1)
         per_row = nn.functional.linear(query, wq + wd, first.bias)  # (B, H)
-        if rows is None:
+        if isinstance(keys, Tensor):
             per_query = (wk - wd).t() + query.unsqueeze(2) * wp.t()  # (B, D, H)
             hidden = torch.baddbmm(per_row.unsqueeze(1), keys, per_query)  # (B, L, H)
         else:  # two products accumulated onto each event's row part, no (N, 2D) input built
-            hidden = torch.addmm(per_row.index_select(0, rows), keys, (wk - wd).t())
-            hidden = torch.addmm(hidden, query.index_select(0, rows) * keys, wp.t())
+            k = keys.values
+            assert isinstance(k, Tensor)
+            hidden = torch.addmm(broadcast_rows(per_row, keys), k, (wk - wd).t())
+            hidden = torch.addmm(hidden, broadcast_rows(query, keys) * k, wp.t())
         for layer in list(self.score)[1:]:
             hidden = layer(hidden)
         return hidden.squeeze(-1)
@@ -73,15 +75,11 @@ class TargetAttention(nn.Module):
         return (weights.unsqueeze(-1) * keys).sum(1)
 
     def _ragged(self, query: Tensor, keys: Ragged) -> Tensor:
-        k = keys.values  # (N, D)
-        assert isinstance(k, Tensor)
-        # Sizes as shape[0], not len(): torch.export keeps N and B dynamic then.
-        n, b = k.shape[0], query.shape[0]
-        rows = torch.repeat_interleave(torch.arange(b, device=k.device), keys.lengths(), output_size=n)
-        scores = self._scores(query, k, rows).float()  # (N,), the softmax in float32
+        events = Ragged(keys.values, keys.offsets, validate=False)  # (N, D) rows; weights not used
+        scores = self._scores(query, events).float()  # (N,), the softmax in float32
         # per-row softmax and weighted sum in one C++ pass per row (3-6x the torch ops forward and
         # backward; torch.compile and torch.export take their torch twin)
-        return softmax_pool(Ragged(k, keys.offsets, validate=False), scores)  # (B, D); empty rows 0
+        return softmax_pool(events, scores)  # (B, D); empty rows 0
 
 
 class DIN(RankingModel):
