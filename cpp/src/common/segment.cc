@@ -14,10 +14,11 @@
 namespace recis {
 namespace {
 
-// Rows per task: about 16k floats of values each, so the pool's wake-up cost stays small.
-int64_t grain_of(const Offsets& o, int64_t dim) {
-  const int64_t per_row = std::max<int64_t>(1, o.num_values * dim / std::max<int64_t>(1, o.num_rows));
-  return std::max<int64_t>(1, 16384 / per_row);
+// Rows per task: about 64 KiB of values each (value_bytes per value), so the pool's wake-up cost
+// stays small.
+int64_t grain_of(const Offsets& o, int64_t value_bytes) {
+  const int64_t per_row = std::max<int64_t>(1, o.num_values * value_bytes / std::max<int64_t>(1, o.num_rows));
+  return std::max<int64_t>(1, 65536 / per_row);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
@@ -31,7 +32,7 @@ float dot(const float* a, const float* b, int64_t n) {
 void segment_softmax_pool(const float* scores, const float* values, const Offsets& o, int64_t dim, float* weights,
                           float* out) {
   validate_offsets(o, "segment_softmax_pool");
-  parallel_for(o.num_rows, grain_of(o, dim), [&](int64_t begin, int64_t end) {
+  parallel_for(o.num_rows, grain_of(o, dim * static_cast<int64_t>(sizeof(float))), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t first = o.data[b], last = o.data[b + 1];
       float* y = out + b * dim;
@@ -53,7 +54,7 @@ void segment_softmax_pool(const float* scores, const float* values, const Offset
 void segment_softmax_pool_backward(const float* grad_out, const float* weights, const float* values, const Offsets& o,
                                    int64_t dim, float* grad_scores, float* grad_values) {
   validate_offsets(o, "segment_softmax_pool_backward");
-  parallel_for(o.num_rows, grain_of(o, dim), [&](int64_t begin, int64_t end) {
+  parallel_for(o.num_rows, grain_of(o, dim * static_cast<int64_t>(sizeof(float))), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const float* g = grad_out + b * dim;
       const int64_t first = o.data[b], last = o.data[b + 1];
@@ -76,7 +77,7 @@ void segment_softmax_pool_backward(const float* grad_out, const float* weights, 
 
 void segment_expand(const uint8_t* x, int64_t value_bytes, const Offsets& o, uint8_t* out) {
   validate_offsets(o, "segment_expand");
-  parallel_for(o.num_rows, grain_of(o, value_bytes / 4 + 1), [&](int64_t begin, int64_t end) {
+  parallel_for(o.num_rows, grain_of(o, value_bytes), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const uint8_t* src = x + b * value_bytes;
       for (int64_t i = o.data[b]; i < o.data[b + 1]; ++i)
@@ -87,7 +88,7 @@ void segment_expand(const uint8_t* x, int64_t value_bytes, const Offsets& o, uin
 
 void segment_sum(const float* values, const Offsets& o, int64_t dim, float* out) {
   validate_offsets(o, "segment_sum");
-  parallel_for(o.num_rows, grain_of(o, dim), [&](int64_t begin, int64_t end) {
+  parallel_for(o.num_rows, grain_of(o, dim * static_cast<int64_t>(sizeof(float))), [&](int64_t begin, int64_t end) {
     std::vector<double> acc(static_cast<size_t>(dim));
     for (int64_t b = begin; b < end; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);

@@ -30,12 +30,15 @@ class Padded(NamedTuple):
     weights: Tensor | None
 
 
-def _use_kernel(*tensors: Tensor | None) -> bool:
-    """True when the C++ core can serve these tensors (CPU, no autograd, not being compiled)."""
-    if torch.compiler.is_compiling():
+def _use_kernel(*tensors: Tensor | None, differentiable: bool = False) -> bool:
+    """True when the C++ core can serve these tensors: CPU tensors, not being compiled or exported
+    (no fake tensors), and no autograd unless the kernel has its backward (`differentiable`)."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return False
-    grad = torch.is_grad_enabled()
-    return all(t is None or (t.device.type == "cpu" and not (grad and t.requires_grad)) for t in tensors)
+    grad = torch.is_grad_enabled() and not differentiable
+    return all(
+        t is None or (t.device.type == "cpu" and not is_fake(t) and not (grad and t.requires_grad)) for t in tensors
+    )
 
 
 class _SoftmaxPool(torch.autograd.Function):
@@ -76,12 +79,7 @@ def softmax_pool(values: Ragged, scores: Tensor) -> Tensor:
         raise ValueError(f"softmax_pool: expected (N, D) values and (N,) scores, got {got}")
     if values.weights is not None:
         raise ValueError("softmax_pool: the values carry weights; the scores are the weights here")
-    tensors = (v, scores, values.offsets)
-    if (
-        v.dtype == scores.dtype == torch.float32
-        and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
-        and all(t.device.type == "cpu" and not is_fake(t) for t in tensors)
-    ):
+    if v.dtype == scores.dtype == torch.float32 and _use_kernel(v, scores, values.offsets, differentiable=True):
         return _SoftmaxPool.apply(scores.contiguous(), v.contiguous(), values.offsets.contiguous())
     return reference.segment_softmax_pool(values.offsets, scores, v)[0]
 
@@ -118,11 +116,7 @@ def broadcast_rows(x: Tensor, like: Ragged) -> Tensor:
     n = like.values.shape[0] if isinstance(like.values, Tensor) else like.num_values
     if x.dim() != 2 or x.shape[0] != like.offsets.shape[0] - 1:
         raise ValueError(f"broadcast_rows: expected ({like.offsets.shape[0] - 1}, D) rows, got {_describe(x)}")
-    if (
-        x.dtype == torch.float32
-        and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
-        and all(t.device.type == "cpu" and not is_fake(t) for t in (x, like.offsets))
-    ):
+    if x.dtype == torch.float32 and _use_kernel(x, like.offsets, differentiable=True):
         return _BroadcastRows.apply(x.contiguous(), like.offsets.contiguous(), n)
     return reference.segment_expand(like.offsets, x, n)
 

@@ -12,11 +12,18 @@ import torch
 from torch import Tensor
 
 
+def _value_rows(lengths: Tensor, num_values: int) -> Tensor:
+    """The row of each value: row i repeated lengths[i] times, (num_values,). Sizes as shape[0], not
+    len(): torch.export keeps them dynamic."""
+    rows = torch.arange(lengths.shape[0], device=lengths.device)
+    return torch.repeat_interleave(rows, lengths, output_size=num_values)
+
+
 def _gather_segments(values: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
     """Concatenates values[starts[i] : starts[i] + lengths[i]] over i."""
     out_offsets = torch.cumsum(lengths, 0) - lengths  # exclusive prefix sum
     total = int(lengths.sum()) if lengths.numel() else 0
-    row = torch.repeat_interleave(torch.arange(len(lengths), device=values.device), lengths, output_size=total)
+    row = _value_rows(lengths, total)
     index = starts[row] + torch.arange(total, device=values.device) - out_offsets[row]
     return values.index_select(0, index)
 
@@ -80,7 +87,7 @@ def ragged_to_dense(
     # Each value is copied to its slot (a spare last slot takes the values cut off), rather than
     # scattered through the mask: no data-dependent sizes, so torch.compile traces it as one graph.
     rows, n = len(kept), values.shape[0]
-    row = torch.repeat_interleave(torch.arange(rows, device=offsets.device), lengths, output_size=n)
+    row = _value_rows(lengths, n)
     col = torch.arange(n, device=offsets.device) - starts[row]
     slot = torch.where((col >= 0) & (col < max_len), row * max_len + col, rows * max_len)
 
@@ -97,8 +104,8 @@ def segment_softmax_pool(offsets: Tensor, scores: Tensor, values: Tensor) -> tup
     weights (N,)); rows without events pool to zeros. The max of each row is subtracted first (a
     constant for the gradient). Differentiable; the weights are in the scores' dtype, the sums in
     the values'."""
-    n, b = values.shape[0], offsets.shape[0] - 1  # shape[0], not len(): torch.export keeps them dynamic
-    rows = torch.repeat_interleave(torch.arange(b, device=values.device), offsets.diff(), output_size=n)
+    b = offsets.shape[0] - 1  # shape[0], not len(): torch.export keeps it dynamic
+    rows = _value_rows(offsets.diff(), values.shape[0])
     top = torch.full((b,), float("-inf"), dtype=scores.dtype, device=values.device)
     top = top.scatter_reduce(0, rows, scores.detach(), "amax")
     e = (scores - top.index_select(0, rows)).exp()
@@ -110,5 +117,4 @@ def segment_softmax_pool(offsets: Tensor, scores: Tensor, values: Tensor) -> tup
 
 def segment_expand(offsets: Tensor, x: Tensor, num_values: int) -> Tensor:
     """Row b of `x` (rows, ...) repeated over row b's `num_values`-long run of events: (N, ...)."""
-    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), offsets.diff(), output_size=num_values)
-    return x.index_select(0, rows)
+    return x.index_select(0, _value_rows(offsets.diff(), num_values))

@@ -8,8 +8,8 @@ The model is rebuilt from it and the checkpoint loaded; every physical table is 
 (fp32, fp16, bf16, or int8 with a scale and bias per row); the dense part (everything after the
 embedding lookups) is exported with `torch.export` on a sample batch of the run's data, its batch
 dimension (and the length of sequences without `max_len`) dynamic, its weights rounded to float16
-(bfloat16 for bf16 and int8) in narrow bundles. The bundle's predictions on that sample are checked against
-the model's before the manifest is written.
+(bfloat16 for bf16 and int8) in narrow bundles. The bundle's predictions on that sample are checked
+against the model's before the manifest is written.
 """
 
 from __future__ import annotations
