@@ -218,6 +218,42 @@ def test_target_attention_scores_as_the_mlp_over_the_concatenation():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("hidden", [(16,), (16, 4), ()], ids=["one-layer", "two-layers", "linear"])
+def test_target_attention_traced_form_equals_the_eager_one(hidden):
+    """Traced (torch.compile, torch.export), the scorer is written for Inductor to fuse: bmm then the
+    row part added, the last ReLU and layer as a multiply and a sum. Same outputs and gradients."""
+    from recis.train.models import TargetAttention
+
+    torch.manual_seed(2)
+    att = TargetAttention(8, hidden)
+    query = torch.randn(5, 8, requires_grad=True)
+    ragged = Ragged.from_lengths(torch.randn(13, 8, requires_grad=True), [3, 0, 1, 7, 2])
+    padded = ragged.to_dense(0.0)
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    traced = torch.compile(att, backend=backend, dynamic=False)
+    for args in ((query, padded.values, padded.mask), (query, ragged)):
+        want, got = att(*args), traced(*args)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        inputs = [query, ragged.values, *att.parameters()]
+        upstream = torch.randn_like(want)
+        for a, b in zip(
+            torch.autograd.grad(got, inputs, upstream, retain_graph=True),
+            torch.autograd.grad(want, inputs, upstream, retain_graph=True),
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    ops = [getattr(n.target, "__name__", str(n.target)) for g in graphs for n in g.graph.nodes]
+    assert "bmm" in ops and "baddbmm" not in ops and "addmm" not in ops  # the traced form ran
+    # the first layer's row part and the hidden layers are linear; the last one (after a ReLU) is not
+    assert ops.count("linear") == len(graphs) * max(len(hidden), 1)
+
+
 def test_models_name_what_does_not_fit():
     from recis.train.models import DCNv2, WideDeep
 
