@@ -99,6 +99,7 @@ def test_runs_a_config_with_baseline_resume_and_eval_only(config_file, tmp_path,
         ("objectives=[{label='click', loss='hinge'}]", "config key 'objectives[0].loss'"),
         ("stages=[{lr_schedule='zigzag'}]", "config key 'stages[0].lr_schedule'"),
         ("train.dense_sharding='zero3'", "config key 'train.dense_sharding': expected one of 'ddp', 'fsdp'"),
+        ("train.keep_freed_memory=1", "config key 'train.keep_freed_memory': expected"),
         ("optim.dense.betas=[0.9]", "config key 'optim.dense.betas': expected a list of 2 numbers, got [0.9]"),
     ],
 )
@@ -309,3 +310,8 @@ def test_embedding_patterns_read_orc_columns_too(tmp_path):
     cfg = {"data": {"train": str(tmp_path / "train"), "batch_size": 2}, "embeddings": {"C*": {"dim": 4}},
            "model": {"type": "dcn", "hidden": [4]}}  # fmt: skip
     assert list(build(cfg).model.embedding.specs) == ["C1", "C2"]
+
+
+def test_keep_freed_memory_is_on_unless_the_config_says_no(config_file):
+    assert build(load(config_file, [])).trainer.keep_freed_memory is True
+    assert build(load(config_file, ["train.keep_freed_memory=false"])).trainer.keep_freed_memory is False

@@ -257,3 +257,13 @@ def test_each_step_is_evaluated_once_with_eval_every_and_every_epoch(data_file, 
     Trainer(model, reader, reader, *optimizers(model), cfg).fit()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [r["step"] for r in map(json.loads, lines) if r["kind"] == "eval"] == [16, 32]  # epoch ends = eval_every
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_fit_keeps_freed_memory_unless_told_not_to(data_file, tmp_path, monkeypatch, keep):
+    from recis.train import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(1))
+    run(data_file, tmp_path, max_steps=1, keep_freed_memory=keep)
+    assert len(calls) == int(keep)

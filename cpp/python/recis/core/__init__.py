@@ -29,6 +29,7 @@ if _dist_version != __version__:
     )
 
 from . import kernels
+from .memory import keep_freed_memory
 from .ragged import Padded, Ragged, broadcast_rows, softmax_pool
 from .threads import num_threads, set_num_threads
 
@@ -54,6 +55,7 @@ __all__ = [
     "Ragged",
     "__version__",
     "broadcast_rows",
+    "keep_freed_memory",
     "kernels",
     "num_threads",
     "set_num_threads",

@@ -650,6 +650,7 @@ def build(config: dict[str, Any], model_key: str = "model") -> Run:
         seed=seed,
         dense_sharding=train.get("dense_sharding", ("oneof", "ddp", "fsdp"), "ddp"),
         device=device,
+        keep_freed_memory=train.get("keep_freed_memory", bool, True),
     )
     for sec in (data, train, *(x for x in (optim,) if x is not None)):
         sec.done()

@@ -178,6 +178,9 @@ class TrainerConfig:
             state, gathered per layer for forward and backward). Ignored on one rank.
         device: where the dense layers run and batches go ("cpu", "cuda", "cuda:1", ...). Tables
             stay where their `EmbeddingSpec.device` puts them.
+        keep_freed_memory: `fit` has glibc's malloc keep up to 1 GiB of freed memory for the next
+            steps (`recis.core.keep_freed_memory`, process-wide) instead of handing it back and
+            faulting it in again; False leaves the allocator as it is.
     """
 
     objectives: Sequence[Objective] = ()
@@ -205,4 +208,5 @@ class TrainerConfig:
     seed: int | None = 0
     device: str = "cpu"
     dense_sharding: str = "ddp"
+    keep_freed_memory: bool = True
     hooks: list[Hook] = field(default_factory=list)

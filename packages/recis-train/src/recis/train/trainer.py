@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from recis.core import keep_freed_memory
 from recis.embedding import EmbeddingEngine
 
 from .checkpoint import Checkpointer
@@ -221,6 +222,8 @@ class Trainer:
             NonFiniteLossError: the loss became NaN/inf; the message names the step and the last checkpoint.
         """
         cfg = self.config
+        if cfg.keep_freed_memory:
+            keep_freed_memory()
         resumed = self.resume(cfg.resume) if cfg.resume else False
         if not cfg.resume and cfg.seed is not None:
             torch.manual_seed(cfg.seed)
