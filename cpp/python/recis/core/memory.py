@@ -14,6 +14,7 @@ import sys
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
+_GLIBC_DEFAULT = 128 << 10  # both thresholds' initial values
 _LARGEST_HEAP_BLOCK = 32 << 20  # glibc's own ceiling for its dynamic mmap threshold
 
 
@@ -32,8 +33,8 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
         >>> recis.core.keep_freed_memory()  # on Linux with glibc
         True
     """
-    if limit < 0:
-        raise ValueError(f"keep_freed_memory: expected limit >= 0 bytes, got {limit}")
+    if limit < _GLIBC_DEFAULT:  # below it, even small blocks would get mappings of their own
+        raise ValueError(f"keep_freed_memory: expected limit >= {_GLIBC_DEFAULT} bytes (128 KiB), got {limit}")
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None)
