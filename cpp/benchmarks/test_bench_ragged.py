@@ -106,3 +106,24 @@ def test_broadcast_rows(benchmark, impl, shape):
 
     step()  # unwarmed, the first call's time set pytest-benchmark's calibration to 5 rounds
     assert benchmark(step).shape == x.shape
+
+
+@IMPLS
+def test_to_dense_backward(benchmark, impl):
+    """A padded history's rows in training: (N, 16) float rows padded to 30, forward and backward."""
+    benchmark.group = "ragged to_dense(30) forward + backward, (N, 16) rows, B=512, 0-21 events/row"
+    benchmark.extra_info["role"] = impl
+    events, _ = ATTENTION["B=512, 0-21 events/row"]
+    pad = torch.zeros(16)
+    upstream = torch.randn(512, 30, 16, generator=torch.Generator().manual_seed(6))
+
+    def step() -> torch.Tensor:
+        if impl == "baseline":
+            out = reference.ragged_to_dense(events.offsets, events.values, None, pad, 30, False)[0]
+        else:
+            out = events.to_dense(0.0, 30).values
+        (grad,) = torch.autograd.grad(out, events.values, upstream)
+        return grad
+
+    step()
+    assert benchmark(step).shape == events.values.shape

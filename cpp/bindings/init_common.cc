@@ -188,6 +188,33 @@ void init_common(nb::module_& m) {
       nb::arg("offsets"), nb::arg("values"), nb::arg("weights").none(), nb::arg("pad"), nb::arg("max_len"),
       nb::arg("keep_last"), "Pads rows to a [rows, max_len, ...] array; returns (dense, mask, dense weights).");
   m.def(
+      "dense_to_ragged",
+      [](const I64Array& offsets, const AnyArray& dense, int64_t max_len, bool keep_last) {
+        const char* op = "dense_to_ragged";
+        if (offsets.shape(0) == 0)
+          throw std::invalid_argument(std::string(op) + ": offsets must have at least one element");
+        const auto rows = static_cast<int64_t>(offsets.shape(0)) - 1;
+        const Offsets o{offsets.data(), rows, offsets.data()[rows]};
+        int64_t cells = 0;
+        if (max_len < 0 || dense.ndim() == 0 || __builtin_mul_overflow(rows, max_len, &cells) ||
+            static_cast<int64_t>(dense.shape(0)) != cells)
+          throw std::invalid_argument(std::string(op) + ": dense must hold " + std::to_string(rows) +
+                                      " rows x max_len " + std::to_string(max_len) + " cells, got " +
+                                      std::to_string(dense.ndim() ? dense.shape(0) : 0));
+        const Column column = column_of(dense, op, "dense");
+        Buffer out;
+        {
+          nb::gil_scoped_release release;
+          out = dense_to_ragged(o, column, max_len, keep_last);
+        }
+        auto shape = shape_of(dense);
+        shape[0] = static_cast<size_t>(std::max<int64_t>(o.num_values, 0));
+        return to_tensor(std::move(out), shape, dense.dtype());
+      },
+      nb::arg("offsets"), nb::arg("dense"), nb::arg("max_len"), nb::arg("keep_last"),
+      "ragged_to_dense's gradient with respect to the values: each value read back from its cell of dense "
+      "(rows * max_len cells, flattened), values cut by max_len as zeros.");
+  m.def(
       "segment_softmax_pool",
       [](const I64Array& offsets, const F32Array& scores, const F32Array& values) {
         const char* op = "segment_softmax_pool";

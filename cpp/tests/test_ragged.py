@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.utils._pytree as pytree
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recis.core import Ragged
+from recis.core import Ragged, reference
 
 rows_strategy = st.lists(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=6), max_size=12)
 
@@ -183,17 +183,44 @@ def test_to_device_and_meta():
 
 
 def test_autograd_through_to_dense_and_select():
-    """Float values that require grad take the differentiable reference path; results equal the kernel's."""
+    """Float values that require grad: to_dense takes its C++ kernel with a C++ backward, select the
+    differentiable reference path; results equal the no-grad kernel's."""
     emb = torch.randn(6, 4)
     r = Ragged.from_lengths(emb, [2, 0, 4])
     leaf = emb.clone().requires_grad_()
     rg = Ragged.from_lengths(leaf, [2, 0, 4])
     dense = rg.to_dense(max_len=3, side="left").values
+    assert type(dense.grad_fn).__name__ == "_ToDenseBackward"
     assert torch.equal(dense.detach(), r.to_dense(max_len=3, side="left").values)
     dense.sum().backward()
     assert leaf.grad.tolist() == [[1.0] * 4] * 2 + [[0.0] * 4] + [[1.0] * 4] * 3
     picked = rg.select(torch.tensor([2, 2])).values
     assert torch.equal(picked.detach(), r.select(torch.tensor([2, 2])).values)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.integers(0, 9), max_size=12),
+    st.one_of(st.none(), st.integers(0, 6)),
+    st.sampled_from(["left", "right"]),
+)
+def test_to_dense_gradients_equal_the_twins(lengths, max_len, side):
+    """Values and weights get the gradients the pure-torch twin's autograd gives (cut values: 0)."""
+    n = sum(lengths)
+    values, weights = torch.randn(n, 3, requires_grad=True), torch.rand(n, requires_grad=True)
+    r = Ragged.from_lengths(values, lengths, weights=weights)
+    got = r.to_dense(-1.0, max_len, side)
+    assert type(got.values.grad_fn).__name__ == "_ToDenseBackward"
+    length = -1 if max_len is None else max_len
+    want = reference.ragged_to_dense(r.offsets, values, weights, torch.full((3,), -1.0), length, side == "left")
+    assert torch.equal(got.values, want[0]) and torch.equal(got.mask, want[1]) and torch.equal(got.weights, want[2])
+    up, up_w = torch.randn_like(got.values), torch.randn_like(got.weights)
+    for g, w in zip(
+        torch.autograd.grad((got.values, got.weights), (values, weights), (up, up_w)),
+        torch.autograd.grad((want[0], want[2]), (values, weights), (up, up_w)),
+        strict=True,
+    ):
+        assert torch.equal(g, w)
 
 
 def test_pytree_round_trip():

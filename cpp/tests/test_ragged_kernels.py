@@ -74,6 +74,29 @@ def test_to_dense_matches_reference(r, max_len, keep_last, pad_value):
     )
 
 
+@given(raggeds(), st.integers(0, 10), st.booleans())
+def test_dense_to_ragged_matches_reference(r, max_len, keep_last):
+    offsets, values, _ = r
+    shape = (len(offsets) - 1, max_len, *values.shape[1:])
+    gen = torch.Generator().manual_seed(max_len)
+    dense = torch.randint(-(2**63), 2**63 - 1, shape, generator=gen) if values.dim() == 1 else torch.randn(shape)
+    got = _C.dense_to_ragged(offsets, dense.flatten(0, 1), max_len, keep_last)
+    want = reference.dense_to_ragged(offsets, dense, keep_last)
+    assert got.dtype == want.dtype and got.shape == want.shape == values.shape
+    assert torch.equal(got, want)
+
+
+def test_dense_to_ragged_reads_kept_cells_and_zeros_cut_values():
+    offsets = torch.tensor([0, 3, 3, 4])  # rows of 3, 0 and 1 values; max_len 2 cuts one of row 0
+    dense = torch.tensor([[10.0, 11.0], [20.0, 21.0], [30.0, 31.0]])
+    assert _C.dense_to_ragged(offsets, dense.flatten(), 2, False).tolist() == [10.0, 11.0, 0.0, 30.0]
+    assert _C.dense_to_ragged(offsets, dense.flatten(), 2, True).tolist() == [0.0, 10.0, 11.0, 30.0]
+    with pytest.raises(ValueError, match="dense_to_ragged: dense must hold 3 rows x max_len 2 cells, got 5"):
+        _C.dense_to_ragged(offsets, torch.zeros(5), 2, False)
+    with pytest.raises(ValueError, match="dense_to_ragged: offsets"):
+        _C.dense_to_ragged(torch.tensor([0, 3, 2]), torch.zeros(4), 2, False)
+
+
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float64, torch.bool])
 def test_kernels_are_dtype_agnostic(dtype):
     offsets = torch.tensor([0, 2, 2, 5])

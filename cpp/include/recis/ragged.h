@@ -57,4 +57,9 @@ RaggedResult ragged_select(const Offsets& offsets, const std::vector<Column>& co
 DenseResult ragged_to_dense(const Offsets& offsets, const std::vector<Column>& columns,
                             const std::vector<const uint8_t*>& pads, int64_t max_len, bool keep_last);
 
+// The way back from ragged_to_dense's layout, its gradient with respect to the values: each value
+// read from its cell of `dense` ([num_rows * max_len] values of value_bytes), values cut by
+// max_len as zeros. Returns offsets.num_values values.
+Buffer dense_to_ragged(const Offsets& offsets, const Column& dense, int64_t max_len, bool keep_last);
+
 }  // namespace recis

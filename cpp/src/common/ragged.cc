@@ -152,4 +152,23 @@ DenseResult ragged_to_dense(const Offsets& o, const std::vector<Column>& columns
   return r;
 }
 
+Buffer dense_to_ragged(const Offsets& o, const Column& dense, int64_t max_len, bool keep_last) {
+  validate_offsets(o, "dense_to_ragged");
+  if (max_len < 0) throw std::invalid_argument("dense_to_ragged: max_len must be >= 0, got " + str(max_len));
+  const int64_t vb = dense.value_bytes;
+  Buffer out(static_cast<size_t>(o.num_values * vb));
+  parallel_for(o.num_rows, row_grain(o.num_rows, o.num_values * vb), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t len = o.data[i + 1] - o.data[i];
+      const int64_t kept = std::min(len, max_len), cut = len - kept;
+      const int64_t first_kept = o.data[i] + (keep_last ? cut : 0);
+      const int64_t first_cut = keep_last ? o.data[i] : o.data[i] + kept;
+      if (kept > 0)
+        std::memcpy(out.data() + first_kept * vb, dense.data + i * max_len * vb, static_cast<size_t>(kept * vb));
+      if (cut > 0) std::memset(out.data() + first_cut * vb, 0, static_cast<size_t>(cut * vb));
+    }
+  });
+  return out;
+}
+
 }  // namespace recis

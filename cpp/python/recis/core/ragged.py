@@ -3,7 +3,8 @@
 A Ragged is `values` (a tensor whose first dimension is split into rows, or a nested Ragged for
 list-of-list columns), `offsets` (int64, rows + 1, starting at 0) and optional per-value `weights`.
 The heavy operations run as C++ kernels on CPU tensors and fall back to the pure-torch reference
-(`recis.core.reference`) on other devices, under autograd and inside `torch.compile`.
+(`recis.core.reference`) on other devices, inside `torch.compile`, and under autograd where a
+kernel has no C++ backward (`to_dense`, `softmax_pool` and `broadcast_rows` have one).
 """
 
 from __future__ import annotations
@@ -39,6 +40,35 @@ def _use_kernel(*tensors: Tensor | None, differentiable: bool = False) -> bool:
     return all(
         t is None or (t.device.type == "cpu" and not is_fake(t) and not (grad and t.requires_grad)) for t in tensors
     )
+
+
+class _ToDense(torch.autograd.Function):
+    """The C++ ragged_to_dense; its backward reads each value's gradient back from its cell
+    (`dense_to_ragged`), zeros for values cut by max_len."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, offsets: Tensor, values: Tensor, weights: Tensor | None, pad: Tensor, max_len: int, keep_last: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        dense, mask, dense_weights = kernels.common.ragged_to_dense(
+            offsets, values.contiguous(), _contig(weights), pad.reshape(-1), max_len, keep_last
+        )
+        ctx.save_for_backward(offsets)
+        ctx.keep_last = keep_last
+        ctx.mark_non_differentiable(mask)
+        return dense, mask, dense_weights
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor | None, _mask: None, grad_weights: Tensor | None) -> tuple[Tensor | None, ...]:
+        (offsets,) = ctx.saved_tensors
+
+        def back(g: Tensor | None, wanted: bool) -> Tensor | None:
+            if g is None or not wanted:
+                return None
+            return kernels.common.dense_to_ragged(offsets, g.contiguous().flatten(0, 1), g.shape[1], ctx.keep_last)
+
+        return None, back(grad, ctx.needs_input_grad[1]), back(grad_weights, ctx.needs_input_grad[2]), None, None, None
 
 
 class _SoftmaxPool(torch.autograd.Function):
@@ -351,6 +381,9 @@ class Ragged:
         Returns:
             `Padded(values (B, L, ...), mask (B, L) bool, weights (B, L) or None)`; kept values are
             left-aligned. A nested Ragged gives values (B, L1, L2) and a mask of the same shape.
+
+        Differentiable in values and weights; on CPU forward and backward are C++ passes (each
+        value's gradient read back from its cell, 0 for values cut off).
         """
         keep_last = _side_keeps_last(side, "to_dense")
         if max_len is not None and max_len < 0:
@@ -372,9 +405,8 @@ class Ragged:
             return Padded(values.masked_fill(~fill, pad_value), mask, idx.weights)
         length = -1 if max_len is None else max_len
         pad = torch.full(self.values.shape[1:], pad_value, dtype=self.values.dtype, device=self.device)
-        if _use_kernel(self.values, self.offsets, self.weights):
-            args = (self.offsets, self.values.contiguous(), _contig(self.weights), pad.reshape(-1), length, keep_last)
-            return Padded(*kernels.common.ragged_to_dense(*args))
+        if _use_kernel(self.values, self.offsets, self.weights, differentiable=True):
+            return Padded(*_ToDense.apply(self.offsets, self.values, self.weights, pad, length, keep_last))
         return Padded(*reference.ragged_to_dense(self.offsets, self.values, self.weights, pad, length, keep_last))
 
     @staticmethod

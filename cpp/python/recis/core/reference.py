@@ -69,6 +69,17 @@ def ragged_select(
     return _offsets_from_lengths(lengths), gather(values), _maybe(weights, gather)
 
 
+def _dense_slots(offsets: Tensor, num_values: int, max_len: int, keep_last: bool) -> tuple[Tensor, Tensor]:
+    """Each value's cell in ragged_to_dense's (rows * max_len) layout, rows * max_len (a spare
+    cell) for values cut by max_len; and each row's kept length."""
+    lengths = offsets.diff()
+    kept = lengths.clamp(max=max_len)
+    starts = offsets[:-1] + (lengths - kept if keep_last else 0)
+    row = _value_rows(lengths, num_values)
+    col = torch.arange(num_values, device=offsets.device) - starts[row]
+    return torch.where((col >= 0) & (col < max_len), row * max_len + col, len(kept) * max_len), kept
+
+
 def ragged_to_dense(
     offsets: Tensor, values: Tensor, weights: Tensor | None, pad: Tensor, max_len: int, keep_last: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -77,19 +88,14 @@ def ragged_to_dense(
     `max_len < 0` means the longest row. Longer rows keep their first `max_len` values, or their
     last when `keep_last`; kept values are left-aligned.
     """
-    lengths = offsets.diff()
     if max_len < 0:
+        lengths = offsets.diff()
         max_len = int(lengths.max()) if lengths.numel() else 0
-    kept = lengths.clamp(max=max_len)
-    starts = offsets[:-1] + (lengths - kept if keep_last else 0)
-    position = torch.arange(max_len, device=offsets.device)
-    mask = position < kept[:, None]  # (B, L)
-    # Each value is copied to its slot (a spare last slot takes the values cut off), rather than
+    # Each value is copied to its cell (a spare last cell takes the values cut off), rather than
     # scattered through the mask: no data-dependent sizes, so torch.compile traces it as one graph.
-    rows, n = len(kept), values.shape[0]
-    row = _value_rows(lengths, n)
-    col = torch.arange(n, device=offsets.device) - starts[row]
-    slot = torch.where((col >= 0) & (col < max_len), row * max_len + col, rows * max_len)
+    slot, kept = _dense_slots(offsets, values.shape[0], max_len, keep_last)
+    mask = torch.arange(max_len, device=offsets.device) < kept[:, None]  # (B, L)
+    rows = len(kept)
 
     def dense(t: Tensor, fill: Tensor) -> Tensor:
         out = fill.to(t.dtype).expand(rows * max_len + 1, *t.shape[1:]).index_copy(0, slot, t)
@@ -97,6 +103,14 @@ def ragged_to_dense(
 
     zero = torch.zeros((), device=offsets.device)
     return dense(values, pad.reshape(values.shape[1:])), mask, _maybe(weights, lambda w: dense(w, zero))
+
+
+def dense_to_ragged(offsets: Tensor, dense: Tensor, keep_last: bool) -> Tensor:
+    """`ragged_to_dense`'s gradient with respect to the values: each value read back from its cell
+    of `dense` (rows, max_len, ...); values cut by max_len read zeros."""
+    rows, max_len = dense.shape[:2]
+    cells = torch.cat([dense.reshape(rows * max_len, *dense.shape[2:]), dense.new_zeros(1, *dense.shape[2:])])
+    return cells[_dense_slots(offsets, int(offsets[-1]), max_len, keep_last)[0]]
 
 
 def segment_softmax_pool(offsets: Tensor, scores: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
