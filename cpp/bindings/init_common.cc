@@ -191,10 +191,9 @@ void init_common(nb::module_& m) {
       "dense_to_ragged",
       [](const I64Array& offsets, const AnyArray& dense, int64_t max_len, bool keep_last) {
         const char* op = "dense_to_ragged";
-        if (offsets.shape(0) == 0)
-          throw std::invalid_argument(std::string(op) + ": offsets must have at least one element");
-        const auto rows = static_cast<int64_t>(offsets.shape(0)) - 1;
-        const Offsets o{offsets.data(), rows, offsets.data()[rows]};
+        const int64_t last = offsets.shape(0) ? offsets.data()[offsets.shape(0) - 1] : 0;
+        const Offsets o = offsets_of(offsets, last, op);  // the values: as many as the offsets say
+        const int64_t rows = o.num_rows;
         int64_t cells = 0;
         if (max_len < 0 || dense.ndim() == 0 || __builtin_mul_overflow(rows, max_len, &cells) ||
             static_cast<int64_t>(dense.shape(0)) != cells)
@@ -280,7 +279,9 @@ void init_common(nb::module_& m) {
       "segment_sum",
       [](const I64Array& offsets, const F32Array& values) {
         const char* op = "segment_sum";
-        if (values.ndim() != 2) throw std::invalid_argument(std::string(op) + ": values must be (N, D)");
+        if (values.ndim() != 2)
+          throw std::invalid_argument(std::string(op) + ": values must be (N, D), got a " +
+                                      std::to_string(values.ndim()) + "-D array");
         const int64_t dim = static_cast<int64_t>(values.shape(1));
         const Offsets o = offsets_of(offsets, static_cast<int64_t>(values.shape(0)), op);
         Buffer out(static_cast<size_t>(o.num_rows * dim) * sizeof(float));

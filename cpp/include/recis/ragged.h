@@ -39,6 +39,10 @@ struct DenseResult {
   int64_t max_len = 0;
 };
 
+// Rows per parallel task when rows hold bytes_total bytes between them: about 64 KiB a task, so
+// the pool's wake-up cost (a few microseconds) stays negligible.
+int64_t row_grain(int64_t num_rows, int64_t bytes_total);
+
 // Checks offsets[0] == 0, non-decreasing, offsets[num_rows] == num_values. Throws
 // std::invalid_argument naming `op`, the first bad position and the values found there.
 void validate_offsets(const Offsets& offsets, const char* op);

@@ -17,11 +17,6 @@ constexpr int64_t kBytesPerChunk = 64 * 1024;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-int64_t row_grain(int64_t num_rows, int64_t bytes_total) {
-  const int64_t per_row = std::max<int64_t>(1, bytes_total / std::max<int64_t>(1, num_rows));
-  return std::max<int64_t>(1, kBytesPerChunk / per_row);
-}
-
 int64_t total_value_bytes(const std::vector<Column>& columns) {
   int64_t b = 0;
   for (const Column& c : columns) b += c.value_bytes;
@@ -54,6 +49,11 @@ RaggedResult gather_segments(const std::vector<Column>& columns, const std::vect
 }
 
 }  // namespace
+
+int64_t row_grain(int64_t num_rows, int64_t bytes_total) {
+  const int64_t per_row = std::max<int64_t>(1, bytes_total / std::max<int64_t>(1, num_rows));
+  return std::max<int64_t>(1, kBytesPerChunk / per_row);
+}
 
 void validate_offsets(const Offsets& o, const char* op) {
   if (o.num_rows < 0) throw std::invalid_argument(std::string(op) + ": offsets must have at least one element");

@@ -14,12 +14,8 @@
 namespace recis {
 namespace {
 
-// Rows per task: about 64 KiB of values each (value_bytes per value), so the pool's wake-up cost
-// stays small.
-int64_t grain_of(const Offsets& o, int64_t value_bytes) {
-  const int64_t per_row = std::max<int64_t>(1, o.num_values * value_bytes / std::max<int64_t>(1, o.num_rows));
-  return std::max<int64_t>(1, 65536 / per_row);
-}
+// Rows per task for values of value_bytes bytes each.
+int64_t grain_of(const Offsets& o, int64_t value_bytes) { return row_grain(o.num_rows, o.num_values * value_bytes); }
 
 float dot(const float* a, const float* b, int64_t n) {
   float s = 0.f;
