@@ -6,6 +6,16 @@ settings.register_profile("recis", deadline=None, print_blob=True)
 settings.load_profile("recis")
 
 
+def pytest_configure(config):
+    """pytest-benchmark: each benchmark runs warm-up calls before it calibrates and is timed. Cold, a
+    first call (first allocations, lazy initialisation) can take several times a warm one, and
+    pytest-benchmark then sets the number of rounds from it. `--benchmark-warmup` given wins."""
+    given = any(a.startswith("--benchmark-warmup") for a in config.invocation_params.args)
+    if hasattr(config.option, "benchmark_warmup") and not given:
+        config.option.benchmark_warmup = True
+        config.option.benchmark_warmup_iterations = 5
+
+
 def pytest_terminal_summary(terminalreporter, config):
     """After a pytest-benchmark run, print each group's speed-up over its baseline (medians).
 
